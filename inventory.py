@@ -1,0 +1,18 @@
+"""The nodes of your cluster: the one place you declare them.
+
+Addresses and SSH users come from the vault maps ``vault_ansible_hosts`` / ``vault_ansible_users``
+(``vault_tailscale_hosts`` with ``K3SFLEET_CONNECT=tailnet``), so no address is committed.
+
+    pyinfra inventory.py deploys/bootstrap.py      # fresh VPSes, public addresses
+    K3SFLEET_CONNECT=tailnet pyinfra inventory.py deploys/cluster.py
+"""
+
+from k3sfleet.inventory import Node, groups
+
+NODES = [
+    Node("vps-aws-1", role="server", provider="aws"),
+    Node("vps-hetzner-1", role="agent", provider="hetzner", labels={"k3sfleet/ingress": "true"}),
+    Node("vps-vultr-1", role="agent", provider="vultr"),
+]
+
+k3s_servers, k3s_agents = groups(NODES)

@@ -1,0 +1,28 @@
+"""Errors k3sfleet raises for bad input; pyinfra's CLI prints them as one clean message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pyinfra.api.exceptions import PyinfraError
+
+
+class K3sfleetError(PyinfraError):
+    """Base class: a problem the user can act on, printed without a traceback."""
+
+
+class ConfigError(K3sfleetError):
+    """One or more problems with the configuration, all named in one message.
+
+    Example::
+
+        raise ConfigError(["TAILSCALE_AUTH_KEY is not set", "no server in the inventory"])
+    """
+
+    def __init__(self, problems: Iterable[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"k3sfleet: configuration has {len(self.problems)} problem(s); "
+            f"nothing was changed:\n{lines}"
+        )

@@ -1,0 +1,213 @@
+"""Build pyinfra inventory groups from a list of ``Node``s, validating everything first.
+
+``inventory.py`` at the project root declares the nodes; this module turns them into the
+``k3s_servers`` / ``k3s_agents`` groups pyinfra reads, with each node's address and SSH user
+taken from the vault maps (``vault_ansible_hosts`` / ``vault_ansible_users``, and
+``vault_tailscale_hosts`` when ``K3SFLEET_CONNECT=tailnet``), so no address is committed.
+
+Every problem (missing vault entries, unknown or duplicate names, no server, settings the entry
+file being run needs) is collected and raised as one ``ConfigError`` before pyinfra connects.
+
+Example (``inventory.py``)::
+
+    from k3sfleet.inventory import Node, groups
+
+    NODES = [
+        Node("vps-hetzner-1", role="server", provider="hetzner"),
+        Node("vps-vultr-1", role="agent", provider="vultr", labels={"k3sfleet/ingress": "true"}),
+    ]
+    k3s_servers, k3s_agents = groups(NODES)
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from k3sfleet.errors import ConfigError, K3sfleetError
+from k3sfleet.settings import Settings
+
+ROLE_ALIASES = {"master": "server", "worker": "agent"}
+GROUP_ALIASES = {"k3s_masters": "k3s_servers", "k3s_workers": "k3s_agents"}
+ROLES = ("server", "agent")
+
+
+@dataclass
+class Node:
+    """One VPS: its inventory name (also its hostname and Kubernetes node name) and role.
+
+    ``address`` / ``ssh_user`` override the vault maps (the lab uses them); ``data`` is extra
+    pyinfra host data (for example ``firewall_extra_rules``).
+    """
+
+    name: str
+    role: str
+    provider: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[str] = field(default_factory=list)
+    address: str | None = None
+    tailnet_address: str | None = None
+    ssh_user: str | None = None
+    ssh_port: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.role in ROLE_ALIASES:
+            new = ROLE_ALIASES[self.role]
+            warnings.warn(
+                f"node {self.name}: role {self.role!r} is deprecated, use {new!r}",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self.role = new
+
+
+def nodes_from_groups(**groups: Iterable[str | tuple[str, dict[str, Any]]]) -> list[Node]:
+    """Nodes from Ansible-style groups: ``k3s_servers``/``k3s_agents`` (or the deprecated
+    ``k3s_masters``/``k3s_workers``) of names or ``(name, data)`` pairs."""
+    nodes = []
+    for group, members in groups.items():
+        if group in GROUP_ALIASES:
+            print(
+                f"k3sfleet: group {group} is deprecated, use {GROUP_ALIASES[group]}",
+                file=sys.stderr,
+            )
+            group = GROUP_ALIASES[group]
+        if group not in ("k3s_servers", "k3s_agents"):
+            raise ConfigError(f"unknown group {group!r}: use k3s_servers and k3s_agents")
+        role = "server" if group == "k3s_servers" else "agent"
+        for member in members:
+            name, data = (member, {}) if isinstance(member, str) else member
+            nodes.append(Node(name, role=role, data=dict(data)))
+    return nodes
+
+
+def entry_files_from_argv(argv: Sequence[str] | None = None) -> list[str]:
+    """The stems of the ``deploys/*.py`` entry files on a pyinfra command line."""
+    argv = sys.argv if argv is None else argv
+    return [Path(a).stem for a in argv[1:] if a.endswith(".py") and Path(a).parent.name == "deploys"]
+
+
+def validate(
+    nodes: Sequence[Node],
+    settings: Settings,
+    entry_files: Sequence[str] = (),
+) -> list[str]:
+    """Every problem with ``nodes`` and ``settings`` for running ``entry_files``, as text."""
+    from k3sfleet.preflight import entry_problems
+
+    problems: list[str] = []
+    names = [n.name for n in nodes]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"node {name} is declared {names.count(name)} times")
+    for n in nodes:
+        if n.role not in ROLES:
+            problems.append(f"node {n.name}: role must be server or agent, not {n.role!r}")
+    if not any(n.role == "server" for n in nodes):
+        problems.append("the inventory has no server (role='server')")
+
+    vault = settings.vault
+    connect = settings.k3sfleet_connect
+    map_name = "vault_ansible_hosts" if connect == "public" else "vault_tailscale_hosts"
+    hosts_map = vault.get(map_name)
+    needs_vault = [n for n in nodes if n.address is None]
+    if needs_vault and connect == "public":
+        for key in ("vault_ansible_hosts", "vault_ansible_users"):
+            value = vault.get(key)
+            if value is None:
+                problems.append(f"vault has no {key} map (needed for {len(needs_vault)} node(s))")
+            elif not isinstance(value, Mapping):
+                problems.append(f"vault {key} must be a map of node name to value")
+    if isinstance(hosts_map, Mapping):
+        known = set(names)
+        for n in needs_vault:
+            if n.name not in hosts_map and connect == "public":
+                problems.append(f"node {n.name} has no address in vault {map_name}")
+        for extra in sorted(set(hosts_map) - known):
+            problems.append(f"vault {map_name} names {extra}, which the inventory lacks")
+    users = vault.get("vault_ansible_users")
+    if isinstance(users, Mapping):
+        for n in needs_vault:
+            if n.ssh_user is None and n.name not in users:
+                problems.append(f"node {n.name} has no SSH user in vault vault_ansible_users")
+        for extra in sorted(set(users) - set(names)):
+            problems.append(f"vault vault_ansible_users names {extra}, which the inventory lacks")
+    problems.extend(entry_problems(entry_files, settings, nodes))
+    return problems
+
+
+def host_data(node: Node, settings: Settings) -> dict[str, Any]:
+    """The pyinfra host data of ``node``: settings, SSH connection data, role, labels."""
+    vault = settings.vault
+    data: dict[str, Any] = settings.as_host_data()
+    if node.address is not None:
+        address = node.address
+    elif settings.k3sfleet_connect == "tailnet":
+        tailnet_hosts = vault.get("vault_tailscale_hosts") or {}
+        domain = settings.k3sfleet_tailnet_domain
+        address = tailnet_hosts.get(node.name) or (f"{node.name}.{domain}" if domain else node.name)
+    else:
+        address = str(vault["vault_ansible_hosts"][node.name])
+    user = node.ssh_user or (vault.get("vault_ansible_users") or {}).get(node.name)
+    data.update(
+        ssh_hostname=address,
+        ssh_known_hosts_file=settings.k3sfleet_known_hosts,
+        ssh_strict_host_key_checking="yes",
+        k3s_role=node.role,
+        k3sfleet_provider=node.provider,
+        k3s_node_name=node.name,
+        k3s_node_labels=dict(node.labels),
+        k3s_node_taints=list(node.taints),
+    )
+    if node.tailnet_address:
+        data["k3sfleet_tailnet_address"] = node.tailnet_address
+    if user:
+        data["ssh_user"] = str(user)
+    if node.ssh_port:
+        data["ssh_port"] = node.ssh_port
+    if settings.k3sfleet_ssh_key:
+        data["ssh_key"] = str(Path(settings.k3sfleet_ssh_key).expanduser())
+    data.update(node.data)
+    return data
+
+
+def groups(
+    nodes: Sequence[Node],
+    settings: Settings | None = None,
+    *,
+    project_dir: Path | str | None = None,
+    entry_files: Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
+    """The ``(k3s_servers, k3s_agents)`` pyinfra groups for ``nodes``.
+
+    Loads the settings from ``project_dir`` (default: the caller's directory) unless given,
+    validates everything for the entry files on the command line, and raises one
+    ``ConfigError`` listing every problem, before any host is contacted.
+    """
+    if settings is None:
+        if project_dir is None:
+            caller = sys._getframe(1).f_globals.get("__file__")
+            project_dir = Path(caller).resolve().parent if caller else Path.cwd()
+        try:
+            settings = Settings.load(project_dir)
+        except ConfigError:
+            raise
+        except K3sfleetError as e:
+            raise ConfigError(str(e)) from None
+    problems = validate(
+        nodes, settings, entry_files_from_argv() if entry_files is None else entry_files
+    )
+    if problems:
+        raise ConfigError(problems)
+    servers, agents = [], []
+    for node in nodes:
+        data = host_data(node, settings)
+        if overrides:
+            data.update(overrides)
+        (servers if node.role == "server" else agents).append((node.name, data))
+    return servers, agents

@@ -1,0 +1,59 @@
+"""What each entry file needs before any host is contacted.
+
+``ENTRY_CHECKS`` maps an entry file's stem (``deploys/cluster.py`` -> ``cluster``) to functions
+that return problems as text. ``inventory.groups`` runs the checks for the entry files on the
+pyinfra command line, so a missing setting stops the run before pyinfra connects.
+
+Example::
+
+    entry_problems(["bootstrap"], settings, nodes)
+    # ['TAILSCALE_AUTH_KEY is not set (needed by deploys/bootstrap.py)']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from k3sfleet.inventory import Node
+    from k3sfleet.settings import Settings
+
+Check = Callable[["Settings", Sequence["Node"]], list[str]]
+
+
+def require(*names: str) -> Check:
+    """A check that the named settings are set."""
+
+    def check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+        return [f"{name} is not set" for name in settings.missing(*names)]
+
+    return check
+
+
+def tailscale_key_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """The Tailscale auth key is needed by whoever runs `tailscale up`."""
+    if settings.tailscale_up_by == "deploy" or settings.k3s_vpn_auth:
+        return require("tailscale_auth_key")(settings, nodes)
+    return []
+
+
+ENTRY_CHECKS: dict[str, list[Check]] = {
+    "bootstrap": [tailscale_key_check],
+    "cluster": [tailscale_key_check],
+    "init_cluster": [tailscale_key_check],
+}
+
+
+def entry_problems(
+    entry_files: Sequence[str], settings: Settings, nodes: Sequence[Node]
+) -> list[str]:
+    """Problems of every entry file in ``entry_files``, each naming the file, without repeats."""
+    problems: list[str] = []
+    for entry in entry_files:
+        for check in ENTRY_CHECKS.get(entry, []):
+            for problem in check(settings, nodes):
+                line = f"{problem} (needed by deploys/{entry}.py)"
+                if line not in problems:
+                    problems.append(line)
+    return problems

