@@ -2,8 +2,9 @@
 
 paramiko leaves Nagle's algorithm on, so every small request/response exchange of a remote
 command waits for a delayed ACK: about 48 ms per command even on loopback. Turning TCP_NODELAY
-on after connecting removes that wait. ``k3sfleet.inventory.groups`` registers the callback on the
-pyinfra CLI's state while the inventory loads; Python API users call ``enable_tcp_nodelay(state)``.
+on removes that wait. Under the pyinfra CLI each entry file turns it on for its host before any
+fact is read (``k3sfleet.entry.under_pyinfra``); Python API users call
+``enable_tcp_nodelay(state)`` after creating the state and before ``connect_all``.
 
 Example::
 
@@ -52,9 +53,7 @@ def enable_tcp_nodelay(state: State) -> None:
         state.add_callback_handler(TcpNoDelay())
 
 
-def enable_for_current_state() -> None:
-    """Register ``TcpNoDelay`` on the pyinfra state in context (the CLI's), if there is one."""
-    from pyinfra.context import ctx_state
-
-    if ctx_state.isset():
-        enable_tcp_nodelay(ctx_state.get())
+def set_host_tcp_nodelay(host: Any) -> bool:
+    """Turn TCP_NODELAY on for an already connected pyinfra host; return whether it was set."""
+    sock = connection_socket(host) if getattr(host, "connected", False) else None
+    return sock is not None and set_tcp_nodelay(sock)

@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from pyinfra.context import ctx_host, ctx_state
 
+from k3sfleet.connect import set_host_tcp_nodelay
+
 
 def under_pyinfra() -> bool:
-    """Whether a pyinfra state and host are in context (the CLI, or ``add_deploy``)."""
-    return ctx_state.isset() and ctx_host.isset()
+    """Whether a pyinfra state and host are in context (the CLI, or ``add_deploy``).
+
+    Under pyinfra it also turns TCP_NODELAY on for the host's SSH connection before the entry
+    file reads any fact (see ``k3sfleet.connect``).
+    """
+    if not (ctx_state.isset() and ctx_host.isset()):
+        return False
+    set_host_tcp_nodelay(ctx_host.get())
+    return True

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k3sfleet.connect import enable_for_current_state
 from k3sfleet.errors import ConfigError, K3sfleetError
 from k3sfleet.settings import Settings
 
@@ -205,7 +204,6 @@ def groups(
     )
     if problems:
         raise ConfigError(problems)
-    enable_for_current_state()
     servers, agents = [], []
     for node in nodes:
         data = host_data(node, settings)
