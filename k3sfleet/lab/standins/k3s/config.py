@@ -1,0 +1,134 @@
+"""k3s configuration: /etc/rancher/k3s/config.yaml, config.yaml.d/*.yaml and command-line flags.
+
+Like real k3s: keys are flag names without dashes; files in config.yaml.d are applied in name
+order after config.yaml; a key ending in ``+`` appends to a list; flags override files; list
+flags (``--node-label``, ``--node-taint``, ``--tls-san``) may repeat.
+
+Example::
+
+    config = load_config(["--node-ip", "10.0.0.1"], Path("/etc/rancher/k3s/config.yaml"))
+    config["node-ip"]   # "10.0.0.1"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG = Path("/etc/rancher/k3s/config.yaml")
+LIST_KEYS = frozenset(
+    {
+        "node-label",
+        "node-taint",
+        "tls-san",
+        "kube-apiserver-arg",
+        "kubelet-arg",
+        "disable",
+        "node-ip",
+        "node-external-ip",
+        "etcd-arg",
+        "kube-controller-manager-arg",
+        "kube-scheduler-arg",
+        "kube-proxy-arg",
+    }
+)
+BOOL_KEYS = frozenset(
+    {
+        "cluster-init",
+        "cluster-reset",
+        "disable-network-policy",
+        "write-kubeconfig",
+        "secrets-encryption",
+        "protect-kernel-defaults",
+        "selinux",
+        "debug",
+        "disable-cloud-controller",
+        "disable-kube-proxy",
+        "embedded-registry",
+        "etcd-expose-metrics",
+        "etcd-snapshot-compress",
+    }
+)
+
+
+def _merge(config: dict[str, Any], data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        key = str(key)
+        if key.endswith("+"):
+            base = key[:-1]
+            current = config.get(base, [])
+            current = current if isinstance(current, list) else [current]
+            config[base] = current + (value if isinstance(value, list) else [value])
+        else:
+            config[key] = value
+
+
+def read_files(path: Path) -> dict[str, Any]:
+    """Read config.yaml then config.yaml.d/*.yaml (name order); missing files are fine."""
+    config: dict[str, Any] = {}
+    files = [path] if path.exists() else []
+    drop_in = path.parent / (path.name + ".d")
+    if drop_in.is_dir():
+        files += sorted(p for p in drop_in.iterdir() if p.suffix in (".yaml", ".yml"))
+    for file in files:
+        data = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{file}: expected a mapping of flag names to values")
+        _merge(config, data)
+    return config
+
+
+def parse_flags(argv: list[str]) -> dict[str, Any]:
+    """Parse ``--key value`` / ``--key=value`` / ``--bool-flag`` flags into a config mapping."""
+    flags: dict[str, Any] = {}
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        index += 1
+        if not arg.startswith("-"):
+            raise ValueError(f"unexpected argument {arg!r}")
+        name = arg.lstrip("-")
+        if "=" in name:
+            name, value = name.split("=", 1)
+        elif name in BOOL_KEYS:
+            value = "true"
+        else:
+            if index >= len(argv):
+                raise ValueError(f"flag needs an argument: --{name}")
+            value = argv[index]
+            index += 1
+        parsed: Any = value
+        if name in BOOL_KEYS:
+            parsed = value.lower() in ("1", "true", "yes")
+        if name in LIST_KEYS:
+            flags.setdefault(name, []).extend(v for v in value.split(",") if v)
+        else:
+            flags[name] = parsed
+    return flags
+
+
+def as_list(value: Any) -> list[str]:
+    """A config value that may be a scalar, a comma-separated string or a list, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        out: list[str] = []
+        for item in value:
+            out += as_list(item)
+        return out
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def load_config(argv: list[str], path: Path = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Files first, then flags (``--config``/``-c`` picks another file), as real k3s does."""
+    flags = parse_flags(argv)
+    config_path = Path(flags.pop("config", flags.pop("c", path)))
+    config = read_files(config_path)
+    for key, value in flags.items():
+        if key in LIST_KEYS and key in config:
+            config[key] = as_list(config[key]) + value
+        else:
+            config[key] = value
+    return config
