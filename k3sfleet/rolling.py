@@ -1,0 +1,508 @@
+"""The rolling engine shared by K3s upgrades and OS maintenance.
+
+One driver walks an explicit node order (servers one at a time, then agents one at a time or
+in batches of ``rolling_agent_batch``) and, for each batch, talks to the Kubernetes API between
+the steps and runs the node action on the nodes themselves::
+
+    health gate -> cordon -> drain (Eviction API) -> node action -> wait Ready -> uncordon
+
+It stops at the first failure: later nodes are untouched, the failing node's state and the next
+step are reported (``RollingFailed``, a ``K3sfleetError``: non-zero exit).
+
+Cordons the engine makes carry the annotation ``k3sfleet.io/cordoned-by``; a node that was
+cordoned without it (by a human) is drained and changed like the others but stays cordoned.
+A node the engine left cordoned (a failed run) is recognised on the next run and finished.
+
+Example::
+
+    engine = RollingEngine(
+        api_client,
+        [RollingTarget("vps-aws-1", "server"), RollingTarget("vps-vultr-1", "agent")],
+        action=lambda names: run_upgrade_on(names),
+        needs_action=lambda target, node: kubelet_version(node) != "v1.34.2+k3s1",
+        target_version="v1.34.2+k3s1",
+    )
+    print(engine.plan().render())
+    engine.run()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from k3sfleet.errors import K3sfleetError
+
+CORDON_ANNOTATION = "k3sfleet.io/cordoned-by"
+CORDON_OWNER = "k3sfleet-rolling"
+ETCD_ROLE_LABEL = "node-role.kubernetes.io/etcd"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+NodeAction = Callable[[Sequence[str]], None]
+"""Runs the change on the named nodes (one batch); raises ``NodeActionFailed`` on failure."""
+
+NeedsAction = Callable[["RollingTarget", Any], bool]
+"""Whether a node (its ``RollingTarget`` and its ``V1Node``) still needs the node action."""
+
+
+class RollingFailed(K3sfleetError):
+    """The run stopped at a node: names the node, the step, its state and what to do next."""
+
+    def __init__(self, node: str, step: str, reason: str, state: str, next_step: str) -> None:
+        self.node, self.step, self.reason, self.state, self.next_step = (
+            node,
+            step,
+            reason,
+            state,
+            next_step,
+        )
+        super().__init__(
+            f"k3sfleet: stopped at node {node}, step {step}: {reason}\n"
+            f"  node state: {state}\n"
+            f"  next step: {next_step}"
+        )
+
+
+class NodeActionFailed(K3sfleetError):
+    """The node action failed on some nodes of a batch (node name -> reason)."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = dict(failures)
+        super().__init__("; ".join(f"{n}: {r}" for n, r in self.failures.items()))
+
+
+@dataclass(frozen=True)
+class RollingTarget:
+    """One node in the rolling order: its Kubernetes node name and its role."""
+
+    name: str
+    role: str  # "server" or "agent"
+
+
+@dataclass
+class PlannedNode:
+    """One node of a plan and what the run will do with it."""
+
+    target: RollingTarget
+    status: str  # "to do", "done", "finish" (left cordoned by a failed run)
+    human_cordoned: bool = False
+    version: str = ""
+
+    def describe(self) -> str:
+        text = {
+            "to do": "to do",
+            "done": "already done: skipped",
+            "finish": "changed by an earlier run, left cordoned: wait Ready and uncordon",
+        }[self.status]
+        if self.version:
+            text += f" (kubelet {self.version})"
+        if self.human_cordoned:
+            text += "; cordoned by a human: stays cordoned"
+        return text
+
+
+@dataclass
+class Plan:
+    """The order (batches) and which nodes are already done."""
+
+    batches: list[list[PlannedNode]]
+    action_name: str
+
+    @property
+    def nodes(self) -> list[PlannedNode]:
+        return [n for batch in self.batches for n in batch]
+
+    @property
+    def pending(self) -> list[PlannedNode]:
+        return [n for n in self.nodes if n.status != "done"]
+
+    def render(self) -> str:
+        lines = [f"Plan for {self.action_name}: {len(self.pending)} of {len(self.nodes)} node(s)"]
+        for i, batch in enumerate(self.batches, 1):
+            for node in batch:
+                lines.append(f"  {i}. {node.target.name} ({node.target.role}): {node.describe()}")
+        if not self.pending:
+            lines.append("Nothing to do: every node is done.")
+        return "\n".join(lines)
+
+
+def order(targets: Iterable[RollingTarget], agent_batch: int = 1) -> list[list[RollingTarget]]:
+    """Servers one at a time in the given order, then agents in batches of ``agent_batch``.
+
+    Example::
+
+        order([RollingTarget("a1", "agent"), RollingTarget("s1", "server")])
+        # [[s1], [a1]]
+    """
+    targets = list(targets)
+    if agent_batch < 1:
+        raise K3sfleetError(f"k3sfleet: ROLLING_AGENT_BATCH must be 1 or more, not {agent_batch}")
+    servers = [[t] for t in targets if t.role == "server"]
+    agents = [t for t in targets if t.role != "server"]
+    return servers + [agents[i : i + agent_batch] for i in range(0, len(agents), agent_batch)]
+
+
+def kubelet_version(node: Any) -> str:
+    """The ``status.nodeInfo.kubeletVersion`` of a ``V1Node`` ("" when unknown)."""
+    info = node.status.node_info if node.status is not None else None
+    return (info.kubelet_version or "") if info is not None else ""
+
+
+def is_ready(node: Any) -> bool:
+    """Whether the node's ``Ready`` condition is ``True``."""
+    conditions = (node.status.conditions if node.status is not None else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def cordoned_by_us(node: Any) -> bool:
+    annotations = node.metadata.annotations or {}
+    return bool(node.spec and node.spec.unschedulable) and (
+        annotations.get(CORDON_ANNOTATION) == CORDON_OWNER
+    )
+
+
+def cordoned_by_human(node: Any) -> bool:
+    return bool(node.spec and node.spec.unschedulable) and not cordoned_by_us(node)
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:.1f}s"
+
+
+@dataclass
+class RollingEngine:
+    """Drives one rolling run. ``api`` is a ``kubernetes.client.ApiClient``.
+
+    ``action`` changes the nodes of one batch; ``needs_action`` says whether a node still needs
+    it (nodes that do not are skipped, so a re-run resumes where a failed run stopped);
+    ``target_version`` (upgrades) is the kubeletVersion a node must report before uncordon.
+    ``clock``/``sleep``/``out`` are injectable for tests.
+    """
+
+    api: Any
+    targets: Sequence[RollingTarget]
+    action: NodeAction
+    needs_action: NeedsAction
+    action_name: str = "change"
+    target_version: str | None = None
+    agent_batch: int = 1
+    drain_timeout: float = 300.0
+    drain_force: bool = False
+    ready_timeout: float = 600.0
+    poll_interval: float = 2.0
+    out: Callable[[str], None] = print
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    core: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.core = (
+            client.CoreV1Api(self.api) if isinstance(self.api, client.ApiClient) else (self.api)
+        )
+
+    # -- plan ------------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        """The order and each node's status, read from the API (nothing is changed)."""
+        nodes = self._nodes("plan")
+        unknown = [t.name for t in self.targets if t.name not in nodes]
+        if unknown:
+            raise K3sfleetError(
+                "k3sfleet: these inventory nodes are not Nodes of the cluster: "
+                + ", ".join(unknown)
+            )
+        batches = []
+        for batch in order(self.targets, self.agent_batch):
+            planned = []
+            for target in batch:
+                node = nodes[target.name]
+                if self.needs_action(target, node):
+                    status = "to do"
+                elif cordoned_by_us(node):
+                    status = "finish"
+                else:
+                    status = "done"
+                planned.append(
+                    PlannedNode(
+                        target,
+                        status,
+                        human_cordoned=cordoned_by_human(node),
+                        version=kubelet_version(node),
+                    )
+                )
+            batches.append(planned)
+        return Plan(batches, self.action_name)
+
+    # -- run -------------------------------------------------------------------------------
+    def run(self, plan: Plan | None = None) -> Plan:
+        """Run the plan batch by batch; raise ``RollingFailed`` at the first failure."""
+        plan = plan or self.plan()
+        self.out(plan.render())
+        started = self.clock()
+        total = len(plan.batches)
+        for index, batch in enumerate(plan.batches, 1):
+            todo = [n for n in batch if n.status != "done"]
+            if not todo:
+                continue
+            self._run_batch(index, total, todo, plan)
+        self.out(f"{self.action_name}: all nodes done in {_fmt(self.clock() - started)}")
+        return plan
+
+    def _run_batch(self, index: int, total: int, batch: list[PlannedNode], plan: Plan) -> None:
+        names = [n.target.name for n in batch]
+        label = ", ".join(f"{n.target.name} ({n.target.role})" for n in batch)
+        self.out(f"[{index}/{total}] {label}")
+        batch_start = self.clock()
+        step = "health gate"
+        current = names[0]
+
+        def later() -> list[str]:
+            seen = False
+            rest = []
+            for node in plan.nodes:
+                if node.target.name in names:
+                    seen = True
+                elif seen and node.status != "done":
+                    rest.append(node.target.name)
+            return rest
+
+        def fail(reason: str, node: str | None = None) -> RollingFailed:
+            who = node or current
+            rest = later()
+            untouched = f" Later nodes not touched: {', '.join(rest)}." if rest else ""
+            return RollingFailed(
+                who,
+                step,
+                reason,
+                self._describe_state(who),
+                self._next_step(step, who) + untouched,
+            )
+
+        try:
+            t = self.clock()
+            self._health_gate()
+            self.out(f"  health gate ok ({_fmt(self.clock() - t)})")
+
+            step = "cordon"
+            human = {n.target.name for n in batch if n.human_cordoned}
+            for node in batch:
+                current = node.target.name
+                if node.target.name in human:
+                    self.out(f"  {current}: cordoned by a human, leaving it so")
+                else:
+                    self._cordon(current)
+                    self.out(f"  {current}: cordoned")
+
+            step = "drain"
+            for node in batch:
+                current = node.target.name
+                t = self.clock()
+                moved = self._drain(current)
+                self.out(f"  {current}: drained {moved} pod(s) ({_fmt(self.clock() - t)})")
+
+            step = self.action_name
+            todo = [n.target.name for n in batch if n.status == "to do"]
+            if todo:
+                current = todo[0]
+                t = self.clock()
+                try:
+                    self.action(todo)
+                except NodeActionFailed as e:
+                    current = next(iter(e.failures))
+                    raise fail(str(e), current) from None
+                except K3sfleetError as e:
+                    raise fail(str(e)) from None
+                self.out(f"  {self.action_name} on {', '.join(todo)} ({_fmt(self.clock() - t)})")
+
+            step = "wait Ready"
+            for node in batch:
+                current = node.target.name
+                t = self.clock()
+                self._wait_ready(current)
+                version = f" at {self.target_version}" if self.target_version else ""
+                self.out(f"  {current}: Ready{version} ({_fmt(self.clock() - t)})")
+
+            step = "uncordon"
+            for node in batch:
+                current = node.target.name
+                if node.target.name not in human:
+                    self._uncordon(current)
+                    self.out(f"  {current}: uncordoned")
+        except RollingFailed:
+            raise
+        except _StepError as e:
+            raise fail(str(e), e.node) from None
+        except ApiException as e:
+            raise fail(f"Kubernetes API error {e.status} {e.reason}") from None
+        except (OSError, ValueError) as e:  # connection refused, timeouts
+            raise fail(f"Kubernetes API unreachable: {e}") from None
+        self.out(f"  done in {_fmt(self.clock() - batch_start)}")
+
+    # -- steps -----------------------------------------------------------------------------
+    def _nodes(self, step: str) -> dict[str, Any]:
+        try:
+            items = self.core.list_node().items
+        except ApiException as e:
+            raise _StepError(f"Kubernetes API error {e.status} {e.reason} listing nodes") from None
+        except (OSError, ValueError) as e:
+            raise K3sfleetError(f"k3sfleet: Kubernetes API unreachable ({step}): {e}") from None
+        return {n.metadata.name: n for n in items}
+
+    def _health_gate(self) -> None:
+        """The API answers, every Node is Ready and (several servers) etcd members are Ready."""
+        nodes = self._nodes("health gate")
+        not_ready = sorted(name for name, n in nodes.items() if not is_ready(n))
+        if not_ready:
+            raise _StepError(f"nodes not Ready: {', '.join(not_ready)}")
+        members = [
+            n for n in nodes.values() if (n.metadata.labels or {}).get(ETCD_ROLE_LABEL) == "true"
+        ]
+        servers = [t for t in self.targets if t.role == "server"]
+        if len(servers) > 1 and len(members) < len(servers):
+            raise _StepError(
+                f"etcd membership incomplete: {len(members)} etcd member Node(s) for "
+                f"{len(servers)} servers"
+            )
+
+    def _cordon(self, name: str) -> None:
+        self.core.patch_node(
+            name,
+            {
+                "metadata": {"annotations": {CORDON_ANNOTATION: CORDON_OWNER}},
+                "spec": {"unschedulable": True},
+            },
+        )
+
+    def _uncordon(self, name: str) -> None:
+        self.core.patch_node(
+            name,
+            {
+                "metadata": {"annotations": {CORDON_ANNOTATION: None}},
+                "spec": {"unschedulable": False},
+            },
+        )
+
+    def _evictable(self, name: str) -> list[Any]:
+        pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}").items
+        keep = []
+        for pod in pods:
+            meta = pod.metadata
+            if MIRROR_ANNOTATION in (meta.annotations or {}):
+                continue
+            if any(o.kind == "DaemonSet" for o in (meta.owner_references or [])):
+                continue
+            if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
+                continue
+            keep.append(pod)
+        return keep
+
+    def _drain(self, name: str) -> int:
+        """Evict every pod but DaemonSet and mirror pods, honouring PodDisruptionBudgets."""
+        deadline = self.clock() + self.drain_timeout
+        seen: set[tuple[str, str]] = set()
+        blocked: dict[tuple[str, str], str] = {}
+        while True:
+            pods = self._evictable(name)
+            if not pods:
+                return len(seen)
+            for pod in pods:
+                key = (pod.metadata.namespace, pod.metadata.name)
+                seen.add(key)
+                if pod.metadata.deletion_timestamp is not None:
+                    continue  # already terminating
+                body = client.V1Eviction(
+                    metadata=client.V1ObjectMeta(name=key[1], namespace=key[0])
+                )
+                try:
+                    self.core.create_namespaced_pod_eviction(key[1], key[0], body)
+                    blocked.pop(key, None)
+                except ApiException as e:
+                    if e.status == 404:
+                        continue
+                    if e.status == 429:  # a PodDisruptionBudget says not now
+                        blocked[key] = "disruption budget"
+                        continue
+                    raise
+            if self.clock() >= deadline:
+                stuck = [(p.metadata.namespace, p.metadata.name) for p in pods]
+                if self.drain_force:
+                    for ns, pod_name in stuck:
+                        self.out(f"  {name}: drain timeout, deleting {ns}/{pod_name} (forced)")
+                        try:
+                            self.core.delete_namespaced_pod(pod_name, ns)
+                        except ApiException as e:
+                            if e.status != 404:
+                                raise
+                    deadline = self.clock() + self.drain_timeout
+                    self.sleep(self.poll_interval)
+                    if not self._evictable(name):
+                        return len(seen)
+                    raise _StepError("pods still present after forced deletion", name)
+                names = ", ".join(
+                    f"{ns}/{p}" + (f" ({blocked[(ns, p)]})" if (ns, p) in blocked else "")
+                    for ns, p in stuck
+                )
+                raise _StepError(
+                    f"drain timed out after {self.drain_timeout:.0f}s; pods not evicted: {names}"
+                    " (ROLLING_DRAIN_FORCE=true deletes them)",
+                    name,
+                )
+            self.sleep(self.poll_interval)
+
+    def _wait_ready(self, name: str) -> None:
+        deadline = self.clock() + self.ready_timeout
+        last = ""
+        while True:
+            try:
+                node = self.core.read_node(name)
+                ready = is_ready(node)
+                version = kubelet_version(node)
+                if ready and (self.target_version is None or version == self.target_version):
+                    return
+                last = f"Ready={ready}, kubelet {version or 'unknown'}"
+            except ApiException as e:
+                last = f"API error {e.status}"
+            except (OSError, ValueError) as e:  # the API restarts with a server upgrade
+                last = f"API unreachable: {e}"
+            if self.clock() >= deadline:
+                want = f" at {self.target_version}" if self.target_version else ""
+                raise _StepError(
+                    f"not Ready{want} after {self.ready_timeout:.0f}s (last seen: {last})", name
+                )
+            self.sleep(self.poll_interval)
+
+    # -- reporting -------------------------------------------------------------------------
+    def _describe_state(self, name: str) -> str:
+        try:
+            node = self.core.read_node(name)
+        except Exception as e:  # noqa: BLE001 - reporting must not hide the real failure
+            return f"unknown (API: {e.__class__.__name__})"
+        parts = ["Ready" if is_ready(node) else "NotReady"]
+        if cordoned_by_us(node):
+            parts.append("cordoned by k3sfleet")
+        elif cordoned_by_human(node):
+            parts.append("cordoned by a human")
+        else:
+            parts.append("schedulable")
+        version = kubelet_version(node)
+        if version:
+            parts.append(f"kubelet {version}")
+        return ", ".join(parts)
+
+    def _next_step(self, step: str, name: str) -> str:
+        if step == "health gate":
+            return f"make every Node Ready (kubectl get nodes), then re-run; {name} was not changed"
+        return (
+            f"fix the cause on {name}, then re-run: the run resumes at {name} "
+            f"(or `kubectl uncordon {name}` to return it to service as it is)"
+        )
+
+
+class _StepError(K3sfleetError):
+    def __init__(self, message: str, node: str | None = None) -> None:
+        self.node = node
+        super().__init__(message)
