@@ -39,7 +39,8 @@ class InventoryNode:
 
     @property
     def role(self) -> str:
-        return str(self.data.get("k3s_role") or ("server" if "k3s_servers" in self.groups else "agent"))
+        default = "server" if "k3s_servers" in self.groups else "agent"
+        return str(self.data.get("k3s_role") or default)
 
     @property
     def address(self) -> str:

@@ -9,7 +9,11 @@ import yaml
 
 CONFIG = "/etc/rancher/k3s/config.yaml"
 SECRET_FILES = {
-    "server": (CONFIG, "/var/lib/rancher/k3s/server/node-token", "/var/lib/rancher/k3s/server/token"),
+    "server": (
+        CONFIG,
+        "/var/lib/rancher/k3s/server/node-token",
+        "/var/lib/rancher/k3s/server/token",
+    ),
     "agent": (CONFIG,),
 }
 
