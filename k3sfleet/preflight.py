@@ -38,7 +38,16 @@ def tailscale_key_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     return []
 
 
+def argocd_oidc_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """With ARGOCD_OIDC_ENABLED, the issuer URL and client ID are needed (both named)."""
+    if not settings.argocd_oidc_enabled:
+        return []
+    missing = settings.missing("argocd_oidc_issuer_url", "argocd_oidc_client_id")
+    return [f"{name} is not set (ARGOCD_OIDC_ENABLED=true)" for name in missing]
+
+
 ENTRY_CHECKS: dict[str, list[Check]] = {
+    "argocd": [argocd_oidc_check, require("gitops_repo_url")],
     "bootstrap": [tailscale_key_check],
     "cluster": [tailscale_key_check],
     "init_cluster": [tailscale_key_check],
