@@ -35,6 +35,7 @@ import shlex
 import socket
 import tempfile
 import threading
+import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,20 +104,72 @@ class HostInfo:
 
 
 def hosts_from_inventory(path: str | os.PathLike[str]) -> list[HostInfo]:
-    """Every host of a pyinfra inventory file, in inventory order, loaded the way the pyinfra
-    CLI loads it (group_data/ included).
+    """Every host of a pyinfra inventory file, in inventory order, with the group data the pyinfra
+    CLI would give it (``group_data/<group>.py`` next to the file, ``all`` first).
+
+    The file is executed as pyinfra's CLI executes it, but without importing ``pyinfra_cli``
+    (which monkey-patches the whole process with gevent on import).
 
     Example::
 
         servers = [h for h in hosts_from_inventory("inventory.py") if h.role == "server"]
     """
-    from pyinfra.api import Config, Inventory, State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
+    from pyinfra.api import Inventory
 
-    with ctx_state.use(State(Inventory(([], {})), Config())):
-        inventory = make_inventory(str(path), cwd=str(Path(path).resolve().parent))
-    return hosts_from_pyinfra(inventory)
+    path = Path(path)
+    groups = {
+        key: value
+        for key, value in _exec_file(path).items()
+        if not key.startswith("_") and _is_host_group(value)
+    }
+    all_hosts: list[Any] = []
+    all_data: dict[str, Any] = {}
+    if "all" in groups:
+        all_group = groups.pop("all")
+        all_hosts, all_data = all_group if isinstance(all_group, tuple) else (all_group, {})
+    else:
+        for members in groups.values():
+            for member in members[0] if isinstance(members, tuple) else members:
+                name = member[0] if isinstance(member, tuple) else member
+                if name not in [m[0] if isinstance(m, tuple) else m for m in all_hosts]:
+                    all_hosts.append(member)
+    group_data = _group_data(path.resolve().parent / "group_data")
+    all_data = {**group_data.pop("all", {}), **all_data}
+    final: dict[str, Any] = {}
+    for name, members in groups.items():
+        hosts, data = members if isinstance(members, tuple) else (members, {})
+        final[name] = (hosts, {**group_data.get(name, {}), **data})
+    return hosts_from_pyinfra(Inventory((all_hosts, all_data), **final))
+
+
+def _exec_file(path: Path) -> dict[str, Any]:
+    namespace: dict[str, Any] = {
+        "__file__": str(path),
+        "__name__": f"k3sfleet_inventory_{path.stem}",
+    }
+    code = compile(path.read_text(encoding="utf-8"), str(path), "exec")
+    exec(code, namespace)  # noqa: S102 - the user's own inventory, as pyinfra runs it
+    return namespace
+
+
+def _is_host_group(value: Any) -> bool:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict):
+        value = value[0]
+    return isinstance(value, list | tuple) and all(isinstance(v, str | tuple) for v in value)
+
+
+def _group_data(folder: Path) -> dict[str, dict[str, Any]]:
+    data: dict[str, dict[str, Any]] = {}
+    if not folder.is_dir():
+        return data
+    for file in sorted(folder.glob("*.py")):
+        attrs = _exec_file(file)
+        data[file.stem] = {
+            k: v
+            for k, v in attrs.items()
+            if not k.startswith("_") and not isinstance(v, types.ModuleType) and not callable(v)
+        }
+    return data
 
 
 def hosts_from_pyinfra(inventory: Any) -> list[HostInfo]:
