@@ -56,7 +56,8 @@ def download_wheels(cache: Path) -> Path:
 
     Done once: a folder that already holds every wheel is reused without touching the registry.
     """
-    folder = cache / "standin-wheels" / runtime_hash()[:16]
+    key = hashlib.sha256("\n".join(RUNTIME_REQUIREMENTS).encode()).hexdigest()[:16]
+    folder = cache / "standin-wheels" / key
     done = folder / ".complete"
     if done.exists():
         return folder
