@@ -47,7 +47,10 @@ def argocd_oidc_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
 
 
 ENTRY_CHECKS: dict[str, list[Check]] = {
-    "argocd": [argocd_oidc_check, require("gitops_repo_url")],
+    "argocd": [
+        argocd_oidc_check,
+        require("gitops_repo_url", "domain", "velero_bucket", "r2_endpoint"),
+    ],
     "bootstrap": [tailscale_key_check],
     "cluster": [tailscale_key_check],
     "init_cluster": [tailscale_key_check],
