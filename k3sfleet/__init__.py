@@ -1,3 +1,3 @@
-"""k3sfleet: K3s on a handful of VPSes across clouds, joined over Tailscale, managed with pyinfra."""
+"""k3sfleet: K3s on VPSes across clouds, joined over Tailscale, managed with pyinfra."""
 
 __version__ = "0.1.0"

@@ -21,8 +21,8 @@ Example (``inventory.py``)::
 
 from __future__ import annotations
 
+import re
 import sys
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,12 +58,19 @@ class Node:
     def __post_init__(self) -> None:
         if self.role in ROLE_ALIASES:
             new = ROLE_ALIASES[self.role]
-            warnings.warn(
-                f"node {self.name}: role {self.role!r} is deprecated, use {new!r}",
-                DeprecationWarning,
-                stacklevel=3,
-            )
+            deprecated(f"node {self.name}: role {self.role!r} is deprecated, use {new!r}")
             self.role = new
+
+
+_warned: set[str] = set()
+
+
+def deprecated(message: str) -> None:
+    """Tell the user (once per run, on stderr) that an Ansible-era name still works but is
+    deprecated. Not a ``DeprecationWarning``: Python hides those outside ``__main__``."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"k3sfleet: deprecated: {message}", file=sys.stderr)
 
 
 def nodes_from_groups(**groups: Iterable[str | tuple[str, dict[str, Any]]]) -> list[Node]:
@@ -72,10 +79,7 @@ def nodes_from_groups(**groups: Iterable[str | tuple[str, dict[str, Any]]]) -> l
     nodes = []
     for group, members in groups.items():
         if group in GROUP_ALIASES:
-            print(
-                f"k3sfleet: group {group} is deprecated, use {GROUP_ALIASES[group]}",
-                file=sys.stderr,
-            )
+            deprecated(f"group {group} is deprecated, use {GROUP_ALIASES[group]}")
             group = GROUP_ALIASES[group]
         if group not in ("k3s_servers", "k3s_agents"):
             raise ConfigError(f"unknown group {group!r}: use k3s_servers and k3s_agents")
@@ -89,7 +93,13 @@ def nodes_from_groups(**groups: Iterable[str | tuple[str, dict[str, Any]]]) -> l
 def entry_files_from_argv(argv: Sequence[str] | None = None) -> list[str]:
     """The stems of the ``deploys/*.py`` entry files on a pyinfra command line."""
     argv = sys.argv if argv is None else argv
-    return [Path(a).stem for a in argv[1:] if a.endswith(".py") and Path(a).parent.name == "deploys"]
+    return [
+        Path(a).stem for a in argv[1:] if a.endswith(".py") and Path(a).parent.name == "deploys"
+    ]
+
+
+NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+TAINT = re.compile(r"^[^=:\s]+(=[^=:\s]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$")
 
 
 def validate(
@@ -97,7 +107,13 @@ def validate(
     settings: Settings,
     entry_files: Sequence[str] = (),
 ) -> list[str]:
-    """Every problem with ``nodes`` and ``settings`` for running ``entry_files``, as text."""
+    """Every problem with ``nodes`` and ``settings`` for running ``entry_files``, as text.
+
+    Example::
+
+        validate([Node("a", role="agent")], settings)
+        # ['the inventory has no server (role=\'server\')', 'node a has no address in ...']
+    """
     from k3sfleet.preflight import entry_problems
 
     problems: list[str] = []
@@ -105,57 +121,89 @@ def validate(
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"node {name} is declared {names.count(name)} times")
     for n in nodes:
+        if not NODE_NAME.match(n.name):
+            problems.append(
+                f"node {n.name!r}: a name must be a lower-case DNS label (a-z, 0-9, -), "
+                "as it is the hostname and the Kubernetes node name"
+            )
         if n.role not in ROLES:
             problems.append(f"node {n.name}: role must be server or agent, not {n.role!r}")
+        for taint in n.taints:
+            if not TAINT.match(taint):
+                problems.append(
+                    f"node {n.name}: taint {taint!r} is not key[=value]:NoSchedule|"
+                    "PreferNoSchedule|NoExecute"
+                )
     if not any(n.role == "server" for n in nodes):
         problems.append("the inventory has no server (role='server')")
 
     vault = settings.vault
-    connect = settings.k3sfleet_connect
-    map_name = "vault_ansible_hosts" if connect == "public" else "vault_tailscale_hosts"
-    hosts_map = vault.get(map_name)
-    needs_vault = [n for n in nodes if n.address is None]
-    if needs_vault and connect == "public":
-        for key in ("vault_ansible_hosts", "vault_ansible_users"):
-            value = vault.get(key)
-            if value is None:
-                problems.append(f"vault has no {key} map (needed for {len(needs_vault)} node(s))")
-            elif not isinstance(value, Mapping):
-                problems.append(f"vault {key} must be a map of node name to value")
-    if isinstance(hosts_map, Mapping):
-        known = set(names)
-        for n in needs_vault:
-            if n.name not in hosts_map and connect == "public":
-                problems.append(f"node {n.name} has no address in vault {map_name}")
-        for extra in sorted(set(hosts_map) - known):
-            problems.append(f"vault {map_name} names {extra}, which the inventory lacks")
-    users = vault.get("vault_ansible_users")
-    if isinstance(users, Mapping):
-        for n in needs_vault:
-            if n.ssh_user is None and n.name not in users:
-                problems.append(f"node {n.name} has no SSH user in vault vault_ansible_users")
-        for extra in sorted(set(users) - set(names)):
-            problems.append(f"vault vault_ansible_users names {extra}, which the inventory lacks")
+    tailnet = settings.k3sfleet_connect == "tailnet"
+    known = set(names)
+    from_vault = [n for n in nodes if n.address is None]
+    maps: dict[str, Mapping[str, Any] | None] = {}
+    for key in ("vault_ansible_hosts", "vault_ansible_users", "vault_tailscale_hosts"):
+        value = vault.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            problems.append(f"vault {key} must be a map of node name to value")
+            value = None
+        maps[key] = value
+
+    hosts, users = maps["vault_ansible_hosts"], maps["vault_ansible_users"]
+    if not tailnet and from_vault:
+        if hosts is None and "vault_ansible_hosts" not in vault:
+            problems.append(
+                f"vault has no vault_ansible_hosts map (needed for {len(from_vault)} node(s))"
+            )
+        elif hosts is not None:
+            for n in from_vault:
+                if not hosts.get(n.name):
+                    problems.append(f"node {n.name} has no address in vault vault_ansible_hosts")
+    need_user = [n for n in from_vault if n.ssh_user is None]
+    if need_user:
+        if users is None and "vault_ansible_users" not in vault:
+            problems.append(
+                f"vault has no vault_ansible_users map (needed for {len(need_user)} node(s))"
+            )
+        elif users is not None:
+            for n in need_user:
+                if not users.get(n.name):
+                    problems.append(f"node {n.name} has no SSH user in vault vault_ansible_users")
+    for key, mapping in maps.items():
+        for extra in sorted(set(mapping or ()) - known):
+            problems.append(f"vault {key} names {extra}, which the inventory lacks")
     problems.extend(entry_problems(entry_files, settings, nodes))
     return problems
 
 
+def node_address(node: Node, settings: Settings) -> str:
+    """The address k3sfleet connects to: with ``K3SFLEET_CONNECT=public`` the node's own
+    ``address`` or its ``vault_ansible_hosts`` entry; with ``tailnet`` its ``tailnet_address``,
+    its ``vault_tailscale_hosts`` entry, else its MagicDNS name (``name.K3SFLEET_TAILNET_DOMAIN``,
+    or the bare name when the domain is unset)."""
+    vault = settings.vault
+    if settings.k3sfleet_connect == "tailnet":
+        if node.tailnet_address:
+            return node.tailnet_address
+        tailnet_hosts = vault.get("vault_tailscale_hosts") or {}
+        if tailnet_hosts.get(node.name):
+            return str(tailnet_hosts[node.name])
+        domain = settings.k3sfleet_tailnet_domain
+        return f"{node.name}.{domain.strip('.')}" if domain else node.name
+    if node.address is not None:
+        return node.address
+    return str(vault["vault_ansible_hosts"][node.name])
+
+
 def host_data(node: Node, settings: Settings) -> dict[str, Any]:
-    """The pyinfra host data of ``node``: settings, SSH connection data, role, labels."""
+    """The pyinfra host data of ``node``: every setting (by field name), SSH connection data
+    (host keys always checked), and the node's role, provider, labels and taints."""
     vault = settings.vault
     data: dict[str, Any] = settings.as_host_data()
-    if node.address is not None:
-        address = node.address
-    elif settings.k3sfleet_connect == "tailnet":
-        tailnet_hosts = vault.get("vault_tailscale_hosts") or {}
-        domain = settings.k3sfleet_tailnet_domain
-        address = tailnet_hosts.get(node.name) or (f"{node.name}.{domain}" if domain else node.name)
-    else:
-        address = str(vault["vault_ansible_hosts"][node.name])
     user = node.ssh_user or (vault.get("vault_ansible_users") or {}).get(node.name)
     data.update(
-        ssh_hostname=address,
-        ssh_known_hosts_file=settings.k3sfleet_known_hosts,
+        ssh_hostname=node_address(node, settings),
+        ssh_known_hosts_file=str(Path(settings.k3sfleet_known_hosts).expanduser()),
         ssh_strict_host_key_checking="yes",
         k3s_role=node.role,
         k3sfleet_provider=node.provider,

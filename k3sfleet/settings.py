@@ -52,9 +52,14 @@ class Settings:
         "or `tailnet` (vault_tailscale_hosts, else the MagicDNS name)",
         choices=("public", "tailnet"),
     )
-    k3sfleet_vault_file: str = setting("vault.yml", "Ansible Vault file, relative to the project")
+    k3sfleet_vault_file: str = setting(
+        "vault.yml",
+        "Ansible Vault file, relative to the project; without it and without `vault.yml`, "
+        "the Ansible repository's `ansible/inventory/group_vars/all/vault.yml` is used",
+    )
     k3sfleet_vault_password_file: str | None = setting(
-        None, "Vault password file (an executable one is run); ANSIBLE_VAULT_PASSWORD_FILE also works"
+        None,
+        "Vault password file (an executable one is run); ANSIBLE_VAULT_PASSWORD_FILE also works",
     )
     k3sfleet_ssh_key: str | None = setting(None, "Private key for SSH to the nodes")
     k3sfleet_known_hosts: str = setting(
@@ -65,7 +70,8 @@ class Settings:
     )
     k3sfleet_api_server: str | None = setting(
         None,
-        "Reach the Kubernetes API directly at this URL (a tailnet address) instead of an SSH tunnel",
+        "Reach the Kubernetes API directly at this URL (a tailnet address) "
+        "instead of an SSH tunnel",
     )
     k3sfleet_lab_dir: str = setting("/var/lib/k3sfleet-lab", "Where `k3sfleet lab` keeps its hosts")
     k3sfleet_lab_cache_dir: str = setting(
@@ -176,7 +182,7 @@ class Settings:
         use_vault: bool = True,
     ) -> Settings:
         """Build the settings for ``project_dir``; raise ``ConfigError`` naming every problem."""
-        from k3sfleet.vault import VaultError, load_vault, resolve_password
+        from k3sfleet.vault import VaultError, find_vault_file, load_vault, resolve_password
 
         project = Path(project_dir)
         env = dict(os.environ if environ is None else environ)
@@ -184,8 +190,7 @@ class Settings:
         problems: list[str] = []
 
         vault: dict[str, Any] = {}
-        vault_name = layered.get("K3SFLEET_VAULT_FILE", "") or "vault.yml"
-        vault_path = project / Path(vault_name).expanduser()
+        vault_path = find_vault_file(project, layered.get("K3SFLEET_VAULT_FILE"))
         if use_vault and vault_path.exists():
             try:
                 password = resolve_password(
