@@ -35,6 +35,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 from k3sfleet.errors import K3sfleetError
 
@@ -170,6 +171,11 @@ def cordoned_by_human(node: Any) -> bool:
     return bool(node.spec and node.spec.unschedulable) and not cordoned_by_us(node)
 
 
+def _core(api: Any) -> Any:
+    """A ``CoreV1Api`` for an ``ApiClient``; anything else (a test double) is used as is."""
+    return client.CoreV1Api(api) if isinstance(api, client.ApiClient) else api
+
+
 def _fmt(seconds: float) -> str:
     return f"{seconds:.1f}s"
 
@@ -198,12 +204,11 @@ class RollingEngine:
     out: Callable[[str], None] = print
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    reconnect: Callable[[], Any] | None = None
     core: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.core = (
-            client.CoreV1Api(self.api) if isinstance(self.api, client.ApiClient) else (self.api)
-        )
+        self.core = _core(self.api)
 
     # -- plan ------------------------------------------------------------------------------
     def plan(self) -> Plan:
@@ -338,7 +343,7 @@ class RollingEngine:
             raise fail(str(e), e.node) from None
         except ApiException as e:
             raise fail(f"Kubernetes API error {e.status} {e.reason}") from None
-        except (OSError, ValueError) as e:  # connection refused, timeouts
+        except (OSError, ValueError, HTTPError) as e:  # connection refused, timeouts
             raise fail(f"Kubernetes API unreachable: {e}") from None
         self.out(f"  done in {_fmt(self.clock() - batch_start)}")
 
@@ -348,7 +353,7 @@ class RollingEngine:
             items = self.core.list_node().items
         except ApiException as e:
             raise _StepError(f"Kubernetes API error {e.status} {e.reason} listing nodes") from None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, HTTPError) as e:
             raise K3sfleetError(f"k3sfleet: Kubernetes API unreachable ({step}): {e}") from None
         return {n.metadata.name: n for n in items}
 
@@ -466,8 +471,14 @@ class RollingEngine:
                 last = f"Ready={ready}, kubelet {version or 'unknown'}"
             except ApiException as e:
                 last = f"API error {e.status}"
-            except (OSError, ValueError) as e:  # the API restarts with a server upgrade
+            except (OSError, ValueError, HTTPError, K3sfleetError) as e:
+                # the API restarts with a server upgrade; the tunnel dies with a reboot
                 last = f"API unreachable: {e}"
+                if self.reconnect is not None:
+                    try:
+                        self.core = _core(self.reconnect())
+                    except (OSError, K3sfleetError) as again:
+                        last = f"API unreachable: {again}"
             if self.clock() >= deadline:
                 want = f" at {self.target_version}" if self.target_version else ""
                 raise _StepError(
@@ -506,3 +517,151 @@ class _StepError(K3sfleetError):
     def __init__(self, message: str, node: str | None = None) -> None:
         self.node = node
         super().__init__(message)
+
+
+# -- pyinfra glue: the node action runs a @deploy on the batch's hosts -----------------------
+
+
+def inventory_targets(inventory: Any, limit: Sequence[str] = ()) -> list[RollingTarget]:
+    """``RollingTarget``s of a pyinfra ``Inventory`` in inventory order (``k3s_role`` data)."""
+    targets = []
+    for host in inventory:
+        if limit and host.name not in limit:
+            continue
+        role = host.data.get("k3s_role") or ("agent" if "k3s_agents" in host.groups else "server")
+        targets.append(RollingTarget(str(host.data.get("k3s_node_name") or host.name), role))
+    return targets
+
+
+def load_inventory(path: str) -> Any:
+    """The pyinfra ``Inventory`` of an inventory file, loaded as the pyinfra CLI loads it.
+
+    ``k3sfleet.inventory.groups`` validates it for the entry files named in ``sys.argv``; the
+    ``k3sfleet`` commands validate their own needs.
+    """
+    from pathlib import Path
+
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.inventory import make_inventory
+
+    with ctx_state.use(State(Inventory(([], {})), Config())):
+        return make_inventory(str(path), cwd=str(Path(path).resolve().parent))
+
+
+def _sub_inventory(inventory: Any, names: Sequence[str]) -> Any:
+    """A new pyinfra ``Inventory`` holding only ``names``, with the same data and groups."""
+    from pyinfra.api import Inventory
+
+    wanted = [h for h in inventory if h.name in names]
+    groups: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for host in wanted:
+        for group in host.groups:
+            groups.setdefault(group, ([], {}))[0].append(host.name)
+    return Inventory(([(h.name, h.data.dict()) for h in wanted], {}), **groups)
+
+
+def _failure_reason(state: Any, host: Any) -> str:
+    for op_hash in state.get_op_order():
+        meta = state.ops.get(host, {}).get(op_hash)
+        if meta is None or meta.operation_meta._success is not False:
+            continue
+        names = ", ".join(sorted(state.get_op_meta(op_hash).names))
+        output = meta.operation_meta._combined_output
+        lines = [line for line in (output.stderr_lines if output else []) if line.strip()]
+        return f"operation {names!r} failed" + (f": {lines[-1].strip()}" if lines else "")
+    return "failed (connection or operation error; see the output above)"
+
+
+def run_deploy(inventory: Any, names: Sequence[str], deploy: Callable[..., Any]) -> Any:
+    """Run ``deploy`` on the hosts ``names`` of ``inventory`` with a fresh pyinfra ``State``.
+
+    Returns the ``State``; raises ``NodeActionFailed`` naming each failed host and its first
+    failed operation.
+    """
+    from pyinfra.api import Config, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.api.deploy import add_deploy
+    from pyinfra.api.exceptions import PyinfraError
+    from pyinfra.api.operations import run_ops
+
+    sub = _sub_inventory(inventory, names)
+    state = State(sub, Config(FAIL_PERCENT=0))
+    try:
+        connect_all(state)
+        add_deploy(state, deploy)
+        run_ops(state)
+    except PyinfraError:
+        pass
+    finally:
+        for host in sub:
+            if host.connected:
+                host.disconnect()
+    failed = {h.name: _failure_reason(state, h) for h in state.failed_hosts}
+    missing = [n for n in names if n not in [h.name for h in sub]]
+    failed.update({n: "not in the inventory" for n in missing})
+    if failed:
+        raise NodeActionFailed(failed)
+    return state
+
+
+def read_fact(inventory: Any, names: Sequence[str], fact: Any, **kwargs: Any) -> dict[str, Any]:
+    """``fact`` read once on each host ``names`` (one pyinfra ``State``, hosts in parallel)."""
+    from pyinfra.api import Config, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.api.exceptions import PyinfraError
+    from pyinfra.api.facts import get_facts
+
+    sub = _sub_inventory(inventory, names)
+    state = State(sub, Config(FAIL_PERCENT=0))
+    try:
+        connect_all(state)
+        results = get_facts(state, fact, kwargs=kwargs)
+    except PyinfraError as e:
+        raise K3sfleetError(f"k3sfleet: could not read {fact.__name__}: {e}") from None
+    finally:
+        for host in sub:
+            if host.connected:
+                host.disconnect()
+    return {h.name: value for h, value in results.items()}
+
+
+class ApiSession:
+    """A ``kube.cluster_api`` connection that can be reopened (a server restarted or rebooted).
+
+    Example::
+
+        with ApiSession("inventory.py") as session:
+            engine = RollingEngine(session.api, targets, ..., reconnect=session.reopen)
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self._stack: Any = None
+        self.api: Any = None
+
+    def reopen(self) -> Any:
+        import contextlib
+
+        from k3sfleet.kube import cluster_api
+
+        self.close()
+        stack = contextlib.ExitStack()
+        self.api = stack.enter_context(cluster_api(self.source))
+        self._stack = stack
+        return self.api
+
+    def close(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            try:
+                stack.close()
+            except Exception:  # noqa: BLE001 - the connection may be gone already
+                pass
+
+    def __enter__(self) -> ApiSession:
+        self.reopen()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

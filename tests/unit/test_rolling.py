@@ -387,3 +387,94 @@ def test_unknown_inventory_node_is_refused() -> None:
     engine, _ = make_engine(core, targets=targets)
     with pytest.raises(K3sfleetError, match="ghost"):
         engine.plan()
+
+
+# -- the node actions, through the pyinfra Python API on @fake hosts ---------------------------
+
+
+def fake_inventory(role: str = "server", **responses: Any) -> Any:
+    import re
+
+    from pyinfra.api import Inventory
+
+    data = {
+        "k3s_version": V2,
+        "k3s_release_url": "http://10.123.0.1:8080/k3s",
+        "k3s_role": role,
+        "common_journald_max_use": "500M",
+        "maintenance_upgrade": responses.pop("maintenance_upgrade", "all"),
+        "fake_delay": 0,
+        "fake_delay_jitter": 0,
+        "fake_responses": {
+            **{re.compile(k): v for k, v in responses.items()},
+            "k3s --version": f"k3s version {V1} (1234abcd)",
+            "uname -m": "x86_64",
+            "SubState k3s.service": ["Id=k3s.service", "SubState=running"],
+            "SubState k3s-agent.service": ["Id=k3s-agent.service", "SubState=running"],
+        },
+    }
+    group = "k3s_servers" if role == "server" else "k3s_agents"
+    return Inventory(([("@fake/node-1", data)], {}), **{group: (["@fake/node-1"], {})})
+
+
+def commands(state: Any) -> list[str]:
+    return [c for h in state.inventory for c in h.connector.executed_commands]
+
+
+@pytest.mark.parametrize("role,service", [("server", "k3s"), ("agent", "k3s-agent")])
+def test_k3s_upgrade_installs_through_the_cluster_install_code(role: str, service: str) -> None:
+    from deploys.upgrade import k3s_upgrade
+    from k3sfleet.rolling import run_deploy
+
+    state = run_deploy(fake_inventory(role), ["@fake/node-1"], k3s_upgrade)
+    ran = commands(state)
+    install = next(c for c in ran if "curl" in c)
+    assert "http://10.123.0.1:8080/k3s/v1.34.2%2Bk3s1/k3s" in install
+    assert "sha256sum-amd64.txt" in install and "checksum mismatch" in install
+    restart = [c for c in ran if c.startswith("systemctl") and "show" not in c]
+    assert restart == [f"systemctl restart {service}.service"]
+    assert ran.index(install) < ran.index(restart[0])
+
+
+def test_k3s_upgrade_failure_names_the_operation_and_the_error() -> None:
+    from deploys.upgrade import k3s_upgrade
+    from k3sfleet.rolling import run_deploy
+
+    inventory = fake_inventory(
+        **{
+            "curl": {
+                "success": False,
+                "stderr": f"k3sfleet: checksum mismatch for k3s {V2}: expected aa, got bb",
+            }
+        }
+    )
+    with pytest.raises(NodeActionFailed) as e:
+        run_deploy(inventory, ["@fake/node-1"], k3s_upgrade)
+    reason = e.value.failures["@fake/node-1"]
+    assert "Install k3s v1.34.2+k3s1" in reason
+    assert "checksum mismatch" in reason
+
+
+@pytest.mark.parametrize("mode,expected", [("all", "dist-upgrade"), ("security", "unattended")])
+def test_os_maintenance_commands(mode: str, expected: str) -> None:
+    from deploys.maintenance import os_maintenance
+    from k3sfleet.rolling import run_deploy
+
+    state = run_deploy(fake_inventory(maintenance_upgrade=mode), ["@fake/node-1"], os_maintenance)
+    ran = commands(state)
+    upgrade = [c for c in ran if "upgrade" in c and "apt-get update" not in c]
+    assert upgrade and expected in upgrade[0]
+    assert ("dist-upgrade" in " ".join(ran)) == (mode == "all")
+    assert "journalctl --vacuum-size=500M" in ran
+    assert any("test -e /var/run/reboot-required" in c for c in ran)  # checked at execute time
+    assert not any(c.startswith(("reboot", "systemctl reboot", "shutdown")) for c in ran)
+
+
+def test_pending_maintenance_fact() -> None:
+    from deploys.maintenance import PendingMaintenance
+
+    fact = PendingMaintenance()
+    assert "grep -i security" in str(fact.command(security_only=True))
+    assert "grep -i security" not in str(fact.command())
+    assert fact.process(["upgrades=3", "reboot=yes"]) == {"upgrades": 3, "reboot_required": True}
+    assert fact.process(["upgrades=0", "reboot=no"]) == {"upgrades": 0, "reboot_required": False}

@@ -1,0 +1,148 @@
+"""OS maintenance on the rolling engine: apt upgrade, reboot when required, journal vacuum.
+
+    pyinfra inventory.py deploys/maintenance.py       # plan at prepare, roll at execute
+    k3sfleet maintenance [--dry]                      # the same run without the pyinfra CLI
+
+Each node's pending work is read first (``PendingMaintenance``: upgradable packages, all or
+security only per ``maintenance_upgrade``, and /var/run/reboot-required). Nodes with nothing
+pending are skipped (no drain, nothing changed), so a re-run on a maintained cluster does
+nothing. The others go through the same engine as upgrades, one at a time (agents in batches of
+``rolling_agent_batch``): health gate, cordon, drain, ``os_maintenance``, wait Ready, uncordon.
+
+``os_maintenance`` upgrades packages (``apt-get dist-upgrade``, or Debian's
+``unattended-upgrade`` for security only), reboots only when /var/run/reboot-required exists
+afterwards (``server.reboot`` waits for the host to come back), and vacuums the journal to
+``common_journald_max_use``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FactBase, QuoteString, StringCommand, deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, python, server
+
+from k3sfleet.entry import under_pyinfra
+
+REBOOT_REQUIRED = "/var/run/reboot-required"
+_SIMULATE = "apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst '"
+
+
+class PendingMaintenance(FactBase[dict[str, Any]]):
+    """Packages waiting for an upgrade (from the current apt lists) and a pending reboot.
+
+    .. code:: python
+
+        host.get_fact(PendingMaintenance, security_only=False)
+        # {"upgrades": 3, "reboot_required": True}
+    """
+
+    def command(self, security_only: bool = False) -> StringCommand:
+        simulate = _SIMULATE + (" | grep -i security" if security_only else "")
+        script = (
+            f"echo upgrades=$({simulate} | wc -l); "
+            f"if [ -e {REBOOT_REQUIRED} ]; then echo reboot=yes; else echo reboot=no; fi"
+        )
+        return StringCommand("sh", "-c", QuoteString(script))
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        values = dict(line.strip().partition("=")[::2] for line in output if "=" in line)
+        return {
+            "upgrades": int(values.get("upgrades") or 0),
+            "reboot_required": values.get("reboot") == "yes",
+        }
+
+
+@deploy(
+    "OS maintenance on a node",
+    data_defaults={"maintenance_upgrade": "all", "maintenance_reboot_timeout": 300},
+)
+def os_maintenance() -> None:
+    """Upgrade packages, reboot if the upgrade (or an earlier one) asked for it, vacuum.
+
+    Example (a node action of the rolling engine)::
+
+        run_deploy(inventory, ["vps-vultr-1"], os_maintenance)
+    """
+    if host.data.maintenance_upgrade == "security":
+        server.shell(
+            name="Install security upgrades (unattended-upgrade)",
+            commands=["unattended-upgrade -v"],
+            _sudo=True,
+            _env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
+    else:
+        apt.dist_upgrade(name="Upgrade all packages (dist-upgrade)", _sudo=True)
+    server.reboot(
+        name="Reboot (reboot-required)",
+        reboot_timeout=int(host.data.maintenance_reboot_timeout),
+        _sudo=True,
+        _if=lambda: host.get_fact(File, path=REBOOT_REQUIRED) is not None,
+    )
+    server.shell(
+        name="Vacuum the journal",
+        commands=[
+            "journalctl --vacuum-size=" + shlex.quote(str(host.data.common_journald_max_use))
+        ],
+        _sudo=True,
+    )
+
+
+def pending_work(inventory: Any) -> dict[str, dict[str, Any]]:
+    """``PendingMaintenance`` of every host (refreshing the apt lists first)."""
+    from k3sfleet.rolling import read_fact, run_deploy
+
+    names = [h.name for h in inventory]
+    run_deploy(inventory, names, _refresh_lists)
+    security = next(iter(inventory)).data.get("maintenance_upgrade") == "security"
+    return read_fact(inventory, names, PendingMaintenance, security_only=security, _sudo=True)
+
+
+@deploy("Refresh apt lists")
+def _refresh_lists() -> None:
+    apt.update(name="apt-get update", _sudo=True)
+
+
+def maintenance_engine(
+    api: Any, inventory: Any, pending: dict[str, dict[str, Any]], **options: Any
+) -> Any:
+    """A ``RollingEngine`` running ``os_maintenance`` on every node with pending work."""
+    from k3sfleet.rolling import RollingEngine, inventory_targets, run_deploy
+
+    data = next(iter(inventory)).data
+    options.setdefault("agent_batch", int(data.get("rolling_agent_batch") or 1))
+    options.setdefault("drain_timeout", float(data.get("rolling_drain_timeout") or 300))
+    options.setdefault("drain_force", bool(data.get("rolling_drain_force")))
+    options.setdefault("ready_timeout", float(data.get("rolling_ready_timeout") or 600))
+
+    def needs(target: Any, node: Any) -> bool:
+        work = pending.get(target.name) or {}
+        return bool(work.get("upgrades") or work.get("reboot_required"))
+
+    return RollingEngine(
+        api,
+        inventory_targets(inventory),
+        action=lambda names: run_deploy(inventory, names, os_maintenance),
+        needs_action=needs,
+        action_name="maintenance",
+        **options,
+    )
+
+
+def _drive(state: Any, host: Any) -> None:
+    from k3sfleet.rolling import ApiSession
+
+    pending = pending_work(state.inventory)
+    with ApiSession(state.inventory) as session:
+        maintenance_engine(session.api, state.inventory, pending, reconnect=session.reopen).run()
+
+
+if under_pyinfra():
+    from pyinfra import inventory
+
+    first_server = (inventory.get_group("k3s_servers") or list(inventory))[0]
+    if host.name == first_server.name:
+        python.call(name="Rolling OS maintenance (k3sfleet.rolling)", function=_drive)

@@ -1,0 +1,50 @@
+"""``k3sfleet upgrade``: the rolling K3s upgrade of deploys/upgrade.py, without the pyinfra CLI.
+
+Example::
+
+    k3sfleet upgrade --dry          # the plan: order, and which nodes are already at K3S_VERSION
+    k3sfleet upgrade                # roll; exit code 2 and the failing node's state on failure
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("upgrade", help="rolling K3s upgrade to K3S_VERSION, node by node")
+    add_rolling_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_rolling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inventory", default="inventory.py", help="pyinfra inventory file")
+    parser.add_argument("--dry", action="store_true", help="print the plan, change nothing")
+    parser.add_argument(
+        "--ready-timeout", type=float, default=None, help="seconds to wait for Ready (600)"
+    )
+
+
+def _inventory(args: argparse.Namespace) -> object:
+    from k3sfleet.rolling import load_inventory
+
+    path = (Path(args.project_dir) / args.inventory).resolve()
+    sys.argv = [sys.argv[0], str(path), f"deploys/{args.command}.py"]  # entry checks
+    return load_inventory(str(path))
+
+
+def run(args: argparse.Namespace) -> int:
+    from deploys.upgrade import upgrade_engine
+    from k3sfleet.rolling import ApiSession
+
+    inventory = _inventory(args)
+    options = {"ready_timeout": args.ready_timeout} if args.ready_timeout else {}
+    with ApiSession(inventory) as session:
+        engine = upgrade_engine(session.api, inventory, reconnect=session.reopen, **options)
+        if args.dry:
+            print(engine.plan().render())
+            return 0
+        engine.run()
+    return 0
