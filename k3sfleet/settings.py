@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import types
 import typing
 from collections import ChainMap
@@ -28,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from dotenv.parser import parse_stream
-from dotenv.variables import parse_variables
 
 from k3sfleet.errors import ConfigError
 from k3sfleet.secret import Secret
 
 ENV_FILES = (".envrc", ".envrc.local", ".env")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PARAM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-=+])(.*))?", re.S)
 
 
 def setting(default: Any, doc: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:
@@ -233,6 +235,27 @@ def setting_fields() -> list[Any]:
     return [f for f in fields(Settings) if "doc" in f.metadata]
 
 
+def format_default(value: Any) -> str:
+    """A default as the README table and ``.envrc.example`` show it (``true``, ``300``, ``""``)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def readme_rows() -> list[str]:
+    """The README settings table rows, one per setting (``k3sfleet config --readme-table``)."""
+    rows = []
+    for f in setting_fields():
+        default = format_default(f.default)
+        rows.append(
+            f"| `{f.name.upper()}` | {f.metadata['doc']} | {f'`{default}`' if default else ''} "
+            f"| {'yes' if f.metadata['secret'] else 'no'} |"
+        )
+    return rows
+
+
 @functools.cache
 def _type_hints() -> dict[str, Any]:
     return typing.get_type_hints(Settings)
@@ -284,6 +307,57 @@ class LayeredEnv(ChainMap[str, str]):
         raise KeyError(key)
 
 
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Expand ``$VAR``, ``${VAR}``, ``${VAR:-word}``, ``${VAR-word}``, ``${VAR:+word}`` (the
+    word expanded too) and ``\\$`` as bash does inside double quotes.
+
+    Example::
+
+        expand("velero-${BUCKET:-$DOMAIN}", {"DOMAIN": "example.org"})   # 'velero-example.org'
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and text.startswith("$", i + 1):
+            out.append("$")
+            i += 2
+            continue
+        if char == "$" and text.startswith("{", i + 1):
+            depth, j = 0, i + 1
+            while j < len(text):
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            param = _PARAM.fullmatch(text[i + 2 : j]) if j < len(text) else None
+            if param is None:
+                out.append(text[i : j + 1])
+                i = j + 1
+                continue
+            name, op, word = param.groups()
+            value = env.get(name)
+            if op is None:
+                out.append(value or "")
+            elif op in (":-", ":="):
+                out.append(value if value else expand(word, env))
+            elif op in ("-", "="):
+                out.append(value if value is not None else expand(word, env))
+            elif op == ":+":
+                out.append(expand(word, env) if value else "")
+            else:  # "+"
+                out.append(expand(word, env) if value is not None else "")
+            i = j + 1
+            continue
+        if char == "$" and (bare := _NAME.match(text, i + 1)):
+            out.append(env.get(bare.group(0)) or "")
+            i = bare.end()
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
 def load_env_files(project: Path, environ: Mapping[str, str]) -> LayeredEnv:
     """Read the direnv/dotenv files of ``project`` layered under ``environ``.
 
@@ -305,7 +379,7 @@ def load_env_files(project: Path, environ: Mapping[str, str]) -> LayeredEnv:
                 value = binding.value or ""
                 quoted = binding.original.string.split("=", 1)[-1].lstrip().startswith("'")
                 if not quoted:
-                    value = "".join(atom.resolve(context) for atom in parse_variables(value))
+                    value = expand(value, context)
                 values[binding.key] = value
         layers.append(values)
     return LayeredEnv(

@@ -1,18 +1,34 @@
-"""``k3sfleet config``: show the settings in force and where each came from (secrets masked)."""
+"""``k3sfleet config``: show the settings in force and where each came from (secrets masked).
+
+``k3sfleet config --readme-table`` prints the README's settings table rows from the code.
+
+Example::
+
+    k3sfleet config
+    K3S_VERSION                        v1.34.2+k3s1                   (default)
+    TAILSCALE_AUTH_KEY                 *MASKED*                       (vault)
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from k3sfleet.settings import Settings, setting_fields
+from k3sfleet.settings import Settings, readme_rows, setting_fields
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("config", help="show the settings in force and their sources")
+    parser.add_argument(
+        "--readme-table", action="store_true", help="print the README settings table rows"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.readme_table:
+        print("| Setting | Meaning | Default | Secret |\n|---|---|---|---|")
+        print("\n".join(readme_rows()))
+        return 0
     settings = Settings.load(args.project_dir, vault_password_file=args.vault_password_file)
     for f in setting_fields():
         value = getattr(settings, f.name)

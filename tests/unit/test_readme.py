@@ -1,0 +1,76 @@
+"""The README and .envrc.example stay in step with the code."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from k3sfleet.settings import Settings, format_default, setting_fields
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+ROW = re.compile(r"^\| `([A-Z0-9_]+)` \| (.+?) \| (`[^`]*`|) \| (yes|no) \|$", re.M)
+
+
+def readme_settings() -> dict[str, tuple[str, str, str]]:
+    section = README.split("## Settings", 1)[1]
+    rows = {}
+    for name, meaning, default, secret in ROW.findall(section):
+        assert name not in rows, f"README lists {name} twice"
+        rows[name] = (meaning.strip(), default.strip("`"), secret)
+    return rows
+
+
+def test_every_setting_has_a_matching_readme_row() -> None:
+    rows = readme_settings()
+    problems = []
+    for f in setting_fields():
+        name = f.name.upper()
+        if name not in rows:
+            problems.append(f"{name}: no row in the README settings table")
+            continue
+        meaning, default, secret = rows[name]
+        if not meaning:
+            problems.append(f"{name}: the README row has no meaning")
+        if default != format_default(f.default):
+            problems.append(f"{name}: README default {default!r} != {format_default(f.default)!r}")
+        if (secret == "yes") != bool(f.metadata["secret"]):
+            problems.append(f"{name}: README secret column says {secret!r}")
+    known = {f.name.upper() for f in setting_fields()}
+    problems += [f"{n}: in the README but not a setting" for n in sorted(set(rows) - known)]
+    assert not problems, "\n".join(problems) + "\n(see `k3sfleet config --readme-table`)"
+
+
+def test_secret_settings_are_secret_typed() -> None:
+    for f in setting_fields():
+        kind = str(Settings.__annotations__[f.name])
+        assert f.metadata["secret"] == ("Secret" in kind), f.name
+
+
+def test_envrc_example_lists_every_setting_and_loads(tmp_path: Path) -> None:
+    example = (ROOT / ".envrc.example").read_text(encoding="utf-8")
+    exported = set(re.findall(r"^export ([A-Z0-9_]+)=", example, re.M))
+    missing = sorted(f.name.upper() for f in setting_fields() if f.name.upper() not in exported)
+    assert not missing, f".envrc.example lacks: {', '.join(missing)}"
+    shutil.copy(ROOT / ".envrc.example", tmp_path / ".envrc")
+    settings = Settings.load(tmp_path, {})  # every example value is valid for its type
+    assert settings.sources["k3s_version"] == ".envrc"
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    first_block = README.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [ln for ln in first_block.splitlines() if ln and not ln.startswith("#")]
+    assert commands == ["bash scripts/demo.sh", "bash scripts/test.sh"]
+    assert README.index("```bash") < README.index("## Layout")
+    for script in ("scripts/demo.sh", "scripts/test.sh", "scripts/setup.sh"):
+        assert (ROOT / script).is_file(), script
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "exec bash scripts/test.sh" in ci
+
+
+@pytest.mark.parametrize("section", ["## Layout", "## Three ways to use it", "## Settings"])
+def test_readme_sections(section: str) -> None:
+    assert section in README
