@@ -140,6 +140,7 @@ class Settings:
     )
     postgres_password: Secret | None = setting(None, "PostgreSQL admin password", secret=True)
     rancher_password: Secret | None = setting(None, "Rancher bootstrap password", secret=True)
+    pgadmin_password: Secret | None = setting(None, "pgAdmin login password", secret=True)
 
     # -- GitOps ------------------------------------------------------------------------------
     argocd_chart_version: str = setting("9.1.4", "argo-cd Helm chart version")
