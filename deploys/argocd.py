@@ -139,9 +139,7 @@ class ArgocdConfig:
         return f"argocd.{self.domain}" if self.domain else "argocd"
 
 
-def oidc_problems(
-    enabled: bool, issuer_url: str | None, client_id: str | None
-) -> list[str]:
+def oidc_problems(enabled: bool, issuer_url: str | None, client_id: str | None) -> list[str]:
     """What is missing for OIDC, as text (nothing when OIDC is off).
 
     Example::
@@ -185,17 +183,21 @@ def argocd_values(cfg: ArgocdConfig) -> str:
 
         yaml.safe_load(argocd_values(cfg))["configs"]["rbac"]["scopes"]   # '[groups]'
     """
-    text = _env().get_template("argocd-values.yaml.j2").render(
-        hostname=cfg.server_hostname,
-        url=f"https://{cfg.server_hostname}",
-        admin_enabled=cfg.admin_enabled,
-        oidc_enabled=cfg.oidc_enabled,
-        oidc_issuer_url=cfg.oidc_issuer_url,
-        oidc_client_id=cfg.oidc_client_id,
-        oidc_logout_url=cfg.oidc_logout_url,
-        policy_csv=cfg.policy_csv.strip("\n"),
-        policy_default=cfg.policy_default,
-        scopes=cfg.scopes,
+    text = (
+        _env()
+        .get_template("argocd-values.yaml.j2")
+        .render(
+            hostname=cfg.server_hostname,
+            url=f"https://{cfg.server_hostname}",
+            admin_enabled=cfg.admin_enabled,
+            oidc_enabled=cfg.oidc_enabled,
+            oidc_issuer_url=cfg.oidc_issuer_url,
+            oidc_client_id=cfg.oidc_client_id,
+            oidc_logout_url=cfg.oidc_logout_url,
+            policy_csv=cfg.policy_csv.strip("\n"),
+            policy_default=cfg.policy_default,
+            scopes=cfg.scopes,
+        )
     )
     yaml.safe_load(text)  # a template mistake fails here, not in the cluster
     return text
@@ -203,11 +205,15 @@ def argocd_values(cfg: ArgocdConfig) -> str:
 
 def helmchart_manifest(cfg: ArgocdConfig) -> str:
     """The ``HelmChart`` manifest (YAML text) that installs Argo CD with ``argocd_values``."""
-    text = _env().get_template("argocd-helmchart.yaml.j2").render(
-        chart_repo=cfg.chart_repo,
-        chart_version=cfg.chart_version,
-        namespace=cfg.namespace,
-        values=argocd_values(cfg).strip("\n"),
+    text = (
+        _env()
+        .get_template("argocd-helmchart.yaml.j2")
+        .render(
+            chart_repo=cfg.chart_repo,
+            chart_version=cfg.chart_version,
+            namespace=cfg.namespace,
+            values=argocd_values(cfg).strip("\n"),
+        )
     )
     yaml.safe_load(text)
     return text
@@ -234,14 +240,18 @@ def root_apps_manifest(cfg: ArgocdConfig) -> str:
             "targetRevision": cfg.revision,
         }
     }
-    text = _env().get_template("argocd-root-apps.yaml.j2").render(
-        namespace=cfg.namespace,
-        repo_url=cfg.repo_url,
-        revision=cfg.revision,
-        apps=[
-            {"name": "infrastructure", "path": cfg.infrastructure_path, "values": infra_values},
-            {"name": "apps", "path": cfg.apps_path, "values": apps_values},
-        ],
+    text = (
+        _env()
+        .get_template("argocd-root-apps.yaml.j2")
+        .render(
+            namespace=cfg.namespace,
+            repo_url=cfg.repo_url,
+            revision=cfg.revision,
+            apps=[
+                {"name": "infrastructure", "path": cfg.infrastructure_path, "values": infra_values},
+                {"name": "apps", "path": cfg.apps_path, "values": apps_values},
+            ],
+        )
     )
     list(yaml.safe_load_all(text))
     return text

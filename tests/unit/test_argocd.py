@@ -264,9 +264,7 @@ HOST_DATA: dict[str, Any] = {
 
 
 def stat_line(path: str, size: int) -> str:
-    return (
-        f"user=root group=root mode=-rw------- atime=1 mtime=1 ctime=1 size={size} '{path}'"
-    )
+    return f"user=root group=root mode=-rw------- atime=1 mtime=1 ctime=1 size={size} '{path}'"
 
 
 def generated(

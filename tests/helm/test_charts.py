@@ -1,0 +1,437 @@
+"""helm/infrastructure and helm/apps with the real helm binary: lint, template (defaults and every
+optional component on), Kubernetes schema validation (kubernetes-validate; custom resources get
+structural checks instead), and the contracts other parts of k3sfleet read (appDatabases,
+statefulServices, docs/stateful-services.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from stateful_doc import DOC, load_values, render
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "helm" / "infrastructure"
+APPS = ROOT / "helm" / "apps"
+EXAMPLE = APPS / "example-app"
+K8S_VERSION = "1.34.0"
+
+
+def find_helm() -> str | None:
+    local = ROOT / ".tools" / "bin" / "helm"
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which("helm")
+
+
+HELM = find_helm()
+needs_helm = pytest.mark.skipif(
+    HELM is None, reason="helm binary not found (.tools/bin/helm or PATH): run scripts/setup.sh"
+)
+
+INFRA_ALL_ON: dict[str, Any] = {
+    "global": {"domain": "fleet.example.net"},
+    "rancher": {"enabled": True},
+    "externalDns": {"proxied": True},
+    "velero": {
+        "bucket": "fleet-velero",
+        "s3Url": "https://acct123.r2.cloudflarestorage.com",
+        "schedules": {
+            "hourly-apps": {
+                "schedule": "15 * * * *",
+                "ttl": "48h0m0s",
+                "includedNamespaces": ["apps"],
+            }
+        },
+    },
+}
+INFRA_ALL_OFF: dict[str, Any] = {
+    key: {"enabled": False}
+    for key in (
+        "certManager",
+        "sealedSecrets",
+        "traefik",
+        "externalDns",
+        "velero",
+        "tailscaleOperator",
+        "rancher",
+        "gateway",
+    )
+}
+
+
+def helm(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    assert HELM is not None
+    return subprocess.run(  # noqa: S603 - fixed binary, test arguments
+        [HELM, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def values_file(tmp_path: Path, values: dict[str, Any], name: str = "values.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def template(chart: Path, tmp_path: Path, values: dict[str, Any] | None = None) -> list[dict]:
+    args: list[str | Path] = ["template", chart.name, chart, "--namespace", "argocd"]
+    if values is not None:
+        args += ["-f", values_file(tmp_path, values, f"{chart.name}-values.yaml")]
+    done = helm(*args)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def validate_all(docs: list[dict]) -> int:
+    """Validate built-in kinds against the Kubernetes schema; return how many were validated.
+    Custom resources (no schema) must still be well-formed objects."""
+    validated = 0
+    for doc in docs:
+        assert doc.get("apiVersion") and doc.get("kind"), doc
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", doc["metadata"]["name"]), doc
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+            validated += 1
+        except kubernetes_validate.SchemaNotFoundError:
+            assert "." in doc["apiVersion"].split("/")[0], f"unknown built-in kind: {doc}"
+            assert isinstance(doc.get("spec"), dict), doc
+    return validated
+
+
+# -- lint and template ------------------------------------------------------------------------
+
+
+@needs_helm
+@pytest.mark.helm
+@pytest.mark.parametrize("chart", [INFRA, APPS, EXAMPLE], ids=lambda p: p.name)
+def test_lint_defaults(chart: Path) -> None:
+    done = helm("lint", "--strict", chart)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_helm
+@pytest.mark.helm
+def test_lint_infrastructure_all_on(tmp_path: Path) -> None:
+    done = helm("lint", "--strict", INFRA, "-f", values_file(tmp_path, INFRA_ALL_ON))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_helm
+@pytest.mark.helm
+@pytest.mark.parametrize(
+    "values", [None, INFRA_ALL_ON, INFRA_ALL_OFF], ids=["default", "all-on", "all-off"]
+)
+def test_infrastructure_renders_and_validates(tmp_path: Path, values: dict | None) -> None:
+    docs = template(INFRA, tmp_path, values)
+    validate_all(docs)
+    if values is INFRA_ALL_OFF:
+        assert docs == []
+
+
+@needs_helm
+@pytest.mark.helm
+def test_apps_render_and_validate(tmp_path: Path) -> None:
+    docs = template(APPS, tmp_path)
+    # the Tailscale Ingress is a built-in kind and really validated
+    assert validate_all(docs) >= 1
+    assert set(by_kind(docs, "Application")) == {"postgresql", "pgadmin4", "example-app"}
+
+
+# -- infrastructure -----------------------------------------------------------------------------
+
+PINNED = re.compile(r"^v?\d+\.\d+\.\d+$")
+
+
+@needs_helm
+@pytest.mark.helm
+def test_every_component_is_a_pinned_upstream_chart(tmp_path: Path) -> None:
+    apps = by_kind(template(INFRA, tmp_path, INFRA_ALL_ON), "Application")
+    assert set(apps) == {
+        "cert-manager",
+        "sealed-secrets",
+        "traefik",
+        "external-dns",
+        "velero",
+        "tailscale-operator",
+        "rancher",
+    }
+    for name, app in apps.items():
+        src = app["spec"]["source"]
+        assert src["repoURL"].startswith("https://"), name
+        assert src["chart"], name
+        assert PINNED.match(str(src["targetRevision"])), (name, src["targetRevision"])
+        assert app["metadata"]["namespace"] == "argocd"
+        assert app["spec"]["destination"]["namespace"], name
+        assert app["spec"]["syncPolicy"]["automated"]["selfHeal"] is True
+
+
+@needs_helm
+@pytest.mark.helm
+def test_sync_waves(tmp_path: Path) -> None:
+    docs = template(INFRA, tmp_path, INFRA_ALL_ON)
+    wave = {
+        (d["kind"], d["metadata"]["name"]): int(
+            d["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]
+        )
+        for d in docs
+    }
+    app = {name: w for (kind, name), w in wave.items() if kind == "Application"}
+    assert app["cert-manager"] < app["traefik"] < app["velero"] < app["tailscale-operator"]
+    assert app["tailscale-operator"] == 1  # as in the Ansible repository
+    assert app["sealed-secrets"] <= app["cert-manager"]
+    assert wave[("ClusterIssuer", "letsencrypt-prod")] > app["cert-manager"]
+    assert wave[("Gateway", "public")] > app["traefik"]
+    assert app["rancher"] > wave[("Gateway", "public")]
+
+
+@needs_helm
+@pytest.mark.helm
+def test_rancher_absent_by_default_present_when_enabled(tmp_path: Path) -> None:
+    default = template(INFRA, tmp_path)
+    assert "rancher" not in by_kind(default, "Application")
+    assert "rancher" not in by_kind(default, "HTTPRoute")
+    on = template(INFRA, tmp_path, INFRA_ALL_ON)
+    rancher = by_kind(on, "Application")["rancher"]
+    values = rancher["spec"]["source"]["helm"]["valuesObject"]
+    assert values["hostname"] == "rancher.fleet.example.net"
+    assert "bootstrapPassword" not in values  # the password comes from the Secret
+    ignored = rancher["spec"]["ignoreDifferences"][0]
+    assert (ignored["kind"], ignored["name"]) == ("Secret", "bootstrap-secret")
+    route = by_kind(on, "HTTPRoute")["rancher"]
+    assert route["spec"]["hostnames"] == ["rancher.fleet.example.net"]
+    assert route["metadata"]["namespace"] == "cattle-system"
+
+
+@needs_helm
+@pytest.mark.helm
+def test_velero_on_r2(tmp_path: Path) -> None:
+    velero = by_kind(template(INFRA, tmp_path, INFRA_ALL_ON), "Application")["velero"]
+    values = velero["spec"]["source"]["helm"]["valuesObject"]
+    (bsl,) = values["configuration"]["backupStorageLocation"]
+    assert bsl["provider"] == "aws"
+    assert bsl["bucket"] == "fleet-velero"
+    assert bsl["config"]["region"] == "auto"
+    assert bsl["config"]["s3ForcePathStyle"] == "true"
+    assert bsl["config"]["s3Url"] == "https://acct123.r2.cloudflarestorage.com"
+    assert values["credentials"] == {"useSecret": True, "existingSecret": "velero-credentials"}
+    assert values["deployNodeAgent"] is True
+    assert values["snapshotsEnabled"] is False
+    (plugin,) = values["initContainers"]
+    assert plugin["image"].startswith("velero/velero-plugin-for-aws:v")
+    schedules = values["schedules"]
+    assert set(schedules) == {"daily-cluster", "weekly-full", "hourly-apps"}
+    hourly = schedules["hourly-apps"]
+    assert hourly["schedule"] == "15 * * * *"
+    assert hourly["template"]["ttl"] == "48h0m0s"
+    assert hourly["template"]["includedNamespaces"] == ["apps"]
+    assert hourly["template"]["defaultVolumesToFsBackup"] is True
+
+
+@needs_helm
+@pytest.mark.helm
+def test_velero_needs_bucket_and_endpoint(tmp_path: Path) -> None:
+    done = helm("template", "x", INFRA, "-f", values_file(tmp_path, {"velero": {"bucket": ""}}))
+    assert done.returncode != 0
+    assert "VELERO_BUCKET" in done.stderr
+
+
+@needs_helm
+@pytest.mark.helm
+def test_secrets_are_references(tmp_path: Path) -> None:
+    docs = template(INFRA, tmp_path, INFRA_ALL_ON)
+    apps = by_kind(docs, "Application")
+    ts = apps["tailscale-operator"]["spec"]["source"]["helm"]["valuesObject"]
+    assert "oauth" not in ts  # the chart then reads the Secret operator-oauth
+    dns = apps["external-dns"]["spec"]["source"]["helm"]["valuesObject"]
+    assert dns["env"][0]["valueFrom"]["secretKeyRef"] == {
+        "name": "cloudflare-api-token",
+        "key": "api-token",
+    }
+    assert dns["domainFilters"] == ["fleet.example.net"]
+    assert "--cloudflare-proxied" in dns["extraArgs"]
+    issuer = by_kind(docs, "ClusterIssuer")["letsencrypt-prod"]
+    solver = issuer["spec"]["acme"]["solvers"][0]["dns01"]["cloudflare"]
+    assert solver["apiTokenSecretRef"] == {"name": "cloudflare-api-token", "key": "api-token"}
+    text = yaml.safe_dump_all(docs)
+    assert not re.search(r"(?i)(password|token|secret)\s*:\s*['\"]?[A-Za-z0-9+/]{16,}", text)
+
+
+@needs_helm
+@pytest.mark.helm
+def test_gateway_and_routes(tmp_path: Path) -> None:
+    docs = template(INFRA, tmp_path, INFRA_ALL_ON)
+    gateway = by_kind(docs, "Gateway")["public"]
+    https = next(x for x in gateway["spec"]["listeners"] if x["name"] == "https")
+    assert https["hostname"] == "*.fleet.example.net"
+    assert https["tls"]["certificateRefs"][0]["name"] == "wildcard-tls"
+    cert = by_kind(docs, "Certificate")["wildcard"]
+    assert cert["spec"]["secretName"] == "wildcard-tls"
+    assert "*.fleet.example.net" in cert["spec"]["dnsNames"]
+    argocd = by_kind(docs, "HTTPRoute")["argocd"]
+    assert argocd["spec"]["hostnames"] == ["argocd.fleet.example.net"]
+    assert argocd["spec"]["rules"][0]["backendRefs"][0] == {"name": "argocd-server", "port": 80}
+
+
+# -- apps ---------------------------------------------------------------------------------------
+
+
+@needs_helm
+@pytest.mark.helm
+def test_postgresql_uses_existing_secret_and_is_pinned(tmp_path: Path) -> None:
+    pg = by_kind(template(APPS, tmp_path), "Application")["postgresql"]
+    values = pg["spec"]["source"]["helm"]["valuesObject"]
+    assert values["auth"]["existingSecret"] == "postgresql"
+    assert values["auth"]["secretKeys"]["adminPasswordKey"] == "postgres-password"
+    assert values["primary"]["nodeSelector"] == {"kubernetes.io/hostname": "vps-hetzner-1"}
+    assert values["primary"]["persistence"]["storageClass"] == "local-path"
+    assert pg["spec"]["destination"]["namespace"] == "database"
+
+
+@needs_helm
+@pytest.mark.helm
+def test_node_override_moves_one_service(tmp_path: Path) -> None:
+    apps = by_kind(
+        template(APPS, tmp_path, {"nodeOverrides": {"postgresql": "vps-vultr-1"}}), "Application"
+    )
+    pg = apps["postgresql"]["spec"]["source"]["helm"]["valuesObject"]
+    assert pg["primary"]["nodeSelector"] == {"kubernetes.io/hostname": "vps-vultr-1"}
+    pga = apps["pgadmin4"]["spec"]["source"]["helm"]["valuesObject"]
+    assert pga["nodeSelector"] == {"kubernetes.io/hostname": "vps-hetzner-1"}
+
+
+@needs_helm
+@pytest.mark.helm
+def test_label_based_pinning_and_unpinned_service_fails(tmp_path: Path) -> None:
+    services = load_values()["statefulServices"]
+    labelled = [dict(s) for s in services]
+    labelled[0] = {**labelled[0], "node": "", "nodeSelector": {"k3sfleet/disk": "ssd"}}
+    pg = by_kind(template(APPS, tmp_path, {"statefulServices": labelled}), "Application")
+    values = pg["postgresql"]["spec"]["source"]["helm"]["valuesObject"]
+    assert values["primary"]["nodeSelector"] == {"k3sfleet/disk": "ssd"}
+    unpinned = [dict(s) for s in services]
+    unpinned[0] = {**unpinned[0], "node": "", "nodeSelector": {}}
+    done = helm("template", "x", APPS, "-f", values_file(tmp_path, {"statefulServices": unpinned}))
+    assert done.returncode != 0
+    assert "set node or nodeSelector" in done.stderr
+    missing = [s for s in services if s["name"] != "pgadmin4"]
+    done = helm("template", "x", APPS, "-f", values_file(tmp_path, {"statefulServices": missing}))
+    assert done.returncode != 0
+    assert "pgadmin4 is not listed in statefulServices" in done.stderr
+
+
+@needs_helm
+@pytest.mark.helm
+def test_pgadmin_tailscale_ingress(tmp_path: Path) -> None:
+    docs = template(APPS, tmp_path)
+    ingress = by_kind(docs, "Ingress")["pgadmin4-tailscale"]
+    assert ingress["metadata"]["namespace"] == "database"
+    assert ingress["spec"]["ingressClassName"] == "tailscale"
+    assert ingress["spec"]["tls"][0]["hosts"] == ["pgadmin"]
+    assert ingress["spec"]["defaultBackend"]["service"]["name"] == "pgadmin4"
+    off = template(APPS, tmp_path, {"pgadmin4": {"tailscale": {"enabled": False}}})
+    assert by_kind(off, "Ingress") == {}
+
+
+@needs_helm
+@pytest.mark.helm
+def test_backup_schedule_per_stateful_service(tmp_path: Path) -> None:
+    schedules = by_kind(template(APPS, tmp_path), "Schedule")
+    services = load_values()["statefulServices"]
+    assert set(schedules) == {f"stateful-{s['name']}" for s in services}
+    for svc in services:
+        sched = schedules[f"stateful-{svc['name']}"]
+        assert sched["metadata"]["namespace"] == "velero"
+        spec = sched["spec"]
+        assert spec["schedule"] == svc["backup"]["schedule"]
+        assert spec["template"]["includedNamespaces"] == [svc["namespace"]]
+        assert spec["template"]["labelSelector"]["matchLabels"] == svc["selector"]
+        assert spec["template"]["metadata"]["labels"] == {
+            "k3sfleet.io/stateful-service": svc["name"]
+        }
+        assert spec["template"]["ttl"] == svc["backup"]["ttl"]
+
+
+@needs_helm
+@pytest.mark.helm
+def test_example_app_reads_its_db_secret(tmp_path: Path) -> None:
+    """Render the example app's chart with the values its Application passes, and check the
+    Deployment (schema-validated) takes its database settings from "<name>-db"."""
+    app = by_kind(template(APPS, tmp_path), "Application")["example-app"]
+    assert app["spec"]["source"]["path"] == "helm/apps/example-app"
+    docs = template(EXAMPLE, tmp_path, app["spec"]["source"]["helm"]["valuesObject"])
+    assert validate_all(docs) == len(docs) == 1
+    (container,) = docs[0]["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert refs["DATABASE_URL"] == {"name": "example-app-db", "key": "connection-string"}
+    names = {e["name"] for e in load_values()["appDatabases"]}
+    assert {r["name"] for r in refs.values()} == {f"{n}-db" for n in names & {"example-app"}}
+
+
+# -- contracts read by other parts of k3sfleet ------------------------------------------------
+
+IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+DEST_NAMESPACE = re.compile(r"^  destination:\n(?:    .*\n)*?    namespace: ([a-z0-9-]+)\s*$", re.M)
+
+
+def test_app_databases_contract() -> None:
+    entries = load_values()["appDatabases"]
+    assert entries, "appDatabases is empty"
+    seen: set[str] = set()
+    for entry in entries:
+        assert set(entry) == {"name", "database", "username"}, entry
+        assert IDENT.match(entry["database"]) and IDENT.match(entry["username"]), entry
+        assert entry["name"] not in seen
+        seen.add(entry["name"])
+        template_file = APPS / "templates" / f"{entry['name']}.yaml"
+        assert template_file.is_file(), f"appDatabases {entry['name']}: no {template_file}"
+        match = DEST_NAMESPACE.search(template_file.read_text(encoding="utf-8"))
+        assert match, f"{template_file}: spec.destination.namespace must be a literal"
+        assert match.group(1) == "apps"
+
+
+def test_stateful_services_contract() -> None:
+    services = load_values()["statefulServices"]
+    names = [s["name"] for s in services]
+    assert len(names) == len(set(names))
+    for svc in services:
+        assert {"name", "namespace", "node", "storage", "selector", "backup", "reason"} <= set(svc)
+        assert svc["node"] or svc.get("nodeSelector"), svc["name"]
+        assert len(svc["backup"]["schedule"].split()) == 5, svc["name"]
+        assert re.fullmatch(r"(\d+h)?(\d+m)?(\d+s)?", svc["backup"]["ttl"]), svc["name"]
+        assert (APPS / "templates" / f"{svc['name']}.yaml").is_file()
+
+
+def test_stateful_services_doc_matches_values() -> None:
+    assert DOC.read_text(encoding="utf-8") == render(load_values()), (
+        "docs/stateful-services.md is stale: run python tests/helm/stateful_doc.py"
+    )
+
+
+def test_doc_render_reflects_values() -> None:
+    values = {
+        "statefulServices": [
+            {
+                "name": "redis",
+                "namespace": "cache",
+                "node": "",
+                "nodeSelector": {"disk": "ssd"},
+                "storage": {"storageClass": "local-path", "size": "2Gi"},
+                "backup": {"schedule": "0 1 * * *", "ttl": "24h0m0s"},
+                "reason": "sessions",
+            }
+        ]
+    }
+    text = render(values)
+    row = "| redis | cache | `disk: ssd` | local-path 2Gi | `0 1 * * *`, 24h0m0s | sessions |"
+    assert row in text
