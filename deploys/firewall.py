@@ -1,0 +1,260 @@
+"""ufw on every node: deny incoming by default, SSH open, k3s ports only on the tailnet.
+
+The wanted rules are rendered in ufw's own canonical form (what ``ufw show added`` prints), so
+comparing them with the ``UfwStatus`` fact gives exactly the rules to add and to delete: rules
+converge, a rule no longer wanted is removed. SSH is allowed before ufw is enabled, and the SSH
+rule is always wanted, so the running session is never cut. ``--dry --diff`` lists each rule
+change (``+ allow 80/tcp`` / ``- allow 7777/tcp``).
+
+Every user rule on the node is managed: a rule added by hand and not declared in the data is
+deleted on the next run (declare it in ``firewall_extra_rules`` instead).
+
+Example::
+
+    from deploys.firewall import firewall
+
+    firewall(_sudo=True)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any
+
+from pyinfra import host, inventory, logger
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.operations import apt
+
+from facts.ufw import UfwStatus, UfwStatusData
+from k3sfleet.errors import ConfigError
+
+TAILNET_INTERFACE = "tailscale0"
+
+DATA_DEFAULTS: dict[str, Any] = {
+    # Allow everything that arrives on tailscale0 (the tailnet's own ACLs then decide).
+    "firewall_trust_tailnet": True,
+    # k3s ports, opened only on tailscale0.
+    "firewall_k3s_ports": ["6443/tcp", "10250/tcp", "8472/udp"],
+    # etcd ports for HA: None = when the inventory has more than one server.
+    "firewall_ha_ports": None,
+    # Flannel's WireGuard backend ports (only with --flannel-backend=wireguard-native).
+    "firewall_wireguard_ports": False,
+    # Pod and service networks: their traffic to the node itself (pods -> API, kubelet, DNS).
+    "firewall_cluster_cidrs": ["10.42.0.0/16", "10.43.0.0/16"],
+    # Nodes with this label set to "true" get 80/tcp and 443/tcp open to the world.
+    "firewall_ingress_label": "k3sfleet/ingress",
+    "firewall_ingress_ports": ["80/tcp", "443/tcp"],
+    # More rules: [{"port": "7777", "proto": "tcp", "from": "203.0.113.0/24",
+    #               "interface": "eth0", "action": "allow"}] (all keys but port optional).
+    "firewall_extra_rules": [],
+    "firewall_default_incoming": "deny",
+    "firewall_default_outgoing": "allow",
+}
+
+ACTIONS = ("allow", "deny", "reject", "limit")
+PROTOS = ("tcp", "udp", "any")
+PORT_RE = re.compile(r"^[0-9]{1,5}(:[0-9]{1,5})?$")
+IFACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def rule(
+    *,
+    action: str = "allow",
+    port: str | None = None,
+    proto: str = "any",
+    source: str = "any",
+    interface: str | None = None,
+) -> str:
+    """One ufw rule in the canonical form ``ufw show added`` prints (without ``ufw``).
+
+    ufw uses its short form (``allow 22/tcp``) only for a port open from anywhere on any
+    interface; everything else takes the long form.
+
+    Example::
+
+        rule(port="22", proto="tcp")                              # "allow 22/tcp"
+        rule(interface="tailscale0")                              # "allow in on tailscale0"
+        rule(port="6443", proto="tcp", interface="tailscale0")
+        # "allow in on tailscale0 to any port 6443 proto tcp"
+        rule(source="10.42.0.0/16")                               # "allow from 10.42.0.0/16"
+    """
+    if port and source == "any" and not interface:
+        return f"{action} {port}" + (f"/{proto}" if proto != "any" else "")
+    text = action
+    if interface:
+        text += f" in on {interface}"
+    if source != "any":
+        text += f" from {source}"
+    if port:
+        text += f" to any port {port}"
+    if " to " not in text and " from " not in text and not interface:
+        text += " to any"
+    if proto != "any":
+        text += f" proto {proto}"
+    return text
+
+
+def _port_proto(spec: str) -> tuple[str, str]:
+    port, _, proto = str(spec).partition("/")
+    return port.replace("-", ":"), proto or "any"
+
+
+def rule_problems(rules: Any) -> list[str]:
+    """What is wrong with ``firewall_extra_rules``, as text."""
+    if not isinstance(rules, list):
+        return ["firewall_extra_rules must be a list of {port, proto, from, interface, action}"]
+    found = []
+    for r in rules:
+        if not isinstance(r, Mapping):
+            found.append(f"firewall_extra_rules: {r!r} is not a mapping")
+            continue
+        unknown = set(r) - {"port", "proto", "from", "interface", "action"}
+        if unknown:
+            found.append(f"firewall_extra_rules: {dict(r)!r}: unknown keys {sorted(unknown)}")
+        port = str(r.get("port", "")).replace("-", ":")
+        if r.get("port") is not None and not PORT_RE.match(port):
+            found.append(f"firewall_extra_rules: port {r.get('port')!r} is not a port or range")
+        if r.get("proto", "any") not in PROTOS:
+            found.append(f"firewall_extra_rules: proto must be one of {', '.join(PROTOS)}")
+        if ":" in port and r.get("proto", "any") == "any":
+            found.append(f"firewall_extra_rules: port range {port} needs proto tcp or udp")
+        if r.get("action", "allow") not in ACTIONS:
+            found.append(f"firewall_extra_rules: action must be one of {', '.join(ACTIONS)}")
+        if r.get("interface") is not None and not IFACE_RE.match(str(r["interface"])):
+            found.append(f"firewall_extra_rules: interface {r['interface']!r} is not a name")
+        source = r.get("from", "any")
+        if source != "any":
+            try:
+                ipaddress.ip_network(str(source), strict=False)
+            except ValueError:
+                found.append(f"firewall_extra_rules: from {source!r} is not an address/network")
+        if r.get("port") is None and r.get("interface") is None and source == "any":
+            found.append(f"firewall_extra_rules: {dict(r)!r} would match all traffic")
+    return found
+
+
+def _ports(data: Mapping[str, Any], servers: int) -> list[str]:
+    ports = list(data.get("firewall_k3s_ports") or [])
+    ha = data.get("firewall_ha_ports")
+    if ha or (ha is None and servers > 1):
+        ports.append("2379:2380/tcp")
+    if data.get("firewall_wireguard_ports"):
+        ports.append("51820:51821/udp")
+    return ports
+
+
+def wanted_rules(data: Mapping[str, Any], servers: int = 1) -> list[str]:
+    """Every rule the node should have, SSH first, in ufw's canonical form.
+
+    ``servers`` is the number of k3s servers in the inventory (HA opens etcd's ports).
+    """
+    rules = [rule(port=str(data.get("ssh_port") or 22), proto="tcp")]
+    if data.get("firewall_trust_tailnet", True):
+        rules.append(rule(interface=TAILNET_INTERFACE))
+    for spec in _ports(data, servers):
+        port, proto = _port_proto(spec)
+        rules.append(rule(port=port, proto=proto, interface=TAILNET_INTERFACE))
+    for cidr in data.get("firewall_cluster_cidrs") or []:
+        rules.append(rule(source=str(ipaddress.ip_network(str(cidr), strict=False))))
+    labels = data.get("k3s_node_labels") or {}
+    if str(labels.get(data.get("firewall_ingress_label") or "k3sfleet/ingress", "")) == "true":
+        for spec in data.get("firewall_ingress_ports") or []:
+            port, proto = _port_proto(spec)
+            rules.append(rule(port=port, proto=proto))
+    for extra in data.get("firewall_extra_rules") or []:
+        source = str(extra.get("from", "any"))
+        if source != "any":
+            source = str(ipaddress.ip_network(source, strict=False))
+        port = extra.get("port")
+        rules.append(
+            rule(
+                action=str(extra.get("action", "allow")),
+                port=None if port is None else str(port).replace("-", ":"),
+                proto=str(extra.get("proto", "any")),
+                source=source,
+                interface=extra.get("interface"),
+            )
+        )
+    unique: list[str] = []
+    for r in rules:
+        if r not in unique:
+            unique.append(r)
+    return unique
+
+
+def _ufw(*words: str) -> StringCommand:
+    return StringCommand("ufw", *[QuoteString(w) for w in words])
+
+
+@operation()
+def ufw_policy(
+    rules: Sequence[str],
+    status: UfwStatusData,
+    incoming: str = "deny",
+    outgoing: str = "allow",
+) -> Generator[Any, None, None]:
+    """ufw holds exactly ``rules``, has the default policies, and is enabled.
+
+    ``status`` is the ``UfwStatus`` fact (read once by the deploy). Order: missing rules are
+    added (SSH first), unwanted ones deleted, defaults set, and only then ufw enabled.
+
+    Example::
+
+        ufw_policy(rules=["allow 22/tcp", "allow in on tailscale0"],
+                   status=host.get_fact(UfwStatus))
+    """
+    current = list(status.get("rules") or [])
+    add = [r for r in rules if r not in current]
+    delete = [r for r in current if r not in rules]
+    if (add or delete) and not host.state.is_executing:
+        # Printed while pyinfra prepares, so `--dry` (and `--diff`) show the rule changes.
+        host.log("ufw rules will change:", logger.info)
+        for r in add:
+            logger.info("    + ufw %s", r)
+        for r in delete:
+            logger.info("    - ufw %s", r)
+    for r in add:
+        yield _ufw(*shlex.split(r))
+    for r in delete:
+        yield _ufw("delete", *shlex.split(r))
+    if status.get("incoming") != incoming:
+        yield _ufw("default", incoming, "incoming")
+    if status.get("outgoing") != outgoing:
+        yield _ufw("default", outgoing, "outgoing")
+    if not status.get("active"):
+        yield _ufw("--force", "enable")
+    if not (add or delete) and status.get("active") and status.get("incoming") == incoming and (
+        status.get("outgoing") == outgoing
+    ):
+        host.noop(f"ufw is enabled with its {len(rules)} rules")
+
+
+@deploy("k3sfleet firewall", data_defaults=DATA_DEFAULTS)
+def firewall(status: UfwStatusData | None = None) -> None:
+    """ufw with default deny incoming, SSH, the tailnet, k3s ports on tailscale0 only.
+
+    Example::
+
+        firewall(_sudo=True)
+    """
+    data = host.data
+    found = rule_problems(data.firewall_extra_rules or [])
+    for key in ("firewall_default_incoming", "firewall_default_outgoing"):
+        if data.get(key) not in ("allow", "deny", "reject"):
+            found.append(f"{key} must be allow, deny or reject")
+    if found:
+        raise ConfigError([f"{host.name}: {p}" for p in found])
+    servers = len(inventory.get_group("k3s_servers", []))
+    apt.packages(name="ufw installed", packages=["ufw"])
+    if status is None:
+        status = host.get_fact(UfwStatus)
+    ufw_policy(
+        name="ufw rules and policy",
+        rules=wanted_rules(data.dict(), servers=servers),
+        status=status,
+        incoming=str(data.firewall_default_incoming),
+        outgoing=str(data.firewall_default_outgoing),
+    )

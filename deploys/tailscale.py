@@ -1,0 +1,179 @@
+"""Tailscale on every node: the official apt repository, tailscaled, and ``tailscale up``.
+
+The auth key never appears on a command line: it is uploaded into a root-only directory
+(``/run/k3sfleet``, tmpfs, mode 0700; the file 0600), read by ``tailscale up
+--auth-key=file:PATH`` and removed right after, whether ``up`` worked or not. A node that is
+already logged in as itself (``TailscaleStatus``: Running, HostName = inventory name) is left
+alone: no re-authentication, no new node key.
+
+``TAILSCALE_UP_BY=k3s`` installs and enables tailscaled only and leaves ``up`` to k3s's
+vpn-auth. k3s runs ``tailscale up`` only when Tailscale is not already up, so with ``deploy``
+(the default) k3s's own flags for Tailscale are never applied; with ``k3s`` the node is not on
+the tailnet until k3s starts (the firewall's tailnet rules wait for it), and ``k3s-killall.sh``
+removes every route Tailscale advertises.
+
+Example::
+
+    from deploys.tailscale import tailscale
+
+    tailscale(_sudo=True)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator, Mapping
+from io import StringIO
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.operations import apt, files, systemd
+
+from deploys.common import config_file
+from facts.os import SystemInfo, SystemInfoData
+from facts.tailscale import TailscaleStatus, TailscaleStatusData, logged_in_as
+from k3sfleet.errors import ConfigError
+from k3sfleet.secret import Secret, reveal
+
+KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
+SOURCES_LIST = "/etc/apt/sources.list.d/tailscale.list"
+SECRET_DIR = "/run/k3sfleet"
+UPLOAD_DIR = "/run/k3sfleet-upload"
+AUTH_KEY_FILE = f"{SECRET_DIR}/tailscale-authkey"
+TAG_RE = re.compile(r"^tag:[A-Za-z0-9-]+$")
+
+DATA_DEFAULTS: dict[str, Any] = {
+    # More `tailscale up` flags, for example ["--ssh"] (no secrets here: they would be in argv).
+    "tailscale_extra_args": [],
+}
+
+
+def repo_urls(base_url: str, distro: str, codename: str) -> tuple[str, str]:
+    """The keyring URL and the apt source line of Tailscale's repository for a release.
+
+    Example::
+
+        repo_urls("https://pkgs.tailscale.com/stable", "debian", "bookworm")
+        # ("https://pkgs.tailscale.com/stable/debian/bookworm.noarmor.gpg",
+        #  "deb [signed-by=/usr/share/keyrings/tailscale-archive-keyring.gpg] "
+        #  "https://pkgs.tailscale.com/stable/debian bookworm main")
+    """
+    base = f"{base_url.rstrip('/')}/{distro}"
+    return f"{base}/{codename}.noarmor.gpg", f"deb [signed-by={KEYRING}] {base} {codename} main"
+
+
+def up_flags(data: Mapping[str, Any], name: str) -> list[str]:
+    """The ``tailscale up`` flags besides the auth key, for node ``name``."""
+    flags = ["--reset", f"--hostname={name}"]
+    tags = [t.strip() for t in str(data.get("tailscale_tags") or "").split(",") if t.strip()]
+    if tags:
+        flags.append(f"--advertise-tags={','.join(tags)}")
+    if data.get("tailscale_accept_routes"):
+        flags.append("--accept-routes")
+    flags += [str(a) for a in data.get("tailscale_extra_args") or []]
+    return flags
+
+
+def problems(data: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the tailscale_* data of a node, as text."""
+    found = []
+    up_by = data.get("tailscale_up_by") or "deploy"
+    if up_by not in ("deploy", "k3s"):
+        found.append(f"TAILSCALE_UP_BY must be deploy or k3s, not {up_by!r}")
+    if up_by == "deploy" and not reveal(data.get("tailscale_auth_key")):
+        found.append("TAILSCALE_AUTH_KEY is not set (needed for `tailscale up`)")
+    for tag in str(data.get("tailscale_tags") or "").split(","):
+        if tag.strip() and not TAG_RE.match(tag.strip()):
+            found.append(f"TAILSCALE_TAGS: {tag.strip()!r} is not a tag (tag:name)")
+    if not re.match(r"^https?://[^\s]+$", str(data.get("tailscale_apt_url") or "")):
+        found.append("TAILSCALE_APT_URL must be an http(s) URL")
+    for arg in data.get("tailscale_extra_args") or []:
+        if not str(arg).startswith("--") or "auth-key" in str(arg) or "authkey" in str(arg):
+            found.append(f"tailscale_extra_args: {arg!r} must be a --flag, and not the auth key")
+    return found
+
+
+@operation()
+def tailscale_up(
+    auth_key: Secret,
+    flags: list[str],
+    status: TailscaleStatusData,
+    ssh_user: str = "root",
+) -> Generator[Any, None, None]:
+    """Log the node in with ``auth_key`` unless ``status`` shows it up as itself.
+
+    The key goes through a root-only file that is removed right after ``tailscale up``.
+
+    Example::
+
+        tailscale_up(auth_key=Secret("tskey-auth-..."), flags=["--hostname=vps-1"],
+                     status=host.get_fact(TailscaleStatus))
+    """
+    if logged_in_as(status, host.name):
+        host.noop(f"Tailscale is up as {host.name} ({', '.join(status.get('ips') or [])})")
+        return
+    # With sudo the file is uploaded as the SSH user first: into a directory only it can read.
+    yield StringCommand("install", "-d", "-m", "0700", "-o", "root", "-g", "root", SECRET_DIR)
+    yield StringCommand("install", "-d", "-m", "0700", "-o", QuoteString(ssh_user), UPLOAD_DIR)
+    yield FileUploadCommand(
+        StringIO(auth_key.unmask() + "\n"), AUTH_KEY_FILE,
+        remote_temp_filename=f"{UPLOAD_DIR}/tailscale-authkey",
+    )
+    yield StringCommand("chmod", "0600", AUTH_KEY_FILE)
+    message = (
+        f"k3sfleet: `tailscale up` failed on {host.name}: the Tailscale auth key "
+        "(TAILSCALE_AUTH_KEY / vault_tailscale_auth_key) was refused or the control server "
+        "is unreachable; see tailscale's message above"
+    )
+    yield StringCommand(
+        "tailscale", "up", f"--auth-key=file:{AUTH_KEY_FILE}",
+        *[QuoteString(f) for f in flags], ";",
+        "rc=$?", ";", "rm", "-f", AUTH_KEY_FILE, ";",
+        "if", "[", "$rc", "-ne", "0", "]", ";", "then",
+        "echo", QuoteString(message), ">&2", ";", "exit", "$rc", ";", "fi",
+    )
+
+
+@deploy("k3sfleet tailscale", data_defaults=DATA_DEFAULTS)
+def tailscale(info: SystemInfoData | None = None, status: TailscaleStatusData | None = None
+              ) -> None:
+    """Install Tailscale from its apt repository, enable tailscaled, and bring the node up.
+
+    ``info`` is the ``SystemInfo`` fact (the entry file reads it once); ``status`` the
+    ``TailscaleStatus`` fact; both are read here when not given.
+
+    Example::
+
+        tailscale(_sudo=True)
+    """
+    data = host.data
+    found = problems(data.dict())
+    if found:
+        raise ConfigError([f"{host.name}: {p}" for p in found])
+    if info is None:
+        info = host.get_fact(SystemInfo)
+    assert info is not None
+    key_url, source = repo_urls(str(data.tailscale_apt_url), info["id"], info["codename"])
+
+    files.download(name="Tailscale apt key", src=key_url, dest=KEYRING, mode="0644")
+    config_file(
+        name="Tailscale apt repository", path=SOURCES_LIST, content=f"{source}\n",
+        then=["apt-get update"],
+    )
+    apt.packages(name="tailscale installed", packages=["tailscale"])
+    systemd.service(name="tailscaled running", service="tailscaled.service", running=True,
+                    enabled=True)
+    if data.tailscale_up_by == "k3s":
+        host.noop("TAILSCALE_UP_BY=k3s: k3s's vpn-auth runs `tailscale up`")
+        return
+    if status is None:
+        status = host.get_fact(TailscaleStatus)
+    key = data.tailscale_auth_key
+    tailscale_up(
+        name="tailscale up",
+        auth_key=key if isinstance(key, Secret) else Secret(str(reveal(key))),
+        flags=up_flags(data.dict(), host.name),
+        status=status,
+        ssh_user=str(data.get("ssh_user") or "root"),
+    )
