@@ -46,14 +46,42 @@ def argocd_oidc_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     return [f"{name} is not set (ARGOCD_OIDC_ENABLED=true)" for name in missing]
 
 
+def k3s_version_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """K3S_VERSION must be a k3s release and not on the known-bad list (k3sfleet.versions)."""
+    from k3sfleet.versions import refusal
+
+    problem = refusal(
+        settings.k3s_version, allow=settings.k3s_allow_versions, vpn_auth=settings.k3s_vpn_auth
+    )
+    return [problem] if problem else []
+
+
+def k3s_etcd_s3_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """With K3S_ETCD_S3, the servers need the R2 bucket, endpoint and keys."""
+    if not settings.k3s_etcd_s3:
+        return []
+    names = ("k3s_etcd_s3_bucket", "r2_endpoint", "r2_access_key_id", "r2_secret_access_key")
+    return [f"{name} is not set (K3S_ETCD_S3=true)" for name in settings.missing(*names)]
+
+
+def k3s_reset_confirm_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """deploys/reset.py destroys the cluster: it needs K3S_RESET_CONFIRM=yes-destroy-k3s."""
+    if settings.k3s_reset_confirm == "yes-destroy-k3s":
+        return []
+    return ["K3S_RESET_CONFIRM is not yes-destroy-k3s (reset destroys K3s and its data)"]
+
+
+K3S_CHECKS: list[Check] = [k3s_version_check, k3s_etcd_s3_check]
+
 ENTRY_CHECKS: dict[str, list[Check]] = {
     "argocd": [
         argocd_oidc_check,
         require("gitops_repo_url", "domain", "velero_bucket", "r2_endpoint"),
     ],
     "bootstrap": [tailscale_key_check],
-    "cluster": [tailscale_key_check],
-    "init_cluster": [tailscale_key_check],
+    "cluster": [tailscale_key_check, *K3S_CHECKS],
+    "init_cluster": [tailscale_key_check, *K3S_CHECKS],
+    "reset": [k3s_reset_confirm_check],
 }
 
 

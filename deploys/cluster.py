@@ -1,0 +1,31 @@
+"""Entry file: bring up or converge the whole K3s cluster in one run.
+
+    pyinfra inventory.py deploys/cluster.py [--dry]
+
+Order: prerequisites everywhere; then the servers that start or already hold the cluster;
+then servers joining it (their token and URL are read from the server they join when they
+run); then the agents, which join the first server the same way. With ``K3S_TOKEN`` set (vault)
+every node uses that token and ``--dry`` shows every change; without it, ``--dry`` on a fresh
+cluster says the token will come from the first server at run time.
+"""
+
+from k3sfleet.entry import under_pyinfra
+
+if under_pyinfra():
+    from pyinfra import host
+
+    from deploys.k3s_agent import k3s_agent
+    from deploys.k3s_node import cluster_plan
+    from deploys.k3s_prereq import k3s_prereq
+    from deploys.k3s_server import k3s_server
+
+    plan = cluster_plan()
+    role = host.data.get("k3s_role")
+    k3s_prereq()
+    # Each call below is its own step: pyinfra finishes it on every host before the next one.
+    if role == "server" and host.name not in plan.joining:
+        k3s_server(plan=plan)  # the server that starts the cluster, and servers holding it
+    if role == "server" and host.name in plan.joining:
+        k3s_server(plan=plan)  # servers joining the cluster
+    if role == "agent":
+        k3s_agent(plan=plan)

@@ -1,0 +1,105 @@
+"""A K3s agent: pinned binary, private config and vpn-auth file, unit, restart on change only.
+
+The agent joins the first server at its tailnet URL with the cluster token: from the vault
+(``K3S_TOKEN``) or, when that is unset, read from the server's node-token when the agent's
+config is written, so a fresh cluster comes up in one run.
+
+Example::
+
+    from deploys.k3s_agent import k3s_agent
+
+    k3s_agent()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from deploys.k3s_install import k3s_binary
+from deploys.k3s_node import (
+    UNIT,
+    ClusterPlan,
+    cluster_plan,
+    k3s_config,
+    k3s_service,
+    managed_file,
+    node_settings,
+    private_file,
+    render_unit,
+    use_sudo,
+    version_guard,
+    vpn_auth_text,
+)
+from facts.k3s import VPN_AUTH_FILE, K3sState
+
+AGENT_DEFAULTS: dict[str, Any] = {
+    "k3s_flannel_iface": "tailscale0",
+    "k3s_extra_config": {},
+    "k3s_health_timeout": 120,
+}
+
+
+def agent_settings(data: Any, address: str | None) -> dict[str, Any]:
+    """Every config.yaml key of an agent except ``server``/``token``."""
+    settings, extra = node_settings(data, address, host.name)
+    settings.update(extra)
+    return settings
+
+
+@deploy("K3s agent", data_defaults=AGENT_DEFAULTS)
+def k3s_agent(plan: ClusterPlan | None = None) -> None:
+    """Install and converge the K3s agent on this host (see the module docstring)."""
+    data = host.data
+    plan = plan or cluster_plan()
+    sudo = use_sudo(data)
+    version_guard(data)
+    state = host.get_fact(K3sState, _sudo=sudo)
+    address = data.get("k3sfleet_tailnet_address") or state["tailnet_ip"]
+    binary = k3s_binary(
+        name=f"Install k3s {data.k3s_version}",
+        version=data.k3s_version,
+        release_url=data.k3s_release_url,
+        installed=state["version"],
+        _sudo=sudo,
+    )
+    config_changes = []
+    if data.k3s_vpn_auth:
+        config_changes.append(
+            private_file(
+                name="K3s vpn-auth file",
+                path=VPN_AUTH_FILE,
+                content=vpn_auth_text(data.tailscale_auth_key),
+                current_sha256=state["vpn_auth_sha256"],
+                _sudo=sudo,
+            )
+        )
+    unit = managed_file(
+        name="k3s-agent.service",
+        path=UNIT["agent"],
+        text=render_unit("agent", after_tailscale=True),
+        current_sha256=state["unit_sha256"]["k3s-agent"],
+        _sudo=sudo,
+    )
+    config_changes.append(
+        k3s_config(
+            name=f"K3s agent config (joins {plan.anchor})",
+            settings=agent_settings(data, address),
+            entry="deploys/k3s_agent.py",
+            join=plan.anchor,
+            token=data.get("k3s_token"),
+            current_sha256=state["config_sha256"],
+            _sudo=sudo,
+        )
+    )
+    k3s_service(
+        name="k3s-agent service",
+        role="agent",
+        status=state["services"].get("k3s-agent", {}),
+        config_changes=config_changes,
+        other_changes=[binary, unit],
+        timeout=int(data.k3s_health_timeout),
+        _sudo=sudo,
+    )

@@ -1,0 +1,463 @@
+"""What K3s servers and agents share: the cluster plan, private files, config, unit, service.
+
+* ``cluster_plan()`` reads every server's ``K3sState`` once per run and decides who runs
+  ``cluster-init`` and whom each server joins (``k3sfleet.k3s_plan``).
+* ``private_file`` writes a secret file 0600 root without the secret ever being on a command
+  line, in a world-readable temp file, or in pyinfra's output (no diff is printed).
+* ``k3s_config`` renders /etc/rancher/k3s/config.yaml when it runs: the token and server URL of
+  a joining node come from its server's facts at that moment, so a fresh cluster comes up in
+  one run. The previous config is kept as ``config.yaml.previous``.
+* ``k3s_service`` restarts K3s only when its binary, unit, config or vpn-auth file changed this
+  run (or it is not running), waits until it is healthy, and when it is not, puts the previous
+  config back, restarts, and fails with a clear message.
+
+Example::
+
+    plan = cluster_plan()
+    plan.joins["lab-server-2"]   # "lab-server-1"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shlex
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent.lock
+import jinja2
+from pyinfra import host, inventory, logger, state
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.api.operation import OperationMeta
+from pyinfra.context import ctx_state
+
+import templates
+from facts.k3s import (
+    CONFIG,
+    K3S_BIN,
+    NODE_TOKEN,
+    VPN_AUTH_FILE,
+    K3sNodeToken,
+    K3sState,
+)
+from facts.tailscale import TailscaleStatus
+from k3sfleet.errors import ConfigError
+from k3sfleet.k3s_plan import joining_servers, plan_servers
+from k3sfleet.secret import Secret, reveal
+from k3sfleet.versions import refusal
+
+API_PORT = 6443
+SERVICE = {"server": "k3s", "agent": "k3s-agent"}
+UNIT = {role: f"/etc/systemd/system/{svc}.service" for role, svc in SERVICE.items()}
+_UNSET: Any = object()
+
+ETCD_WAN_WARNING = (
+    "k3s does not support embedded etcd across servers that are not on one LAN "
+    "(https://docs.k3s.io/networking/distributed-multicloud): servers {servers} form one "
+    "etcd cluster over the tailnet; keep them in one region/provider or run a single server"
+)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(templates.__file__).parent)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - YAML and unit files, not HTML
+    )
+    env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
+
+
+def render_config(settings: Mapping[str, Any], entry: str) -> str:
+    """config.yaml text for ``settings`` (key -> value, in order); values are JSON-quoted."""
+    plain = {k: reveal(v) if isinstance(v, Secret) else v for k, v in settings.items()}
+    return _environment().get_template("k3s-config.yaml.j2").render(settings=plain, entry=entry)
+
+
+def render_unit(role: str, after_tailscale: bool = True) -> str:
+    """The systemd unit of ``role`` (``k3s.service`` or ``k3s-agent.service``); no secrets."""
+    name = "k3s.service.j2" if role == "server" else "k3s-agent.service.j2"
+    template = _environment().get_template(name)
+    return template.render(k3s_bin=K3S_BIN, after_tailscale=after_tailscale)
+
+
+def vpn_auth_text(auth_key: Secret | str) -> Secret:
+    """The vpn-auth file content: ``name=tailscale,joinKey=<key>``."""
+    return Secret(f"name=tailscale,joinKey={reveal(auth_key)}\n")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def server_url(address: str, port: int = API_PORT) -> str:
+    """``https://<address>:6443`` (IPv6 addresses bracketed)."""
+    host_part = f"[{address}]" if ":" in address else address
+    return f"https://{host_part}:{port}"
+
+
+def use_sudo(data: Any) -> bool:
+    """Whether to run with sudo: yes unless the node is reached as root."""
+    return bool(data.get("ssh_user") != "root")
+
+
+def fail_command(message: str) -> StringCommand:
+    """A command that prints ``message`` on stderr and fails (how an op stops a host cleanly)."""
+    return StringCommand("sh", "-c", QuoteString(f"echo {shlex.quote(message)} >&2; exit 1"))
+
+
+PROTECTED_KEYS = frozenset(
+    {
+        "server",
+        "token",
+        "token-file",
+        "agent-token",
+        "cluster-init",
+        "vpn-auth",
+        "vpn-auth-file",
+        "node-name",
+    }
+)
+
+
+def node_settings(data: Any, address: str | None, name: str) -> tuple[dict[str, Any], dict]:
+    """The config keys servers and agents share, and the ``k3s_extra_config`` passthrough.
+
+    Raises ``ConfigError`` when the passthrough sets a key k3sfleet manages (join, token,
+    vpn-auth, node name).
+    """
+    settings: dict[str, Any] = {"node-name": data.get("k3s_node_name") or name}
+    if address:
+        settings["node-external-ip"] = address
+    if data.get("k3s_flannel_iface"):
+        settings["flannel-iface"] = data.get("k3s_flannel_iface")
+    if data.get("k3s_vpn_auth"):
+        settings["vpn-auth-file"] = VPN_AUTH_FILE
+    labels = data.get("k3s_node_labels") or {}
+    if labels:
+        settings["node-label"] = [f"{k}={v}" for k, v in sorted(labels.items())]
+    taints = data.get("k3s_node_taints") or []
+    if taints:
+        settings["node-taint"] = list(taints)
+    extra = dict(data.get("k3s_extra_config") or {})
+    clash = sorted(PROTECTED_KEYS & set(extra))
+    if clash:
+        raise ConfigError(
+            f"{name}: k3s_extra_config sets {', '.join(clash)}, which k3sfleet manages "
+            "(use K3S_TOKEN, K3S_VPN_AUTH and the inventory instead)"
+        )
+    return settings, extra
+
+
+def version_guard(data: Any) -> None:
+    """Refuse a known-bad ``k3s_version`` (see ``k3sfleet.versions``)."""
+    problem = refusal(
+        str(data.get("k3s_version")),
+        allow=str(data.get("k3s_allow_versions") or ""),
+        vpn_auth=bool(data.get("k3s_vpn_auth")),
+    )
+    if problem:
+        raise ConfigError(problem)
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterPlan:
+    """What the run knows about the servers, computed once (prepare) and shared by all hosts."""
+
+    servers: list[str]
+    agents: list[str]
+    joins: dict[str, str | None]
+    states: dict[str, dict[str, Any]]
+    addresses: dict[str, str | None]
+    joining: set[str]
+    tokens: dict[str, Secret] = field(default_factory=dict)
+
+    @property
+    def anchor(self) -> str:
+        """The server agents join: the first server in the inventory."""
+        return self.servers[0]
+
+    def address(self, name: str) -> str | None:
+        """The tailnet address of ``name``: known at prepare, else read now (run time)."""
+        if not self.addresses.get(name):
+            other = inventory.get_host(name)
+            ips = other.get_fact(TailscaleStatus)["ips"]
+            self.addresses[name] = next((ip for ip in ips if ":" not in ip), None)
+        return self.addresses[name]
+
+    def token_of(self, name: str) -> Secret | None:
+        """The node-token of server ``name``, read once it exists."""
+        if name not in self.tokens:
+            other = inventory.get_host(name)
+            token = other.get_fact(K3sNodeToken, _sudo=use_sudo(other.data))
+            if token is None:
+                return None
+            self.tokens[name] = token
+        return self.tokens[name]
+
+
+_PLAN_ATTR = "_k3sfleet_cluster_plan"
+_plan_lock = gevent.lock.Semaphore()
+
+
+def _role_hosts(role: str) -> list[Any]:
+    return [h for h in inventory if h.data.get("k3s_role") == role]
+
+
+def cluster_plan() -> ClusterPlan:
+    """The plan of the current pyinfra state (computed by the first host that asks)."""
+    current = ctx_state.get()
+    with _plan_lock:
+        plan: ClusterPlan | None = getattr(current, _PLAN_ATTR, None)
+        if plan is None:
+            plan = _compute_plan()
+            setattr(current, _PLAN_ATTR, plan)
+    return plan
+
+
+def _compute_plan() -> ClusterPlan:
+    servers = _role_hosts("server")
+    agents = _role_hosts("agent")
+    states: dict[str, dict[str, Any]] = {}
+    for h in servers:
+        states[h.name] = h.get_fact(K3sState, _sudo=use_sudo(h.data))
+    addresses = {
+        h.name: h.data.get("k3sfleet_tailnet_address") or states[h.name].get("tailnet_ip")
+        for h in servers
+    }
+    names = [h.name for h in servers]
+    datastores = {n: states[n].get("datastore") for n in names}
+    joins = plan_servers(
+        names,
+        datastores,
+        {n: states[n].get("join") for n in names},
+        {n: server_url(a) if a else None for n, a in addresses.items()},
+    )
+    if len(names) > 1:
+        logger.warning("k3sfleet: " + ETCD_WAN_WARNING.format(servers=", ".join(names)))
+    return ClusterPlan(
+        servers=names,
+        agents=[h.name for h in agents],
+        joins=joins,
+        states=states,
+        addresses=addresses,
+        joining=joining_servers(joins, datastores),
+    )
+
+
+# -- operations --------------------------------------------------------------------------------
+
+
+@operation()
+def private_file(
+    path: str,
+    content: Secret | str,
+    current_sha256: str | None = _UNSET,
+    keep_previous: bool = False,
+) -> Generator[Any, None, None]:
+    """A root-owned 0600 file with ``content``, written without exposing it.
+
+    The upload goes to a temp file created 0600 for the SSH user, is copied into a 0600
+    ``<path>.k3sfleet-new`` and renamed over ``path``; with ``keep_previous`` the old file
+    becomes ``<path>.previous``.
+
+    + path: destination
+    + content: the text (a ``Secret`` stays masked in every output)
+    + current_sha256: sha256 of the file now if the caller read it (``K3sState``); read with
+      ``sha256sum`` otherwise
+    + keep_previous: keep the replaced file as ``<path>.previous``
+    """
+    from pyinfra.facts.files import Sha256File
+
+    text = reveal(content) or ""
+    want = sha256_text(text)
+    have = host.get_fact(Sha256File, path=path) if current_sha256 is _UNSET else current_sha256
+    if have == want:
+        host.noop(f"{path} is up to date")
+        return
+    staged = f"{path}.k3sfleet-new"
+    upload = host.get_temp_filename(f"k3sfleet-private-{path}")
+    directory = path.rpartition("/")[0] or "/"
+    yield StringCommand("mkdir", "-p", QuoteString(directory))
+    yield StringCommand(
+        "install", "-m", "600", "-o", '"${SUDO_USER:-$(id -un)}"', "/dev/null", QuoteString(upload)
+    )
+    yield StringCommand("install", "-m", "600", "-o", "root", "/dev/null", QuoteString(staged))
+    yield FileUploadCommand(io.StringIO(text), staged, remote_temp_filename=upload)
+    yield StringCommand("rm", "-f", QuoteString(upload))
+    if keep_previous and have:
+        yield StringCommand("cp", "-p", QuoteString(path), QuoteString(f"{path}.previous"))
+    yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(path))
+
+
+@operation()
+def managed_file(
+    path: str, text: str, current_sha256: str | None = _UNSET, mode: str = "644"
+) -> Generator[Any, None, None]:
+    """A root-owned, non-secret file (a systemd unit) with ``text``; nothing done when equal.
+
+    + path: destination
+    + text: the content
+    + current_sha256: sha256 of the file now if the caller read it; read otherwise
+    + mode: file mode
+    """
+    from pyinfra.facts.files import Sha256File
+    from pyinfra.operations import files
+
+    have = host.get_fact(Sha256File, path=path) if current_sha256 is _UNSET else current_sha256
+    if have == sha256_text(text):
+        host.noop(f"{path} is up to date")
+        return
+    yield from files.put._inner(  # type: ignore[attr-defined]
+        src=io.StringIO(text), dest=path, user="root", group="root", mode=mode
+    )
+
+
+@operation()
+def k3s_config(
+    settings: dict[str, Any],
+    entry: str,
+    join: str | None = None,
+    token: Secret | None = None,
+    own_address_known: bool = True,
+    current_sha256: str | None = _UNSET,
+) -> Generator[Any, None, None]:
+    """/etc/rancher/k3s/config.yaml for this node, completed when the operation runs.
+
+    + settings: every config key except ``server`` / ``token`` (in the order to write them)
+    + entry: the deploy named in the file's header comment
+    + join: the server whose URL and token this node uses (``None``: it starts the cluster)
+    + token: the cluster token from the settings (vault); when ``None`` a joining node takes
+      its server's node-token at run time
+    + own_address_known: ``False`` when this node's tailnet address is only known once K3s
+      brought Tailscale up (``node-external-ip`` is then left to K3s)
+    + current_sha256: sha256 of the current config.yaml if already read
+    """
+    values = dict(settings)
+    if join is not None:
+        plan = cluster_plan()
+        address = plan.address(join)
+        use_token = token or plan.token_of(join)
+        if address is None or use_token is None:
+            missing = "tailnet address" if address is None else "node-token"
+            if not state.is_executing:
+                host.log(
+                    f"k3s config: the token and server URL will come from {join} at run time "
+                    f"(its {missing} is not there yet)",
+                    logger.warning,
+                )
+                yield StringCommand("true")  # a change: the config is written at run time
+                return
+            yield fail_command(
+                f"k3sfleet: {host.name} cannot join {join}: {join} has no {missing} "
+                f"({'tailscale is not up there' if address is None else 'its k3s never started'})"
+                f"; check `systemctl status k3s` and `tailscale status` on {join}"
+            )
+            return
+        values = {"server": server_url(address), "token": use_token, **values}
+    elif token is not None:
+        values = {"cluster-init": True, "token": token, **values}
+    else:
+        values = {"cluster-init": True, **values}
+    text = render_config(values, entry)
+    yield from private_file._inner(  # type: ignore[attr-defined]
+        CONFIG, Secret(text), current_sha256=current_sha256, keep_previous=True
+    )
+
+
+def _changed(metas: Iterable[OperationMeta]) -> bool:
+    return any(m.changed for m in metas)
+
+
+def restart_script(
+    service: str, role: str, restore_config: bool, timeout: int = 120, settle: int = 3
+) -> str:
+    """Restart ``service``, wait until healthy; if not, restore config.yaml.previous (when
+    ``restore_config``), restart again and exit 1 with a message saying what happened."""
+    q = shlex.quote
+    if role == "server":
+        healthy = (
+            f"systemctl is-active --quiet {q(service)} && test -s {q(NODE_TOKEN)} && "
+            f"curl -ksf --max-time 5 -o /dev/null https://127.0.0.1:{API_PORT}/ping"
+        )
+    else:
+        healthy = f"systemctl is-active --quiet {q(service)}"
+    lines = [
+        "set -u",
+        f"svc={q(service)}; cfg={q(CONFIG)}; node=$(hostname)",
+        f"healthy() {{ {healthy}; }}",
+        'broken() { case "$(systemctl show -p SubState --value "$svc")" in '
+        "failed|auto-restart) return 0;; esac; return 1; }",
+        'wait_healthy() { i=0; while [ "$i" -lt ' + str(int(timeout)) + " ]; do "
+        "healthy && { sleep " + str(int(settle)) + "; healthy && return 0; }; "
+        "broken && return 1; sleep 1; i=$((i+1)); done; return 1; }",
+        "systemctl daemon-reload",
+        'systemctl reset-failed "$svc" 2>/dev/null || true',
+        'systemctl restart --no-block "$svc"',
+        "if wait_healthy; then exit 0; fi",
+    ]
+    if restore_config:
+        lines += [
+            'if [ -e "$cfg.previous" ]; then',
+            '  mv -f "$cfg" "$cfg.failed"; cp -p "$cfg.previous" "$cfg"',
+            '  systemctl reset-failed "$svc" 2>/dev/null || true',
+            '  systemctl restart --no-block "$svc"',
+            "  if wait_healthy; then",
+            '    echo "k3sfleet: $svc on $node did not become healthy with the new '
+            "/etc/rancher/k3s/config.yaml; the previous config is restored and $svc is "
+            'healthy again. The rejected config is $cfg.failed (see journalctl -u $svc)." >&2',
+            "  else",
+            '    echo "k3sfleet: $svc on $node did not become healthy with the new config, '
+            'and not with the restored previous one either: see journalctl -u $svc" >&2',
+            "  fi",
+            "  exit 1",
+            "fi",
+        ]
+    lines += [
+        'echo "k3sfleet: $svc on $node did not become healthy within '
+        + str(int(timeout))
+        + 's (no previous config to restore): see journalctl -u $svc" >&2',
+        "exit 1",
+    ]
+    return "\n".join(lines)
+
+
+@operation()
+def k3s_service(
+    role: str,
+    status: Mapping[str, str],
+    config_changes: list[OperationMeta],
+    other_changes: list[OperationMeta],
+    timeout: int = 120,
+) -> Generator[Any, None, None]:
+    """K3s enabled and running; restarted (with roll-back of a bad config) only on change.
+
+    + role: ``server`` (``k3s``) or ``agent`` (``k3s-agent``)
+    + status: the unit's ``K3sServiceStatus`` read before this run changed anything
+    + config_changes: operations that change config.yaml / vpn-auth: a failed restart after
+      one of them restores config.yaml.previous
+    + other_changes: binary and unit operations
+    + timeout: seconds to wait for the service to be healthy
+    """
+    service = SERVICE[role]
+    config_changed = _changed(config_changes)
+    changed = config_changed or _changed(other_changes)
+    running = status.get("ActiveState") == "active"
+    if status.get("UnitFileState") != "enabled":
+        yield StringCommand("systemctl", "enable", QuoteString(service))
+    if changed or not running:
+        script = restart_script(service, role, restore_config=config_changed, timeout=timeout)
+        yield StringCommand("sh", "-c", QuoteString(script))
+    else:
+        host.noop(f"{service} is running and nothing it runs changed")

@@ -1,0 +1,138 @@
+"""A K3s server: pinned binary, private config and vpn-auth file, unit, restart on change only.
+
+The server that starts the cluster gets ``cluster-init`` (only when no server holds a
+datastore); the others join the server ``deploys.k3s_node.cluster_plan`` names, with its token
+and tailnet URL read when the join runs. The config also carries the tailnet address as
+``node-external-ip``, ``flannel-iface``, ``tls-san`` (tailnet address, MagicDNS name,
+``k3s_tls_san``), components to disable, labels, taints, etcd snapshots to R2 when
+``k3s_etcd_s3`` is on, and ``k3s_extra_config`` passed through.
+
+Example::
+
+    from deploys.k3s_server import k3s_server
+
+    k3s_server()              # plans the cluster itself
+    k3s_server(plan=plan)     # deploys/cluster.py passes the run's plan
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from deploys.k3s_install import k3s_binary
+from deploys.k3s_node import (
+    UNIT,
+    ClusterPlan,
+    cluster_plan,
+    k3s_config,
+    k3s_service,
+    managed_file,
+    node_settings,
+    private_file,
+    render_unit,
+    use_sudo,
+    version_guard,
+    vpn_auth_text,
+)
+from facts.k3s import VPN_AUTH_FILE
+
+SERVER_DEFAULTS: dict[str, Any] = {
+    "k3s_disable": ["traefik"],
+    "k3s_tls_san": [],
+    "k3s_flannel_iface": "tailscale0",
+    "k3s_extra_config": {},
+    "k3s_health_timeout": 120,
+}
+
+
+def etcd_s3_settings(data: Any) -> dict[str, Any]:
+    """The ``etcd-s3*`` keys for snapshots to R2 (empty unless ``k3s_etcd_s3`` is on)."""
+    if not data.get("k3s_etcd_s3"):
+        return {}
+    endpoint = str(data.get("r2_endpoint") or "")
+    for scheme in ("https://", "http://"):
+        endpoint = endpoint.removeprefix(scheme)
+    return {
+        "etcd-s3": True,
+        "etcd-s3-endpoint": endpoint.rstrip("/"),
+        "etcd-s3-bucket": data.get("k3s_etcd_s3_bucket"),
+        "etcd-s3-access-key": data.get("r2_access_key_id"),
+        "etcd-s3-secret-key": data.get("r2_secret_access_key"),
+    }
+
+
+def server_settings(data: Any, address: str | None) -> dict[str, Any]:
+    """Every config.yaml key of a server except ``server``/``token``/``cluster-init``."""
+    sans = [address] if address else []
+    domain = data.get("k3sfleet_tailnet_domain")
+    if domain:
+        sans.append(f"{data.get('k3s_node_name') or host.name}.{domain}")
+    sans += [s for s in data.get("k3s_tls_san") or [] if s not in sans]
+    settings, extra = node_settings(data, address, host.name)
+    settings["tls-san"] = sans
+    if data.get("k3s_disable"):
+        settings["disable"] = list(data.get("k3s_disable"))
+    settings["write-kubeconfig-mode"] = "0600"
+    settings.update(etcd_s3_settings(data))
+    settings.update(extra)
+    return settings
+
+
+@deploy("K3s server", data_defaults=SERVER_DEFAULTS)
+def k3s_server(plan: ClusterPlan | None = None) -> None:
+    """Install and converge the K3s server on this host (see the module docstring)."""
+    data = host.data
+    plan = plan or cluster_plan()
+    sudo = use_sudo(data)
+    version_guard(data)
+    state = plan.states[host.name]
+    address = plan.addresses.get(host.name)
+    binary = k3s_binary(
+        name=f"Install k3s {data.k3s_version}",
+        version=data.k3s_version,
+        release_url=data.k3s_release_url,
+        installed=state["version"],
+        _sudo=sudo,
+    )
+    config_changes = []
+    if data.k3s_vpn_auth:
+        config_changes.append(
+            private_file(
+                name="K3s vpn-auth file",
+                path=VPN_AUTH_FILE,
+                content=vpn_auth_text(data.tailscale_auth_key),
+                current_sha256=state["vpn_auth_sha256"],
+                _sudo=sudo,
+            )
+        )
+    unit = managed_file(
+        name="k3s.service",
+        path=UNIT["server"],
+        text=render_unit("server", after_tailscale=True),
+        current_sha256=state["unit_sha256"]["k3s"],
+        _sudo=sudo,
+    )
+    join = plan.joins[host.name]
+    config_changes.append(
+        k3s_config(
+            name="K3s server config" + (f" (joins {join})" if join else " (cluster-init)"),
+            settings=server_settings(data, address),
+            entry="deploys/k3s_server.py",
+            join=join,
+            token=data.get("k3s_token"),
+            current_sha256=state["config_sha256"],
+            _sudo=sudo,
+        )
+    )
+    k3s_service(
+        name="k3s service",
+        role="server",
+        status=state["services"].get("k3s", {}),
+        config_changes=config_changes,
+        other_changes=[binary, unit],
+        timeout=int(data.k3s_health_timeout),
+        _sudo=sudo,
+    )

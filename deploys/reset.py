@@ -1,0 +1,91 @@
+"""Entry file: uninstall K3s from the nodes (all of them, or those given with ``--limit``).
+
+    K3S_RESET_CONFIRM=yes-destroy-k3s pyinfra inventory.py deploys/reset.py
+
+Destroys the cluster's data on the nodes (the etcd datastore, volumes under
+/var/lib/rancher). Refused unless ``K3S_RESET_CONFIRM`` is ``yes-destroy-k3s``. Unlike
+``k3s-killall.sh`` it removes only K3s's own network interfaces and iptables rules, never
+the routes Tailscale manages. A node without K3s is left alone, so a re-run changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import QuoteString, StringCommand, operation
+
+from facts.k3s import K3sState
+from k3sfleet.entry import under_pyinfra
+from k3sfleet.errors import ConfigError
+
+CONFIRM = "yes-destroy-k3s"
+PATHS = (
+    "/usr/local/bin/k3s",
+    "/etc/systemd/system/k3s.service",
+    "/etc/systemd/system/k3s-agent.service",
+    "/etc/rancher/k3s",
+    "/var/lib/rancher/k3s",
+    "/var/lib/kubelet",
+    "/run/k3s",
+    "/run/flannel",
+    "/etc/modules-load.d/k3s.conf",
+)
+LINKS = ("cni0", "flannel.1", "flannel-v6.1", "flannel-wg", "kube-ipvs0")
+
+UNINSTALL_SCRIPT = "\n".join(
+    [
+        "set -u",
+        'for svc in k3s k3s-agent; do systemctl disable --now "$svc" 2>/dev/null || true; done',
+        # Containers K3s started keep running after the service stops: end them.
+        "for pid in $(ps -e -o pid= -o args= | awk '/containerd-shim/ && /k3s/ {print $1}'); do",
+        '  kill -9 "$pid" 2>/dev/null || true',
+        "done",
+        "for m in $(awk '$2 ~ \"^/(run/k3s|var/lib/rancher/k3s|var/lib/kubelet)\" {print $2}' "
+        '/proc/self/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done',
+        f'for link in {" ".join(LINKS)}; do ip link delete "$link" 2>/dev/null || true; done',
+        "if command -v iptables-save >/dev/null; then",
+        "  for t in iptables ip6tables; do",
+        "    $t-save 2>/dev/null | grep -v -E 'KUBE-|CNI-|FLANNEL|flannel' | $t-restore "
+        "2>/dev/null || true",
+        "  done",
+        "fi",
+        "rm -rf " + " ".join(PATHS),
+        "systemctl daemon-reload",
+    ]
+)
+
+
+@operation()
+def k3s_absent(state: dict[str, Any] | None = None) -> Generator[StringCommand, None, None]:
+    """K3s (binary, units, config, data, interfaces, iptables rules) removed from this node.
+
+    + state: the node's ``K3sState`` if already read
+    """
+    now = state if state is not None else host.get_fact(K3sState)
+    present = (
+        now.get("version")
+        or now.get("config_sha256")
+        or now.get("datastore")
+        or any(now.get("unit_sha256", {}).values())
+    )
+    if not present:
+        host.noop("k3s is not installed")
+        return
+    yield StringCommand("sh", "-c", QuoteString(UNINSTALL_SCRIPT))
+
+
+def confirm(data: Any) -> None:
+    """Refuse unless the reset is confirmed."""
+    if data.get("k3s_reset_confirm") != CONFIRM:
+        raise ConfigError(
+            f"deploys/reset.py destroys K3s and its data: set K3S_RESET_CONFIRM={CONFIRM} "
+            "to confirm"
+        )
+
+
+if under_pyinfra():
+    confirm(host.data)
+    sudo = host.data.get("ssh_user") != "root"
+    k3s_absent(name="Uninstall K3s", state=host.get_fact(K3sState, _sudo=sudo), _sudo=sudo)

@@ -1,0 +1,206 @@
+"""Facts about K3s on a node: version, token, service, datastore, the server it joins.
+
+``K3sState`` gathers everything the cluster deploy needs in one round trip; the small facts
+exist for callers that need one value. All of them read root-only files: call them with
+``_sudo=True`` when connecting as a normal user.
+
+Example::
+
+    state = host.get_fact(K3sState, _sudo=True)
+    state["version"]        # "v1.34.2+k3s1" or None
+    state["datastore"]      # "etcd", "sqlite", "other" or None
+    token = host.get_fact(K3sNodeToken, _sudo=True)   # Secret or None
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra.api import FactBase, QuoteString, StringCommand
+
+from k3sfleet.secret import Secret
+
+K3S_BIN = "/usr/local/bin/k3s"
+CONFIG = "/etc/rancher/k3s/config.yaml"
+VPN_AUTH_FILE = "/etc/rancher/k3s/vpn-auth"
+DATA_DIR = "/var/lib/rancher/k3s"
+NODE_TOKEN = f"{DATA_DIR}/server/node-token"
+DB_DIR = f"{DATA_DIR}/server/db"
+SERVICES = ("k3s", "k3s-agent")
+UNIT_DIR = "/etc/systemd/system"
+SERVICE_PROPERTIES = ("ActiveState", "SubState", "UnitFileState", "ActiveEnterTimestampMonotonic")
+
+_VERSION_SH = f"test -x {K3S_BIN} && {K3S_BIN} --version 2>/dev/null | head -n1 | cut -d' ' -f3"
+_DATASTORE_SH = (
+    f"if [ -d {DB_DIR}/etcd/member ]; then echo etcd; "
+    f"elif [ -e {DB_DIR}/state.db ]; then echo sqlite; "
+    f'elif [ -n "$(ls -A {DB_DIR} 2>/dev/null)" ]; then echo other; fi'
+)
+_JOIN_SH = (
+    f"grep -E '^(server|cluster-init):' {CONFIG} 2>/dev/null "
+    "| sed -e 's/^server: *//' -e 's/^cluster-init: *true *$/cluster-init/' | tr -d '\"' | head -n1"
+)
+
+
+def _sha256_sh(path: str) -> str:
+    return f"sha256sum {path} 2>/dev/null | cut -d' ' -f1"
+
+
+def _parse_pairs(output: list[str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for line in output:
+        key, sep, value = line.partition("=")
+        if sep:
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def parse_version(line: str) -> str | None:
+    """The version in a ``k3s --version`` first line, or a bare version; ``None`` if empty."""
+    words = line.split()
+    if len(words) >= 3 and words[0] == "k3s" and words[1] == "version":
+        return words[2]
+    return words[0] if words else None
+
+
+class K3sVersion(FactBase[str | None]):
+    """The installed K3s version (``v1.34.2+k3s1``), or ``None`` when K3s is not installed.
+
+    .. code:: python
+
+        host.get_fact(K3sVersion)   # "v1.34.2+k3s1"
+    """
+
+    def command(self) -> str:
+        return f"{_VERSION_SH} || true"
+
+    def process(self, output: list[str]) -> str | None:
+        return parse_version(output[0]) if output else None
+
+
+class K3sNodeToken(FactBase[Secret | None]):
+    """The cluster join token a server wrote (``node-token``), as a ``Secret``; ``None`` if absent.
+
+    .. code:: python
+
+        host.get_fact(K3sNodeToken, _sudo=True)   # Secret('*MASKED*')
+    """
+
+    def command(self) -> str:
+        return f"cat {NODE_TOKEN} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> Secret | None:
+        text = "".join(output).strip()
+        return Secret(text) if text else None
+
+
+class K3sServiceStatus(FactBase[dict[str, str]]):
+    """systemd's view of a K3s unit (``k3s`` or ``k3s-agent``): active/sub/unit-file state and
+    the monotonic time it last became active (changes on every (re)start).
+
+    .. code:: python
+
+        host.get_fact(K3sServiceStatus, service="k3s")
+        # {"ActiveState": "active", "SubState": "running", "UnitFileState": "enabled",
+        #  "ActiveEnterTimestampMonotonic": "123456789"}
+    """
+
+    def requires_command(self, service: str = "k3s") -> str:
+        return "systemctl"
+
+    def command(self, service: str = "k3s") -> StringCommand:
+        if service not in SERVICES:
+            raise ValueError(f"service must be one of {SERVICES}, not {service!r}")
+        return StringCommand(
+            "systemctl", "show", *(f"-p{p}" for p in SERVICE_PROPERTIES), QuoteString(service)
+        )
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        return _parse_pairs(output)
+
+
+class K3sDatastore(FactBase[str | None]):
+    """Whether this server already holds a cluster datastore: ``etcd``, ``sqlite``, ``other``
+    (something else under server/db), or ``None`` (a fresh server, or an agent).
+
+    .. code:: python
+
+        host.get_fact(K3sDatastore, _sudo=True)   # "etcd"
+    """
+
+    def command(self) -> str:
+        return f"{{ {_DATASTORE_SH}; }} || true"
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0].strip() if output and output[0].strip() else None
+
+
+class K3sServerUrl(FactBase[str | None]):
+    """Whom this node joins according to its config.yaml: the ``server:`` URL, the word
+    ``cluster-init`` (the server that started the cluster), or ``None``.
+
+    .. code:: python
+
+        host.get_fact(K3sServerUrl, _sudo=True)   # "https://100.64.0.11:6443"
+    """
+
+    def command(self) -> str:
+        return f"{{ {_JOIN_SH}; }} || true"
+
+    def process(self, output: list[str]) -> str | None:
+        return output[0].strip() if output and output[0].strip() else None
+
+
+class K3sState(FactBase[dict[str, Any]]):
+    """Everything the cluster deploy reads from a node, in one command.
+
+    .. code:: python
+
+        host.get_fact(K3sState, _sudo=True)
+        # {"version": "v1.34.2+k3s1", "binary_sha256": "...", "config_sha256": "...",
+        #  "vpn_auth_sha256": None, "unit_sha256": {"k3s": "...", "k3s-agent": None},
+        #  "datastore": "etcd",
+        #  "node_token": True, "join": "cluster-init", "tailnet_ip": "100.64.0.11",
+        #  "services": {"k3s": {"ActiveState": "active", ...}, "k3s-agent": {...}}}
+    """
+
+    def command(self) -> str:
+        lines = [
+            f'echo "version=$({_VERSION_SH})"',
+            f'echo "binary_sha256=$({_sha256_sh(K3S_BIN)})"',
+            f'echo "config_sha256=$({_sha256_sh(CONFIG)})"',
+            f'echo "vpn_auth_sha256=$({_sha256_sh(VPN_AUTH_FILE)})"',
+            f'echo "datastore=$({_DATASTORE_SH})"',
+            f'echo "node_token=$(test -s {NODE_TOKEN} && echo yes)"',
+            f'echo "join=$({_JOIN_SH})"',
+            'echo "tailnet_ip=$(tailscale ip -4 2>/dev/null | head -n1)"',
+        ]
+        props = ",".join(SERVICE_PROPERTIES)
+        for service in SERVICES:
+            lines.append(
+                f'echo "unit_sha256.{service}=$({_sha256_sh(f"{UNIT_DIR}/{service}.service")})"'
+            )
+            lines.append(f"systemctl show -p{props} {service} 2>/dev/null | sed 's/^/{service}./'")
+        return "; ".join(lines)
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        pairs = _parse_pairs(output)
+        state: dict[str, Any] = {
+            "version": parse_version(pairs.get("version", "")),
+            "binary_sha256": pairs.get("binary_sha256") or None,
+            "config_sha256": pairs.get("config_sha256") or None,
+            "vpn_auth_sha256": pairs.get("vpn_auth_sha256") or None,
+            "datastore": pairs.get("datastore") or None,
+            "node_token": pairs.get("node_token") == "yes",
+            "join": pairs.get("join") or None,
+            "tailnet_ip": pairs.get("tailnet_ip") or None,
+            "unit_sha256": {},
+            "services": {},
+        }
+        for service in SERVICES:
+            state["unit_sha256"][service] = pairs.get(f"unit_sha256.{service}") or None
+            state["services"][service] = {
+                p: pairs[f"{service}.{p}"] for p in SERVICE_PROPERTIES if f"{service}.{p}" in pairs
+            }
+        return state
+
