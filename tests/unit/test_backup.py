@@ -1,0 +1,248 @@
+"""Backups read straight from an S3 bucket (moto in server mode on 127.0.0.1) in Velero's layout,
+and Backup objects made through the Kubernetes API (an in-memory CustomObjectsApi)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+
+from k3sfleet.backup import (
+    BackupError,
+    BackupInfo,
+    backup_manifest,
+    create_backup,
+    latest_completed,
+    list_bucket_backups,
+    list_cluster_backups,
+    r2_client,
+    render,
+    wait_backup,
+)
+from k3sfleet.settings import Settings
+
+BUCKET = "velero-backups"
+
+
+def velero_backup_json(name: str, started: str, phase: str = "Completed") -> bytes:
+    return json.dumps(
+        {
+            "apiVersion": "velero.io/v1",
+            "kind": "Backup",
+            "metadata": {"name": name, "namespace": "velero", "labels": {"a": "b"}},
+            "spec": {"includedNamespaces": ["database"], "ttl": "720h0m0s"},
+            "status": {"phase": phase, "startTimestamp": started},
+        }
+    ).encode()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[dict[str, Any]]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    admin = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="admin",
+        aws_secret_access_key="admin",
+        region_name="us-east-1",
+    )
+    admin.create_bucket(Bucket=BUCKET)
+    layout = {
+        "daily-20260101": ("2026-01-01T02:00:00Z", "Completed", 1000),
+        "daily-20260103": ("2026-01-03T02:00:00Z", "PartiallyFailed", 3000),
+        "daily-20260102": ("2026-01-02T02:00:00Z", "Completed", 2000),
+    }
+    sizes = {}
+    for name, (started, phase, size) in layout.items():
+        meta = velero_backup_json(name, started, phase)
+        sizes[name] = len(meta) + size + 10
+        admin.put_object(Bucket=BUCKET, Key=f"backups/{name}/velero-backup.json", Body=meta)
+        admin.put_object(Bucket=BUCKET, Key=f"backups/{name}/{name}.tar.gz", Body=b"x" * size)
+        admin.put_object(Bucket=BUCKET, Key=f"backups/{name}/{name}-logs.gz", Body=b"l" * 10)
+    admin.put_object(Bucket=BUCKET, Key="restores/r1/restore-r1-logs.gz", Body=b"r")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        aws_access_key_id="admin",
+        aws_secret_access_key="admin",
+        region_name="us-east-1",
+    )
+    iam.create_user(UserName="velero")
+    iam.put_user_policy(
+        UserName="velero",
+        PolicyName="s3",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            }
+        ),
+    )
+    key = iam.create_access_key(UserName="velero")["AccessKey"]
+    # from here on, moto checks credentials like R2 does
+    reset_auth(endpoint, b"0")
+    try:
+        yield {
+            "endpoint": endpoint,
+            "key": key["AccessKeyId"],
+            "secret": key["SecretAccessKey"],
+            "sizes": sizes,
+        }
+    finally:
+        reset_auth(endpoint, b"inf")
+        server.stop()
+
+
+def reset_auth(endpoint: str, count: bytes) -> None:
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=count,
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    with urllib.request.urlopen(request) as response:  # noqa: S310 - loopback moto server
+        assert response.status == 200
+
+
+def settings_for(s3: dict[str, Any], key: str | None = None, secret: str | None = None) -> Any:
+    return Settings.load(
+        "/nonexistent",
+        environ={
+            "R2_ENDPOINT": s3["endpoint"],
+            "R2_ACCESS_KEY_ID": key or s3["key"],
+            "R2_SECRET_ACCESS_KEY": secret or s3["secret"],
+            "VELERO_BUCKET": BUCKET,
+        },
+        use_vault=False,
+    )
+
+
+def test_bucket_listing_newest_first_with_sizes_and_times(s3: dict[str, Any]) -> None:
+    backups = list_bucket_backups(r2_client(settings_for(s3)), BUCKET)
+    assert [b.name for b in backups] == ["daily-20260103", "daily-20260102", "daily-20260101"]
+    assert [b.size for b in backups] == [s3["sizes"][b.name] for b in backups]
+    assert backups[0].size > backups[1].size > backups[2].size > 1010
+    assert backups[0].phase == "PartiallyFailed"
+    assert backups[1].started == datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
+    assert backups[1].namespaces == ["database"]
+    assert all(b.source == "bucket" for b in backups)
+    assert latest_completed(backups).name == "daily-20260102"  # type: ignore[union-attr]
+    table = render(backups)
+    row = next(line for line in table.splitlines() if line.startswith("daily-20260102"))
+    assert "Completed" in row and "2026-01-02 02:00:00" in row
+    assert f"{s3['sizes']['daily-20260102'] / 1024:.1f} KiB" in row
+
+
+def test_missing_bucket_is_a_clear_error(s3: dict[str, Any]) -> None:
+    with pytest.raises(BackupError, match="bucket no-such-bucket does not exist"):
+        list_bucket_backups(r2_client(settings_for(s3)), "no-such-bucket")
+
+
+def test_bad_credentials_are_a_clear_error(s3: dict[str, Any]) -> None:
+    client = r2_client(settings_for(s3, key="AKIAWRONGWRONGWRONG0", secret="nope"))
+    with pytest.raises(BackupError, match="R2 refused the credentials") as e:
+        list_bucket_backups(client, BUCKET)
+    assert "nope" not in str(e.value)
+
+
+def test_wrong_secret_is_a_clear_error(s3: dict[str, Any]) -> None:
+    client = r2_client(settings_for(s3, secret="not-the-secret"))
+    with pytest.raises(BackupError, match="R2_SECRET_ACCESS_KEY"):
+        list_bucket_backups(client, BUCKET)
+
+
+def test_r2_settings_are_required() -> None:
+    settings = Settings.load("/nonexistent", environ={}, use_vault=False)
+    with pytest.raises(BackupError, match="R2_ENDPOINT"):
+        r2_client(settings)
+
+
+# -- through the API ------------------------------------------------------------------------
+
+
+class FakeCustom:
+    """``CustomObjectsApi`` calls for velero.io/v1 objects, kept in memory."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.reads = 0
+
+    def create_namespaced_custom_object(self, group, version, ns, plural, body):  # type: ignore[no-untyped-def]
+        assert (group, version, ns) == ("velero.io", "v1", "velero")
+        self.objects[(plural, body["metadata"]["name"])] = json.loads(json.dumps(body))
+        return body
+
+    def get_namespaced_custom_object(self, group, version, ns, plural, name):  # type: ignore[no-untyped-def]
+        from kubernetes.client.rest import ApiException
+
+        self.reads += 1
+        if (plural, name) not in self.objects:
+            raise ApiException(status=404, reason="Not Found")
+        obj = self.objects[(plural, name)]
+        if self.reads >= 3:  # Velero finishes on the third look
+            obj.setdefault("status", {})["phase"] = "Completed"
+        elif self.reads == 2:
+            obj.setdefault("status", {})["phase"] = "InProgress"
+        return obj
+
+    def list_namespaced_custom_object(self, group, version, ns, plural, **kw):  # type: ignore[no-untyped-def]
+        return {"items": [o for (p, _), o in self.objects.items() if p == plural]}
+
+
+def test_create_backup_object_and_wait_for_its_phase() -> None:
+    api = FakeCustom()
+    lines: list[str] = []
+    name = create_backup(api, "manual-1", ["database", "apps"])
+    spec = api.objects[("backups", "manual-1")]["spec"]
+    assert spec["includedNamespaces"] == ["database", "apps"]
+    assert spec["storageLocation"] == "default"
+    assert spec["defaultVolumesToFsBackup"] is True
+    info = wait_backup(api, name, poll=0, out=lines.append, sleep=lambda s: None)
+    assert info.phase == "Completed"
+    assert lines == [
+        "backup manual-1: New",
+        "backup manual-1: InProgress",
+        "backup manual-1: Completed",
+    ]
+
+
+def test_wait_backup_times_out_clearly() -> None:
+    api = FakeCustom()
+    create_backup(api, "stuck")
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += 100
+
+    api.reads = -10_000  # never finishes
+    with pytest.raises(BackupError, match="still"):
+        wait_backup(
+            api, "stuck", timeout=300, out=lambda s: None, clock=lambda: now[0], sleep=sleep
+        )
+
+
+def test_cluster_listing_and_latest_completed() -> None:
+    api = FakeCustom()
+    for name, started, phase in [
+        ("a", "2026-01-01T00:00:00Z", "Completed"),
+        ("c", "2026-01-03T00:00:00Z", "Failed"),
+        ("b", "2026-01-02T00:00:00Z", "Completed"),
+    ]:
+        body = backup_manifest(name, ["database"], labels={"k3sfleet.io/stateful-service": "pg"})
+        body["status"] = {"phase": phase, "startTimestamp": started}
+        api.objects[("backups", name)] = body
+    backups = list_cluster_backups(api, labels={"k3sfleet.io/stateful-service": "pg"})
+    assert [b.name for b in backups] == ["c", "b", "a"]
+    assert latest_completed(backups) == backups[1]
+    assert list_cluster_backups(api, labels={"k3sfleet.io/stateful-service": "other"}) == []
+    assert latest_completed([BackupInfo("x", phase="Failed")]) is None
