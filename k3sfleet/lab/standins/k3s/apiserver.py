@@ -3,12 +3,14 @@ discovery, and the REST paths of the resources in resources.py, backed by store.
 
 Authentication, as k3s does it: a client certificate signed by the cluster's client CA (the
 admin kubeconfig's; user = its CN), or HTTP basic auth ``<user>:<password>`` / a bearer token
-whose password is the cluster token (what agents and joining servers use). /cacerts, /ping,
-/version and the health endpoints answer anonymously. Anything else unauthenticated gets 401.
+whose password is the cluster token or agent token (what agents and joining servers use).
+/cacerts, /ping, /version and the health endpoints answer anonymously. Anything else
+unauthenticated gets 401.
 
 Example::
 
-    api = ApiServer(Store(), ("127.0.0.1", 0), tls=(cert, key, client_ca), passwords={"s3cret"})
+    api = ApiServer(Store(), ("127.0.0.1", 0), tls=(cert, key, client_ca),
+                    passwords={"s3cret": "system:k3s:server"})
     api.start()                 # serves in a thread; api.port is the bound port
     ...
     api.stop()
@@ -109,17 +111,18 @@ class _Handler(BaseHTTPRequestHandler):
                         return str(value)
             return "unknown"
         header = self.headers.get("Authorization", "")
-        password, username = "", ""
+        password = ""
         if header.startswith("Basic "):
             try:
-                username, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                password = base64.b64decode(header[6:]).decode().partition(":")[2]
             except (ValueError, UnicodeDecodeError):
                 return None
         elif header.startswith("Bearer "):
             token = header[7:].strip()
-            username, password = "token", token.rsplit(":", 1)[-1] if "::" in token else token
-        if password and any(hmac.compare_digest(password, p) for p in api.passwords):
-            return f"system:k3s:{username}"
+            password = token.rsplit(":", 1)[-1] if "::" in token else token
+        for known, identity in api.passwords.items():
+            if password and hmac.compare_digest(password.encode(), known.encode()):
+                return identity
         return None
 
     def _dispatch(self, method: str) -> None:
@@ -217,13 +220,13 @@ class ApiServer:
         address: tuple[str, int],
         *,
         tls: tuple[Path, Path, Path] | None = None,
-        passwords: set[str] | None = None,
+        passwords: dict[str, str] | None = None,
         version: str = "v1.34.2+k3s1",
         cacerts: bytes = b"",
         upstream: Upstream | None = None,
     ) -> None:
         self.store = store
-        self.passwords = passwords or set()
+        self.passwords = passwords or {}  # token password -> identity (user in the write log)
         self.version = version
         self.upstream = upstream
         self.routes: dict[tuple[str, str], Route] = {}
@@ -289,7 +292,7 @@ class ApiServer:
                 ],
             }
         parts = path.strip("/").split("/")
-        if (parts[0] == "api" and len(parts) == 2) or (parts[0] == "apis" and len(parts) == 4):
+        if (parts[0] == "api" and len(parts) == 2) or (parts[0] == "apis" and len(parts) == 3):
             group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
             if parts[0] == "apis":
                 group, version = parts[1], parts[2]

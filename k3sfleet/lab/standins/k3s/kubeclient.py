@@ -1,0 +1,70 @@
+"""A tiny HTTPS JSON client for the stand-in's own calls to a (stand-in) API server.
+
+Verifies the server's chain against the cluster CA; like k3s's agents it does not check the host
+name (k3s's listener adds every name it is reached by to its certificate).
+
+Example::
+
+    api = KubeClient("https://10.0.0.1:6443", ca_pem, "node", "password")
+    code, node = api.request("GET", "/api/v1/nodes/agent-1")
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+def fetch_cacerts(server: str, timeout: float = 10) -> bytes:
+    """GET <server>/cacerts without verifying (the token's CA hash is the check), as k3s does."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(
+        server.rstrip("/") + "/cacerts", context=context, timeout=timeout
+    ) as reply:
+        return bytes(reply.read())
+
+
+class KubeClient:
+    """Requests with basic auth (token password), TLS verified against the cluster CA."""
+
+    def __init__(self, server: str, ca_pem: bytes, username: str, password: str) -> None:
+        self.server = server.rstrip("/")
+        self.context = ssl.create_default_context(cadata=ca_pem.decode())
+        self.context.check_hostname = False
+        self.auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float = 10,
+    ) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.server + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Basic {self.auth}",
+                "Content-Type": content_type,
+                "Accept": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, context=self.context, timeout=timeout) as reply:
+                raw = reply.read()
+                code = reply.status
+        except urllib.error.HTTPError as error:
+            raw, code = error.read(), error.code
+        try:
+            return code, json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            return code, raw.decode(errors="replace")

@@ -1,0 +1,228 @@
+"""The Node object a k3s server or agent registers for its host, and keeping it current.
+
+Example::
+
+    node = node_object("lab-agent-1", "v1.34.2+k3s1", {"node-ip": "100.64.1.12"}, server=False)
+    register(api, node)                   # create, or patch labels + status of an existing Node
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from . import log
+from .config import as_list
+from .kubeclient import KubeClient
+
+MERGE = "application/merge-patch+json"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def interface_ipv4(interface: str) -> str | None:
+    """The first IPv4 address of ``interface`` (``ip -4 -o addr show``), or None."""
+    try:
+        out = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "dev", interface],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            return parts[parts.index("inet") + 1].split("/")[0]
+    return None
+
+
+def node_name(config: dict[str, Any]) -> str:
+    return str(config.get("node-name") or socket.gethostname())
+
+
+def node_addresses(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(internal, external) IPs: node-ip (else eth0's address) and node-external-ip."""
+    internal = as_list(config.get("node-ip")) or [ip for ip in [interface_ipv4("eth0")] if ip]
+    return internal or ["127.0.0.1"], as_list(config.get("node-external-ip"))
+
+
+def _os_image() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _taint(text: str) -> dict[str, str]:
+    """``key=value:Effect`` or ``key:Effect`` -> a taint."""
+    key_value, _, effect = text.partition(":")
+    key, _, value = key_value.partition("=")
+    taint = {"key": key, "effect": effect or "NoSchedule"}
+    if value:
+        taint["value"] = value
+    return taint
+
+
+def ready_condition(status: str = "True") -> dict[str, str]:
+    reason, message = (
+        ("KubeletReady", "kubelet is posting ready status")
+        if status == "True"
+        else ("NodeStatusUnknown", "Kubelet stopped posting node status.")
+    )
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastHeartbeatTime": _now(),
+        "lastTransitionTime": _now(),
+    }
+
+
+def node_object(
+    name: str, version: str, config: dict[str, Any], *, server: bool, etcd: bool = False
+) -> dict[str, Any]:
+    """The Node as k3s registers it (labels, taints, addresses, nodeInfo, Ready)."""
+    internal, external = node_addresses(config)
+    labels = {
+        "beta.kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "node.kubernetes.io/instance-type": "k3s",
+    }
+    if server:
+        labels["node-role.kubernetes.io/control-plane"] = "true"
+        labels["node-role.kubernetes.io/master"] = "true"
+    if etcd:
+        labels["node-role.kubernetes.io/etcd"] = "true"
+    for entry in as_list(config.get("node-label")):
+        key, _, value = entry.partition("=")
+        labels[key] = value
+    addresses = [{"type": "InternalIP", "address": ip} for ip in internal]
+    addresses += [{"type": "ExternalIP", "address": ip} for ip in external]
+    addresses.append({"type": "Hostname", "address": name})
+    try:
+        machine_id = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        machine_id = ""
+    node: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {
+                "k3s.io/internal-ip": ",".join(internal),
+                "k3s.io/hostname": socket.gethostname(),
+                **({"k3s.io/external-ip": ",".join(external)} if external else {}),
+            },
+        },
+        "spec": {"providerID": f"k3s://{name}"},
+        "status": {
+            "conditions": [ready_condition()],
+            "addresses": addresses,
+            "nodeInfo": {
+                "kubeletVersion": version,
+                "kubeProxyVersion": version,
+                "containerRuntimeVersion": "containerd://2.1.5-k3s1",
+                "osImage": _os_image(),
+                "kernelVersion": platform.release(),
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "machineID": machine_id,
+                "systemUUID": machine_id,
+                "bootID": "",
+            },
+            "capacity": {"cpu": "2", "memory": "2Gi", "pods": "110"},
+            "allocatable": {"cpu": "2", "memory": "2Gi", "pods": "110"},
+        },
+    }
+    taints = [_taint(t) for t in as_list(config.get("node-taint"))]
+    if taints:
+        node["spec"]["taints"] = taints
+    return node
+
+
+def register(api: KubeClient, node: dict[str, Any]) -> None:
+    """Create the Node, or update an existing one's labels, annotations and status.
+
+    Like the kubelet, an existing Node keeps what others set on it (a cordon, extra labels).
+    """
+    name = node["metadata"]["name"]
+    code, found = api.request("GET", f"/api/v1/nodes/{name}")
+    if code == 404:
+        body = {k: v for k, v in node.items() if k != "status"}
+        code, found = api.request("POST", "/api/v1/nodes", body)
+        if code not in (201, 409):
+            raise RuntimeError(f"registering node {name}: {code} {found}")
+    elif code != 200:
+        raise RuntimeError(f"reading node {name}: {code} {found}")
+    else:
+        meta = {
+            "metadata": {
+                "labels": node["metadata"]["labels"],
+                "annotations": node["metadata"]["annotations"],
+            }
+        }
+        api.request("PATCH", f"/api/v1/nodes/{name}", meta, MERGE)
+    code, found = api.request(
+        "PATCH", f"/api/v1/nodes/{name}/status", {"status": node["status"]}, MERGE
+    )
+    if code != 200:
+        raise RuntimeError(f"updating node status {name}: {code} {found}")
+    log.info(
+        f"Node {name} registered (kubeletVersion {node['status']['nodeInfo']['kubeletVersion']})"
+    )
+
+
+def heartbeat(api: KubeClient, node: dict[str, Any]) -> bool:
+    """Post a heartbeat; set Ready and kubeletVersion again if they drifted. False if gone."""
+    name = node["metadata"]["name"]
+    api.request("POST", "/v1-k3s/heartbeat", {"node": name})
+    code, found = api.request("GET", f"/api/v1/nodes/{name}")
+    if code == 404:
+        return False
+    if code != 200 or not isinstance(found, dict):
+        return True
+    status = found.get("status") or {}
+    ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    version = (status.get("nodeInfo") or {}).get("kubeletVersion")
+    if (
+        not ready
+        or ready[0].get("status") != "True"
+        or version != node["status"]["nodeInfo"]["kubeletVersion"]
+    ):
+        api.request(
+            "PATCH",
+            f"/api/v1/nodes/{name}/status",
+            {"status": {"conditions": [ready_condition()], "nodeInfo": node["status"]["nodeInfo"]}},
+            MERGE,
+        )
+    return True
+
+
+def keep_alive(api: KubeClient, node: dict[str, Any], interval: float = 5.0) -> None:
+    """Heartbeat forever (the kubelet's node status loop); errors are logged and retried."""
+    while True:
+        time.sleep(interval)
+        try:
+            if not heartbeat(api, node):
+                log.error(
+                    f'Unable to update node status: nodes "{node["metadata"]["name"]}" not found'
+                )
+        except OSError as error:
+            log.error(f"Unable to update node status: {error}")

@@ -1,0 +1,76 @@
+"""``k3s etcd-snapshot save|ls`` and ``k3s server --cluster-reset --cluster-reset-restore-path``.
+
+Snapshots are copies of the stand-in datastore in server/db/snapshots/, named like k3s's
+(``<name>-<node>-<unix time>``); they exist only when the server runs with embedded etcd.
+
+Example::
+
+    k3s etcd-snapshot save --name pre-upgrade
+    k3s etcd-snapshot ls
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import time
+from typing import Any
+
+from . import log, node
+from .server import data_dir
+
+
+def _dirs(config: dict[str, Any]) -> tuple[Any, Any]:
+    db = data_dir(config) / "server" / "db"
+    if not (db / "etcd").is_dir():
+        log.fatal("etcd datastore disabled")
+    snapshots = config.get("etcd-snapshot-dir") or db / "snapshots"
+    return db, snapshots
+
+
+def run(args: list[str], config: dict[str, Any]) -> int:
+    command = args[0] if args else "save"
+    db, snapshots = _dirs(config)
+    if command == "save":
+        state = db / "state.json"
+        if not state.exists():
+            log.fatal(
+                "etcd datastore has no data (a joining server snapshots on its cluster's "
+                "first server)"
+            )
+        snapshots.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"{config.get('name') or 'on-demand'}-{node.node_name(config)}-{int(time.time())}"
+        shutil.copy2(state, snapshots / name)
+        (snapshots / name).chmod(0o600)
+        log.info(f"Saving etcd snapshot to {snapshots / name}")
+        return 0
+    if command in ("ls", "list"):
+        print(f"{'Name':<50} {'Location':<90} {'Size':>8} Created")
+        for path in sorted(snapshots.glob("*")) if snapshots.exists() else []:
+            stat = path.stat()
+            created = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.UTC)
+            print(
+                f"{path.name:<50} file://{str(path):<83} {stat.st_size:>8} "
+                f"{created:%Y-%m-%dT%H:%M:%SZ}"
+            )
+        return 0
+    if command == "delete":
+        for name in args[1:]:
+            (snapshots / name).unlink(missing_ok=True)
+        return 0
+    log.fatal(f"unknown etcd-snapshot command {command!r}")
+
+
+def cluster_reset(config: dict[str, Any]) -> int:
+    """--cluster-reset [--cluster-reset-restore-path P]: restore the datastore, then exit."""
+    db, _ = _dirs(config)
+    source = config.get("cluster-reset-restore-path")
+    if source:
+        shutil.copy2(str(source), db / "state.json")
+        (db / "state.json").chmod(0o600)
+    log.info(
+        "Managed etcd cluster membership has been reset, restart without --cluster-reset "
+        "flag now. Backup and delete ${datadir}/server/db on each peer etcd server and "
+        "rejoin the nodes"
+    )
+    return 0

@@ -1,0 +1,89 @@
+"""k3s's Tailscale integration (``vpn-auth`` / ``vpn-auth-file``), as far as the lab needs it.
+
+Real k3s parses ``name=tailscale,joinKey=KEY[,controlServerURL=URL][,extraArgs=...]``, accepts
+only the ``tailscale`` provider, needs Tailscale installed and up, and then uses the Tailscale
+IPv4 as the node IP. The stand-in refuses to start unless ``tailscale status --json`` reports
+BackendState Running. The join key is never logged.
+
+Example::
+
+    settings = vpn_settings({"vpn-auth-file": "/etc/rancher/k3s/vpn-auth"})
+    node_ip = tailscale_ipv4()          # "100.64.1.11"
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from . import log
+
+
+def parse_vpn_auth(text: str) -> dict[str, str]:
+    """``name=tailscale,joinKey=K,extraArgs=--a=b,--c`` (extraArgs last, may contain commas)."""
+    settings: dict[str, str] = {}
+    rest = text.strip()
+    while rest:
+        if rest.startswith("extraArgs="):
+            settings["extraArgs"] = rest[len("extraArgs=") :]
+            break
+        item, _, rest = rest.partition(",")
+        key, sep, value = item.partition("=")
+        if not sep:
+            log.fatal("vpn-auth: invalid format, expected key=value pairs separated by commas")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def vpn_settings(config: dict[str, Any]) -> dict[str, str] | None:
+    """The vpn-auth settings from the config (or the file it names), or None when not set."""
+    if config.get("vpn-auth-file"):
+        path = Path(str(config["vpn-auth-file"]))
+        try:
+            text = path.read_text()
+        except OSError as error:
+            log.fatal(f"vpn-auth-file: cannot read {path}: {error.strerror}")
+    elif config.get("vpn-auth"):
+        text = str(config["vpn-auth"])
+    else:
+        return None
+    settings = parse_vpn_auth(text)
+    if settings.get("name") != "tailscale":
+        log.fatal(f"Requested VPN provider {settings.get('name', '')!r} is not supported")
+    if not settings.get("joinKey"):
+        log.fatal("vpn-auth: joinKey is required for tailscale")
+    return settings
+
+
+def tailscale_status() -> dict[str, Any]:
+    try:
+        out = subprocess.run(
+            ["tailscale", "status", "--json"], capture_output=True, text=True, timeout=15
+        )
+    except FileNotFoundError:
+        log.fatal("vpn-auth is set but tailscale is not installed: tailscale binary not found")
+    except subprocess.TimeoutExpired:
+        log.fatal("vpn-auth: tailscale status timed out")
+    try:
+        status: dict[str, Any] = json.loads(out.stdout or "{}")
+    except json.JSONDecodeError:
+        status = {}
+    return status
+
+
+def require_tailscale_up() -> str:
+    """Fail unless Tailscale is Running; return the host's Tailscale IPv4."""
+    status = tailscale_status()
+    state = status.get("BackendState", "Unknown")
+    if state != "Running":
+        log.fatal(
+            f"vpn-auth: tailscale is not up on this host (BackendState={state}); "
+            "run `tailscale up` before starting k3s"
+        )
+    ips = [ip for ip in (status.get("Self") or {}).get("TailscaleIPs") or [] if ":" not in ip]
+    if not ips:
+        log.fatal("vpn-auth: tailscale is up but has no IPv4 address")
+    log.info(f"Tailscale is up, using VPN IP {ips[0]} as the node IP")
+    return str(ips[0])

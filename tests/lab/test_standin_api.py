@@ -1,0 +1,326 @@
+"""The stand-in Kubernetes API answers the official client as the real API does (loopback only).
+
+No lab host is needed: the emulator runs in-process over TLS on 127.0.0.1 with a CA made by the
+stand-in's own PKI code, and the client verifies that CA.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from k3sfleet.lab.standins.k3s import pki
+from k3sfleet.lab.standins.k3s.apiserver import ApiServer
+from k3sfleet.lab.standins.k3s.kubeconfig import write_kubeconfig
+from k3sfleet.lab.standins.k3s.store import Store
+
+
+@dataclass
+class Emulator:
+    api: ApiServer
+    store: Store
+    url: str
+    kubeconfig: Path
+    ca_file: Path
+    write_log: Path
+    state_file: Path
+    client: client.ApiClient
+
+    def writes(self) -> list[dict]:
+        if not self.write_log.exists():
+            return []
+        return [json.loads(line) for line in self.write_log.read_text().splitlines()]
+
+
+def start_emulator(tmp_path: Path, password: str = "s3cret") -> Emulator:
+    tls = pki.ensure_ca(tmp_path / "tls")
+    cert, key = pki.ensure_serving(tls, ["127.0.0.1", "localhost"])
+    admin_cert, admin_key = pki.ensure_client(tls, "client-admin", "system:admin", "system:masters")
+    state_file, write_log = tmp_path / "db" / "state.json", tmp_path / "logs" / "api-writes.jsonl"
+    store = Store(state_file=state_file, write_log=write_log)
+    api = ApiServer(store, ("127.0.0.1", 0), tls=(cert, key, tls.client_ca),
+                    passwords={password: "system:k3s:server"}, cacerts=tls.server_ca.read_bytes())
+    api.start()
+    url = f"https://127.0.0.1:{api.port}"
+    kubeconfig = tmp_path / "k3s.yaml"
+    write_kubeconfig(kubeconfig, url, tls.server_ca.read_bytes(), admin_cert, admin_key)
+    api_client = config.new_client_from_config(str(kubeconfig))
+    return Emulator(api, store, url, kubeconfig, tls.server_ca, write_log, state_file, api_client)
+
+
+@pytest.fixture
+def emu(tmp_path: Path) -> Iterator[Emulator]:
+    emulator = start_emulator(tmp_path)
+    yield emulator
+    emulator.client.close()
+    emulator.api.stop()
+
+
+def status_of(call) -> int:
+    with pytest.raises(ApiException) as error:
+        call()
+    return error.value.status
+
+
+def secret(name: str, labels: dict | None = None, **data: str) -> client.V1Secret:
+    return client.V1Secret(metadata=client.V1ObjectMeta(name=name, labels=labels),
+                           string_data=data or None)
+
+
+def test_kubeconfig_is_0600_and_the_client_verifies_the_ca(emu: Emulator, tmp_path: Path) -> None:
+    assert emu.kubeconfig.stat().st_mode & 0o777 == 0o600
+    loaded = yaml.safe_load(emu.kubeconfig.read_text())
+    assert loaded["clusters"][0]["cluster"]["certificate-authority-data"]
+    # A client that trusts another CA must refuse the server's certificate.
+    other = pki.ensure_ca(tmp_path / "other")
+    context = ssl.create_default_context(cafile=str(other.server_ca))
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{emu.url}/version", context=context, timeout=5)
+    # Without credentials the API answers 401, as the real one does.
+    good = ssl.create_default_context(cafile=str(emu.ca_file))
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(f"{emu.url}/api/v1/nodes", context=good, timeout=5)
+    assert error.value.code == 401
+
+
+def test_token_authentication(emu: Emulator) -> None:
+    context = ssl.create_default_context(cafile=str(emu.ca_file))
+
+    def get(password: str) -> int:
+        auth = base64.b64encode(f"node:{password}".encode()).decode()
+        request = urllib.request.Request(f"{emu.url}/api/v1/nodes",
+                                         headers={"Authorization": f"Basic {auth}"})
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=5) as reply:
+                return reply.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert get("s3cret") == 200
+    assert get("wrong") == 401
+    # /cacerts is anonymous and its hash is what K10 tokens pin.
+    with urllib.request.urlopen(f"{emu.url}/cacerts", context=context, timeout=5) as reply:
+        assert reply.read() == emu.ca_file.read_bytes()
+
+
+def test_create_read_conflict_missing(emu: Emulator) -> None:
+    core = client.CoreV1Api(emu.client)
+    created = core.create_namespaced_secret("default", secret("db", password="pw"))
+    assert created.metadata.uid and created.metadata.resource_version
+    assert base64.b64decode(created.data["password"]) == b"pw"
+    assert created.string_data is None
+    assert status_of(lambda: core.create_namespaced_secret("default", secret("db"))) == 409
+    assert status_of(lambda: core.read_namespaced_secret("nope", "default")) == 404
+    assert status_of(lambda: core.create_namespaced_secret("missing-ns", secret("x"))) == 404
+    assert status_of(lambda: core.create_namespaced_secret("default", secret("Bad_Name"))) == 422
+    assert status_of(lambda: core.delete_namespaced_secret("nope", "default")) == 404
+    core.delete_namespaced_secret("db", "default")
+    assert status_of(lambda: core.read_namespaced_secret("db", "default")) == 404
+
+
+def test_put_replaces_and_stale_resource_version_conflicts(emu: Emulator) -> None:
+    core = client.CoreV1Api(emu.client)
+    core.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="cm"), data={"a": "1", "b": "2"}))
+    current = core.read_namespaced_config_map("cm", "default")
+    first_rv = current.metadata.resource_version
+    current.data = {"c": "3"}
+    replaced = core.replace_namespaced_config_map("cm", "default", current)
+    assert replaced.data == {"c": "3"}  # replaced, not merged
+    assert int(replaced.metadata.resource_version) > int(first_rv)
+    current.metadata.resource_version = first_rv  # stale
+    assert status_of(lambda: core.replace_namespaced_config_map("cm", "default", current)) == 409
+    # A replace that changes nothing keeps the resourceVersion.
+    again = core.replace_namespaced_config_map("cm", "default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="cm"), data={"c": "3"}))
+    assert again.metadata.resource_version == replaced.metadata.resource_version
+
+
+def test_merge_and_strategic_patch_and_nodes(emu: Emulator) -> None:
+    core = client.CoreV1Api(emu.client)
+    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
+        name="n1", labels={"role": "agent"}), spec=client.V1NodeSpec(
+        taints=[client.V1Taint(key="a", value="1", effect="NoSchedule")])))
+    patched = core.patch_node("n1", {"spec": {"unschedulable": True},
+                                     "metadata": {"labels": {"extra": "x"}}})
+    assert patched.spec.unschedulable is True
+    assert patched.metadata.labels == {"role": "agent", "extra": "x"}
+    # The client sends strategic merge patches for typed objects: taints merge by key.
+    patched = core.patch_node("n1", {"spec": {"taints": [
+        {"key": "b", "value": "2", "effect": "NoSchedule"}]}})
+    assert sorted(t.key for t in patched.spec.taints) == ["a", "b"]
+    patched = core.patch_node("n1", {"metadata": {"labels": {"extra": None}}})
+    assert "extra" not in patched.metadata.labels
+    assert status_of(lambda: core.patch_node("ghost", {"spec": {"unschedulable": True}})) == 404
+    # Status is a subresource: a main-resource patch does not change it, /status does.
+    core.patch_node_status("n1", {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    core.patch_node("n1", {"status": {"conditions": []}})
+    node = core.read_node("n1")
+    assert [(c.type, c.status) for c in node.status.conditions] == [("Ready", "True")]
+
+
+def test_namespaces_and_label_and_field_selectors(emu: Emulator) -> None:
+    core = client.CoreV1Api(emu.client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="apps")))
+    assert status_of(lambda: core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name="apps")))) == 409
+    names = {ns.metadata.name for ns in core.list_namespace().items}
+    assert {"default", "kube-system", "apps"} <= names
+    core.create_namespaced_secret("apps", secret("a", {"app": "web", "tier": "db"}))
+    core.create_namespaced_secret("apps", secret("b", {"app": "web"}))
+    core.create_namespaced_secret("default", secret("c", {"app": "web"}))
+
+    def listed(namespace: str | None = None, **kwargs: str) -> list[str]:
+        if namespace:
+            items = core.list_namespaced_secret(namespace, **kwargs).items
+        else:
+            items = core.list_secret_for_all_namespaces(**kwargs).items
+        return sorted(s.metadata.name for s in items)
+
+    assert listed("apps") == ["a", "b"]
+    assert listed(label_selector="app=web") == ["a", "b", "c"]
+    assert listed(label_selector="app=web,tier") == ["a"]
+    assert listed(label_selector="app=web,!tier") == ["b", "c"]
+    assert listed(label_selector="tier in (db,cache)") == ["a"]
+    assert listed(label_selector="app!=web") == []
+    assert listed(field_selector="metadata.name=b") == ["b"]
+    assert status_of(lambda: core.list_namespaced_secret("apps", label_selector="a b")) == 400
+    core.delete_namespace("apps")
+    assert listed(label_selector="app=web") == ["c"]
+    assert status_of(lambda: core.read_namespace("apps")) == 404
+
+
+def pod(name: str, node: str, labels: dict) -> client.V1Pod:
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name, labels=labels),
+                        spec=client.V1PodSpec(node_name=node, containers=[
+                            client.V1Container(name="c", image="busybox")]),
+                        status=client.V1PodStatus(phase="Running"))
+
+
+def test_eviction_respects_pod_disruption_budgets(emu: Emulator) -> None:
+    core, policy = client.CoreV1Api(emu.client), client.PolicyV1Api(emu.client)
+    for name, node in (("web-1", "n1"), ("web-2", "n2"), ("solo", "n1")):
+        core.create_namespaced_pod("default", pod(name, node, {"app": name.split("-")[0]}))
+    policy.create_namespaced_pod_disruption_budget("default", client.V1PodDisruptionBudget(
+        metadata=client.V1ObjectMeta(name="web"), spec=client.V1PodDisruptionBudgetSpec(
+            min_available=1, selector=client.V1LabelSelector(match_labels={"app": "web"}))))
+    on_n1 = core.list_namespaced_pod("default", field_selector="spec.nodeName=n1").items
+    assert sorted(p.metadata.name for p in on_n1) == ["solo", "web-1"]
+
+    def evict(name: str) -> None:
+        core.create_namespaced_pod_eviction(name, "default", client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=name, namespace="default")))
+
+    evict("solo")  # no budget covers it
+    evict("web-1")  # 2 healthy, minAvailable 1: allowed
+    assert status_of(lambda: evict("web-2")) == 429  # would leave 0
+    assert status_of(lambda: evict("ghost")) == 404
+    left = sorted(p.metadata.name for p in core.list_namespaced_pod("default").items)
+    assert left == ["web-2"]
+    evictions = [w for w in emu.writes() if w["subresource"] == "eviction"]
+    assert [(w["name"], w["changed"]) for w in evictions] == [
+        ("solo", True), ("web-1", True), ("web-2", False)]
+
+
+def test_declared_custom_resources(emu: Emulator) -> None:
+    custom = client.CustomObjectsApi(emu.client)
+    chart = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
+             "metadata": {"name": "argo-cd", "namespace": "kube-system"},
+             "spec": {"chart": "argo-cd", "version": "9.1.0"}}
+    created = custom.create_namespaced_custom_object("helm.cattle.io", "v1", "kube-system",
+                                                     "helmcharts", chart)
+    assert created["metadata"]["generation"] == 1
+    assert status_of(lambda: custom.create_namespaced_custom_object(
+        "helm.cattle.io", "v1", "kube-system", "helmcharts", chart)) == 409
+    patched = custom.patch_namespaced_custom_object("helm.cattle.io", "v1", "kube-system",
+                                                    "helmcharts", "argo-cd",
+                                                    {"spec": {"version": "9.2.0"}})
+    assert patched["spec"] == {"chart": "argo-cd", "version": "9.2.0"}
+    assert patched["metadata"]["generation"] == 2
+    backup = {"apiVersion": "velero.io/v1", "kind": "Backup",
+              "metadata": {"name": "x", "namespace": "velero"}, "spec": {}}
+    assert status_of(lambda: custom.create_namespaced_custom_object(
+        "velero.io", "v1", "velero", "backups", backup)) == 404  # no such namespace yet
+    core = client.CoreV1Api(emu.client)
+    for namespace in ("velero", "argocd"):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    for group, version, plural, kind, namespace in (
+            ("argoproj.io", "v1alpha1", "applications", "Application", "argocd"),
+            ("velero.io", "v1", "backups", "Backup", "velero"),
+            ("velero.io", "v1", "restores", "Restore", "velero"),
+            ("velero.io", "v1", "backupstoragelocations", "BackupStorageLocation", "velero"),
+            ("velero.io", "v1", "schedules", "Schedule", "velero")):
+        body = {"apiVersion": f"{group}/{version}", "kind": kind,
+                "metadata": {"name": "x", "namespace": namespace}, "spec": {}}
+        custom.create_namespaced_custom_object(group, version, namespace, plural, body)
+        got = custom.get_namespaced_custom_object(group, version, namespace, plural, "x")
+        assert got["kind"] == kind and got["metadata"]["namespace"] == namespace
+    # Velero's CRDs have a status subresource: a controller stand-in sets the phase there.
+    custom.patch_namespaced_custom_object_status("velero.io", "v1", "velero", "backups", "x",
+                                                 {"status": {"phase": "Completed"}})
+    got = custom.get_namespaced_custom_object("velero.io", "v1", "velero", "backups", "x")
+    assert got["status"] == {"phase": "Completed"}
+    assert status_of(lambda: custom.get_namespaced_custom_object(
+        "velero.io", "v1", "velero", "backups", "nope")) == 404
+    assert status_of(lambda: custom.list_cluster_custom_object("example.com", "v1", "widgets")) == 404
+
+
+def test_a_new_crd_is_served(emu: Emulator) -> None:
+    ext = client.ApiextensionsV1Api(emu.client)
+    ext.create_custom_resource_definition({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Cluster",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {"type": "object"}}}]}})
+    custom = client.CustomObjectsApi(emu.client)
+    custom.create_cluster_custom_object("example.com", "v1", "widgets", {
+        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+    assert [w["metadata"]["name"] for w in custom.list_cluster_custom_object(
+        "example.com", "v1", "widgets")["items"]] == ["w"]
+
+
+def test_write_log_and_persistence(emu: Emulator, tmp_path: Path) -> None:
+    core = client.CoreV1Api(emu.client)
+    core.create_namespaced_secret("default", secret("s", password="pw"))
+    core.patch_namespaced_secret("s", "default", {"metadata": {"labels": {"a": "b"}}})
+    core.patch_namespaced_secret("s", "default", {"metadata": {"labels": {"a": "b"}}})
+    core.read_namespaced_secret("s", "default")
+    writes = emu.writes()
+    assert [(w["verb"], w["kind"], w["namespace"], w["name"], w["changed"]) for w in writes] == [
+        ("create", "Secret", "default", "s", True), ("patch", "Secret", "default", "s", True),
+        ("patch", "Secret", "default", "s", False)]
+    assert {w["user"] for w in writes} == {"system:admin"}
+    assert all(w["time"].endswith("Z") for w in writes)
+    assert "pw" not in emu.write_log.read_text()
+    assert emu.state_file.stat().st_mode & 0o777 == 0o600
+    # A restarted store keeps the objects and continues the resourceVersion sequence.
+    before = core.read_namespaced_secret("s", "default").metadata.resource_version
+    reopened = Store(state_file=emu.state_file)
+    secrets = reopened.registry.by_path("", "v1", "secrets")
+    assert reopened.get(secrets, "default", "s")["metadata"]["resourceVersion"] == before
+    assert reopened.revision >= int(before)
+
+
+def test_discovery_for_dynamic_clients(emu: Emulator) -> None:
+    from kubernetes.dynamic import DynamicClient
+
+    dynamic = DynamicClient(emu.client)
+    charts = dynamic.resources.get(api_version="helm.cattle.io/v1", kind="HelmChart")
+    assert charts.namespaced is True
+    nodes = dynamic.resources.get(api_version="v1", kind="Node")
+    assert nodes.get().items == []
+    version = client.VersionApi(emu.client).get_code()
+    assert version.git_version == "v1.34.2+k3s1" and version.minor == "34"
