@@ -49,8 +49,13 @@ def start_emulator(tmp_path: Path, password: str = "s3cret") -> Emulator:
     admin_cert, admin_key = pki.ensure_client(tls, "client-admin", "system:admin", "system:masters")
     state_file, write_log = tmp_path / "db" / "state.json", tmp_path / "logs" / "api-writes.jsonl"
     store = Store(state_file=state_file, write_log=write_log)
-    api = ApiServer(store, ("127.0.0.1", 0), tls=(cert, key, tls.client_ca),
-                    passwords={password: "system:k3s:server"}, cacerts=tls.server_ca.read_bytes())
+    api = ApiServer(
+        store,
+        ("127.0.0.1", 0),
+        tls=(cert, key, tls.client_ca),
+        passwords={password: "system:k3s:server"},
+        cacerts=tls.server_ca.read_bytes(),
+    )
     api.start()
     url = f"https://127.0.0.1:{api.port}"
     kubeconfig = tmp_path / "k3s.yaml"
@@ -74,8 +79,9 @@ def status_of(call) -> int:
 
 
 def secret(name: str, labels: dict | None = None, **data: str) -> client.V1Secret:
-    return client.V1Secret(metadata=client.V1ObjectMeta(name=name, labels=labels),
-                           string_data=data or None)
+    return client.V1Secret(
+        metadata=client.V1ObjectMeta(name=name, labels=labels), string_data=data or None
+    )
 
 
 def test_kubeconfig_is_0600_and_the_client_verifies_the_ca(emu: Emulator, tmp_path: Path) -> None:
@@ -99,8 +105,9 @@ def test_token_authentication(emu: Emulator) -> None:
 
     def get(password: str) -> int:
         auth = base64.b64encode(f"node:{password}".encode()).decode()
-        request = urllib.request.Request(f"{emu.url}/api/v1/nodes",
-                                         headers={"Authorization": f"Basic {auth}"})
+        request = urllib.request.Request(
+            f"{emu.url}/api/v1/nodes", headers={"Authorization": f"Basic {auth}"}
+        )
         try:
             with urllib.request.urlopen(request, context=context, timeout=5) as reply:
                 return reply.status
@@ -131,8 +138,10 @@ def test_create_read_conflict_missing(emu: Emulator) -> None:
 
 def test_put_replaces_and_stale_resource_version_conflicts(emu: Emulator) -> None:
     core = client.CoreV1Api(emu.client)
-    core.create_namespaced_config_map("default", client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="cm"), data={"a": "1", "b": "2"}))
+    core.create_namespaced_config_map(
+        "default",
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cm"), data={"a": "1", "b": "2"}),
+    )
     current = core.read_namespaced_config_map("cm", "default")
     first_rv = current.metadata.resource_version
     current.data = {"c": "3"}
@@ -142,23 +151,33 @@ def test_put_replaces_and_stale_resource_version_conflicts(emu: Emulator) -> Non
     current.metadata.resource_version = first_rv  # stale
     assert status_of(lambda: core.replace_namespaced_config_map("cm", "default", current)) == 409
     # A replace that changes nothing keeps the resourceVersion.
-    again = core.replace_namespaced_config_map("cm", "default", client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="cm"), data={"c": "3"}))
+    again = core.replace_namespaced_config_map(
+        "cm",
+        "default",
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cm"), data={"c": "3"}),
+    )
     assert again.metadata.resource_version == replaced.metadata.resource_version
 
 
 def test_merge_and_strategic_patch_and_nodes(emu: Emulator) -> None:
     core = client.CoreV1Api(emu.client)
-    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
-        name="n1", labels={"role": "agent"}), spec=client.V1NodeSpec(
-        taints=[client.V1Taint(key="a", value="1", effect="NoSchedule")])))
-    patched = core.patch_node("n1", {"spec": {"unschedulable": True},
-                                     "metadata": {"labels": {"extra": "x"}}})
+    core.create_node(
+        client.V1Node(
+            metadata=client.V1ObjectMeta(name="n1", labels={"role": "agent"}),
+            spec=client.V1NodeSpec(
+                taints=[client.V1Taint(key="a", value="1", effect="NoSchedule")]
+            ),
+        )
+    )
+    patched = core.patch_node(
+        "n1", {"spec": {"unschedulable": True}, "metadata": {"labels": {"extra": "x"}}}
+    )
     assert patched.spec.unschedulable is True
     assert patched.metadata.labels == {"role": "agent", "extra": "x"}
     # The client sends strategic merge patches for typed objects: taints merge by key.
-    patched = core.patch_node("n1", {"spec": {"taints": [
-        {"key": "b", "value": "2", "effect": "NoSchedule"}]}})
+    patched = core.patch_node(
+        "n1", {"spec": {"taints": [{"key": "b", "value": "2", "effect": "NoSchedule"}]}}
+    )
     assert sorted(t.key for t in patched.spec.taints) == ["a", "b"]
     patched = core.patch_node("n1", {"metadata": {"labels": {"extra": None}}})
     assert "extra" not in patched.metadata.labels
@@ -173,8 +192,14 @@ def test_merge_and_strategic_patch_and_nodes(emu: Emulator) -> None:
 def test_namespaces_and_label_and_field_selectors(emu: Emulator) -> None:
     core = client.CoreV1Api(emu.client)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="apps")))
-    assert status_of(lambda: core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name="apps")))) == 409
+    assert (
+        status_of(
+            lambda: core.create_namespace(
+                client.V1Namespace(metadata=client.V1ObjectMeta(name="apps"))
+            )
+        )
+        == 409
+    )
     names = {ns.metadata.name for ns in core.list_namespace().items}
     assert {"default", "kube-system", "apps"} <= names
     core.create_namespaced_secret("apps", secret("a", {"app": "web", "tier": "db"}))
@@ -202,25 +227,37 @@ def test_namespaces_and_label_and_field_selectors(emu: Emulator) -> None:
 
 
 def pod(name: str, node: str, labels: dict) -> client.V1Pod:
-    return client.V1Pod(metadata=client.V1ObjectMeta(name=name, labels=labels),
-                        spec=client.V1PodSpec(node_name=node, containers=[
-                            client.V1Container(name="c", image="busybox")]),
-                        status=client.V1PodStatus(phase="Running"))
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels=labels),
+        spec=client.V1PodSpec(
+            node_name=node, containers=[client.V1Container(name="c", image="busybox")]
+        ),
+        status=client.V1PodStatus(phase="Running"),
+    )
 
 
 def test_eviction_respects_pod_disruption_budgets(emu: Emulator) -> None:
     core, policy = client.CoreV1Api(emu.client), client.PolicyV1Api(emu.client)
     for name, node in (("web-1", "n1"), ("web-2", "n2"), ("solo", "n1")):
         core.create_namespaced_pod("default", pod(name, node, {"app": name.split("-")[0]}))
-    policy.create_namespaced_pod_disruption_budget("default", client.V1PodDisruptionBudget(
-        metadata=client.V1ObjectMeta(name="web"), spec=client.V1PodDisruptionBudgetSpec(
-            min_available=1, selector=client.V1LabelSelector(match_labels={"app": "web"}))))
+    policy.create_namespaced_pod_disruption_budget(
+        "default",
+        client.V1PodDisruptionBudget(
+            metadata=client.V1ObjectMeta(name="web"),
+            spec=client.V1PodDisruptionBudgetSpec(
+                min_available=1, selector=client.V1LabelSelector(match_labels={"app": "web"})
+            ),
+        ),
+    )
     on_n1 = core.list_namespaced_pod("default", field_selector="spec.nodeName=n1").items
     assert sorted(p.metadata.name for p in on_n1) == ["solo", "web-1"]
 
     def evict(name: str) -> None:
-        core.create_namespaced_pod_eviction(name, "default", client.V1Eviction(
-            metadata=client.V1ObjectMeta(name=name, namespace="default")))
+        core.create_namespaced_pod_eviction(
+            name,
+            "default",
+            client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace="default")),
+        )
 
     evict("solo")  # no budget covers it
     evict("web-1")  # 2 healthy, minAvailable 1: allowed
@@ -230,66 +267,127 @@ def test_eviction_respects_pod_disruption_budgets(emu: Emulator) -> None:
     assert left == ["web-2"]
     evictions = [w for w in emu.writes() if w["subresource"] == "eviction"]
     assert [(w["name"], w["changed"]) for w in evictions] == [
-        ("solo", True), ("web-1", True), ("web-2", False)]
+        ("solo", True),
+        ("web-1", True),
+        ("web-2", False),
+    ]
 
 
 def test_declared_custom_resources(emu: Emulator) -> None:
     custom = client.CustomObjectsApi(emu.client)
-    chart = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
-             "metadata": {"name": "argo-cd", "namespace": "kube-system"},
-             "spec": {"chart": "argo-cd", "version": "9.1.0"}}
-    created = custom.create_namespaced_custom_object("helm.cattle.io", "v1", "kube-system",
-                                                     "helmcharts", chart)
+    chart = {
+        "apiVersion": "helm.cattle.io/v1",
+        "kind": "HelmChart",
+        "metadata": {"name": "argo-cd", "namespace": "kube-system"},
+        "spec": {"chart": "argo-cd", "version": "9.1.0"},
+    }
+    created = custom.create_namespaced_custom_object(
+        "helm.cattle.io", "v1", "kube-system", "helmcharts", chart
+    )
     assert created["metadata"]["generation"] == 1
-    assert status_of(lambda: custom.create_namespaced_custom_object(
-        "helm.cattle.io", "v1", "kube-system", "helmcharts", chart)) == 409
-    patched = custom.patch_namespaced_custom_object("helm.cattle.io", "v1", "kube-system",
-                                                    "helmcharts", "argo-cd",
-                                                    {"spec": {"version": "9.2.0"}})
+    assert (
+        status_of(
+            lambda: custom.create_namespaced_custom_object(
+                "helm.cattle.io", "v1", "kube-system", "helmcharts", chart
+            )
+        )
+        == 409
+    )
+    patched = custom.patch_namespaced_custom_object(
+        "helm.cattle.io",
+        "v1",
+        "kube-system",
+        "helmcharts",
+        "argo-cd",
+        {"spec": {"version": "9.2.0"}},
+    )
     assert patched["spec"] == {"chart": "argo-cd", "version": "9.2.0"}
     assert patched["metadata"]["generation"] == 2
-    backup = {"apiVersion": "velero.io/v1", "kind": "Backup",
-              "metadata": {"name": "x", "namespace": "velero"}, "spec": {}}
-    assert status_of(lambda: custom.create_namespaced_custom_object(
-        "velero.io", "v1", "velero", "backups", backup)) == 404  # no such namespace yet
+    backup = {
+        "apiVersion": "velero.io/v1",
+        "kind": "Backup",
+        "metadata": {"name": "x", "namespace": "velero"},
+        "spec": {},
+    }
+    assert (
+        status_of(
+            lambda: custom.create_namespaced_custom_object(
+                "velero.io", "v1", "velero", "backups", backup
+            )
+        )
+        == 404
+    )  # no such namespace yet
     core = client.CoreV1Api(emu.client)
     for namespace in ("velero", "argocd"):
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     for group, version, plural, kind, namespace in (
-            ("argoproj.io", "v1alpha1", "applications", "Application", "argocd"),
-            ("velero.io", "v1", "backups", "Backup", "velero"),
-            ("velero.io", "v1", "restores", "Restore", "velero"),
-            ("velero.io", "v1", "backupstoragelocations", "BackupStorageLocation", "velero"),
-            ("velero.io", "v1", "schedules", "Schedule", "velero")):
-        body = {"apiVersion": f"{group}/{version}", "kind": kind,
-                "metadata": {"name": "x", "namespace": namespace}, "spec": {}}
+        ("argoproj.io", "v1alpha1", "applications", "Application", "argocd"),
+        ("velero.io", "v1", "backups", "Backup", "velero"),
+        ("velero.io", "v1", "restores", "Restore", "velero"),
+        ("velero.io", "v1", "backupstoragelocations", "BackupStorageLocation", "velero"),
+        ("velero.io", "v1", "schedules", "Schedule", "velero"),
+    ):
+        body = {
+            "apiVersion": f"{group}/{version}",
+            "kind": kind,
+            "metadata": {"name": "x", "namespace": namespace},
+            "spec": {},
+        }
         custom.create_namespaced_custom_object(group, version, namespace, plural, body)
         got = custom.get_namespaced_custom_object(group, version, namespace, plural, "x")
         assert got["kind"] == kind and got["metadata"]["namespace"] == namespace
     # Velero's CRDs have a status subresource: a controller stand-in sets the phase there.
-    custom.patch_namespaced_custom_object_status("velero.io", "v1", "velero", "backups", "x",
-                                                 {"status": {"phase": "Completed"}})
+    custom.patch_namespaced_custom_object_status(
+        "velero.io", "v1", "velero", "backups", "x", {"status": {"phase": "Completed"}}
+    )
     got = custom.get_namespaced_custom_object("velero.io", "v1", "velero", "backups", "x")
     assert got["status"] == {"phase": "Completed"}
-    assert status_of(lambda: custom.get_namespaced_custom_object(
-        "velero.io", "v1", "velero", "backups", "nope")) == 404
-    assert status_of(lambda: custom.list_cluster_custom_object("example.com", "v1", "widgets")) == 404
+    assert (
+        status_of(
+            lambda: custom.get_namespaced_custom_object(
+                "velero.io", "v1", "velero", "backups", "nope"
+            )
+        )
+        == 404
+    )
+    assert (
+        status_of(lambda: custom.list_cluster_custom_object("example.com", "v1", "widgets")) == 404
+    )
 
 
 def test_a_new_crd_is_served(emu: Emulator) -> None:
     ext = client.ApiextensionsV1Api(emu.client)
-    ext.create_custom_resource_definition({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "widgets.example.com"},
-        "spec": {"group": "example.com", "scope": "Cluster",
-                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-                 "versions": [{"name": "v1", "served": True, "storage": True,
-                               "schema": {"openAPIV3Schema": {"type": "object"}}}]}})
+    ext.create_custom_resource_definition(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {
+                "group": "example.com",
+                "scope": "Cluster",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": {"type": "object"}},
+                    }
+                ],
+            },
+        }
+    )
     custom = client.CustomObjectsApi(emu.client)
-    custom.create_cluster_custom_object("example.com", "v1", "widgets", {
-        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
-    assert [w["metadata"]["name"] for w in custom.list_cluster_custom_object(
-        "example.com", "v1", "widgets")["items"]] == ["w"]
+    custom.create_cluster_custom_object(
+        "example.com",
+        "v1",
+        "widgets",
+        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}},
+    )
+    assert [
+        w["metadata"]["name"]
+        for w in custom.list_cluster_custom_object("example.com", "v1", "widgets")["items"]
+    ] == ["w"]
 
 
 def test_write_log_and_persistence(emu: Emulator, tmp_path: Path) -> None:
@@ -300,8 +398,10 @@ def test_write_log_and_persistence(emu: Emulator, tmp_path: Path) -> None:
     core.read_namespaced_secret("s", "default")
     writes = emu.writes()
     assert [(w["verb"], w["kind"], w["namespace"], w["name"], w["changed"]) for w in writes] == [
-        ("create", "Secret", "default", "s", True), ("patch", "Secret", "default", "s", True),
-        ("patch", "Secret", "default", "s", False)]
+        ("create", "Secret", "default", "s", True),
+        ("patch", "Secret", "default", "s", True),
+        ("patch", "Secret", "default", "s", False),
+    ]
     assert {w["user"] for w in writes} == {"system:admin"}
     assert all(w["time"].endswith("Z") for w in writes)
     assert "pw" not in emu.write_log.read_text()
