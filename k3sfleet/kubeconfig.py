@@ -109,7 +109,9 @@ def merge(
     Entries of other names are kept as they are, in their order. ``current-context`` becomes
     ``name`` when ``use`` is set or there was none.
     """
-    merged = copy.deepcopy(existing) if existing else {"apiVersion": "v1", "kind": "Config"}
+    merged: dict[str, Any] = (
+        copy.deepcopy(existing) if existing else {"apiVersion": "v1", "kind": "Config"}
+    )
     for section, _ in SECTIONS:
         entries = [e for e in merged.get(section) or [] if e.get("name") != name]
         entries += [e for e in new.get(section) or [] if e.get("name") == name]
