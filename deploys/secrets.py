@@ -1,0 +1,124 @@
+"""The cluster's Kubernetes Secrets: the one list to edit, and the entry file that applies it.
+
+Run it with ``pyinfra inventory.py deploys/secrets.py`` (``--dry`` lists which Secrets and keys
+would change, never values). Every variable the list needs is checked before the cluster is
+touched (all missing names in one message); namespaces are created; a Secret is written only
+when its content differs. The API is reached from this machine through ``k3sfleet.kube``.
+
+This replaces the Ansible repository's ``setup-secrets.yml`` and
+``setup-secrets-tailscale.yml``. To add a Secret, add a ``SecretSpec`` below: values come from
+``env("NAME")`` (a setting, any exported variable or ``.envrc`` line, else vault key
+``vault_name``), ``vault("vault_key")``, ``literal("...")`` or ``template("...${NAME}...")``.
+
+Example (your own entry file)::
+
+    from deploys.secrets import SECRETS
+    from k3sfleet.k8s_secrets import secrets_deploy
+
+    secrets_deploy(SECRETS)
+"""
+
+from __future__ import annotations
+
+from k3sfleet.entry import under_pyinfra
+from k3sfleet.k8s_secrets import SecretSpec, Values, env, literal, template
+
+# Velero's "cloud" key is an AWS credentials file (the aws plugin reads R2 through it).
+VELERO_CLOUD = """[default]
+aws_access_key_id=${R2_ACCESS_KEY_ID}
+aws_secret_access_key=${R2_SECRET_ACCESS_KEY}
+"""
+
+
+def _rancher(values: Values) -> bool:
+    """Rancher's password when Rancher is enabled in helm/infrastructure, or the variable set."""
+    enabled = values.helm_value("gitops_infrastructure_path", "rancher.enabled", False)
+    return bool(enabled) or values.is_set("RANCHER_PASSWORD")
+
+
+def _pgadmin(values: Values) -> bool:
+    return bool(values.helm_value("gitops_apps_path", "pgadmin4.enabled", False)) or (
+        values.is_set("PGADMIN_PASSWORD")
+    )
+
+
+def _private_repo(values: Values) -> bool:
+    return values.is_set("GITOPS_REPO_PASSWORD")
+
+
+SECRETS: list[SecretSpec] = [
+    SecretSpec(
+        "velero",
+        "velero-credentials",
+        {"cloud": template(VELERO_CLOUD)},
+        description="R2 credentials for Velero (helm/infrastructure velero.credentialsSecret)",
+    ),
+    SecretSpec(
+        "cert-manager",
+        "cloudflare-api-token",
+        {"api-token": env("CLOUDFLARE_API_TOKEN")},
+        description="DNS-01 challenges (certManager.cloudflareSecret)",
+    ),
+    SecretSpec(
+        "external-dns",
+        "cloudflare-api-token",
+        {"api-token": env("CLOUDFLARE_API_TOKEN")},
+        description="DNS records (externalDns.cloudflareSecret)",
+    ),
+    SecretSpec(
+        "tailscale",
+        "operator-oauth",
+        {
+            "client_id": env("TAILSCALE_OAUTH_CLIENT_ID"),
+            "client_secret": env("TAILSCALE_OAUTH_CLIENT_SECRET"),
+        },
+        description="OAuth client of the Tailscale Kubernetes operator",
+    ),
+    SecretSpec(
+        "database",
+        "postgresql",
+        {"postgres-password": env("POSTGRES_PASSWORD")},
+        description="PostgreSQL admin password (helm/apps postgresql.existingSecret)",
+    ),
+    SecretSpec(
+        "database",
+        "pgadmin4",
+        {"password": env("PGADMIN_PASSWORD")},
+        when=_pgadmin,
+        description="pgAdmin login (helm/apps pgadmin4.existingSecret)",
+    ),
+    SecretSpec(
+        "argocd",
+        "argocd-oidc",
+        {"clientSecret": env("ARGOCD_OIDC_CLIENT_SECRET")},
+        labels={"app.kubernetes.io/part-of": "argocd"},
+        when=lambda values: values.flag("ARGOCD_OIDC_ENABLED"),
+        description="Argo CD reads it as $argocd-oidc:clientSecret",
+    ),
+    SecretSpec(
+        "argocd",
+        "gitops-repo",
+        {
+            "type": literal("git"),
+            "url": env("GITOPS_REPO_URL"),
+            "username": env("GITOPS_REPO_USERNAME"),
+            "password": env("GITOPS_REPO_PASSWORD"),
+        },
+        labels={"argocd.argoproj.io/secret-type": "repository"},
+        when=_private_repo,
+        description="credentials of a private GitOps repository",
+    ),
+    SecretSpec(
+        "cattle-system",
+        "bootstrap-secret",
+        {"bootstrapPassword": env("RANCHER_PASSWORD")},
+        when=_rancher,
+        description="Rancher's first admin password (rancher.bootstrapSecret)",
+    ),
+]
+
+
+if under_pyinfra():
+    from k3sfleet.k8s_secrets import secrets_deploy
+
+    secrets_deploy(SECRETS)
