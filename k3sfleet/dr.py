@@ -1,0 +1,510 @@
+"""Disaster recovery: restore a pinned stateful service from a Velero backup onto another node.
+
+The services are ``statefulServices`` in helm/apps/values.yaml (docs/stateful-services.md):
+each keeps local-path data on the node it is pinned to and is backed up by its own Velero
+Schedule (backups labelled ``k3sfleet.io/stateful-service=<name>``). Moving one is:
+
+1. pause Argo CD's automated sync of the root Application ``apps`` and of ``<name>``, so
+   GitOps does not recreate the old objects half-way;
+2. delete the service's StatefulSets/Deployments and PersistentVolumeClaims (its ``selector``
+   labels) in its namespace: their volumes live on the old node;
+3. a Velero resource-modifier ConfigMap that rewrites the restored workloads' nodeSelector to
+   ``kubernetes.io/hostname: <target>``;
+4. a Velero ``Restore`` of the service's namespace and labels from the chosen backup;
+5. wait for the Restore to finish;
+6. set the Helm parameter ``nodeOverrides.<name>=<target>`` on ``apps`` (so GitOps keeps the
+   service there) and give both Applications their automated sync back.
+
+``restore_plan`` refuses clearly, before anything changes, when the target node is missing,
+not Ready or cordoned, when the app is not a pinned stateful service, or when no Completed
+backup exists. ``failover_plan`` cordons the source node and moves every service pinned to it.
+
+Example::
+
+    with cluster_api("inventory.py") as api:
+        plan = restore_plan(api, services, "postgresql", "latest", "vps-vultr-1")
+        print(plan.render())          # --dry
+        plan.apply(api)
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from k3sfleet.backup import (
+    NAMESPACE as VELERO_NAMESPACE,
+)
+from k3sfleet.backup import (
+    SERVICE_LABEL,
+    BackupInfo,
+    get_backup,
+    latest_completed,
+    list_cluster_backups,
+    new_name,
+)
+from k3sfleet.errors import K3sfleetError
+
+ARGOCD_NAMESPACE = "argocd"
+ROOT_APP = "apps"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+DR_CORDON = "k3sfleet-dr"
+RESTORE_DONE = ("Completed", "PartiallyFailed", "Failed", "FailedValidation")
+
+
+class DrRefused(K3sfleetError):
+    """The DR command refuses: nothing was changed."""
+
+
+@dataclass(frozen=True)
+class StatefulService:
+    """One entry of ``statefulServices`` (helm/apps/values.yaml)."""
+
+    name: str
+    namespace: str
+    node: str = ""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    selector: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def schedule(self) -> str:
+        return f"stateful-{self.name}"
+
+
+def load_services(project_dir: Path | str = ".") -> dict[str, StatefulService]:
+    """``statefulServices`` of helm/apps/values.yaml, with ``nodeOverrides`` applied."""
+    path = Path(project_dir) / "helm" / "apps" / "values.yaml"
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise K3sfleetError(f"k3sfleet: cannot read {path}: {e.strerror}") from None
+    overrides = values.get("nodeOverrides") or {}
+    services = {}
+    for entry in values.get("statefulServices") or []:
+        name = str(entry["name"])
+        services[name] = StatefulService(
+            name=name,
+            namespace=str(entry["namespace"]),
+            node=str(overrides.get(name) or entry.get("node") or ""),
+            node_selector=dict(entry.get("nodeSelector") or {}),
+            selector=dict(entry.get("selector") or {}),
+        )
+    return services
+
+
+# -- the API objects ---------------------------------------------------------------------
+
+
+def restore_manifest(
+    name: str, backup: str, service: StatefulService, modifier: str
+) -> dict[str, Any]:
+    """The ``velero.io/v1`` Restore of ``service`` from ``backup``."""
+    spec: dict[str, Any] = {
+        "backupName": backup,
+        "includedNamespaces": [service.namespace],
+        "restorePVs": True,
+        "existingResourcePolicy": "update",
+        "resourceModifier": {"kind": "ConfigMap", "name": modifier},
+    }
+    if service.selector:
+        spec["labelSelector"] = {"matchLabels": dict(service.selector)}
+    return {
+        "apiVersion": "velero.io/v1",
+        "kind": "Restore",
+        "metadata": {
+            "name": name,
+            "namespace": VELERO_NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "k3sfleet", SERVICE_LABEL: service.name},
+        },
+        "spec": spec,
+    }
+
+
+def modifier_configmap(name: str, service: StatefulService, target: str) -> dict[str, Any]:
+    """Velero resource modifiers: restored workloads of ``service`` are pinned to ``target``."""
+    rules = {
+        "version": "v1",
+        "resourceModifierRules": [
+            {
+                "conditions": {
+                    "groupResource": resource,
+                    "namespaces": [service.namespace],
+                    **(
+                        {"labelSelector": {"matchLabels": dict(service.selector)}}
+                        if service.selector
+                        else {}
+                    ),
+                },
+                "patches": [
+                    {
+                        "operation": "replace",
+                        "path": "/spec/template/spec/nodeSelector",
+                        "value": f'{{"{HOSTNAME_LABEL}": "{target}"}}',
+                    }
+                ],
+            }
+            for resource in ("statefulsets.apps", "deployments.apps")
+        ],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": VELERO_NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "k3sfleet"},
+        },
+        "data": {"resourcemodifier.yaml": yaml.safe_dump(rules, sort_keys=False)},
+    }
+
+
+# -- steps ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """One change: what it does (for --dry) and how."""
+
+    text: str
+    run: Callable[[Any], None]
+
+
+@dataclass
+class DrPlan:
+    """What a DR command will do, in order."""
+
+    title: str
+    steps: list[Step]
+    restores: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        lines = [self.title]
+        lines += [f"  {i}. {step.text}" for i, step in enumerate(self.steps, 1)]
+        return "\n".join(lines)
+
+    def apply(self, api: Any, out: Callable[[str], None] = print) -> None:
+        for i, step in enumerate(self.steps, 1):
+            start = time.monotonic()
+            try:
+                step.run(api)
+            except K3sfleetError as e:
+                raise K3sfleetError(
+                    f"k3sfleet: DR stopped at step {i} ({step.text}): {e}\n"
+                    f"  steps 1..{i - 1} are done; fix the cause and re-run the command, or "
+                    "finish by hand from the plan (--dry)"
+                ) from None
+            out(f"  {i}. {step.text} ({time.monotonic() - start:.1f}s)")
+
+
+def _apis(api: Any) -> tuple[Any, Any]:
+    from kubernetes import client
+
+    if isinstance(api, client.ApiClient):
+        return client.CoreV1Api(api), client.CustomObjectsApi(api)
+    return api.core, api.custom  # a test double with both
+
+
+def _apps_api(api: Any) -> Any:
+    from kubernetes import client
+
+    return client.AppsV1Api(api) if isinstance(api, client.ApiClient) else api.apps
+
+
+def _node_ready(node: Any) -> bool:
+    conditions = (node.status.conditions if node.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def check_target(api: Any, target: str) -> Any:
+    """The target Node; refuses when it is missing, not Ready or cordoned."""
+    from kubernetes.client.rest import ApiException
+
+    core, _ = _apis(api)
+    try:
+        node = core.read_node(target)
+    except ApiException as e:
+        if e.status in (404, 500):  # kmock-based API stand-ins answer 500 for "not found"
+            raise DrRefused(
+                f"k3sfleet: target node {target} is not a node of the cluster"
+            ) from None
+        raise
+    if not _node_ready(node):
+        raise DrRefused(f"k3sfleet: target node {target} is not Ready: refusing to restore there")
+    if node.spec is not None and node.spec.unschedulable:
+        raise DrRefused(f"k3sfleet: target node {target} is cordoned: uncordon it first")
+    return node
+
+
+def pinned_service(services: Mapping[str, StatefulService], app: str) -> StatefulService:
+    service = services.get(app)
+    known = ", ".join(sorted(services)) or "none"
+    if service is None:
+        raise DrRefused(
+            f"k3sfleet: {app} is not a pinned stateful service (statefulServices in "
+            f"helm/apps/values.yaml: {known})"
+        )
+    if not service.node and not service.node_selector:
+        raise DrRefused(f"k3sfleet: {app} is not pinned to a node (no node or nodeSelector)")
+    return service
+
+
+def choose_backup(api: Any, service: StatefulService, backup: str) -> BackupInfo:
+    """``latest`` = the newest Completed backup of the service; a name must be Completed and
+    cover the service's namespace."""
+    if backup == "latest":
+        chosen = latest_completed(list_cluster_backups(api, labels={SERVICE_LABEL: service.name}))
+        if chosen is None:
+            raise DrRefused(
+                f"k3sfleet: no Completed backup of {service.name} (label "
+                f"{SERVICE_LABEL}={service.name}): nothing to restore"
+            )
+        return chosen
+    try:
+        info = get_backup(api, backup)
+    except K3sfleetError:
+        raise DrRefused(f"k3sfleet: no backup named {backup}: nothing to restore") from None
+    if info.phase != "Completed":
+        raise DrRefused(
+            f"k3sfleet: backup {backup} is {info.phase or 'not finished'}, not Completed"
+        )
+    if info.namespaces and service.namespace not in info.namespaces:
+        raise DrRefused(f"k3sfleet: backup {backup} does not include namespace {service.namespace}")
+    return info
+
+
+def _selector_text(selector: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector.items())
+
+
+def _app_steps(
+    service: StatefulService, backup: BackupInfo, target: str, wait_timeout: float
+) -> tuple[list[Step], str]:
+    from kubernetes.client.rest import ApiException
+
+    restore = new_name(f"{service.name}-dr")
+    modifier = f"k3sfleet-dr-{service.name}"
+    labels = _selector_text(service.selector)
+    saved: dict[str, Any] = {}
+
+    def pause(api: Any) -> None:
+        _, custom = _apis(api)
+        for app in (ROOT_APP, service.name):
+            try:
+                obj = custom.get_namespaced_custom_object(
+                    "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications", app
+                )
+            except ApiException as e:
+                if e.status == 404:
+                    continue
+                raise
+            automated = ((obj.get("spec") or {}).get("syncPolicy") or {}).get("automated")
+            saved.setdefault(app, automated)
+            if automated is not None:
+                custom.patch_namespaced_custom_object(
+                    "argoproj.io",
+                    "v1alpha1",
+                    ARGOCD_NAMESPACE,
+                    "applications",
+                    app,
+                    {"spec": {"syncPolicy": {"automated": None}}},
+                )
+
+    def delete_old(api: Any) -> None:
+        core, _ = _apis(api)
+        apps = _apps_api(api)
+        ns = service.namespace
+        for lister, deleter in (
+            (apps.list_namespaced_stateful_set, apps.delete_namespaced_stateful_set),
+            (apps.list_namespaced_deployment, apps.delete_namespaced_deployment),
+            (
+                core.list_namespaced_persistent_volume_claim,
+                core.delete_namespaced_persistent_volume_claim,
+            ),
+        ):
+            for item in lister(ns, label_selector=labels).items:
+                try:
+                    deleter(item.metadata.name, ns)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+
+    def put_modifier(api: Any) -> None:
+        core, _ = _apis(api)
+        body = modifier_configmap(modifier, service, target)
+        try:
+            core.create_namespaced_config_map(VELERO_NAMESPACE, body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            core.patch_namespaced_config_map(modifier, VELERO_NAMESPACE, body)
+
+    def create_restore(api: Any) -> None:
+        _, custom = _apis(api)
+        custom.create_namespaced_custom_object(
+            "velero.io",
+            "v1",
+            VELERO_NAMESPACE,
+            "restores",
+            restore_manifest(restore, backup.name, service, modifier),
+        )
+
+    def wait(api: Any) -> None:
+        _, custom = _apis(api)
+        deadline = time.monotonic() + wait_timeout
+        while True:
+            obj = custom.get_namespaced_custom_object(
+                "velero.io", "v1", VELERO_NAMESPACE, "restores", restore
+            )
+            phase = (obj.get("status") or {}).get("phase") or ""
+            if phase == "Completed":
+                return
+            if phase in RESTORE_DONE:
+                raise K3sfleetError(f"restore {restore} ended {phase} (velero restore logs)")
+            if time.monotonic() >= deadline:
+                raise K3sfleetError(f"restore {restore} still {phase or 'New'}")
+            time.sleep(5)
+
+    def pin_and_resume(api: Any) -> None:
+        _, custom = _apis(api)
+        try:
+            root = custom.get_namespaced_custom_object(
+                "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications", ROOT_APP
+            )
+        except ApiException as e:
+            if e.status == 404:
+                raise K3sfleetError(
+                    f"no Argo CD Application {ROOT_APP}: set nodeOverrides.{service.name}="
+                    f"{target} in helm/apps/values.yaml yourself"
+                ) from None
+            raise
+        source = copy.deepcopy((root.get("spec") or {}).get("source") or {})
+        helm = source.setdefault("helm", {})
+        key = f"nodeOverrides.{service.name}"
+        params = [p for p in helm.get("parameters") or [] if p.get("name") != key]
+        params.append({"name": key, "value": target})
+        helm["parameters"] = params
+        patch: dict[str, Any] = {"spec": {"source": source}}
+        if saved.get(ROOT_APP) is not None:
+            patch["spec"]["syncPolicy"] = {"automated": saved[ROOT_APP]}
+        custom.patch_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications", ROOT_APP, patch
+        )
+        if saved.get(service.name) is not None:
+            custom.patch_namespaced_custom_object(
+                "argoproj.io",
+                "v1alpha1",
+                ARGOCD_NAMESPACE,
+                "applications",
+                service.name,
+                {"spec": {"syncPolicy": {"automated": saved[service.name]}}},
+            )
+
+    where = f"{service.namespace}" + (f" ({labels})" if labels else "")
+    steps = [
+        Step(f"pause Argo CD automated sync of {ROOT_APP} and {service.name}", pause),
+        Step(f"delete {service.name}'s StatefulSets, Deployments and PVCs in {where}", delete_old),
+        Step(
+            f"ConfigMap {VELERO_NAMESPACE}/{modifier}: restored workloads pinned to {target}",
+            put_modifier,
+        ),
+        Step(f"Velero Restore {restore} of {where} from backup {backup.name}", create_restore),
+        Step(f"wait until Restore {restore} is Completed", wait),
+        Step(
+            f"set nodeOverrides.{service.name}={target} on Application {ROOT_APP} and resume "
+            "automated sync",
+            pin_and_resume,
+        ),
+    ]
+    return steps, restore
+
+
+def restore_plan(
+    api: Any,
+    services: Mapping[str, StatefulService],
+    app: str,
+    backup: str,
+    target: str,
+    wait_timeout: float = 1800,
+) -> DrPlan:
+    """The plan of ``k3sfleet dr restore-workload``; refuses (``DrRefused``) before changing."""
+    service = pinned_service(services, app)
+    check_target(api, target)
+    chosen = choose_backup(api, service, backup)
+    steps, restore = _app_steps(service, chosen, target, wait_timeout)
+    title = (
+        f"Restore {service.name} (namespace {service.namespace}, pinned to "
+        f"{service.node or service.node_selector}) from backup {chosen.name} onto {target}"
+    )
+    return DrPlan(title, steps, [restore])
+
+
+def services_on(api: Any, services: Mapping[str, StatefulService], node: str) -> list[str]:
+    """Names of the services pinned to ``node`` (by name, or by labels the node carries)."""
+    from kubernetes.client.rest import ApiException
+
+    core, _ = _apis(api)
+    try:
+        labels = core.read_node(node).metadata.labels or {}
+    except ApiException:
+        labels = {HOSTNAME_LABEL: node}  # the source node may be gone for good
+    pinned = []
+    for s in services.values():
+        if s.node == node or (
+            not s.node
+            and s.node_selector
+            and all(labels.get(k) == v for k, v in s.node_selector.items())
+        ):
+            pinned.append(s.name)
+    return pinned
+
+
+def failover_plan(
+    api: Any,
+    services: Mapping[str, StatefulService],
+    source: str,
+    target: str,
+    wait_timeout: float = 1800,
+) -> DrPlan:
+    """The plan of ``k3sfleet dr failover``: cordon ``source``, move every service pinned to it."""
+    if source == target:
+        raise DrRefused("k3sfleet: source and target node are the same")
+    check_target(api, target)
+    names = services_on(api, services, source)
+    if not names:
+        raise DrRefused(f"k3sfleet: no stateful service is pinned to {source}: nothing to move")
+    chosen = {name: choose_backup(api, services[name], "latest") for name in names}
+
+    def cordon(api: Any) -> None:
+        from kubernetes.client.rest import ApiException
+
+        core, _ = _apis(api)
+        try:
+            core.patch_node(
+                source,
+                {
+                    "metadata": {"annotations": {"k3sfleet.io/cordoned-by": DR_CORDON}},
+                    "spec": {"unschedulable": True},
+                },
+            )
+        except ApiException as e:
+            if e.status != 404:  # a node deleted from the cluster needs no cordon
+                raise
+
+    steps = [Step(f"cordon {source}", cordon)]
+    restores = []
+    for name in names:
+        app_steps, restore = _app_steps(services[name], chosen[name], target, wait_timeout)
+        for step in app_steps:
+            step.text = f"[{name}] {step.text}"
+        steps += app_steps
+        restores.append(restore)
+    title = f"Fail over {source} -> {target}: " + ", ".join(
+        f"{n} from {chosen[n].name}" for n in names
+    )
+    return DrPlan(title, steps, restores)
