@@ -129,8 +129,9 @@ def config_file(
     yield FileUploadCommand(
         StringIO(content), candidate, remote_temp_filename=host.get_temp_filename(candidate)
     )
-    yield StringCommand("chown", "root:root", QuoteString(candidate))
-    yield StringCommand("chmod", mode, QuoteString(candidate))
+    yield StringCommand(
+        "chown", "root:root", QuoteString(candidate), "&&", "chmod", mode, QuoteString(candidate)
+    )
     if validate:
         yield StringCommand(
             *[QuoteString(a) for a in validate], QuoteString(candidate), "||",
@@ -176,8 +177,9 @@ def sshd_drop_in(path: str, content: str) -> Generator[Any, None, None]:
         "else",
         "rm", "-f", wrapper, candidate, ";",
         "echo", QuoteString(
-            f"k3sfleet: sshd rejected the new settings for {path} (see sshd's message above); "
-            "the old configuration was kept and sshd was not reloaded"
+            f"k3sfleet: sshd rejected the new settings for {path} (the message from sshd is "
+            "above);"
+            " the old configuration was kept and sshd was not reloaded"
         ), ">&2", ";", "exit", "1", ";",
         "fi",
     )

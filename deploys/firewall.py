@@ -24,7 +24,7 @@ import shlex
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
-from pyinfra import host, inventory, logger
+from pyinfra import host, logger
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.operations import apt
 
@@ -247,7 +247,7 @@ def firewall(status: UfwStatusData | None = None) -> None:
             found.append(f"{key} must be allow, deny or reject")
     if found:
         raise ConfigError([f"{host.name}: {p}" for p in found])
-    servers = len(inventory.get_group("k3s_servers", []))
+    servers = len(host.state.inventory.get_group("k3s_servers", []))
     apt.packages(name="ufw installed", packages=["ufw"])
     if status is None:
         status = host.get_fact(UfwStatus)

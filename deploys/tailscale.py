@@ -114,8 +114,10 @@ def tailscale_up(
         host.noop(f"Tailscale is up as {host.name} ({', '.join(status.get('ips') or [])})")
         return
     # With sudo the file is uploaded as the SSH user first: into a directory only it can read.
-    yield StringCommand("install", "-d", "-m", "0700", "-o", "root", "-g", "root", SECRET_DIR)
-    yield StringCommand("install", "-d", "-m", "0700", "-o", QuoteString(ssh_user), UPLOAD_DIR)
+    yield StringCommand(
+        "install", "-d", "-m", "0700", "-o", "root", "-g", "root", SECRET_DIR, "&&",
+        "install", "-d", "-m", "0700", "-o", QuoteString(ssh_user), UPLOAD_DIR,
+    )
     yield FileUploadCommand(
         StringIO(auth_key.unmask() + "\n"), AUTH_KEY_FILE,
         remote_temp_filename=f"{UPLOAD_DIR}/tailscale-authkey",
@@ -124,7 +126,7 @@ def tailscale_up(
     message = (
         f"k3sfleet: `tailscale up` failed on {host.name}: the Tailscale auth key "
         "(TAILSCALE_AUTH_KEY / vault_tailscale_auth_key) was refused or the control server "
-        "is unreachable; see tailscale's message above"
+        "is unreachable (the message from tailscale is above)"
     )
     yield StringCommand(
         "tailscale", "up", f"--auth-key=file:{AUTH_KEY_FILE}",

@@ -1,0 +1,166 @@
+"""facts/os.py, sshd.py, ufw.py, tailscale.py: parsing real command output; the entry file."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from facts.os import SystemInfo, unsupported_os
+from facts.sshd import SshdConfig
+from facts.tailscale import TailscaleStatus, logged_in_as
+from facts.ufw import RULES_MARKER, UfwRules, UfwStatus
+from k3sfleet.inventory import Node
+from k3sfleet.preflight import entry_problems
+from k3sfleet.settings import Settings
+
+UFW_ACTIVE = f"""Status: active
+DEFAULT_INPUT_POLICY="DROP"
+DEFAULT_OUTPUT_POLICY="ACCEPT"
+DEFAULT_FORWARD_POLICY="DROP"
+{RULES_MARKER}
+Added user rules (see 'ufw status' for running firewall):
+ufw allow 22/tcp
+ufw allow in on tailscale0
+ufw allow in on tailscale0 to any port 6443 proto tcp
+ufw allow 9000/tcp comment 'by hand'
+""".splitlines()
+
+UFW_NEVER_ENABLED = f"""Status: inactive
+DEFAULT_INPUT_POLICY="ACCEPT"
+DEFAULT_OUTPUT_POLICY="ACCEPT"
+DEFAULT_FORWARD_POLICY="DROP"
+{RULES_MARKER}
+Added user rules (see 'ufw status' for running firewall):
+(None)
+""".splitlines()
+
+SSHD_T = """port 22
+addressfamily any
+listenaddress [::]:22
+listenaddress 0.0.0.0:22
+permitrootlogin no
+passwordauthentication no
+kbdinteractiveauthentication no
+allowtcpforwarding yes
+allowusers k3sfleet
+allowusers alice
+hostkey /etc/ssh/ssh_host_ecdsa_key
+hostkey /etc/ssh/ssh_host_ed25519_key
+""".splitlines()
+
+TAILSCALE_JSON = {
+    "Version": "1.90.6-t1234",
+    "BackendState": "Running",
+    "TailscaleIPs": ["100.64.1.11", "fd7a:115c:a1e0::b"],
+    "Self": {
+        "ID": "n1", "HostName": "lab-server-1", "DNSName": "lab-server-1.tail1.ts.net.",
+        "TailscaleIPs": ["100.64.1.11", "fd7a:115c:a1e0::b"], "Online": True,
+    },
+    "MagicDNSSuffix": "tail1.ts.net",
+}
+
+
+def test_ufw_status_parses_state_defaults_and_rules() -> None:
+    status = UfwStatus().process(UFW_ACTIVE)
+    assert status == {
+        "active": True, "incoming": "deny", "outgoing": "allow", "routed": "deny",
+        "rules": ["allow 22/tcp", "allow in on tailscale0",
+                  "allow in on tailscale0 to any port 6443 proto tcp",
+                  "allow 9000/tcp comment 'by hand'"],
+    }
+
+
+def test_ufw_status_of_a_never_enabled_ufw() -> None:
+    status = UfwStatus().process(UFW_NEVER_ENABLED)
+    assert status["active"] is False and status["rules"] == []
+    assert status["incoming"] == "allow"
+
+
+def test_ufw_rules_fact_reads_show_added() -> None:
+    lines = UFW_ACTIVE[UFW_ACTIVE.index(RULES_MARKER) + 1 :]
+    assert UfwRules().process(lines)[:2] == ["allow 22/tcp", "allow in on tailscale0"]
+    assert UfwRules().command() == "ufw show added"
+
+
+def test_sshd_config_joins_repeated_keywords() -> None:
+    cfg = SshdConfig().process(SSHD_T)
+    assert cfg["passwordauthentication"] == "no"
+    assert cfg["allowusers"] == "k3sfleet alice"
+    assert cfg["listenaddress"] == "[::]:22 0.0.0.0:22"
+    assert cfg["allowtcpforwarding"] == "yes"
+    assert SshdConfig.default() == {}
+
+
+def test_tailscale_status_running() -> None:
+    status = TailscaleStatus().process(json.dumps(TAILSCALE_JSON, indent=2).splitlines())
+    assert status == {"backend_state": "Running", "hostname": "lab-server-1",
+                      "dns_name": "lab-server-1.tail1.ts.net.",
+                      "ips": ["100.64.1.11", "fd7a:115c:a1e0::b"], "online": True}
+    assert logged_in_as(status, "lab-server-1")
+    assert not logged_in_as(status, "lab-agent-1")
+
+
+def test_tailscale_status_logged_out_and_absent() -> None:
+    status = TailscaleStatus().process([json.dumps({"BackendState": "NeedsLogin", "Self": {}})])
+    assert status["backend_state"] == "NeedsLogin" and status["ips"] == []
+    assert not logged_in_as(status, "x")
+    assert TailscaleStatus.default()["backend_state"] == "NoState"
+    assert "--json" in TailscaleStatus().command()
+
+
+def test_system_info_command_runs_on_this_machine(tmp_path: Path) -> None:
+    fstab = tmp_path / "fstab"
+    fstab.write_text("UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n"
+                     "#/old none swap sw 0 0\n")
+    command = SystemInfo().command().replace("/etc/fstab", str(fstab))
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    info = SystemInfo().process(out.stdout.splitlines())
+    lines = Path("/etc/os-release").read_text().splitlines()
+    release = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert info["id"] == release["ID"].strip('"')
+    assert info["fstab_swaps"] == 1
+    assert info["active_swaps"] == max(0, len(Path("/proc/swaps").read_text().splitlines()) - 1)
+    assert isinstance(info["modules"], list)
+
+
+def test_system_info_parses_a_container() -> None:
+    info = SystemInfo().process([
+        "id=ubuntu", "version_id=24.04", "codename=noble", "pretty_name=Ubuntu 24.04.1 LTS",
+        "container=systemd-nspawn", "active_swaps=0", "fstab_swaps=2",
+        "modules=br_netfilter overlay ",
+    ])
+    assert info["container"] == "systemd-nspawn"
+    assert info["modules"] == ["br_netfilter", "overlay"]
+    assert unsupported_os(info) is None
+    assert SystemInfo().process(["container=none"])["container"] is None
+
+
+@pytest.mark.parametrize(
+    ("release", "supported"),
+    [(("debian", "12"), True), (("ubuntu", "22.04"), True), (("ubuntu", "24.04"), True),
+     (("debian", "13"), False), (("ubuntu", "23.10"), False), (("alpine", "3.20"), False)],
+)
+def test_supported_releases(release: tuple[str, str], supported: bool) -> None:
+    problem = unsupported_os({"id": release[0], "version_id": release[1], "pretty_name": ""})
+    assert (problem is None) is supported
+    if not supported:
+        assert problem is not None and f"({release[0]} {release[1]})" in problem
+
+
+def test_importing_the_entry_file_runs_nothing() -> None:
+    module = importlib.import_module("deploys.bootstrap")
+    assert callable(module.run)
+
+
+def test_preflight_wants_the_auth_key_only_when_someone_runs_up() -> None:
+    nodes = [Node("s1", role="server", address="10.0.0.1")]
+    with_deploy = Settings(tailscale_up_by="deploy", k3s_vpn_auth=False)
+    assert entry_problems(["bootstrap"], with_deploy, nodes) == [
+        "TAILSCALE_AUTH_KEY is not set (needed by deploys/bootstrap.py)"
+    ]
+    by_k3s = Settings(tailscale_up_by="k3s", k3s_vpn_auth=False)
+    assert entry_problems(["bootstrap"], by_k3s, nodes) == []
