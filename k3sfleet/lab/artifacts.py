@@ -1,0 +1,425 @@
+"""The lab's offline artifact services: a k3s release mirror and a signed Tailscale apt repo.
+
+Laid out like the real download locations, so deploys use them by base URL alone:
+
+    k3s/<version>/k3s, k3s/<version>/sha256sum-amd64.txt   (github.com/k3s-io/k3s/releases/download)
+    tailscale/debian/bookworm.noarmor.gpg                  (pkgs.tailscale.com/stable/debian/...)
+    tailscale/debian/dists/bookworm/{InRelease,Release,Release.gpg}
+    tailscale/debian/dists/bookworm/main/binary-amd64/Packages(.gz)
+    tailscale/debian/pool/tailscale_<version>_amd64.deb
+
+The stand-in k3s executables are zipapps of k3sfleet.lab.standins.k3s with the version baked in
+(byte-for-byte reproducible, so a rebuilt lab serves the same checksums). The apt repository is
+signed with a lab key generated once into the cache; apt keeps checking signatures.
+
+Example::
+
+    artifacts = build_artifacts(Path("/var/lib/k3sfleet-lab/lab1/artifacts"), cache)
+    server = serve(artifacts.root, "10.123.1.1", 0)
+    server.url + "/k3s"              # the lab's k3s_release_url
+    server.url + "/tailscale"        # the lab's tailscale_apt_url
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import hashlib
+import io
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from k3sfleet.lab.standins import LAB_K3S_VERSIONS, LAB_TAILSCALE_VERSION, RUNTIME_PYTHON
+
+STANDINS = Path(__file__).parent / "standins"
+DIST = "bookworm"
+KEY_UID = "k3sfleet lab apt signing key <lab-apt@k3sfleet.invalid>"
+_ZIP_TIME = (2025, 1, 1, 0, 0, 0)
+
+
+# -- k3s release mirror ----------------------------------------------------------------------
+def _deterministic_zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, _ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, files[name])
+    return buffer.getvalue()
+
+
+def build_k3s_executable(version: str) -> bytes:
+    """The stand-in k3s for ``version``: a zipapp run by the lab runtime's Python."""
+    files = {
+        f"k3s_standin/{path.name}": path.read_bytes()
+        for path in sorted((STANDINS / "k3s").glob("*.py"))
+    }
+    files["__main__.py"] = (
+        '"""Stand-in k3s (k3sfleet lab): not the real k3s."""\n'
+        "import sys\n\nfrom k3s_standin.main import main\n\n"
+        f"sys.exit(main(sys.argv[1:], {version!r}))\n"
+    ).encode()
+    return f"#!{RUNTIME_PYTHON}\n".encode() + _deterministic_zip(files)
+
+
+def write_k3s_release(directory: Path, version: str) -> str:
+    """<directory>/<version>/k3s and its sha256sum-amd64.txt; returns the sha256."""
+    target = directory / version
+    target.mkdir(parents=True, exist_ok=True)
+    binary = build_k3s_executable(version)
+    (target / "k3s").write_bytes(binary)
+    (target / "k3s").chmod(0o755)
+    digest = hashlib.sha256(binary).hexdigest()
+    (target / "sha256sum-amd64.txt").write_text(f"{digest}  k3s\n")
+    return digest
+
+
+# -- the stand-in tailscale package ----------------------------------------------------------
+_UNIT = """[Unit]
+Description=Tailscale node agent (k3sfleet lab stand-in)
+Documentation=https://tailscale.com/kb/
+Wants=network-pre.target
+After=network-pre.target NetworkManager.service systemd-resolved.service
+
+[Service]
+EnvironmentFile=-/etc/default/tailscaled
+ExecStart=/usr/sbin/tailscaled --state=/var/lib/tailscale/tailscaled.state \\
+    --socket=/run/tailscale/tailscaled.sock --port=${PORT} $FLAGS
+Restart=on-failure
+RuntimeDirectory=tailscale
+RuntimeDirectoryMode=0755
+StateDirectory=tailscale
+StateDirectoryMode=0700
+Type=simple
+
+[Install]
+WantedBy=multi-user.target
+"""
+_DEFAULTS = '# Set the port to listen on for incoming VPN packets.\nPORT="41641"\n\nFLAGS=""\n'
+_LAUNCHER = """#!/usr/bin/python3
+\"\"\"Stand-in {name} (k3sfleet lab): not the real Tailscale.\"\"\"
+import sys
+
+sys.path.insert(0, "/usr/lib/tailscale-standin")
+from tailscale_standin.{module} import main  # noqa: E402
+
+sys.exit(main())
+"""
+_POSTINST = """#!/bin/sh
+set -e
+if [ "$1" = "configure" ] && [ -d /run/systemd/system ]; then
+    systemctl --system daemon-reload >/dev/null || true
+    systemctl enable tailscaled.service >/dev/null 2>&1 || true
+    systemctl restart tailscaled.service || true
+fi
+"""
+_PRERM = """#!/bin/sh
+set -e
+if [ -d /run/systemd/system ] && [ "$1" = "remove" ]; then
+    systemctl stop tailscaled.service || true
+    systemctl disable tailscaled.service >/dev/null 2>&1 || true
+fi
+"""
+
+
+def build_tailscale_deb(outdir: Path, version: str = LAB_TAILSCALE_VERSION) -> Path:
+    """Build tailscale_<version>_amd64.deb with dpkg-deb (stand-in tailscale + tailscaled)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "pkg"
+        lib = root / "usr/lib/tailscale-standin/tailscale_standin"
+        lib.mkdir(parents=True)
+        for path in sorted((STANDINS / "tailscale").glob("*.py")):
+            shutil.copy(path, lib / path.name)
+        files = {
+            "usr/bin/tailscale": (_LAUNCHER.format(name="tailscale", module="cli"), 0o755),
+            "usr/sbin/tailscaled": (_LAUNCHER.format(name="tailscaled", module="daemon"), 0o755),
+            "lib/systemd/system/tailscaled.service": (_UNIT, 0o644),
+            "etc/default/tailscaled": (_DEFAULTS, 0o644),
+            "DEBIAN/postinst": (_POSTINST, 0o755),
+            "DEBIAN/prerm": (_PRERM, 0o755),
+            "DEBIAN/conffiles": ("/etc/default/tailscaled\n", 0o644),
+            "DEBIAN/control": (
+                f"Package: tailscale\nVersion: {version}\nSection: net\nPriority: extra\n"
+                "Architecture: amd64\nMaintainer: k3sfleet lab <lab@k3sfleet.invalid>\n"
+                "Depends: python3, iproute2\nReplaces: tailscale-relay\n"
+                "Description: The easiest, most secure, cross platform way to use WireGuard\n"
+                " Stand-in for the k3sfleet lab: same CLI surface for what k3sfleet uses,\n"
+                " no WireGuard; brings tailscale0 up with the host's lab tailnet address.\n",
+                0o644,
+            ),
+        }
+        for name, (text, mode) in files.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(mode)
+        for directory in [root, *root.rglob("*")]:
+            if directory.is_dir():
+                directory.chmod(0o755)
+            os.utime(directory, (1735689600, 1735689600), follow_symlinks=False)
+        outdir.mkdir(parents=True, exist_ok=True)
+        deb = outdir / f"tailscale_{version}_amd64.deb"
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "1735689600"}
+        subprocess.run(
+            ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(deb)],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+    return deb
+
+
+# -- signing ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SigningKey:
+    """The lab's apt signing key (GnuPG home in the cache, no passphrase)."""
+
+    home: Path
+    fingerprint: str
+
+    def gpg(self, *args: str, input: bytes | None = None) -> bytes:  # noqa: A002
+        env = {**os.environ, "GNUPGHOME": str(self.home)}
+        done = subprocess.run(
+            [
+                "gpg",
+                "--batch",
+                "--yes",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                *args,
+            ],
+            input=input,
+            capture_output=True,
+            check=True,
+            env=env,
+        )
+        return done.stdout
+
+    def stop_agent(self) -> None:
+        """gpg starts an agent for signing: end it so the lab leaves no process behind."""
+        subprocess.run(
+            ["gpgconf", "--kill", "gpg-agent"],
+            capture_output=True,
+            check=False,
+            env={**os.environ, "GNUPGHOME": str(self.home)},
+        )
+
+
+def signing_key(cache: Path) -> SigningKey:
+    """The lab key, generated once into ``cache/apt-gpg`` (ed25519, signing only)."""
+    home = cache / "apt-gpg"
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    home.chmod(0o700)
+    key = SigningKey(home, "")
+    listed = key.gpg("--with-colons", "--list-secret-keys").decode()
+    if "fpr:" not in listed:
+        try:
+            key.gpg("--quick-generate-key", KEY_UID, "ed25519", "sign", "never")
+        finally:
+            key.stop_agent()
+        listed = key.gpg("--with-colons", "--list-secret-keys").decode()
+    fingerprint = next(
+        line.split(":")[9] for line in listed.splitlines() if line.startswith("fpr:")
+    )
+    return SigningKey(home, fingerprint)
+
+
+def _release(dist_dir: Path, indexes: list[str]) -> str:
+    lines = [
+        "Origin: Tailscale",
+        "Label: Tailscale",
+        f"Suite: {DIST}",
+        f"Codename: {DIST}",
+        "Architectures: amd64",
+        "Components: main",
+        "Description: Tailscale packages for Debian bookworm (k3sfleet lab stand-in)",
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+    ]
+    for field_name, algorithm in (("MD5Sum", "md5"), ("SHA1", "sha1"), ("SHA256", "sha256")):
+        lines.append(f"{field_name}:")
+        for index in indexes:
+            data = (dist_dir / index).read_bytes()
+            lines.append(f" {hashlib.new(algorithm, data).hexdigest()} {len(data):>8} {index}")
+    return "\n".join(lines) + "\n"
+
+
+def build_apt_repository(directory: Path, cache: Path) -> tuple[Path, str]:
+    """A signed repository like pkgs.tailscale.com/stable/debian; returns (keyring, fingerprint)."""
+    debian = directory / "debian"
+    if debian.exists():
+        shutil.rmtree(debian)
+    deb = build_tailscale_deb(debian / "pool")
+    packages = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", "pool", "/dev/null"],
+        cwd=debian,
+        capture_output=True,
+        check=True,
+    ).stdout
+    binary = debian / "dists" / DIST / "main" / "binary-amd64"
+    binary.mkdir(parents=True)
+    (binary / "Packages").write_bytes(packages)
+    (binary / "Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
+    dist = debian / "dists" / DIST
+    (dist / "Release").write_text(
+        _release(dist, ["main/binary-amd64/Packages", "main/binary-amd64/Packages.gz"])
+    )
+    key = signing_key(cache)
+    try:
+        key.gpg(
+            "--local-user",
+            key.fingerprint,
+            "--clearsign",
+            "--digest-algo",
+            "SHA512",
+            "--output",
+            str(dist / "InRelease"),
+            str(dist / "Release"),
+        )
+        key.gpg(
+            "--local-user",
+            key.fingerprint,
+            "--armor",
+            "--detach-sign",
+            "--digest-algo",
+            "SHA512",
+            "--output",
+            str(dist / "Release.gpg"),
+            str(dist / "Release"),
+        )
+    finally:
+        key.stop_agent()
+    keyring = debian / f"{DIST}.noarmor.gpg"
+    keyring.write_bytes(key.gpg("--export", key.fingerprint))
+    (debian / f"{DIST}.gpg").write_bytes(key.gpg("--armor", "--export", key.fingerprint))
+    (debian / f"{DIST}.tailscale-keyring.list").write_text(
+        "# Tailscale packages for debian bookworm (k3sfleet lab stand-in)\n"
+        "deb [signed-by=/usr/share/keyrings/tailscale-archive-keyring.gpg] "
+        f"@BASE@/debian {DIST} main\n"
+    )
+    assert deb.exists()
+    return keyring, key.fingerprint
+
+
+# -- everything together ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Artifacts:
+    """What build_artifacts laid out under ``root`` (serve ``root`` over HTTP)."""
+
+    root: Path
+    k3s_versions: tuple[str, ...]
+    k3s_sha256: dict[str, str]
+    tailscale_version: str
+    keyring: Path
+    key_fingerprint: str
+
+    @property
+    def k3s_dir(self) -> Path:
+        return self.root / "k3s"
+
+    @property
+    def tailscale_dir(self) -> Path:
+        return self.root / "tailscale"
+
+    def k3s_release_url(self, base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/k3s"
+
+    def tailscale_apt_url(self, base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/tailscale"
+
+    def corrupt_checksum(self, version: str) -> None:
+        """Fault injection: serve a wrong sha256 for ``version`` (undo with restore_checksum)."""
+        wrong = hashlib.sha256(b"corrupted:" + version.encode()).hexdigest()
+        (self.k3s_dir / version / "sha256sum-amd64.txt").write_text(f"{wrong}  k3s\n")
+
+    def restore_checksum(self, version: str) -> None:
+        (self.k3s_dir / version / "sha256sum-amd64.txt").write_text(
+            f"{self.k3s_sha256[version]}  k3s\n"
+        )
+
+
+def build_artifacts(
+    outdir: Path, cache: Path, versions: tuple[str, ...] = LAB_K3S_VERSIONS
+) -> Artifacts:
+    """Lay out the k3s mirror and the signed Tailscale apt repository under ``outdir``."""
+    outdir, cache = Path(outdir), Path(cache).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    shas = {version: write_k3s_release(outdir / "k3s", version) for version in versions}
+    keyring, fingerprint = build_apt_repository(outdir / "tailscale", cache)
+    return Artifacts(outdir, tuple(versions), shas, LAB_TAILSCALE_VERSION, keyring, fingerprint)
+
+
+# -- serving ---------------------------------------------------------------------------------
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Served requests are counted, not printed."""
+        self.server.requests.append(self.path)  # type: ignore[attr-defined]
+
+
+@dataclass
+class Server:
+    """A running artifact server (a ThreadingHTTPServer in a daemon thread)."""
+
+    httpd: ThreadingHTTPServer
+    thread: threading.Thread
+    url: str
+    requests: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def serve(directory: Path, host: str, port: int = 0) -> Server:
+    """Serve ``directory`` over plain HTTP on host:port (0 = a free port); stop() ends it."""
+    handler = partial(_QuietHandler, directory=str(directory))
+    httpd = ThreadingHTTPServer((host, port), handler)
+    httpd.daemon_threads = True
+    requests: list[str] = []
+    httpd.requests = requests  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True, name="lab-artifacts")
+    thread.start()
+    return Server(httpd, thread, f"http://{host}:{httpd.server_address[1]}", requests)
+
+
+# -- Tailscale auth keys the lab's stand-in accepts ------------------------------------------
+def lab_auth_key(lab_name: str = "lab") -> str:
+    """A new valid auth key for a lab (its sha256 goes into each host's host.json)."""
+    safe = "".join(c for c in lab_name.lower() if c.isalnum())[:12] or "lab"
+    return f"tskey-auth-lab{safe}-{secrets.token_hex(16)}"
+
+
+def auth_key_sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def host_json(
+    name: str,
+    tailnet_address: str,
+    auth_keys: list[str],
+    prefix: int = 24,
+    tailnet_domain: str = "lab.ts.net",
+) -> dict[str, Any]:
+    """The /etc/k3sfleet-lab/host.json the stand-ins read (no key itself, only hashes)."""
+    return {
+        "name": name,
+        "tailnet_address": tailnet_address,
+        "tailnet_prefix": prefix,
+        "tailnet_domain": tailnet_domain,
+        "auth_key_sha256": [auth_key_sha256(k) for k in auth_keys],
+    }

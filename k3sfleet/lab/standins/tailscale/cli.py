@@ -1,0 +1,244 @@
+"""The stand-in ``tailscale`` CLI: up, down, logout, status [--json], ip, version.
+
+``up`` takes ``--auth-key=KEY`` or ``--auth-key=file:PATH`` (also ``--authkey``), ``--hostname``,
+``--advertise-tags``, ``--accept-routes``, ``--reset``; a key is valid when its sha256 is in the
+host's /etc/k3sfleet-lab/host.json. Every call's argv is appended to /var/lib/tailscale/argv.log
+(JSON lines) so tests can prove no secret was passed on a command line. Messages and exit codes
+follow the real CLI.
+
+Example::
+
+    tailscale up --auth-key=file:/etc/tailscale/authkey --hostname lab-server-1
+    tailscale status --json | jq -r .BackendState     # Running
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    ARGV_LOG,
+    SOCKET,
+    STATE_DIR,
+    VERSION,
+    apply_interface,
+    host_info,
+    load_state,
+    save_state,
+)
+
+NOT_RUNNING = (
+    "failed to connect to local tailscaled; it doesn't appear to be running "
+    "(sudo systemctl start tailscaled ?)"
+)
+
+
+def _record(argv: list[str]) -> None:
+    try:
+        STATE_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fd = os.open(ARGV_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.write(
+                json.dumps({"time": stamp, "argv": ["tailscale", *argv], "uid": os.getuid()}) + "\n"
+            )
+    except OSError:
+        pass
+
+
+def _daemon_running() -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(SOCKET))
+            return sock.recv(64).startswith(b'{"ok"')
+    except OSError:
+        return False
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(message, file=sys.stderr)
+    return code
+
+
+def backend_state(state: dict[str, Any]) -> str:
+    if not state.get("LoggedIn"):
+        return "NeedsLogin"
+    return "Running" if state.get("WantRunning") else "Stopped"
+
+
+def _flags(args: list[str]) -> dict[str, str | bool]:
+    flags: dict[str, str | bool] = {}
+    valued = {
+        "auth-key",
+        "authkey",
+        "hostname",
+        "advertise-tags",
+        "login-server",
+        "advertise-routes",
+        "timeout",
+        "operator",
+        "exit-node",
+    }
+    index = 0
+    while index < len(args):
+        arg = args[index].lstrip("-")
+        index += 1
+        name, sep, value = arg.partition("=")
+        if sep:
+            flags[name] = value
+        elif name in valued and index < len(args):
+            flags[name] = args[index]
+            index += 1
+        else:
+            flags[name] = True
+    if "authkey" in flags:
+        flags["auth-key"] = flags.pop("authkey")
+    return flags
+
+
+def _read_key(value: str) -> str:
+    if value.startswith("file:"):
+        return Path(value[5:]).read_text().strip()
+    return value
+
+
+def up(args: list[str]) -> int:
+    flags = _flags(args)
+    state = load_state()
+    info = host_info()
+    hostname = str(flags.get("hostname") or state.get("HostName") or socket.gethostname())
+    tags = sorted(t for t in str(flags.get("advertise-tags") or "").split(",") if t)
+    if state.get("LoggedIn") and not flags.get("reset"):
+        changed = []
+        if "hostname" in flags and hostname != state.get("HostName"):
+            changed.append(f"--hostname={state.get('HostName', '')}")
+        if "advertise-tags" in flags and tags != state.get("AdvertiseTags", []):
+            changed.append(f"--advertise-tags={','.join(state.get('AdvertiseTags', []))}")
+        if changed:
+            return _fail(
+                "Error: changing settings via 'tailscale up' requires mentioning all\n"
+                "non-default flags. To proceed, either re-run your command with --reset "
+                "or use the command below to explicitly mention the current value of "
+                f"all non-default settings:\n\n\ttailscale up {' '.join(changed)}"
+            )
+    key = flags.get("auth-key")
+    if isinstance(key, str) and key:
+        try:
+            secret = _read_key(key)
+        except OSError as error:
+            return _fail(f"reading auth key from file: {error.strerror}")
+        valid = set(info.get("auth_key_sha256") or [])
+        if hashlib.sha256(secret.encode()).hexdigest() not in valid:
+            return _fail("backend error: invalid key: unable to validate API key")
+        state["LoggedIn"] = True
+        state["NodeKey"] = state.get("NodeKey") or "nodekey:" + os.urandom(16).hex()
+    elif not state.get("LoggedIn"):
+        print("\nTo authenticate, visit:\n\n\thttps://login.tailscale.com/a/standin\n")
+        return _fail("timeout waiting for login (the lab stand-in cannot log in interactively)")
+    state.update(
+        {
+            "WantRunning": True,
+            "HostName": hostname,
+            "AdvertiseTags": tags
+            if "advertise-tags" in flags or flags.get("reset")
+            else state.get("AdvertiseTags", []),
+            "AcceptRoutes": bool(flags.get("accept-routes")),
+        }
+    )
+    save_state(state)
+    apply_interface(state)
+    return 0
+
+
+def status_json(state: dict[str, Any]) -> dict[str, Any]:
+    info = host_info()
+    running = backend_state(state) == "Running"
+    domain = info.get("tailnet_domain", "lab.ts.net")
+    ips = [info["tailnet_address"]] if running and info.get("tailnet_address") else []
+    hostname = state.get("HostName") or socket.gethostname()
+    me = {
+        "ID": "n" + hashlib.sha256(hostname.encode()).hexdigest()[:12],
+        "HostName": hostname,
+        "DNSName": f"{hostname}.{domain}." if state.get("LoggedIn") else "",
+        "OS": "linux",
+        "TailscaleIPs": ips,
+        "Online": running,
+        "Tags": state.get("AdvertiseTags") or None,
+    }
+    return {
+        "Version": VERSION,
+        "TUN": True,
+        "BackendState": backend_state(state),
+        "TailscaleIPs": ips,
+        "Self": me,
+        "Health": [],
+        "MagicDNSSuffix": domain,
+        "CurrentTailnet": {"Name": domain, "MagicDNSSuffix": domain, "MagicDNSEnabled": True}
+        if state.get("LoggedIn")
+        else None,
+        "Peer": {},
+        "User": {},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _record(argv)
+    command = argv[0] if argv else "help"
+    rest = argv[1:]
+    if command in ("version", "--version"):
+        print(f"{VERSION}\n  tailscale commit: standin\n  go version: go1.25.3")
+        return 0
+    if command not in ("up", "down", "logout", "status", "ip"):
+        return _fail(
+            f"tailscale: unknown subcommand: {command}\n"
+            "usage: tailscale [up|down|logout|status|ip|version]",
+            2,
+        )
+    if not _daemon_running():
+        return _fail(NOT_RUNNING)
+    if command in ("up", "down", "logout") and os.geteuid() != 0:
+        return _fail(
+            "Access denied: prefs write access denied\n\nUse 'sudo tailscale " + command + "'."
+        )
+    state = load_state()
+    if command == "up":
+        return up(rest)
+    if command == "down":
+        state["WantRunning"] = False
+        save_state(state)
+        apply_interface(state)
+        return 0
+    if command == "logout":
+        state.update({"LoggedIn": False, "WantRunning": False})
+        state.pop("NodeKey", None)
+        save_state(state)
+        apply_interface(state)
+        return 0
+    status = status_json(state)
+    if command == "status":
+        if "--json" in rest or "-json" in rest:
+            print(json.dumps(status, indent=2))
+            return 0
+        if status["BackendState"] == "NeedsLogin":
+            return _fail("Logged out.", 1)
+        if status["BackendState"] == "Stopped":
+            return _fail("Tailscale is stopped.", 1)
+        me = status["Self"]
+        print(f"{status['TailscaleIPs'][0]:<15} {me['HostName']:<20} tagged-devices linux   -")
+        return 0
+    ips = status["TailscaleIPs"]
+    if not ips:
+        return _fail(f"no current Tailscale IPs; state: {status['BackendState']}")
+    if "-6" in rest:
+        return _fail("no current Tailscale IPv6 address")
+    print(ips[0])
+    return 0
