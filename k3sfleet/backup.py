@@ -310,7 +310,7 @@ def s3_error(e: Exception, bucket: str) -> BackupError:
     return BackupError(f"k3sfleet: R2: {e}")
 
 
-def _objects(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+def bucket_objects(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     objects: list[dict[str, Any]] = []
@@ -330,7 +330,7 @@ def list_bucket_backups(s3: Any, bucket: str, prefix: str = "") -> list[BackupIn
     by_name: dict[str, list[dict[str, Any]]] = {}
     # list by the prefix without its trailing "/" (some S3 servers mis-sign an encoded "/" in
     # the query) and keep only the keys under it
-    for obj in _objects(s3, bucket, root.rstrip("/")):
+    for obj in bucket_objects(s3, bucket, root.rstrip("/")):
         if not obj["Key"].startswith(root):
             continue
         rest = obj["Key"][len(root) :]

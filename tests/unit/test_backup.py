@@ -27,6 +27,7 @@ from k3sfleet.backup import (
 from k3sfleet.settings import Settings
 
 BUCKET = "velero-backups"
+ETCD_BUCKET = "etcd-snapshots"
 
 
 def velero_backup_json(name: str, started: str, phase: str = "Completed") -> bytes:
@@ -70,6 +71,15 @@ def s3() -> Iterator[dict[str, Any]]:
         admin.put_object(Bucket=BUCKET, Key=f"backups/{name}/{name}.tar.gz", Body=b"x" * size)
         admin.put_object(Bucket=BUCKET, Key=f"backups/{name}/{name}-logs.gz", Body=b"l" * 10)
     admin.put_object(Bucket=BUCKET, Key="restores/r1/restore-r1-logs.gz", Body=b"r")
+    admin.create_bucket(Bucket=ETCD_BUCKET)
+    for key, size in [
+        ("etcd-snapshot-vps-aws-1-1767225600", 500),  # 2026-01-01 00:00 UTC
+        ("etcd-snapshot-vps-aws-1-1767312000", 700),  # 2026-01-02
+        ("on-demand-vps-aws-2-1767268800", 600),  # 2026-01-01 12:00
+        (".metadata/etcd-snapshot-vps-aws-1-1767312000", 50),
+        ("notes.txt", 5),
+    ]:
+        admin.put_object(Bucket=ETCD_BUCKET, Key=key, Body=b"e" * size)
     iam = boto3.client(
         "iam",
         endpoint_url=endpoint,
@@ -246,3 +256,89 @@ def test_cluster_listing_and_latest_completed() -> None:
     assert latest_completed(backups) == backups[1]
     assert list_cluster_backups(api, labels={"k3sfleet.io/stateful-service": "other"}) == []
     assert latest_completed([BackupInfo("x", phase="Failed")]) is None
+
+
+# -- etcd snapshots (k3s's etcd-s3 layout) and the CLI ------------------------------------------
+
+
+def test_etcd_snapshots_newest_first(s3: dict[str, Any]) -> None:
+    from k3sfleet.etcd import choose, list_snapshots
+
+    snaps = list_snapshots(r2_client(settings_for(s3)), ETCD_BUCKET)
+    assert [s.name for s in snaps] == [
+        "etcd-snapshot-vps-aws-1-1767312000",
+        "on-demand-vps-aws-2-1767268800",
+        "etcd-snapshot-vps-aws-1-1767225600",
+    ]
+    assert [s.node for s in snaps] == ["vps-aws-1", "vps-aws-2", "vps-aws-1"]
+    assert snaps[0].created == datetime(2026, 1, 2, tzinfo=UTC)
+    assert snaps[1].kind == "on-demand" and snaps[1].size == 600
+    assert choose(snaps, "latest") is snaps[0]
+    with pytest.raises(BackupError, match="no etcd snapshot named x"):
+        choose(snaps, "x")
+    with pytest.raises(BackupError, match="no etcd snapshot in the bucket"):
+        choose([], "latest")
+
+
+def test_etcd_restore_commands_keep_secrets_off_the_command_line() -> None:
+    from k3sfleet.etcd import render_restore, restore_steps
+
+    steps = restore_steps("etcd-snapshot-s1-1767312000", ["s1", "s2", "s3"])
+    text = render_restore(steps)
+    reset = next(c for st in steps for c in st.commands if "--cluster-reset" in c)
+    assert reset == (
+        "sudo k3s server --cluster-reset --etcd-s3 "
+        "--cluster-reset-restore-path=etcd-snapshot-s1-1767312000"
+    )
+    assert steps[1].where == "s1" and "s2, s3" in text
+    assert text.index("systemctl stop k3s") < text.index("--cluster-reset")
+    assert text.index("--cluster-reset") < text.index("rm -rf /var/lib/rancher/k3s/server/db")
+    assert "access-key" not in text and "secret" not in text
+    single = render_restore(restore_steps("snap", ["s1"]))
+    assert "rm -rf" not in single
+
+
+def _cli_env(monkeypatch: pytest.MonkeyPatch, s3: dict[str, Any], **extra: str) -> None:
+    values = {
+        "R2_ENDPOINT": s3["endpoint"],
+        "R2_ACCESS_KEY_ID": s3["key"],
+        "R2_SECRET_ACCESS_KEY": s3["secret"],
+        "VELERO_BUCKET": BUCKET,
+        "K3S_ETCD_S3_BUCKET": ETCD_BUCKET,
+        **extra,
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_cli_backup_list_and_describe_from_the_bucket(
+    s3: dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from k3sfleet.cli import main
+
+    _cli_env(monkeypatch, s3)
+    assert main(["--project-dir", str(tmp_path), "backup", "list", "--from-bucket"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == [
+        "daily-20260103",
+        "daily-20260102",
+        "daily-20260101",
+    ]
+    args = ["--project-dir", str(tmp_path), "backup", "describe", "daily-20260102"]
+    assert main([*args, "--from-bucket"]) == 0
+    out = capsys.readouterr().out
+    assert "Phase:       Completed" in out and "Source:      bucket" in out
+    assert main(["--project-dir", str(tmp_path), "etcd", "snapshots"]) == 0
+    assert "on-demand-vps-aws-2-1767268800" in capsys.readouterr().out
+
+
+def test_cli_bad_credentials_exit_non_zero_with_a_clear_message(
+    s3: dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from k3sfleet.cli import main
+
+    _cli_env(monkeypatch, s3, R2_SECRET_ACCESS_KEY="wrong-secret-value")
+    code = main(["--project-dir", str(tmp_path), "backup", "list", "--from-bucket"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "R2 refused the credentials" in err and "wrong-secret-value" not in err

@@ -1,0 +1,59 @@
+"""``k3sfleet etcd``: etcd snapshots in R2 and the commands that restore one.
+
+Example::
+
+    k3sfleet etcd snapshots
+    k3sfleet etcd restore-commands latest      # prints the procedure; runs nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from k3sfleet.errors import K3sfleetError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("etcd", help="etcd snapshots in R2 and their restore")
+    parser.add_argument("--inventory", default="inventory.py", help="pyinfra inventory file")
+    commands = parser.add_subparsers(dest="etcd_command", metavar="ACTION")
+    commands.required = True
+    snaps = commands.add_parser("snapshots", help="list the snapshots in the bucket")
+    snaps.set_defaults(func=run_snapshots)
+    restore = commands.add_parser(
+        "restore-commands", help="print the commands that restore a snapshot"
+    )
+    restore.add_argument("snapshot", nargs="?", default="latest")
+    restore.set_defaults(func=run_restore_commands)
+
+
+def _snapshots(args: argparse.Namespace) -> Any:
+    from k3sfleet.backup import r2_client
+    from k3sfleet.etcd import list_snapshots
+    from k3sfleet.settings import Settings
+
+    settings = Settings.load(args.project_dir, vault_password_file=args.vault_password_file)
+    if not settings.k3s_etcd_s3_bucket:
+        raise K3sfleetError("k3sfleet: K3S_ETCD_S3_BUCKET is not set")
+    return list_snapshots(r2_client(settings), settings.k3s_etcd_s3_bucket)
+
+
+def run_snapshots(args: argparse.Namespace) -> int:
+    from k3sfleet.etcd import render
+
+    print(render(_snapshots(args)))
+    return 0
+
+
+def run_restore_commands(args: argparse.Namespace) -> int:
+    from k3sfleet.etcd import choose, render_restore, restore_steps
+    from k3sfleet.kube import hosts_from_inventory
+
+    snapshot = choose(_snapshots(args), args.snapshot)
+    inventory = (Path(args.project_dir) / args.inventory).resolve()
+    servers = [h.name for h in hosts_from_inventory(inventory) if h.role == "server"]
+    print(f"# restore etcd snapshot {snapshot.name} ({snapshot.created:%Y-%m-%d %H:%M} UTC)")
+    print(render_restore(restore_steps(snapshot.name, servers)))
+    return 0
