@@ -98,6 +98,13 @@ def test_rbac_is_overridable() -> None:
     assert rbac["scopes"] == "[groups, email]"
 
 
+def test_application_health_lets_sync_waves_wait() -> None:
+    cm = values_of(ArgocdConfig(**BASE))["configs"]["cm"]
+    lua = cm["resource.customizations.health.argoproj.io_Application"]
+    assert "obj.status.health.status" in lua
+    assert lua.strip().endswith("return hs")
+
+
 def test_oidc_absent_when_disabled() -> None:
     values = values_of(ArgocdConfig(**BASE, oidc_issuer_url="https://ignored.example"))
     assert "oidc.config" not in values["configs"]["cm"]
