@@ -39,7 +39,6 @@ BOOL_KEYS = frozenset(
         "cluster-init",
         "cluster-reset",
         "disable-network-policy",
-        "write-kubeconfig",
         "secrets-encryption",
         "protect-kernel-defaults",
         "selinux",
@@ -51,6 +50,8 @@ BOOL_KEYS = frozenset(
         "etcd-snapshot-compress",
     }
 )
+
+SHORT_FLAGS = {"o": "write-kubeconfig", "t": "token", "s": "server", "c": "config", "v": "v"}
 
 
 def _merge(config: dict[str, Any], data: dict[str, Any]) -> None:
@@ -90,6 +91,7 @@ def parse_flags(argv: list[str]) -> dict[str, Any]:
         if not arg.startswith("-"):
             raise ValueError(f"unexpected argument {arg!r}")
         name = arg.lstrip("-")
+        name = SHORT_FLAGS.get(name, name)
         if "=" in name:
             name, value = name.split("=", 1)
         elif name in BOOL_KEYS:

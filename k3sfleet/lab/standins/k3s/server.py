@@ -176,6 +176,8 @@ def run(config: dict[str, Any], version: str) -> int:
     password = server_password(config, server_dir)
     joining = bool(config.get("server"))
     db = server_dir / "db"
+    db.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db.chmod(0o700)
     if joining:
         tls, upstream_url = join(config, password, server_dir / "tls")
         db.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -210,8 +212,6 @@ def run(config: dict[str, Any], version: str) -> int:
         state_file=None if joining else db / "state.json",
         write_log=server_dir / "logs" / "api-writes.jsonl",
     )
-    if not joining:
-        db.mkdir(parents=True, exist_ok=True, mode=0o700)
     upstream = Upstream(upstream_url, tls.server_ca, "server", password) if joining else None
     api = ApiServer(
         store,
@@ -244,7 +244,7 @@ def run(config: dict[str, Any], version: str) -> int:
     api.route("GET", "/v1-k3s/server-bootstrap", bootstrap)
     api.route("POST", "/v1-k3s/heartbeat", beat)
     api.start()
-    log.info(f"Running kube-apiserver (stand-in) on https://0.0.0.0:{port}")
+    log.info(f"Running kube-apiserver (stand-in) on https://{api.httpd.server_address[0]}:{port}")
 
     own = node.node_object(
         name,
