@@ -244,7 +244,8 @@ def run(config: dict[str, Any], version: str) -> int:
     api.route("GET", "/v1-k3s/server-bootstrap", bootstrap)
     api.route("POST", "/v1-k3s/heartbeat", beat)
     api.start()
-    log.info(f"Running kube-apiserver (stand-in) on https://{api.httpd.server_address[0]}:{port}")
+    bind = str(config.get("bind-address") or "0.0.0.0")
+    log.info(f"Running kube-apiserver (stand-in) on https://{bind}:{port}")
 
     own = node.node_object(
         name,
