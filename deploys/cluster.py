@@ -15,17 +15,20 @@ if under_pyinfra():
     from pyinfra import host
 
     from deploys.k3s_agent import k3s_agent
-    from deploys.k3s_node import cluster_plan
+    from deploys.k3s_node import cluster_plan, phase
     from deploys.k3s_prereq import k3s_prereq
     from deploys.k3s_server import k3s_server
 
     plan = cluster_plan()
     role = host.data.get("k3s_role")
     k3s_prereq()
-    # Each call below is its own step: pyinfra finishes it on every host before the next one.
+    # Steps: every host passes each phase() together, so a step starts only once the one
+    # before it finished on every host.
     if role == "server" and host.name not in plan.joining:
         k3s_server(plan=plan)  # the server that starts the cluster, and servers holding it
+    phase(name="K3s: the cluster is up", description="servers holding the cluster are up")
     if role == "server" and host.name in plan.joining:
         k3s_server(plan=plan)  # servers joining the cluster
+    phase(name="K3s: all servers are up", description="every server is up")
     if role == "agent":
         k3s_agent(plan=plan)

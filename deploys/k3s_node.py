@@ -260,6 +260,21 @@ def _compute_plan() -> ClusterPlan:
 
 
 @operation()
+def phase(description: str) -> Generator[Any, None, None]:
+    """A step boundary every host passes: call it from one line for all hosts.
+
+    pyinfra orders operations per host; operations of different hosts only wait for each other
+    when they share an operation. One ``phase`` call made by every host from the same line is
+    one shared operation, so everything before it (on any host) finishes before anything after
+    it starts.
+
+    + description: what is complete at this point (printed as a no-op)
+    """
+    host.noop(description)
+    yield from ()
+
+
+@operation()
 def private_file(
     path: str,
     content: Secret | str,
@@ -330,7 +345,7 @@ def k3s_config(
     entry: str,
     join: str | None = None,
     token: Secret | None = None,
-    own_address_known: bool = True,
+    token_source: str | None = None,
     current_sha256: str | None = _UNSET,
 ) -> Generator[Any, None, None]:
     """/etc/rancher/k3s/config.yaml for this node, completed when the operation runs.
@@ -340,15 +355,15 @@ def k3s_config(
     + join: the server whose URL and token this node uses (``None``: it starts the cluster)
     + token: the cluster token from the settings (vault); when ``None`` a joining node takes
       its server's node-token at run time
-    + own_address_known: ``False`` when this node's tailnet address is only known once K3s
-      brought Tailscale up (``node-external-ip`` is then left to K3s)
+    + token_source: the server whose node-token to use when ``token`` is ``None`` (default:
+      ``join``; a server that already holds the cluster uses its own, which is the same token)
     + current_sha256: sha256 of the current config.yaml if already read
     """
     values = dict(settings)
     if join is not None:
         plan = cluster_plan()
         address = plan.address(join)
-        use_token = token or plan.token_of(join)
+        use_token = token or plan.token_of(token_source or join)
         if address is None or use_token is None:
             missing = "tailnet address" if address is None else "node-token"
             if not state.is_executing:
@@ -381,7 +396,12 @@ def _changed(metas: Iterable[OperationMeta]) -> bool:
 
 
 def restart_script(
-    service: str, role: str, restore_config: bool, timeout: int = 120, settle: int = 3
+    service: str,
+    role: str,
+    restore_config: bool,
+    timeout: int = 120,
+    settle: int = 3,
+    config: str = CONFIG,
 ) -> str:
     """Restart ``service``, wait until healthy; if not, restore config.yaml.previous (when
     ``restore_config``), restart again and exit 1 with a message saying what happened."""
@@ -395,7 +415,7 @@ def restart_script(
         healthy = f"systemctl is-active --quiet {q(service)}"
     lines = [
         "set -u",
-        f"svc={q(service)}; cfg={q(CONFIG)}; node=$(hostname)",
+        f"svc={q(service)}; cfg={q(config)}; node=$(hostname)",
         f"healthy() {{ {healthy}; }}",
         'broken() { case "$(systemctl show -p SubState --value "$svc")" in '
         "failed|auto-restart) return 0;; esac; return 1; }",

@@ -123,6 +123,7 @@ def k3s_server(plan: ClusterPlan | None = None) -> None:
             entry="deploys/k3s_server.py",
             join=join,
             token=data.get("k3s_token"),
+            token_source=host.name if state["datastore"] and state["node_token"] else None,
             current_sha256=state["config_sha256"],
             _sudo=sudo,
         )

@@ -1,0 +1,76 @@
+"""Known-bad K3s versions (k3sfleet.versions) and the preflight checks of the cluster entries."""
+
+from __future__ import annotations
+
+import pytest
+
+from k3sfleet.inventory import Node
+from k3sfleet.preflight import entry_problems
+from k3sfleet.settings import Settings
+from k3sfleet.versions import KNOWN_BAD, parse, refusal
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["v1.36.1+k3s1", "v1.36.3+k3s1", "v1.35.5+k3s1", "v1.35.6+k3s1", "v1.34.8+k3s1"],
+)
+def test_etcd_on_vpn_ip_regression_is_refused(version: str) -> None:
+    problem = refusal(version, vpn_auth=True)
+    assert problem is not None
+    assert "k3s#14515" in problem and "K3S_ALLOW_VERSIONS" in problem and version in problem
+
+
+@pytest.mark.parametrize(
+    "version", ["v1.36.0+k3s1", "v1.35.4+k3s1", "v1.34.7+k3s1", "v1.34.2+k3s1", "v1.33.6+k3s1"]
+)
+def test_releases_before_the_regression_pass(version: str) -> None:
+    assert refusal(version, vpn_auth=True) is None
+
+
+def test_regression_only_matters_with_vpn_auth() -> None:
+    assert refusal("v1.35.5+k3s1", vpn_auth=False) is None
+
+
+def test_allow_list_overrides() -> None:
+    assert refusal("v1.35.5+k3s1", allow="v1.34.8+k3s1, v1.35.5+k3s1", vpn_auth=True) is None
+    assert refusal("v1.36.1+k3s1", allow="v1.35.5+k3s1", vpn_auth=True) is not None
+
+
+def test_not_a_release_name() -> None:
+    problem = refusal("latest")
+    assert problem is not None and "not a k3s release name" in problem
+    assert parse("v1.34.2+k3s1") == (1, 34, 2, 1)
+    assert parse("1.34.2") is None
+
+
+def test_every_entry_names_its_reason() -> None:
+    assert KNOWN_BAD and all("k3s#" in bad.reason for bad in KNOWN_BAD)
+
+
+NODES = [Node("s1", role="server", address="192.0.2.1", ssh_user="root")]
+
+
+def settings(**env: str) -> Settings:
+    base = {"TAILSCALE_AUTH_KEY": "tskey-test"}
+    return Settings.load("/nonexistent", {**base, **env}, use_vault=False)
+
+
+def test_preflight_refuses_bad_version_for_cluster_and_init() -> None:
+    s = settings(K3S_VERSION="v1.35.5+k3s1")
+    problems = entry_problems(["cluster", "init_cluster"], s, NODES)
+    assert len(problems) == 2
+    assert all("known bad" in p for p in problems)
+    assert entry_problems(["cluster"], settings(K3S_VERSION="v1.34.2+k3s1"), NODES) == []
+
+
+def test_preflight_etcd_s3_needs_r2() -> None:
+    problems = entry_problems(["cluster"], settings(K3S_ETCD_S3="true"), NODES)
+    text = "\n".join(problems)
+    for name in ("K3S_ETCD_S3_BUCKET", "R2_ENDPOINT", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY"):
+        assert name in text
+
+
+def test_preflight_reset_needs_confirmation() -> None:
+    assert entry_problems(["reset"], settings(), NODES)
+    assert entry_problems(["reset"], settings(K3S_RESET_CONFIRM="yes"), NODES)
+    assert entry_problems(["reset"], settings(K3S_RESET_CONFIRM="yes-destroy-k3s"), NODES) == []
