@@ -73,6 +73,20 @@ def k3s_reset_confirm_check(settings: Settings, nodes: Sequence[Node]) -> list[s
 
 K3S_CHECKS: list[Check] = [k3s_version_check, k3s_etcd_s3_check]
 
+def secrets_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """Every variable deploys/secrets.py's list needs (all unset ones named)."""
+    from k3sfleet.k8s_secrets import preflight_problems
+
+    return preflight_problems(settings)
+
+
+def databases_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """appDatabases well formed, each app's namespace found, each app's password in the vault."""
+    from k3sfleet.databases import preflight_problems
+
+    return preflight_problems(settings)
+
+
 ENTRY_CHECKS: dict[str, list[Check]] = {
     "argocd": [
         argocd_oidc_check,
@@ -80,8 +94,10 @@ ENTRY_CHECKS: dict[str, list[Check]] = {
     ],
     "bootstrap": [tailscale_key_check],
     "cluster": [tailscale_key_check, *K3S_CHECKS],
+    "databases": [databases_check],
     "init_cluster": [tailscale_key_check, *K3S_CHECKS],
     "reset": [k3s_reset_confirm_check],
+    "secrets": [secrets_check],
 }
 
 
