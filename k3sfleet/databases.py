@@ -549,3 +549,54 @@ def passwords_from_vault(apps: Iterable[AppDatabase], vault: Mapping[str, Any]) 
         for a in apps
         if isinstance(stored, Mapping) and stored.get(a.name)
     }
+
+
+# -- the vault ------------------------------------------------------------------------------
+
+
+def store_passwords(path: Path, passwords: Mapping[str, str], vault_password: bytes) -> bool:
+    """Write the password map to the vault at ``path`` (created as a whole-file vault, 0600,
+    when absent); a whole-file vault keeps its other content and comments, an inline file gets
+    each new password as an inline ``!vault`` value. Returns whether the file changed."""
+    from k3sfleet import vault as v
+
+    vf = v.read_vault_file(path, vault_password)
+    wanted = dict(passwords)
+    if vf.kind in ("file", "absent"):
+        return v.set_value(path, VAULT_KEY, wanted, vault_password)  # type: ignore[arg-type]
+    if dict(v._plain(vf.data).get(VAULT_KEY) or {}) == wanted:
+        return False
+    text = v.render(vf, {**vf.data, VAULT_KEY: wanted}, vault_password)
+    v.write_atomic(path, text, vf.mode)
+    return True
+
+
+def generate_passwords(
+    project_dir: Path | str,
+    vault_path: Path,
+    vault_password: bytes,
+    apps_path: str = "helm/apps",
+) -> tuple[list[str], list[str]]:
+    """Give every declared app without a password a new one in the vault; never change an
+    existing one. Returns (apps that got a password, apps that already had one)."""
+    from k3sfleet.vault import read_vault_file
+
+    apps = load_apps(project_dir, apps_path)
+    existing = read_vault_file(vault_path, vault_password).data.get(VAULT_KEY) or {}
+    if not isinstance(existing, Mapping):
+        raise ConfigError(f"vault {VAULT_KEY} must be a map of app name -> password")
+    passwords, added = with_new_passwords(apps, existing)
+    if added:
+        store_passwords(vault_path, passwords, vault_password)
+    return added, [a.name for a in apps if a.name not in added]
+
+
+def preflight_problems(settings: Any, project: Path | None = None) -> list[str]:
+    """What ``deploys/databases.py`` would miss: bad ``appDatabases`` entries, templates without
+    a namespace, apps without a vault password (all at once)."""
+    project = project or Path.cwd()
+    try:
+        apps = load_apps(project, settings.gitops_apps_path)
+    except ConfigError as e:
+        return list(e.problems)
+    return missing_passwords(apps, settings.vault)

@@ -671,3 +671,19 @@ def project_dir() -> Path:
 
     configured = host.data.get("k3sfleet_project_dir")
     return Path(configured) if configured else Path.cwd()
+
+
+def preflight_problems(settings: Any, project: Path | None = None) -> list[str]:
+    """What ``deploys/secrets.py`` would miss, from the settings the inventory loaded and the
+    project's ``.envrc`` files (the working directory): every unset variable at once."""
+    from deploys.secrets import SECRETS
+    from k3sfleet.settings import load_env_files
+
+    project = project or Path.cwd()
+    values = Values(
+        settings.as_host_data(),
+        dict(load_env_files(project, os.environ)),
+        settings.vault,
+        project,
+    )
+    return missing_problems(SECRETS, values)
