@@ -21,8 +21,9 @@ class ConfigError(K3sfleetError):
 
     def __init__(self, problems: Iterable[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
+        count = len(self.problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(
-            f"k3sfleet: configuration has {len(self.problems)} problem(s); "
-            f"nothing was changed:\n{lines}"
+            f"k3sfleet found {count} configuration problem{'s' if count != 1 else ''} "
+            f"(no host was contacted):\n{lines}"
         )

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import re
 import sys
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from k3sfleet.errors import ConfigError, K3sfleetError
 from k3sfleet.settings import Settings
@@ -106,8 +107,11 @@ def validate(
     nodes: Sequence[Node],
     settings: Settings,
     entry_files: Sequence[str] = (),
+    *,
+    check_vault: bool = True,
 ) -> list[str]:
     """Every problem with ``nodes`` and ``settings`` for running ``entry_files``, as text.
+    ``check_vault=False`` checks only the nodes themselves (when the vault could not be read).
 
     Example::
 
@@ -136,6 +140,8 @@ def validate(
                 )
     if not any(n.role == "server" for n in nodes):
         problems.append("the inventory has no server (role='server')")
+    if not check_vault:
+        return problems
 
     vault = settings.vault
     tailnet = settings.k3sfleet_connect == "tailnet"
@@ -173,7 +179,7 @@ def validate(
         for extra in sorted(set(mapping or ()) - known):
             problems.append(f"vault {key} names {extra}, which the inventory lacks")
     problems.extend(entry_problems(entry_files, settings, nodes))
-    return problems
+    return list(dict.fromkeys(problems))  # a duplicated node is named once per problem
 
 
 def node_address(node: Node, settings: Settings) -> str:
@@ -235,27 +241,41 @@ def groups(
 
     Loads the settings from ``project_dir`` (default: the caller's directory) unless given,
     validates everything for the entry files on the command line, and raises one
-    ``ConfigError`` listing every problem, before any host is contacted.
+    ``ConfigError`` listing every problem, before any host is contacted. Under the pyinfra CLI
+    the error points at the line of the inventory file that called ``groups``.
     """
+    caller = sys._getframe(1)
+    problems: list[str] = []
     if settings is None:
         if project_dir is None:
-            caller = sys._getframe(1).f_globals.get("__file__")
-            project_dir = Path(caller).resolve().parent if caller else Path.cwd()
+            caller_file = caller.f_globals.get("__file__")
+            project_dir = Path(caller_file).resolve().parent if caller_file else Path.cwd()
         try:
-            settings = Settings.load(project_dir)
-        except ConfigError:
-            raise
+            settings, problems = Settings.load_partial(project_dir)
         except K3sfleetError as e:
-            raise ConfigError(str(e)) from None
-    problems = validate(
-        nodes, settings, entry_files_from_argv() if entry_files is None else entry_files
-    )
+            _raise_in_caller(ConfigError(str(e)), caller)
+    entries = entry_files_from_argv() if entry_files is None else entry_files
+    if settings.vault_readable:
+        problems.extend(validate(nodes, settings, entries))
+    else:  # still name the problems of the nodes themselves
+        problems.extend(validate(nodes, settings, (), check_vault=False))
     if problems:
-        raise ConfigError(problems)
-    servers, agents = [], []
+        _raise_in_caller(ConfigError(problems), caller)
+    servers: list[tuple[str, dict[str, Any]]] = []
+    agents: list[tuple[str, dict[str, Any]]] = []
     for node in nodes:
         data = host_data(node, settings)
         if overrides:
             data.update(overrides)
         (servers if node.role == "server" else agents).append((node.name, data))
     return servers, agents
+
+
+def _raise_in_caller(error: Exception, frame: types.FrameType) -> NoReturn:
+    """Raise ``error`` from a frame that carries the caller's file name and line, so pyinfra's
+    CLI (which names the innermost frame outside pyinfra) reports ``inventory.py line N``
+    rather than a line inside k3sfleet."""
+    filename, lineno = frame.f_code.co_filename, frame.f_lineno
+    code = compile("\n" * (lineno - 1) + "raise error", filename, "exec")
+    exec(code, {"error": error})  # noqa: S102 - a constant statement, only the location varies
+    raise error  # unreachable: keeps type checkers satisfied

@@ -25,6 +25,13 @@ class Secret(HiddenValue):
     def __bool__(self) -> bool:
         return bool(self.unmask())
 
+    def __repr__(self) -> str:
+        return f"Secret({self.masked_value!r})"
+
+    def to_json(self) -> str:
+        """What ``pyinfra ... debug-inventory`` (its JSON encoder) shows: the mask."""
+        return str(self.masked_value)
+
 
 def reveal(value: object) -> str | None:
     """The plain text of a secret (or of a plain value); ``None`` stays ``None``."""

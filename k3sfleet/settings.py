@@ -174,6 +174,8 @@ class Settings:
     # -- not settings: where each value came from, and the raw vault ---------------------------
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     vault: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # False when a vault file exists but could not be read (then ``vault`` is empty)
+    vault_readable: bool = field(default=True, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -185,7 +187,31 @@ class Settings:
         use_vault: bool = True,
     ) -> Settings:
         """Build the settings for ``project_dir``; raise ``ConfigError`` naming every problem."""
-        from k3sfleet.vault import VaultError, find_vault_file, load_vault, resolve_password
+        settings, problems = cls.load_partial(
+            project_dir, environ, vault_password_file=vault_password_file, use_vault=use_vault
+        )
+        if problems:
+            raise ConfigError(problems)
+        return settings
+
+    @classmethod
+    def load_partial(
+        cls,
+        project_dir: Path | str = ".",
+        environ: Mapping[str, str] | None = None,
+        *,
+        vault_password_file: str | None = None,
+        use_vault: bool = True,
+    ) -> tuple[Settings, list[str]]:
+        """Like ``load``, but return the problems with settings in which every bad value is
+        left at its default, so callers can go on checking and report everything at once."""
+        from k3sfleet.vault import (
+            VaultError,
+            find_vault_file,
+            load_vault,
+            needs_password,
+            resolve_password,
+        )
 
         project = Path(project_dir)
         env = dict(os.environ if environ is None else environ)
@@ -193,15 +219,20 @@ class Settings:
         problems: list[str] = []
 
         vault: dict[str, Any] = {}
+        readable = True
         vault_path = find_vault_file(project, layered.get("K3SFLEET_VAULT_FILE"))
         if use_vault and vault_path.exists():
             try:
-                password = resolve_password(
-                    vault_password_file or layered.get("K3SFLEET_VAULT_PASSWORD_FILE"), layered
-                )
+                password = None
+                if needs_password(vault_path):
+                    password = resolve_password(
+                        vault_password_file or layered.get("K3SFLEET_VAULT_PASSWORD_FILE"),
+                        layered,
+                    )
                 vault = load_vault(vault_path, password)
             except VaultError as e:
                 problems.append(str(e))
+                readable = False
 
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
@@ -218,9 +249,7 @@ class Settings:
                 values[f.name] = _coerce(f, raw)
             except ValueError as e:
                 problems.append(f"{env_name}: {e}")
-        if problems:
-            raise ConfigError(problems)
-        return cls(**values, sources=sources, vault=vault)
+        return cls(**values, sources=sources, vault=vault, vault_readable=readable), problems
 
     def as_host_data(self) -> dict[str, Any]:
         """The settings as pyinfra host data (field name -> value)."""

@@ -49,6 +49,12 @@ def find_vault_file(project: Path, configured: str | None) -> Path:
     return default
 
 
+def needs_password(path: Path) -> bool:
+    """Whether reading ``path`` needs the vault password (whole-file or inline ``!vault``)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return is_encrypted(text) or VAULT_TAG in text
+
+
 def resolve_password(explicit_file: str | None, environ: Mapping[str, str]) -> bytes:
     """The vault password from ``explicit_file``, ``K3SFLEET_VAULT_PASSWORD_FILE`` or
     ``ANSIBLE_VAULT_PASSWORD_FILE``. An executable file is run and its output used, as Ansible does.
@@ -81,10 +87,37 @@ def resolve_password(explicit_file: str | None, environ: Mapping[str, str]) -> b
     return secret
 
 
-def _vault_lib(password: bytes) -> Any:
-    from ansible_vault.parsing import AnsibleVaultLib
+def _import_vault_lib() -> Any:
+    """Import ansible-vault's ``AnsibleVaultLib``.
 
-    return AnsibleVaultLib(password).vault
+    ansible-core (2.19) probes ``socket.getaddrinfo`` when imported; under the pyinfra CLI,
+    which monkey-patches sockets with gevent, that probe fails in a gevent worker and prints a
+    stray traceback. The import therefore runs with the unpatched ``getaddrinfo``.
+    """
+    import socket
+
+    original = None
+    try:
+        from gevent import monkey
+
+        if monkey.is_module_patched("socket"):
+            original = monkey.get_original("socket", "getaddrinfo")
+    except ImportError:  # pragma: no cover - gevent comes with pyinfra
+        pass
+    patched = socket.getaddrinfo
+    if original is not None:
+        socket.getaddrinfo = original
+    try:
+        import ansible.constants
+        import ansible.parsing.vault  # noqa: F401 - imported here, used by AnsibleVaultLib
+        from ansible_vault.parsing import AnsibleVaultLib
+    finally:
+        socket.getaddrinfo = patched
+    return AnsibleVaultLib
+
+
+def _vault_lib(password: bytes) -> Any:
+    return _import_vault_lib()(password).vault
 
 
 def _decrypt(lib: Any, text: str | bytes, path: Path) -> str:
