@@ -71,7 +71,7 @@ def deprecated(message: str) -> None:
     deprecated. Not a ``DeprecationWarning``: Python hides those outside ``__main__``."""
     if message not in _warned:
         _warned.add(message)
-        print(f"k3sfleet: deprecated: {message}", file=sys.stderr)
+        print(f"k3sfleet: {message}", file=sys.stderr)
 
 
 def nodes_from_groups(**groups: Iterable[str | tuple[str, dict[str, Any]]]) -> list[Node]:

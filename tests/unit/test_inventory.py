@@ -1,0 +1,184 @@
+"""Inventory: addresses from the vault maps, the tailnet switch, aliases, host data, checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import runpy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k3sfleet.errors import ConfigError
+from k3sfleet.inventory import (
+    Node,
+    entry_files_from_argv,
+    groups,
+    host_data,
+    nodes_from_groups,
+    validate,
+)
+from k3sfleet.secret import Secret
+from k3sfleet.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+VAULT: dict[str, Any] = {
+    "vault_ansible_hosts": {"vps-aws-1": "203.0.113.10", "vps-hetzner-1": "203.0.113.20"},
+    "vault_ansible_users": {"vps-aws-1": "admin", "vps-hetzner-1": "root"},
+}
+NODES = [
+    Node("vps-aws-1", role="server", provider="aws"),
+    Node("vps-hetzner-1", role="agent", provider="hetzner", labels={"k3sfleet/ingress": "true"},
+         taints=["dedicated=ingress:NoSchedule"]),
+]
+
+
+def settings(vault: dict[str, Any] | None = None, **values: Any) -> Settings:
+    return Settings(**values, vault=VAULT if vault is None else vault)
+
+
+def test_public_addresses_and_users_come_from_the_vault() -> None:
+    servers, agents = groups(NODES, settings(), entry_files=())
+    assert [name for name, _ in servers] == ["vps-aws-1"]
+    assert [name for name, _ in agents] == ["vps-hetzner-1"]
+    server, agent = servers[0][1], agents[0][1]
+    assert (server["ssh_hostname"], server["ssh_user"]) == ("203.0.113.10", "admin")
+    assert (agent["ssh_hostname"], agent["ssh_user"]) == ("203.0.113.20", "root")
+    assert agent["k3s_role"] == "agent" and agent["k3sfleet_provider"] == "hetzner"
+    assert agent["k3s_node_labels"] == {"k3sfleet/ingress": "true"}
+    assert agent["k3s_node_taints"] == ["dedicated=ingress:NoSchedule"]
+    assert agent["k3s_node_name"] == "vps-hetzner-1"
+
+
+def test_ssh_data_uses_the_keys_the_pyinfra_ssh_connector_reads() -> None:
+    from pyinfra.connectors.ssh import ConnectorData
+
+    data = host_data(NODES[0], settings(k3sfleet_ssh_key="~/.ssh/fleet",
+                                        k3sfleet_known_hosts="~/.ssh/fleet_known_hosts"))
+    ssh_keys = {k for k in data if k.startswith("ssh_")}
+    assert ssh_keys <= set(ConnectorData.__annotations__), ssh_keys - set(
+        ConnectorData.__annotations__
+    )
+    assert data["ssh_strict_host_key_checking"] == "yes"  # StrictPolicy: unknown keys refused
+    assert data["ssh_known_hosts_file"] == str(Path("~/.ssh/fleet_known_hosts").expanduser())
+    assert data["ssh_key"] == str(Path("~/.ssh/fleet").expanduser())
+
+
+def test_every_setting_reaches_the_host_data() -> None:
+    s = settings(k3s_token=Secret("K10-token"), rolling_agent_batch=2)
+    data = host_data(NODES[0], s)
+    for f in dataclasses.fields(Settings):
+        if "doc" in f.metadata:
+            assert data[f.name] == getattr(s, f.name), f.name
+    assert isinstance(data["k3s_token"], Secret) and str(data["k3s_token"]) == "*MASKED*"
+
+
+def test_tailnet_switch_uses_tailscale_map_then_magicdns() -> None:
+    vault = {**VAULT, "vault_tailscale_hosts": {"vps-aws-1": "100.64.0.10"}}
+    s = settings(vault, k3sfleet_connect="tailnet", k3sfleet_tailnet_domain="tail1234.ts.net")
+    servers, agents = groups(NODES, s, entry_files=())
+    assert servers[0][1]["ssh_hostname"] == "100.64.0.10"
+    assert agents[0][1]["ssh_hostname"] == "vps-hetzner-1.tail1234.ts.net"
+    assert agents[0][1]["ssh_user"] == "root"  # users still come from the vault
+    # without a domain, the bare MagicDNS name
+    s = settings(VAULT, k3sfleet_connect="tailnet")
+    assert host_data(NODES[1], s)["ssh_hostname"] == "vps-hetzner-1"
+    # tailnet mode does not need vault_ansible_hosts at all
+    no_public = {"vault_ansible_users": VAULT["vault_ansible_users"]}
+    assert validate(NODES, settings(no_public, k3sfleet_connect="tailnet")) == []
+    assert validate(NODES, settings(no_public)) == [
+        "vault has no vault_ansible_hosts map (needed for 2 node(s))"
+    ]
+
+
+def test_node_addresses_override_the_vault_per_mode() -> None:
+    node = Node("lab-server-1", role="server", address="10.123.0.11",
+                tailnet_address="100.64.0.11", ssh_user="k3sfleet", ssh_port=2222)
+    public = host_data(node, settings({}))
+    assert (public["ssh_hostname"], public["ssh_user"], public["ssh_port"]) == (
+        "10.123.0.11", "k3sfleet", 2222)
+    assert host_data(node, settings({}, k3sfleet_connect="tailnet"))["ssh_hostname"] == (
+        "100.64.0.11")
+    assert validate([node], settings({})) == []
+
+
+def test_validation_names_every_problem() -> None:
+    vault = {
+        "vault_ansible_hosts": {"vps-aws-1": "203.0.113.10", "vps-gone-1": "203.0.113.99"},
+        "vault_ansible_users": ["not", "a", "map"],
+        "vault_tailscale_hosts": {"vps-gone-2": "100.64.0.2"},
+    }
+    nodes = [Node("vps-aws-1", role="agent"), Node("vps-aws-1", role="agent"),
+             Node("Bad_Name", role="agent", address="198.51.100.1", ssh_user="x"),
+             Node("vps-x-1", role="agent", taints=["nocolon"])]
+    problems = validate(nodes, settings(vault))
+    assert problems == [
+        "node vps-aws-1 is declared 2 times",
+        "node 'Bad_Name': a name must be a lower-case DNS label (a-z, 0-9, -), as it is the "
+        "hostname and the Kubernetes node name",
+        "node vps-x-1: taint 'nocolon' is not key[=value]:NoSchedule|PreferNoSchedule|NoExecute",
+        "the inventory has no server (role='server')",
+        "vault vault_ansible_users must be a map of node name to value",
+        "node vps-x-1 has no address in vault vault_ansible_hosts",
+        "vault vault_ansible_hosts names vps-gone-1, which the inventory lacks",
+        "vault vault_tailscale_hosts names vps-gone-2, which the inventory lacks",
+    ]
+    with pytest.raises(ConfigError) as err:
+        groups(nodes, settings(vault), entry_files=())
+    assert err.value.problems == problems
+
+
+def test_entry_file_requirements() -> None:
+    problems = validate(NODES, settings(), ["bootstrap"])
+    assert problems == ["TAILSCALE_AUTH_KEY is not set (needed by deploys/bootstrap.py)"]
+    assert validate(NODES, settings(tailscale_auth_key=Secret("tskey-x")), ["bootstrap"]) == []
+    assert entry_files_from_argv(
+        ["pyinfra", "inventory.py", "deploys/cluster.py", "/x/deploys/bootstrap.py", "other.py"]
+    ) == ["cluster", "bootstrap"]
+
+
+def test_ansible_aliases_work_with_a_deprecation(capsys: pytest.CaptureFixture[str]) -> None:
+    nodes = nodes_from_groups(
+        k3s_masters=["vps-aws-1"], k3s_workers=[("vps-hetzner-1", {"firewall_extra": 1})]
+    )
+    assert [(n.name, n.role) for n in nodes] == [("vps-aws-1", "server"),
+                                                 ("vps-hetzner-1", "agent")]
+    assert nodes[1].data == {"firewall_extra": 1}
+    err = capsys.readouterr().err
+    assert "k3sfleet: group k3s_masters is deprecated, use k3s_servers" in err
+    assert "k3sfleet: group k3s_workers is deprecated, use k3s_agents" in err
+
+    node = Node("vps-old-1", role="master")
+    assert node.role == "server"
+    assert "role 'master' is deprecated, use 'server'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown group"):
+        nodes_from_groups(k3s_nodes=["x"])
+
+
+def test_groups_loads_settings_from_the_callers_project(tmp_path: Path) -> None:
+    (tmp_path / "vault.yml").write_text(
+        "vault_ansible_hosts:\n  vps-aws-1: 203.0.113.10\n"
+        "vault_ansible_users:\n  vps-aws-1: admin\n"
+    )
+    (tmp_path / ".envrc").write_text("export K3S_VERSION=v1.33.6+k3s1\n")
+    (tmp_path / "inventory.py").write_text(
+        "from k3sfleet.inventory import Node, groups\n"
+        "k3s_servers, k3s_agents = groups([Node('vps-aws-1', role='server')], entry_files=())\n"
+    )
+    found = runpy.run_path(str(tmp_path / "inventory.py"))
+    [(name, data)] = found["k3s_servers"]
+    assert (name, data["ssh_hostname"], data["k3s_version"]) == (
+        "vps-aws-1", "203.0.113.10", "v1.33.6+k3s1")
+    assert found["k3s_agents"] == []
+
+
+def test_the_projects_inventory_file_declares_valid_nodes() -> None:
+    source = (ROOT / "inventory.py").read_text()
+    namespace: dict[str, Any] = {}
+    exec(compile(source.split("k3s_servers, k3s_agents")[0], "inventory.py", "exec"), namespace)
+    nodes = namespace["NODES"]
+    vault = {
+        "vault_ansible_hosts": {n.name: "192.0.2.1" for n in nodes},
+        "vault_ansible_users": {n.name: "admin" for n in nodes},
+    }
+    assert validate(nodes, settings(vault)) == []
