@@ -518,7 +518,7 @@ def test_server_agent_token_and_upgrade_on_loopback(
         [
             "server",
             "--config",
-            str(config),
+            str(config_file),
             "--data-dir",
             str(data),
             "--write-kubeconfig",
