@@ -1,4 +1,8 @@
-"""What a node needs before K3s: IP forwarding, the kernel modules K3s uses, its directories.
+"""What a node needs before K3s that bootstrap does not already do: K3s's directories.
+
+Kernel modules, forwarding sysctls and swap belong to ``deploys/common.py`` (bootstrap), which
+every node runs first; this deploy only creates /etc/rancher/k3s and /var/lib/rancher/k3s with
+modes that keep the secrets in them private (their files are 0600 anyway).
 
 Example::
 
@@ -9,28 +13,16 @@ Example::
 
 from __future__ import annotations
 
-import io
-
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
-MODULES_FILE = "/etc/modules-load.d/k3s.conf"
-MODULES = ("overlay", "br_netfilter")
-SYSCTLS = {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1}
+DIRECTORIES = {"/etc/rancher/k3s": "755", "/var/lib/rancher/k3s": "755"}
 
 
-@deploy("K3s prerequisites", data_defaults={"k3s_prereq_sysctls": SYSCTLS})
+@deploy("K3s prerequisites")
 def k3s_prereq() -> None:
-    """Forwarding sysctls (persisted), modules loaded at boot, /etc/rancher/k3s."""
+    """K3s's configuration and data directories, root-owned."""
     sudo = host.data.get("ssh_user") != "root"
-    for key, value in dict(host.data.k3s_prereq_sysctls).items():
-        server.sysctl(name=f"sysctl {key}={value}", key=key, value=value, persist=True, _sudo=sudo)
-    files.put(
-        name="Kernel modules for K3s at boot",
-        src=io.StringIO("".join(f"{m}\n" for m in MODULES)),
-        dest=MODULES_FILE,
-        mode="644",
-        _sudo=sudo,
-    )
-    files.directory(name="/etc/rancher/k3s", path="/etc/rancher/k3s", mode="755", _sudo=sudo)
+    for path, mode in DIRECTORIES.items():
+        files.directory(name=path, path=path, user="root", group="root", mode=mode, _sudo=sudo)
