@@ -289,7 +289,7 @@ class RollingEngine:
 
         try:
             t = self.clock()
-            self._health_gate()
+            self._health_gate(names)
             self.out(f"  health gate ok ({_fmt(self.clock() - t)})")
 
             step = "cordon"
@@ -357,10 +357,16 @@ class RollingEngine:
             raise K3sfleetError(f"k3sfleet: Kubernetes API unreachable ({step}): {e}") from None
         return {n.metadata.name: n for n in items}
 
-    def _health_gate(self) -> None:
-        """The API answers, every Node is Ready and (several servers) etcd members are Ready."""
+    def _health_gate(self, batch: Sequence[str] = ()) -> None:
+        """The API answers, every other Node is Ready, and (several servers) the etcd members.
+
+        The batch's own nodes may be NotReady: a failed earlier run may have left them so, and
+        the node action is what repairs them.
+        """
         nodes = self._nodes("health gate")
-        not_ready = sorted(name for name, n in nodes.items() if not is_ready(n))
+        not_ready = sorted(
+            name for name, n in nodes.items() if not is_ready(n) and name not in batch
+        )
         if not_ready:
             raise _StepError(f"nodes not Ready: {', '.join(not_ready)}")
         members = [
@@ -509,7 +515,7 @@ class RollingEngine:
             return f"make every Node Ready (kubectl get nodes), then re-run; {name} was not changed"
         return (
             f"fix the cause on {name}, then re-run: the run resumes at {name} "
-            f"(or `kubectl uncordon {name}` to return it to service as it is)"
+            f"(or `kubectl uncordon {name}` to return it to service as it is)."
         )
 
 

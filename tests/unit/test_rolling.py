@@ -157,6 +157,7 @@ def make_engine(core: FakeCore, action: Any = None, **kw: Any) -> tuple[RollingE
         for name in names:
             core.log.append(("action", name, None))
             core.set_version(name, V2)
+            core.set_ready(name, True)
 
     engine = RollingEngine(
         core,
@@ -643,3 +644,17 @@ def test_engine_over_http_honours_a_pdb_and_stops(standin_api: Any) -> None:
     assert core.read_node("agent-1").spec.unschedulable  # left cordoned, and reported
     assert ("Pod", "pg-0", "eviction") in our_node_writes(log)
     assert core.read_namespaced_pod("pg-0", "default")  # not deleted without permission
+
+
+def test_gate_lets_a_node_broken_by_a_failed_run_be_repaired() -> None:
+    core = fake()
+    core.set_version("server-1", V2)
+    core.set_ready("agent-1", False)  # an earlier run's failed restart
+    engine, _ = make_engine(core)
+    engine.run()
+    assert all(kubelet_version(n) == V2 for n in core.nodes.values())
+    core2 = fake()
+    core2.set_ready("agent-2", False)  # but another node down stops the run at once
+    engine2, _ = make_engine(core2)
+    with pytest.raises(RollingFailed, match="nodes not Ready: agent-2"):
+        engine2.run()
