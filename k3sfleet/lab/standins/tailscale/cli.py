@@ -53,14 +53,23 @@ def _record(argv: list[str]) -> None:
         pass
 
 
-def _daemon_running() -> bool:
+def _daemon_state() -> dict[str, Any] | None:
+    """The daemon's view of the state (readable by any user), or None if it is not running."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(2)
             sock.connect(str(SOCKET))
-            return sock.recv(64).startswith(b'{"ok"')
-    except OSError:
-        return False
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        reply = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    state: dict[str, Any] = reply.get("state", {})
+    return state
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -203,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             "usage: tailscale [up|down|logout|status|ip|version]",
             2,
         )
-    if not _daemon_running():
+    daemon_state = _daemon_state()
+    if daemon_state is None:
         return _fail(NOT_RUNNING)
     if command in ("up", "down", "logout") and os.geteuid() != 0:
         return _fail(
@@ -223,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         save_state(state)
         apply_interface(state)
         return 0
-    status = status_json(state)
+    status = status_json(daemon_state)
     if command == "status":
         if "--json" in rest or "-json" in rest:
             print(json.dumps(status, indent=2))

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,8 @@ import sys
 from types import FrameType
 
 from .common import SOCKET, apply_interface, load_state
+
+PUBLIC_STATE = ("LoggedIn", "WantRunning", "HostName", "AdvertiseTags", "AcceptRoutes")
 
 
 def main() -> int:
@@ -42,4 +45,6 @@ def main() -> int:
     while True:
         connection, _ = server.accept()
         with connection:
-            connection.sendall(b'{"ok": true}\n')
+            # The CLI of any user reads the state through the socket, as with the real daemon.
+            state = {k: v for k, v in load_state().items() if k in PUBLIC_STATE}
+            connection.sendall(json.dumps({"ok": True, "state": state}).encode() + b"\n")
