@@ -1,0 +1,538 @@
+"""The lab: real Debian bookworm hosts on one machine, for tests, demos and newcomers.
+
+Each host boots systemd (``systemd-nspawn -b``) on an overlay of a cached debootstrap root, in
+its own network namespace with ``eth0`` on a "public" bridge and ``tailscale0`` (down) on a
+"tailnet" bridge. The lab serves, on its bridge address, the apt repository of the root's
+packages and the stand-ins' artifacts, writes known_hosts for strict host-key checking, and
+keeps its state in ``<K3SFLEET_LAB_DIR>/<name>/state.json`` so any process can drive it.
+Contract: docs/lab-contract.md. No product code imports this package.
+
+Example::
+
+    lab = Lab.create(servers=1, agents=2)
+    lab.ssh(lab.hosts[0], "systemctl is-system-running")   # (0, "running\\n", "")
+    lab.write_inventory(Path("lab_inventory.py"))           # pyinfra lab_inventory.py deploys/..
+    lab.down()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from k3sfleet.errors import K3sfleetError
+from k3sfleet.lab import hosts as hostproc
+from k3sfleet.lab import network, rootfs, supervise
+from k3sfleet.lab.network import LabNet
+from k3sfleet.secret import Secret
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+API_WRITES = "var/lib/rancher/k3s/server/logs/api-writes.jsonl"
+
+
+class LabError(K3sfleetError):
+    """The lab cannot run here, or a lab operation failed."""
+
+
+def unavailable_reason() -> str | None:
+    """Why the lab cannot run on this machine (``None`` if it can)."""
+    if os.geteuid() != 0:
+        return "the lab needs root (systemd-nspawn, network namespaces, overlay mounts)"
+    for tool in ("systemd-nspawn", "debootstrap", "lxcfs", "zstd", "ip", "dpkg-scanpackages",
+                 "ssh-keygen"):
+        if shutil.which(tool) is None:
+            return f"the lab needs `{tool}` (run scripts/setup.sh)"
+    probe = subprocess.run(  # noqa: S603
+        ["unshare", "--mount", "--net", "--pid", "--fork", "true"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        return ("the lab needs mount, network and PID namespaces (unshare failed: "
+                f"{probe.stderr.strip() or probe.returncode})")
+    return None
+
+
+@dataclass
+class LabHost:
+    """One lab host as the tests see it."""
+
+    name: str
+    role: str
+    number: int
+    public_ip: str
+    tailnet_ip: str
+    netns: str
+    ssh_port: int = 22
+    user: str = rootfs.LAB_USER
+    supervisor_pid: int | None = None
+    host_key: str = ""
+
+
+def _parallel(func: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        return list(pool.map(func, items))
+
+
+def _lab_root(lab_dir: str | Path | None) -> Path:
+    if lab_dir is None:
+        from k3sfleet.settings import Settings
+
+        lab_dir = Settings.load(".", use_vault=False).k3sfleet_lab_dir
+    return Path(lab_dir).expanduser()
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    if cache_dir is None:
+        from k3sfleet.settings import Settings
+
+        cache_dir = Settings.load(".", use_vault=False).k3sfleet_lab_cache_dir
+    return Path(cache_dir).expanduser()
+
+
+def _lab_auth_keys(name: str) -> list[str]:
+    try:
+        from k3sfleet.lab.artifacts import lab_auth_key
+    except ImportError:
+        return [f"tskey-auth-{name}-{secrets.token_hex(16)}"]
+    return [lab_auth_key(name)]
+
+
+def _host_json(name: str, tailnet_address: str, auth_keys: list[str]) -> dict[str, Any]:
+    try:
+        from k3sfleet.lab.artifacts import host_json
+    except ImportError:
+        return {"name": name, "tailnet_address": tailnet_address, "tailnet_prefix": 24,
+                "auth_key_sha256": [hashlib.sha256(k.encode()).hexdigest() for k in auth_keys]}
+    return host_json(name, tailnet_address, auth_keys)
+
+
+@dataclass
+class Lab:
+    """A running lab (see the module docstring)."""
+
+    name: str
+    index: int
+    directory: Path
+    cache: Path
+    hosts: list[LabHost] = field(default_factory=list)
+    lxcfs_pid: int | None = None
+    server_pid: int | None = None
+    artifact_port: int | None = None
+    auth_keys: list[str] = field(default_factory=list)
+    k3s_versions: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        servers: int = 1,
+        agents: int = 2,
+        name: str | None = None,
+        *,
+        lab_dir: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> Lab:
+        """Boot a lab of ``servers`` + ``agents`` hosts (in parallel); tear it down on failure."""
+        reason = unavailable_reason()
+        if reason:
+            raise LabError(f"k3sfleet lab: {reason}")
+        if servers < 1 or agents < 0:
+            raise LabError("k3sfleet lab: at least one server, and no negative agent count")
+        say = log or (lambda _msg: None)
+        top = _lab_root(lab_dir)
+        top.mkdir(parents=True, exist_ok=True)
+        cache = _cache_root(cache_dir)
+        start = time.monotonic()
+        if name and (top / name / "state.json").exists():
+            raise LabError(f"k3sfleet lab: a lab named {name} exists; `k3sfleet lab down {name}`")
+        index, directory = network.claim_index(top, name)
+        name = directory.name
+        directory.mkdir(parents=True, exist_ok=True)
+        lab = cls(name=name, index=index, directory=directory, cache=cache)
+        lab.auth_keys = _lab_auth_keys(name)
+        lab.save()
+        try:
+            lab._boot(servers, agents, start, say)
+        except BaseException:
+            lab.down()
+            raise
+        return lab
+
+    def _boot(self, servers: int, agents: int, start: float, say: Callable[[str], None]) -> None:
+        net = self.net
+        (self.directory / "logs").mkdir(exist_ok=True)
+        (self.directory / "hosts").mkdir(exist_ok=True)
+        t = time.monotonic()
+        say(f"lab {self.name}: root filesystem (cache {self.cache})")
+        image = rootfs.ensure_root(self.cache, self.directory / "logs/rootfs.log")
+        self.timings["rootfs"] = time.monotonic() - t
+        t = time.monotonic()
+        lower = self.directory / "lower"
+        if not (lower / "etc").exists():
+            rootfs.extract(image.tarball, lower)
+        self.timings["extract"] = time.monotonic() - t
+        t = time.monotonic()
+        network.create_bridges(net)
+        self._ssh_keypair()
+        self._serve(image)
+        self.lxcfs_pid = hostproc.start_lxcfs(self.directory / "lxcfs", self.directory /
+                                              "logs/lxcfs.log")
+        self.save()
+        self.timings["services"] = time.monotonic() - t
+        t = time.monotonic()
+        roles = ["server"] * servers + ["agent"] * agents
+        new = [self._new_host(role) for role in roles]
+        self.save()
+        say(f"lab {self.name}: booting {len(new)} hosts")
+        _parallel(self._start, new)
+        self.save()
+        self._write_known_hosts()
+        self.timings["boot"] = time.monotonic() - t
+        self.timings["total"] = time.monotonic() - start
+        self.save()
+
+    def _new_host(self, role: str) -> LabHost:
+        number = max((h.number for h in self.hosts), default=0) + 1
+        count = sum(1 for h in self.hosts if h.role == role) + 1
+        name = f"lab-{role}-{count}"
+        net = self.net
+        host = LabHost(name=name, role=role, number=number, public_ip=net.public_ip(number),
+                       tailnet_ip=net.tailnet_ip(number), netns=net.netns(name))
+        self.hosts.append(host)
+        return host
+
+    def _start(self, host: LabHost) -> None:
+        net = self.net
+        hdir = self.host_dir(host)
+        network.create_host_links(net, host.number, host.name)
+        root = hostproc.mount_overlay(self.directory / "lower", hdir)
+        if not host.host_key:
+            ident = rootfs.HostIdentity(
+                name=host.name,
+                tailnet_address=host.tailnet_ip,
+                apt_url=f"{self.artifact_url}/debian",
+                authorized_key=(self.directory / "ssh/id_ed25519.pub").read_text(),
+                host_json=_host_json(host.name, host.tailnet_ip, self.auth_keys),
+            )
+            host.host_key = rootfs.prepare_host(root, ident)
+        host.supervisor_pid = hostproc.start_host(hdir, host.name, host.netns,
+                                                  self.directory / "lxcfs")
+        hostproc.wait_ssh(host.public_ip)
+
+    def _ssh_keypair(self) -> None:
+        key = self.ssh_key
+        if key.exists():
+            return
+        key.parent.mkdir(mode=0o700, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",  # noqa: S603
+                        f"k3sfleet-{self.name}", "-f", str(key)], check=True)
+
+    def _serve(self, image: rootfs.RootImage) -> None:
+        www = self.directory / "www"
+        www.mkdir(exist_ok=True)
+        debian = www / "debian"
+        if not debian.is_symlink():
+            debian.symlink_to(image.apt_repo)
+        try:
+            from k3sfleet.lab import artifacts
+        except ImportError:
+            artifacts = None  # type: ignore[assignment]
+        if artifacts is not None:
+            built = artifacts.build_artifacts(www, self.cache)
+            versions = getattr(built, "k3s_versions", None)
+            if versions:
+                self.k3s_versions = list(versions)
+        portfile = self.directory / "www.port"
+        portfile.unlink(missing_ok=True)
+        self.server_pid = hostproc.detached(
+            [sys.executable, "-m", "k3sfleet.lab.serve", str(www), self.net.gateway,
+             str(portfile)],
+            self.directory / "logs/artifacts.log",
+        )
+        deadline = time.monotonic() + 10
+        while not portfile.exists():
+            if time.monotonic() > deadline or not hostproc.alive(self.server_pid, str(www)):
+                raise LabError(f"artifact server did not start; see {self.directory}/logs")
+            time.sleep(0.05)
+        self.artifact_port = int(portfile.read_text())
+
+    def _write_known_hosts(self) -> None:
+        lines = [f"{h.name},{h.public_ip},{h.tailnet_ip} {h.host_key}\n" for h in self.hosts
+                 if h.host_key]
+        tmp = self.known_hosts.with_suffix(".tmp")
+        tmp.write_text("".join(lines))
+        tmp.rename(self.known_hosts)
+
+    # -- state --------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write state.json (atomically)."""
+        state = {
+            "name": self.name, "index": self.index, "cache": str(self.cache),
+            "hosts": [asdict(h) for h in self.hosts], "lxcfs_pid": self.lxcfs_pid,
+            "server_pid": self.server_pid, "artifact_port": self.artifact_port,
+            "auth_keys": self.auth_keys, "k3s_versions": self.k3s_versions,
+            "timings": self.timings,
+        }
+        path = self.directory / "state.json"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(state, out, indent=2)
+        tmp.rename(path)
+
+    @classmethod
+    def load(cls, name: str, lab_dir: str | Path | None = None) -> Lab:
+        """The lab ``name`` from its state.json (``LabError`` if there is none)."""
+        directory = _lab_root(lab_dir) / name
+        try:
+            state = json.loads((directory / "state.json").read_text())
+        except (OSError, ValueError):
+            raise LabError(f"k3sfleet lab: no lab named {name} in {directory.parent}") from None
+        return cls(
+            name=state["name"], index=state["index"], directory=directory,
+            cache=Path(state["cache"]), hosts=[LabHost(**h) for h in state["hosts"]],
+            lxcfs_pid=state["lxcfs_pid"], server_pid=state["server_pid"],
+            artifact_port=state["artifact_port"], auth_keys=state["auth_keys"],
+            k3s_versions=state["k3s_versions"], timings=state.get("timings", {}),
+        )
+
+    @staticmethod
+    def running(lab_dir: str | Path | None = None) -> list[str]:
+        """Names of the labs with a state.json under the lab directory."""
+        top = _lab_root(lab_dir)
+        if not top.exists():
+            return []
+        return sorted(p.parent.name for p in top.glob("*/state.json"))
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def net(self) -> LabNet:
+        return LabNet(self.index)
+
+    @property
+    def ssh_key(self) -> Path:
+        """The private key (ed25519) of the ``k3sfleet`` user on every host."""
+        return self.directory / "ssh/id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        """known_hosts with every host's key under its name, public and tailnet address."""
+        return self.directory / "ssh/known_hosts"
+
+    @property
+    def artifact_url(self) -> str:
+        return f"http://{self.net.gateway}:{self.artifact_port}"
+
+    @property
+    def servers(self) -> list[LabHost]:
+        return [h for h in self.hosts if h.role == "server"]
+
+    @property
+    def agents(self) -> list[LabHost]:
+        return [h for h in self.hosts if h.role == "agent"]
+
+    def host(self, name: str | LabHost) -> LabHost:
+        """The host called ``name``."""
+        wanted = name.name if isinstance(name, LabHost) else name
+        for h in self.hosts:
+            if h.name == wanted:
+                return h
+        raise LabError(f"lab {self.name} has no host {wanted}")
+
+    def host_dir(self, host: str | LabHost) -> Path:
+        return self.directory / "hosts" / (host.name if isinstance(host, LabHost) else host)
+
+    @property
+    def auth_key(self) -> str:
+        """A valid Tailscale auth key for this lab's stand-in."""
+        return self.auth_keys[0]
+
+    @property
+    def settings_overrides(self) -> dict[str, Any]:
+        """Host data the lab inventory sets over the settings (download sources, keys)."""
+        data: dict[str, Any] = {
+            "k3s_release_url": f"{self.artifact_url}/k3s",
+            "tailscale_apt_url": f"{self.artifact_url}/tailscale",
+            "tailscale_auth_key": Secret(self.auth_key),
+            "k3sfleet_known_hosts": str(self.known_hosts),
+            "k3sfleet_ssh_key": str(self.ssh_key),
+            "ssh_key": str(self.ssh_key),
+            "ssh_known_hosts_file": str(self.known_hosts),
+            "ssh_strict_host_key_checking": "yes",
+        }
+        if self.k3s_versions:
+            data["k3s_version"] = self.k3s_versions[-1]
+        return data
+
+    # -- operations ---------------------------------------------------------------------------
+    def add_host(self, role: str = "agent") -> LabHost:
+        """Boot one more host (for "adding a third agent")."""
+        if role not in ("server", "agent"):
+            raise LabError(f"role must be server or agent, not {role!r}")
+        t = time.monotonic()
+        host = self._new_host(role)
+        self.save()
+        self._start(host)
+        self._write_known_hosts()
+        self.timings[f"add_{host.name}"] = time.monotonic() - t
+        self.save()
+        return host
+
+    def ssh_client(self, host: str | LabHost, timeout: float = 10) -> Any:
+        """A connected paramiko client (strict host-key checking against ``known_hosts``)."""
+        import paramiko
+
+        h = self.host(host)
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(h.public_ip, port=h.ssh_port, username=h.user,
+                       key_filename=str(self.ssh_key), timeout=timeout, banner_timeout=timeout,
+                       auth_timeout=timeout, look_for_keys=False, allow_agent=False)
+        return client
+
+    def ssh(self, host: str | LabHost, command: str, timeout: float = 120) -> tuple[int, str, str]:
+        """Run ``command`` on ``host`` as the lab user; return (exit code, stdout, stderr)."""
+        client = self.ssh_client(host)
+        try:
+            _, out, err = client.exec_command(command, timeout=timeout)
+            rc = out.channel.recv_exit_status()
+            return rc, out.read().decode(), err.read().decode()
+        finally:
+            client.close()
+
+    def wait_running(self, host: str | LabHost, timeout: float = 60) -> str:
+        """Wait for ``systemctl is-system-running`` to settle; return its final state."""
+        rc, out, _ = self.ssh(host, f"timeout {int(timeout)} systemctl is-system-running --wait",
+                              timeout=timeout + 10)
+        return out.strip()
+
+    def stop_host(self, host: str | LabHost) -> None:
+        """Power ``host`` off (it keeps its disk; ``start_host`` boots it again)."""
+        h = self.host(host)
+        hostproc.stop_host(h.supervisor_pid, self.host_dir(h))
+        supervise.remove_cgroup(h.netns)
+        h.supervisor_pid = None
+        self.save()
+
+    def start_host(self, host: str | LabHost) -> None:
+        """Boot a stopped ``host`` again."""
+        h = self.host(host)
+        if hostproc.alive(h.supervisor_pid, str(self.host_dir(h) / "nspawn.pid")):
+            return
+        self._start(h)
+        self.save()
+
+    def reboot(self, host: str | LabHost, timeout: float = 60) -> float:
+        """Reboot ``host`` from inside (``systemctl reboot``); return seconds until SSH is back."""
+        h = self.host(host)
+        hdir = self.host_dir(h)
+        before = hostproc.nspawn_pid(hdir)
+        start = time.monotonic()
+        try:
+            self.ssh(h, "sudo systemctl reboot", timeout=10)
+        except Exception:  # noqa: BLE001 - the connection may drop as the host goes down
+            pass
+        deadline = start + timeout
+        while time.monotonic() < deadline:
+            now = hostproc.nspawn_pid(hdir)
+            if now and now != before and hostproc.alive(now, str(hdir / "root")):
+                break
+            time.sleep(0.1)
+        else:
+            raise LabError(f"{h.name} did not reboot within {timeout:.0f} s")
+        hostproc.wait_ssh(h.public_ip, timeout=max(1.0, deadline - time.monotonic()))
+        return time.monotonic() - start
+
+    def api_writes(self, host: str | LabHost) -> list[dict[str, Any]]:
+        """The stand-in Kubernetes API's write log on ``host`` (empty if it has none)."""
+        path = self.host_dir(host) / "root" / API_WRITES
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def write_inventory(
+        self,
+        path: str | Path,
+        data: Mapping[str, Any] | None = None,
+        hosts: Iterable[str | LabHost] | None = None,
+    ) -> Path:
+        """Write a pyinfra inventory file for this lab (``data``: extra host data for all).
+
+        The file builds its groups with ``k3sfleet.inventory.groups()`` from the settings of the
+        directory pyinfra runs in, with the lab's overrides applied, so
+        ``pyinfra <path> deploys/bootstrap.py`` runs against the lab with host keys checked.
+        """
+        from k3sfleet.lab.inventory_file import render
+
+        chosen = self.hosts if hosts is None else [self.host(h) for h in hosts]
+        overrides = dict(self.settings_overrides)
+        overrides.update(data or {})
+        text = render(self.name, chosen, overrides)
+        out = Path(path)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return out
+
+    # -- teardown -----------------------------------------------------------------------------
+    def down(self) -> None:
+        """Stop every host and service of the lab and remove its mounts, links and files."""
+        net = self.net
+        hosts = list(self.hosts)
+        _parallel(lambda h: hostproc.stop_host(h.supervisor_pid, self.host_dir(h)), hosts)
+        for h in hosts:
+            hostproc.umount(self.host_dir(h) / "root")
+            supervise.remove_cgroup(h.netns)
+        www = str(self.directory / "www")
+        if self.server_pid and hostproc.alive(self.server_pid, www):
+            os.kill(self.server_pid, 15)
+            hostproc.wait_gone(self.server_pid, www, 5)
+        hostproc.stop_lxcfs(self.lxcfs_pid, self.directory / "lxcfs")
+        for h in hosts:
+            network.delete_host_links(net, h.number, h.name)
+        # hosts that never made it into state.json (a failed create) still leave namespaces
+        for ns in network.lab_netns(net):
+            network.ip("netns", "del", ns, check=False)
+        for link in network.lab_links(net):
+            network.ip("link", "del", link, check=False)
+        network.delete_bridges(net)
+        for point in sorted(hostproc.mounts_under(self.directory), reverse=True):
+            hostproc.umount(Path(point))
+        if not hostproc.mounts_under(self.directory):
+            shutil.rmtree(self.directory, ignore_errors=True)
+        network.release_index(self.index, self.directory)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """What of this lab still exists on the machine (all empty after ``down``)."""
+        marker = str(self.directory)
+        procs = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit() and hostproc.alive(int(proc.name), marker):
+                procs.append(f"{proc.name}: {hostproc._cmdline(int(proc.name))[:120]}")
+        cgroups = [str(p) for h in self.hosts for p in supervise.cgroup_dirs(h.netns)
+                   if p.exists()]
+        return {
+            "processes": procs,
+            "cgroups": cgroups,
+            "mounts": hostproc.mounts_under(self.directory),
+            "netns": network.lab_netns(self.net),
+            "links": network.lab_links(self.net),
+        }

@@ -1,0 +1,205 @@
+"""Lab hosts as processes: overlay mounts, lxcfs, and one supervised systemd-nspawn per host.
+
+Each host boots Debian with systemd as PID 1 (``systemd-nspawn -b``) in its own network
+namespace. A detached supervisor (``k3sfleet.lab.supervise``) restarts nspawn when the host
+reboots (exit 133). The lab runs its own lxcfs (own mountpoint, own PID) so that each host's
+/proc/uptime is its own and pyinfra's ``server.reboot`` sees a reboot.
+
+Example::
+
+    mount_overlay(lower, hdir)
+    pid = start_host(hdir, "lab-server-1", "k3fl1-lab-server-1", lab_dir / "lxcfs")
+    wait_ssh("10.123.1.11")
+    stop_host(pid, hdir)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class HostError(RuntimeError):
+    """A host did not start or stop as it should."""
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def alive(pid: int | None, marker: str) -> bool:
+    """Whether ``pid`` runs and its command line contains ``marker`` (guards PID reuse)."""
+    if not pid:
+        return False
+    cmd = _cmdline(pid)
+    if not cmd:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and marker in cmd
+
+
+def wait_gone(pid: int, marker: str, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``pid`` to end (reaping it if it is our child)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not alive(pid, marker):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+_SPAWN = (
+    "import subprocess, sys\n"
+    "with open(sys.argv[1], 'ab') as out:\n"
+    "    p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=out,"
+    " stderr=subprocess.STDOUT, start_new_session=True)\n"
+    "print(p.pid)\n"
+)
+
+
+def detached(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` fully detached (own session, not our child, so whoever runs
+    ``lab down`` can stop it and nobody is left with a zombie); output appended to ``log``.
+    Returns its PID once it has been exec'd."""
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", _SPAWN, str(log), *argv],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        raise HostError(f"could not start {argv[0]}: {done.stderr.strip()[-500:]}")
+    return int(done.stdout)
+
+
+def is_mounted(path: Path) -> bool:
+    """Whether ``path`` is a mountpoint (per /proc/self/mountinfo, FUSE included)."""
+    target = str(path)
+    with open("/proc/self/mountinfo") as info:
+        return any(line.split()[4] == target for line in info)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Every mountpoint at or below ``path``."""
+    top = str(path)
+    with open("/proc/self/mountinfo") as info:
+        points = [line.split()[4] for line in info]
+    return [p for p in points if p == top or p.startswith(top + "/")]
+
+
+def umount(path: Path) -> None:
+    """Unmount ``path`` (lazily if it is busy)."""
+    if not is_mounted(path):
+        return
+    done = subprocess.run(["umount", str(path)], capture_output=True, text=True)  # noqa: S603
+    if done.returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)  # noqa: S603
+
+
+def start_lxcfs(mountpoint: Path, log: Path) -> int:
+    """Start the lab's own lxcfs on ``mountpoint``; return its PID once it is mounted."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    pid = detached(
+        ["lxcfs", "-f", "-p", str(mountpoint.parent / "lxcfs.pid"), str(mountpoint)], log
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if (mountpoint / "proc/uptime").exists():
+            return pid
+        if not alive(pid, str(mountpoint)):
+            break
+        time.sleep(0.05)
+    raise HostError(f"lxcfs did not mount {mountpoint}; see {log}")
+
+
+def stop_lxcfs(pid: int | None, mountpoint: Path) -> None:
+    """Stop the lab's lxcfs and remove its mount."""
+    marker = str(mountpoint)
+    if pid and alive(pid, marker):
+        os.kill(pid, signal.SIGTERM)
+        if not wait_gone(pid, marker, 5):
+            os.kill(pid, signal.SIGKILL)
+            wait_gone(pid, marker, 5)
+    if is_mounted(mountpoint):
+        subprocess.run(["fusermount", "-u", str(mountpoint)], capture_output=True)  # noqa: S603
+        umount(mountpoint)
+
+
+def mount_overlay(lower: Path, hdir: Path) -> Path:
+    """Mount ``hdir/root`` as an overlay of ``lower`` with ``hdir/upper`` (kept across reboots)."""
+    for sub in ("upper", "work", "root"):
+        (hdir / sub).mkdir(parents=True, exist_ok=True)
+    root = hdir / "root"
+    if not is_mounted(root):
+        opts = f"lowerdir={lower},upperdir={hdir / 'upper'},workdir={hdir / 'work'}"
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(root)],  # noqa: S603
+                       check=True, capture_output=True)
+    return root
+
+
+def nspawn_argv(root: Path, name: str, netns: str, lxcfs: Path) -> list[str]:
+    """The systemd-nspawn command line of one host (flags from docs/lab-contract.md)."""
+    return [
+        "systemd-nspawn", "--boot", f"--directory={root}", f"--machine={name}",
+        "--register=no", "--keep-unit", f"--network-namespace-path=/run/netns/{netns}",
+        "--capability=CAP_NET_ADMIN", f"--bind-ro={lxcfs}:/run/lxcfs",
+        "--console=read-only", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+    ]
+
+
+def start_host(hdir: Path, name: str, netns: str, lxcfs: Path) -> int:
+    """Boot the host in ``hdir`` under a detached supervisor; return the supervisor's PID."""
+    env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
+    argv = [sys.executable, "-m", "k3sfleet.lab.supervise", str(hdir / "nspawn.pid"), netns, "--",
+            *nspawn_argv(hdir / "root", name, netns, lxcfs)]
+    return detached(argv, hdir / "console.log", env)
+
+
+def nspawn_pid(hdir: Path) -> int | None:
+    try:
+        return int((hdir / "nspawn.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_host(supervisor: int | None, hdir: Path, timeout: float = 30) -> None:
+    """Power the host off (SIGTERM to its supervisor -> nspawn), killing it after ``timeout``."""
+    marker = str(hdir / "nspawn.pid")
+    if supervisor and alive(supervisor, marker):
+        os.kill(supervisor, signal.SIGTERM)
+        if wait_gone(supervisor, marker, timeout):
+            return
+    child = nspawn_pid(hdir)
+    for pid, mark in ((supervisor, marker), (child, str(hdir / "root"))):
+        if pid and alive(pid, mark):
+            os.kill(pid, signal.SIGKILL)
+            wait_gone(pid, mark, 10)
+
+
+def wait_ssh(address: str, port: int = 22, timeout: float = 60) -> float:
+    """Wait until sshd at ``address`` sends its banner; return the seconds it took."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, port), timeout=1) as conn:
+                conn.settimeout(2)
+                if conn.recv(4).startswith(b"SSH-"):
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise HostError(f"no SSH on {address}:{port} after {timeout:.0f} s")

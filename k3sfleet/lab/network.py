@@ -1,0 +1,213 @@
+"""The lab's networks: two bridges per lab and, per host, a network namespace with two veths.
+
+Lab index ``I`` (1..200) picks the names and subnets, so several labs on one machine (parallel
+test sessions) never collide; it is claimed under a machine-wide lock in ``/run/k3sfleet-lab``:
+
+    public  bridge k3fl<I>p  10.123.<I>.1/24    host eth0       10.123.<I>.<10+N>/24  (up)
+    tailnet bridge k3fl<I>t  100.64.<I>.1/24    host tailscale0 100.64.<I>.<10+N>      (DOWN,
+                                                no address until `tailscale up` on that host)
+
+Hosts get no default route: nothing they send can leave the lab's bridges.
+
+Example::
+
+    index = claim_index(lab_dir)
+    create_bridges(index)
+    create_host_links(index, 1, "k3fl3-lab-server-1")
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+CLAIMS = Path("/run/k3sfleet-lab")
+MAX_INDEX = 200
+PREFIX = 24
+
+
+class NetworkError(RuntimeError):
+    """An `ip` command failed."""
+
+
+@dataclass(frozen=True)
+class LabNet:
+    """Names and addresses of lab ``index``."""
+
+    index: int
+
+    @property
+    def public_bridge(self) -> str:
+        return f"k3fl{self.index}p"
+
+    @property
+    def tailnet_bridge(self) -> str:
+        return f"k3fl{self.index}t"
+
+    @property
+    def gateway(self) -> str:
+        """The machine's address on the public bridge (the artifact server listens here)."""
+        return f"10.123.{self.index}.1"
+
+    @property
+    def tailnet_gateway(self) -> str:
+        return f"100.64.{self.index}.1"
+
+    def public_ip(self, number: int) -> str:
+        return f"10.123.{self.index}.{10 + number}"
+
+    def tailnet_ip(self, number: int) -> str:
+        return f"100.64.{self.index}.{10 + number}"
+
+    def netns(self, host: str) -> str:
+        return f"k3fl{self.index}-{host}"
+
+    def veths(self, number: int) -> tuple[str, str]:
+        """The machine-side ends of host ``number``'s public and tailnet veths (<= 15 chars)."""
+        return f"k3fl{self.index}h{number}p", f"k3fl{self.index}h{number}t"
+
+
+def ip(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``ip ARGV``; raise ``NetworkError`` with its message when it fails and ``check``."""
+    done = subprocess.run(["ip", *argv], text=True, capture_output=True)  # noqa: S603
+    if check and done.returncode != 0:
+        raise NetworkError(f"ip {' '.join(argv)}: {done.stderr.strip()}")
+    return done
+
+
+def link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def netns_exists(name: str) -> bool:
+    return Path("/run/netns", name).exists()
+
+
+@contextmanager
+def _alloc_lock() -> Iterator[None]:
+    CLAIMS.mkdir(parents=True, exist_ok=True)
+    with (CLAIMS / "alloc.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _subnet_in_use(index: int) -> bool:
+    routes = ip("-4", "route", "show", "table", "all", check=False).stdout
+    return f"10.123.{index}." in routes or f"100.64.{index}." in routes
+
+
+def claim_index(top: Path, name: str | None = None) -> tuple[int, Path]:
+    """Claim a free lab index machine-wide; return it and the lab's directory under ``top``.
+
+    The directory is ``top/name`` (default ``top/lab<index>``). A claim whose lab has no
+    state.json, whose claiming process is gone and whose bridge is missing is stale.
+    """
+    with _alloc_lock():
+        for index in range(1, MAX_INDEX + 1):
+            claim = CLAIMS / f"index-{index}.json"
+            net = LabNet(index)
+            if claim.exists():
+                try:
+                    held = json.loads(claim.read_text())
+                    owner, pid = Path(held["lab_dir"]), int(held["pid"])
+                except (ValueError, KeyError, TypeError):
+                    owner, pid = Path("/nonexistent"), 0
+                if (owner / "state.json").exists() or _pid_alive(pid):
+                    continue
+            if link_exists(net.public_bridge) or link_exists(net.tailnet_bridge):
+                continue
+            if _subnet_in_use(index):
+                continue
+            lab_dir = top / (name or f"lab{index}")
+            claim.write_text(json.dumps({"lab_dir": str(lab_dir), "pid": os.getpid()}))
+            return index, lab_dir
+    raise NetworkError(f"no free lab index (1..{MAX_INDEX}); run `k3sfleet lab down`")
+
+
+def _pid_alive(pid: int) -> bool:
+    return pid > 0 and Path(f"/proc/{pid}").exists()
+
+
+def release_index(index: int, lab_dir: Path) -> None:
+    """Give lab index ``index`` back (only if ``lab_dir`` holds it)."""
+    claim = CLAIMS / f"index-{index}.json"
+    with _alloc_lock():
+        try:
+            owner = json.loads(claim.read_text())["lab_dir"]
+        except (OSError, ValueError, KeyError):
+            return
+        if owner == str(lab_dir):
+            claim.unlink(missing_ok=True)
+
+
+def create_bridges(net: LabNet) -> None:
+    """Create both bridges with the machine's addresses (no forwarding beyond them)."""
+    for name, address in ((net.public_bridge, net.gateway),
+                          (net.tailnet_bridge, net.tailnet_gateway)):
+        if not link_exists(name):
+            ip("link", "add", name, "type", "bridge")
+            ip("addr", "add", f"{address}/{PREFIX}", "dev", name)
+        ip("link", "set", name, "up")
+
+
+def create_host_links(net: LabNet, number: int, host: str) -> str:
+    """Create host ``number``'s namespace: eth0 (up, addressed) and tailscale0 (down, bare)."""
+    ns = net.netns(host)
+    pub, tail = net.veths(number)
+    if not netns_exists(ns):
+        ip("netns", "add", ns)
+    for veth, inner, bridge in ((pub, "eth0", net.public_bridge),
+                                (tail, "tailscale0", net.tailnet_bridge)):
+        if not link_exists(veth):
+            ip("link", "add", veth, "type", "veth", "peer", "name", inner, "netns", ns)
+        ip("link", "set", veth, "master", bridge, "up")
+    ip("-n", ns, "addr", "replace", f"{net.public_ip(number)}/{PREFIX}", "dev", "eth0")
+    ip("-n", ns, "link", "set", "eth0", "up")
+    ip("-n", ns, "link", "set", "lo", "up")
+    return ns
+
+
+def delete_host_links(net: LabNet, number: int, host: str) -> None:
+    """Remove host ``number``'s veths and namespace (missing pieces are fine)."""
+    for veth in net.veths(number):
+        if link_exists(veth):
+            ip("link", "del", veth, check=False)
+    ns = net.netns(host)
+    if netns_exists(ns):
+        ip("netns", "del", ns, check=False)
+
+
+def delete_bridges(net: LabNet) -> None:
+    for name in (net.public_bridge, net.tailnet_bridge):
+        if link_exists(name):
+            ip("link", "del", name, check=False)
+
+
+def lab_links(net: LabNet) -> list[str]:
+    """Every link on the machine that belongs to lab ``net`` (for teardown checks)."""
+    prefix = f"k3fl{net.index}"
+    out = []
+    for path in Path("/sys/class/net").iterdir():
+        name = path.name
+        if name in (net.public_bridge, net.tailnet_bridge) or (
+            name.startswith(prefix + "h") and name[len(prefix) + 1:len(prefix) + 2].isdigit()
+        ):
+            out.append(name)
+    return sorted(out)
+
+
+def lab_netns(net: LabNet) -> list[str]:
+    """Every network namespace on the machine that belongs to lab ``net``."""
+    base = Path("/run/netns")
+    if not base.exists():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.name.startswith(f"k3fl{net.index}-"))
