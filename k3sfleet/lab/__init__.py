@@ -136,6 +136,7 @@ class Lab:
     auth_keys: list[str] = field(default_factory=list)
     k3s_versions: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    built: dict[str, Any] = field(default_factory=dict)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -256,9 +257,13 @@ class Lab:
             artifacts = None  # type: ignore[assignment]
         if artifacts is not None:
             built = artifacts.build_artifacts(www, self.cache)
-            versions = getattr(built, "k3s_versions", None)
-            if versions:
-                self.k3s_versions = list(versions)
+            self.k3s_versions = list(built.k3s_versions)
+            self.built = {
+                "k3s_sha256": dict(built.k3s_sha256),
+                "tailscale_version": built.tailscale_version,
+                "keyring": str(built.keyring),
+                "key_fingerprint": built.key_fingerprint,
+            }
         portfile = self.directory / "www.port"
         portfile.unlink(missing_ok=True)
         self.server_pid = hostproc.detached(
@@ -288,7 +293,7 @@ class Lab:
             "hosts": [asdict(h) for h in self.hosts], "lxcfs_pid": self.lxcfs_pid,
             "server_pid": self.server_pid, "artifact_port": self.artifact_port,
             "auth_keys": self.auth_keys, "k3s_versions": self.k3s_versions,
-            "timings": self.timings,
+            "timings": self.timings, "built": self.built,
         }
         path = self.directory / "state.json"
         tmp = path.with_suffix(".tmp")
@@ -311,6 +316,7 @@ class Lab:
             lxcfs_pid=state["lxcfs_pid"], server_pid=state["server_pid"],
             artifact_port=state["artifact_port"], auth_keys=state["auth_keys"],
             k3s_versions=state["k3s_versions"], timings=state.get("timings", {}),
+            built=state.get("built", {}),
         )
 
     @staticmethod
@@ -339,6 +345,23 @@ class Lab:
     @property
     def artifact_url(self) -> str:
         return f"http://{self.net.gateway}:{self.artifact_port}"
+
+    @property
+    def www(self) -> Path:
+        """The directory the artifact server serves (debian/, k3s/, tailscale/)."""
+        return self.directory / "www"
+
+    @property
+    def artifacts(self) -> Any:
+        """The stand-ins' ``artifacts.Artifacts`` this lab serves (fault injection:
+        ``lab.artifacts.corrupt_checksum(version)``); ``None`` without the stand-ins."""
+        if not self.built:
+            return None
+        from k3sfleet.lab.artifacts import Artifacts
+
+        return Artifacts(self.www, tuple(self.k3s_versions), dict(self.built["k3s_sha256"]),
+                         self.built["tailscale_version"], Path(self.built["keyring"]),
+                         self.built["key_fingerprint"])
 
     @property
     def servers(self) -> list[LabHost]:
