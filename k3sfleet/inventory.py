@@ -279,3 +279,27 @@ def _raise_in_caller(error: Exception, frame: types.FrameType) -> NoReturn:
     code = compile("\n" * (lineno - 1) + "raise error", filename, "exec")
     exec(code, {"error": error})  # noqa: S102 - a constant statement, only the location varies
     raise error  # unreachable: keeps type checkers satisfied
+
+
+def pyinfra_inventory(
+    nodes: Sequence[Node],
+    settings: Settings | None = None,
+    *,
+    project_dir: Path | str = ".",
+    entry_files: Sequence[str] = (),
+) -> Any:
+    """A pyinfra ``Inventory`` of ``nodes`` with the ``k3s_servers`` / ``k3s_agents`` groups,
+    for the Python API (validated like ``groups``).
+
+    Example::
+
+        state = State(pyinfra_inventory(NODES, entry_files=["bootstrap"]), Config())
+    """
+    from pyinfra.api import Inventory
+
+    servers, agents = groups(nodes, settings, project_dir=project_dir, entry_files=entry_files)
+    return Inventory(
+        ([*servers, *agents], {}),
+        k3s_servers=([name for name, _ in servers], {}),
+        k3s_agents=([name for name, _ in agents], {}),
+    )

@@ -182,3 +182,18 @@ def test_the_projects_inventory_file_declares_valid_nodes() -> None:
         "vault_ansible_users": {n.name: "admin" for n in nodes},
     }
     assert validate(nodes, settings(vault)) == []
+
+
+def test_pyinfra_inventory_for_the_python_api() -> None:
+    from pyinfra.api import Config, State
+
+    from k3sfleet.inventory import pyinfra_inventory
+
+    inventory = pyinfra_inventory(NODES, settings(), entry_files=())
+    State(inventory, Config())
+    assert [h.name for h in inventory.get_group("k3s_servers")] == ["vps-aws-1"]
+    agent = inventory.get_host("vps-hetzner-1")
+    assert agent.data.ssh_hostname == "203.0.113.20"
+    assert agent.data.k3s_role == "agent"
+    with pytest.raises(ConfigError, match="no server"):
+        pyinfra_inventory(NODES[1:], settings(), entry_files=())

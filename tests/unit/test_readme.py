@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,18 @@ def test_readme_opens_with_the_two_commands() -> None:
 @pytest.mark.parametrize("section", ["## Layout", "## Three ways to use it", "## Settings"])
 def test_readme_sections(section: str) -> None:
     assert section in README
+
+
+def test_python_examples_compile_and_their_imports_exist() -> None:
+    import ast
+    import importlib
+
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert blocks
+    for block in blocks:
+        tree = ast.parse(textwrap.dedent(block))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{node.module}.{alias.name}"
