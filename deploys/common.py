@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from io import StringIO
@@ -126,6 +127,8 @@ def config_file(
     if host.state.config.DIFF:
         _show_diff(path, content)
     candidate = f"{path}.k3sfleet-new"
+    if not info:
+        yield StringCommand("mkdir", "-p", QuoteString(posixpath.dirname(path)))
     yield FileUploadCommand(
         StringIO(content), candidate, remote_temp_filename=host.get_temp_filename(candidate)
     )
