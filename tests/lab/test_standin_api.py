@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -711,3 +712,163 @@ def test_deploy_controller_applies_changed_manifests_only(tmp_path: Path) -> Non
         json.loads(line)["user"] for line in (tmp_path / "writes.jsonl").read_text().splitlines()
     }
     assert users == {"system:k3s:deploy"}
+
+
+def start_server(
+    k3s: Path, tmp_path: Path, procs: list[Proc], name: str, *extra: str
+) -> tuple[Proc, Path, str]:
+    port = free_port()
+    data, kubeconfig = tmp_path / name, tmp_path / f"{name}.yaml"
+    proc = Proc(
+        k3s,
+        [
+            "server",
+            "--config",
+            str(tmp_path / "none.yaml"),
+            "--data-dir",
+            str(data),
+            "--write-kubeconfig",
+            str(kubeconfig),
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            str(port),
+            "--node-ip",
+            "127.0.0.1",
+            "--node-name",
+            name,
+            *extra,
+        ],
+        tmp_path,
+        name,
+    )
+    procs.append(proc)
+    return proc, kubeconfig, f"https://127.0.0.1:{port}"
+
+
+def test_joining_server_checks_the_token_and_serves_the_cluster(
+    k3s_bin: dict[str, Path], tmp_path: Path, procs: list[Proc]
+) -> None:
+    first, first_kubeconfig, url = start_server(
+        k3s_bin[NEW], tmp_path, procs, "srv-1", "--cluster-init", "--token", "t0k3n-abc"
+    )
+    assert first.wait_ready(), first.log.read_text()
+    bad, _, _ = start_server(
+        k3s_bin[NEW], tmp_path, procs, "srv-bad", "--server", url, "--token", "wrong"
+    )
+    assert bad.proc.wait(20) == 1
+    assert "token is not valid" in bad.log.read_text()
+    token = (tmp_path / "srv-1/server/token").read_text().strip()
+    second, second_kubeconfig, _ = start_server(
+        k3s_bin[NEW], tmp_path, procs, "srv-2", "--server", url, "--token", token
+    )
+    assert second.wait_ready(), second.log.read_text()
+    assert json.loads((tmp_path / "srv-2/server/db/joined.json").read_text()) == {"server": url}
+    assert (tmp_path / "srv-2/server/node-token").read_text() == (
+        tmp_path / "srv-1/server/node-token"
+    ).read_text()  # one cluster CA, one token
+    # the joined server's own API (its kubeconfig) serves the cluster's objects
+    core = client.CoreV1Api(_client(second_kubeconfig))
+    nodes = {n.metadata.name: n.metadata.labels for n in core.list_node().items}
+    assert set(nodes) == {"srv-1", "srv-2"}
+    assert nodes["srv-2"]["node-role.kubernetes.io/etcd"] == "true"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="via-2")))
+    assert client.CoreV1Api(_client(first_kubeconfig)).read_namespace("via-2")
+
+
+def test_etcd_snapshot_save_and_ls(
+    k3s_bin: dict[str, Path], tmp_path: Path, procs: list[Proc]
+) -> None:
+    server, _, _ = start_server(k3s_bin[NEW], tmp_path, procs, "srv-1", "--cluster-init")
+    assert server.wait_ready(), server.log.read_text()
+    args = [
+        "--data-dir",
+        str(tmp_path / "srv-1"),
+        "--node-name",
+        "srv-1",
+        "--config",
+        str(tmp_path / "none.yaml"),
+    ]
+    saved = subprocess.run(
+        [sys.executable, str(k3s_bin[NEW]), "etcd-snapshot", "save", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert saved.returncode == 0, saved.stderr
+    listed = subprocess.run(
+        [sys.executable, str(k3s_bin[NEW]), "etcd-snapshot", "ls", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    assert re.search(r"^on-demand-srv-1-\d{10} +file://", listed, re.M), listed
+    no_etcd = subprocess.run(
+        [
+            sys.executable,
+            str(k3s_bin[NEW]),
+            "etcd-snapshot",
+            "save",
+            "--data-dir",
+            str(tmp_path / "nothing"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert no_etcd.returncode == 1 and "etcd datastore disabled" in no_etcd.stderr
+
+
+def test_a_silent_agent_becomes_not_ready_and_recovers(
+    k3s_bin: dict[str, Path], tmp_path: Path, procs: list[Proc]
+) -> None:
+    server, kubeconfig, url = start_server(
+        k3s_bin[NEW],
+        tmp_path,
+        procs,
+        "srv-1",
+        "--token",
+        "abc123",
+        "--kube-controller-manager-arg",
+        "node-monitor-grace-period=6s",
+    )
+    assert server.wait_ready(), server.log.read_text()
+    core = client.CoreV1Api(_client(kubeconfig))
+
+    def start_agent() -> Proc:
+        proc = Proc(
+            k3s_bin[NEW],
+            [
+                "agent",
+                "--server",
+                url,
+                "--token",
+                "abc123",
+                "--node-name",
+                "agent-1",
+                "--node-ip",
+                "127.0.0.2",
+                "--data-dir",
+                str(tmp_path / "agent"),
+            ],
+            tmp_path,
+            f"agent-{len(procs)}",
+        )
+        procs.append(proc)
+        return proc
+
+    def ready() -> str:
+        return next(
+            c.status for c in core.read_node("agent-1").status.conditions if c.type == "Ready"
+        )
+
+    agent = start_agent()
+    assert agent.wait_ready(), agent.log.read_text()
+    assert ready() == "True"
+    agent.stop()
+    deadline = time.monotonic() + 30
+    while ready() == "True" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert ready() == "Unknown"
+    assert start_agent().wait_ready()
+    assert ready() == "True"

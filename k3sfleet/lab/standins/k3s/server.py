@@ -102,13 +102,27 @@ class Leases:
             return [n for n in names if now - self.seen[n] > grace]
 
 
-def node_lifecycle(store: Store, leases: Leases, stop: threading.Event) -> None:
+def grace_period(config: dict[str, Any]) -> float:
+    """``kube-controller-manager-arg: [node-monitor-grace-period=20s]`` (default 40 s)."""
+    for arg in as_list(config.get("kube-controller-manager-arg")):
+        key, _, value = arg.lstrip("-").partition("=")
+        if key == "node-monitor-grace-period" and value:
+            units = {"ms": 0.001, "s": 1.0, "m": 60.0}
+            for suffix in ("ms", "s", "m"):
+                if value.endswith(suffix) and value[: -len(suffix)].replace(".", "").isdigit():
+                    return float(value[: -len(suffix)]) * units[suffix]
+    return NODE_GRACE
+
+
+def node_lifecycle(
+    store: Store, leases: Leases, stop: threading.Event, grace: float = NODE_GRACE
+) -> None:
     """Mark Nodes whose kubelet stopped posting status NotReady (Ready=Unknown)."""
     nodes = store.registry.by_path("", "v1", "nodes")
     assert nodes is not None
-    while not stop.wait(5):
+    while not stop.wait(min(5.0, grace / 2)):
         listed = store.list(nodes)["items"]
-        for name in leases.stale([n["metadata"]["name"] for n in listed], NODE_GRACE):
+        for name in leases.stale([n["metadata"]["name"] for n in listed], grace):
             found = next(n for n in listed if n["metadata"]["name"] == name)
             ready = [
                 c
@@ -280,7 +294,10 @@ def run(config: dict[str, Any], version: str) -> int:
             name="deploy",
         ).start()
         threading.Thread(
-            target=node_lifecycle, args=(store, leases, stop), daemon=True, name="node-lifecycle"
+            target=node_lifecycle,
+            args=(store, leases, stop, grace_period(config)),
+            daemon=True,
+            name="node-lifecycle",
         ).start()
     log.info(f"k3s {version} is up and running")
     log.notify_ready()
