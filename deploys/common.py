@@ -295,8 +295,17 @@ def auto_upgrades_content(enabled: bool) -> str:
 
 
 UNATTENDED_CONTENT = (
-    "// Managed by k3sfleet: security updates only; reboots are left to `k3sfleet maintenance`,\n"
-    "// which drains the node first.\n"
+    "// Managed by k3sfleet: security updates only (the package's lists are replaced); other\n"
+    "// upgrades and reboots are left to `k3sfleet maintenance`, which drains the node first.\n"
+    "#clear Unattended-Upgrade::Allowed-Origins;\n"
+    "#clear Unattended-Upgrade::Origins-Pattern;\n"
+    "Unattended-Upgrade::Origins-Pattern {\n"
+    '    "origin=Debian,codename=${distro_codename}-security,label=Debian-Security";\n'
+    '    "origin=Debian,codename=${distro_codename},label=Debian-Security";\n'
+    '    "origin=Ubuntu,archive=${distro_codename}-security";\n'
+    '    "origin=UbuntuESMApps,archive=${distro_codename}-apps-security";\n'
+    '    "origin=UbuntuESM,archive=${distro_codename}-infra-security";\n'
+    "};\n"
     'Unattended-Upgrade::Automatic-Reboot "false";\n'
     'Unattended-Upgrade::Remove-Unused-Dependencies "true";\n'
 )

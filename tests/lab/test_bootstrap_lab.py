@@ -109,6 +109,26 @@ def test_three_hosts_converge_and_a_second_run_changes_nothing(boot: dict[str, A
     assert all(row["no_change"] == "3" for row in table.values())
 
 
+def test_common_settings_are_live_on_the_hosts(boot: dict[str, Any]) -> None:
+    lab = boot["lab"]
+    for host in lab.hosts:
+        rc, out, err = sudo(lab, host, "sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding"
+                                       "; cat /etc/modules-load.d/k3sfleet.conf"
+                                       "; readlink /etc/localtime; hostname"
+                                       "; systemd-analyze cat-config systemd/journald.conf"
+                                       " | grep SystemMaxUse")
+        assert rc == 0, err
+        lines = out.split()
+        assert lines[:2] == ["1", "1"], out
+        assert "br_netfilter" in lines and "overlay" in lines
+        assert "/usr/share/zoneinfo/UTC" in lines and host.name in lines
+        assert "SystemMaxUse=500M" in lines
+        rc, out, _ = sudo(lab, host,
+                          "unattended-upgrade --dry-run -d 2>&1 | grep 'Allowed origins'")
+        origins = out.split(":", 1)[1].split(", ")
+        assert origins and all("security" in o.lower() for o in origins), origins
+
+
 def test_ssh_open_k3s_api_only_through_the_tailnet(boot: dict[str, Any]) -> None:
     lab = boot["lab"]
     server = lab.servers[0]
