@@ -48,6 +48,19 @@ BOOL_KEYS = frozenset(
         "embedded-registry",
         "etcd-expose-metrics",
         "etcd-snapshot-compress",
+        "etcd-s3",
+        "etcd-s3-insecure",
+        "etcd-s3-skip-ssl-verify",
+        "etcd-disable-snapshots",
+        "disable-helm-controller",
+        "disable-scheduler",
+        "disable-apiserver",
+        "disable-etcd",
+        "disable-controller-manager",
+        "flannel-ipv6-masq",
+        "prefer-bundled-bin",
+        "rootless",
+        "with-node-id",
     }
 )
 
@@ -90,19 +103,18 @@ def parse_flags(argv: list[str]) -> dict[str, Any]:
         index += 1
         if not arg.startswith("-"):
             raise ValueError(f"unexpected argument {arg!r}")
-        name = arg.lstrip("-")
+        name, has_value, value = arg.lstrip("-").partition("=")
         name = SHORT_FLAGS.get(name, name)
-        if "=" in name:
-            name, value = name.split("=", 1)
-        elif name in BOOL_KEYS:
-            value = "true"
+        implicit = False
+        if has_value:
+            pass
+        elif name in BOOL_KEYS or index >= len(argv) or argv[index].startswith("--"):
+            value, implicit = "true", True  # a boolean flag (or an unknown one before a flag)
         else:
-            if index >= len(argv):
-                raise ValueError(f"flag needs an argument: --{name}")
             value = argv[index]
             index += 1
         parsed: Any = value
-        if name in BOOL_KEYS:
+        if name in BOOL_KEYS or implicit:
             parsed = value.lower() in ("1", "true", "yes")
         if name in LIST_KEYS:
             flags.setdefault(name, []).extend(v for v in value.split(",") if v)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from . import log, node
@@ -65,6 +66,13 @@ def cluster_reset(config: dict[str, Any]) -> int:
     """--cluster-reset [--cluster-reset-restore-path P]: restore the datastore, then exit."""
     db, _ = _dirs(config)
     source = config.get("cluster-reset-restore-path")
+    if source and not Path(str(source)).is_file():
+        where = (
+            "S3 (the lab stand-in restores only local snapshots)"
+            if config.get("etcd-s3")
+            else "this node"
+        )
+        log.fatal(f"etcd cluster-reset: snapshot {source} not found on {where}")
     if source:
         shutil.copy2(str(source), db / "state.json")
         (db / "state.json").chmod(0o600)
