@@ -28,7 +28,8 @@ def run(config: dict[str, Any], version: str) -> int:
     token = pki.parse_token(_read_token(config, "token", "token-file") or "")
     if not token.password:
         log.fatal("--token is required")
-    vpn_ip = vpn.require_tailscale_up() if vpn.vpn_settings(config) else None
+    vpn_auth = vpn.vpn_settings(config)
+    vpn_ip = vpn.require_tailscale_up(vpn_auth) if vpn_auth else None
     if vpn_ip and not config.get("node-ip"):
         config = {**config, "node-ip": vpn_ip}
     while True:

@@ -182,7 +182,8 @@ def run(config: dict[str, Any], version: str) -> int:
     """Run the server until killed."""
     base = data_dir(config)
     server_dir = base / "server"
-    vpn_ip = vpn.require_tailscale_up() if vpn.vpn_settings(config) else None
+    vpn_auth = vpn.vpn_settings(config)
+    vpn_ip = vpn.require_tailscale_up(vpn_auth) if vpn_auth else None
     if vpn_ip and not config.get("node-ip"):
         config = {**config, "node-ip": vpn_ip}
     name = node.node_name(config)

@@ -8,7 +8,7 @@ BackendState Running. The join key is never logged.
 Example::
 
     settings = vpn_settings({"vpn-auth-file": "/etc/rancher/k3s/vpn-auth"})
-    node_ip = tailscale_ipv4()          # "100.64.1.11"
+    node_ip = require_tailscale_up(settings)          # "100.64.1.11"
 """
 
 from __future__ import annotations
@@ -73,17 +73,39 @@ def tailscale_status() -> dict[str, Any]:
     return status
 
 
-def require_tailscale_up() -> str:
-    """Fail unless Tailscale is Running; return the host's Tailscale IPv4."""
+def _ipv4(status: dict[str, Any]) -> str | None:
+    ips = [ip for ip in (status.get("Self") or {}).get("TailscaleIPs") or [] if ":" not in ip]
+    return str(ips[0]) if ips else None
+
+
+def require_tailscale_up(settings: dict[str, str]) -> str:
+    """Bring Tailscale up like k3s does, unless it already is; return the Tailscale IPv4.
+
+    Real k3s runs ``tailscale up --authkey <joinKey> --timeout=30s --reset [--login-server URL]
+    [extraArgs]`` only when Tailscale is not up yet (so the key is on that command line, as with
+    the real k3s), and fails when that does not bring it up.
+    """
     status = tailscale_status()
+    if status.get("BackendState") != "Running":
+        log.info("Tailscale is not up: running tailscale up with the vpn-auth join key")
+        args = ["tailscale", "up", "--authkey", settings["joinKey"], "--timeout=30s", "--reset"]
+        if settings.get("controlServerURL"):
+            args += ["--login-server", settings["controlServerURL"]]
+        if settings.get("extraArgs"):
+            args += [a for a in settings["extraArgs"].split(",") if a]
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            log.fatal(f"vpn-auth: tailscale up failed: {error}")
+        output = (done.stdout + done.stderr).replace(settings["joinKey"], "<joinKey>").strip()
+        if done.returncode != 0:
+            log.fatal(f"vpn-auth: tailscale up failed: {output}")
+        status = tailscale_status()
     state = status.get("BackendState", "Unknown")
     if state != "Running":
-        log.fatal(
-            f"vpn-auth: tailscale is not up on this host (BackendState={state}); "
-            "run `tailscale up` before starting k3s"
-        )
-    ips = [ip for ip in (status.get("Self") or {}).get("TailscaleIPs") or [] if ":" not in ip]
-    if not ips:
+        log.fatal(f"vpn-auth: tailscale is not up on this host (BackendState={state})")
+    address = _ipv4(status)
+    if not address:
         log.fatal("vpn-auth: tailscale is up but has no IPv4 address")
-    log.info(f"Tailscale is up, using VPN IP {ips[0]} as the node IP")
-    return str(ips[0])
+    log.info(f"Tailscale is up, using VPN IP {address} as the node IP")
+    return address
