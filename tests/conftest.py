@@ -78,8 +78,17 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
         return lab
 
     yield make
+    failures = []
     for lab in reversed(labs):
-        lab.down()
+        try:
+            lab.down()  # idempotent: labs a test already took down are skipped
+        except Exception as e:  # noqa: BLE001 - tear every lab down, then report
+            failures.append(f"{lab.name}: {e!r}")
+        left = {k: v for k, v in lab.leftovers().items() if v} if not lab.replaced() else {}
+        if left:
+            failures.append(f"{lab.name} left behind {left}")
+    if failures:
+        raise RuntimeError("lab teardown: " + "; ".join(failures))
 
 
 @pytest.fixture(scope="session")

@@ -137,6 +137,8 @@ class Lab:
     k3s_versions: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     built: dict[str, Any] = field(default_factory=dict)
+    uid: str = ""
+    is_down: bool = False
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -163,10 +165,11 @@ class Lab:
         start = time.monotonic()
         if name and (top / name / "state.json").exists():
             raise LabError(f"k3sfleet lab: a lab named {name} exists; `k3sfleet lab down {name}`")
-        index, directory = network.claim_index(top, name)
+        uid = secrets.token_hex(8)
+        index, directory = network.claim_index(top, name, uid)
         name = directory.name
         directory.mkdir(parents=True, exist_ok=True)
-        lab = cls(name=name, index=index, directory=directory, cache=cache)
+        lab = cls(name=name, index=index, directory=directory, cache=cache, uid=uid)
         lab.auth_keys = _lab_auth_keys(name)
         lab.save()
         try:
@@ -293,7 +296,7 @@ class Lab:
             "hosts": [asdict(h) for h in self.hosts], "lxcfs_pid": self.lxcfs_pid,
             "server_pid": self.server_pid, "artifact_port": self.artifact_port,
             "auth_keys": self.auth_keys, "k3s_versions": self.k3s_versions,
-            "timings": self.timings, "built": self.built,
+            "timings": self.timings, "built": self.built, "uid": self.uid,
         }
         path = self.directory / "state.json"
         tmp = path.with_suffix(".tmp")
@@ -316,7 +319,7 @@ class Lab:
             lxcfs_pid=state["lxcfs_pid"], server_pid=state["server_pid"],
             artifact_port=state["artifact_port"], auth_keys=state["auth_keys"],
             k3s_versions=state["k3s_versions"], timings=state.get("timings", {}),
-            built=state.get("built", {}),
+            built=state.get("built", {}), uid=state.get("uid", ""),
         )
 
     @staticmethod
@@ -516,8 +519,27 @@ class Lab:
         return out
 
     # -- teardown -----------------------------------------------------------------------------
+    def replaced(self) -> bool:
+        """Whether this lab's index or directory now belongs to another lab (it went down and
+        its index was reused): then ``down`` must not touch anything."""
+        owner = network.claim_owner(self.index).get("uid")
+        if owner is not None and owner != self.uid:
+            return True
+        try:
+            state = json.loads((self.directory / "state.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(state.get("uid") != self.uid)
+
     def down(self) -> None:
-        """Stop every host and service of the lab and remove its mounts, links and files."""
+        """Stop every host and service of the lab and remove its mounts, links and files.
+
+        Safe to call twice, and from another process (``Lab.load(name).down()``); a lab whose
+        index was already reused by a newer lab is left alone.
+        """
+        if self.is_down or self.replaced():
+            self.is_down = True
+            return
         net = self.net
         hosts = list(self.hosts)
         _parallel(lambda h: hostproc.stop_host(h.supervisor_pid, self.host_dir(h)), hosts)
@@ -541,7 +563,8 @@ class Lab:
             hostproc.umount(Path(point))
         if not hostproc.mounts_under(self.directory):
             shutil.rmtree(self.directory, ignore_errors=True)
-        network.release_index(self.index, self.directory)
+        network.release_index(self.index, self.uid)
+        self.is_down = True
 
     def leftovers(self) -> dict[str, list[str]]:
         """What of this lab still exists on the machine (all empty after ``down``)."""

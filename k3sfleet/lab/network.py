@@ -11,9 +11,10 @@ Hosts get no default route: nothing they send can leave the lab's bridges.
 
 Example::
 
-    index = claim_index(lab_dir)
-    create_bridges(index)
-    create_host_links(index, 1, "k3fl3-lab-server-1")
+    index, lab_dir = claim_index(Path("/var/lib/k3sfleet-lab"), uid="3f2a...")
+    net = LabNet(index)
+    create_bridges(net)
+    create_host_links(net, 1, "lab-server-1")      # -> netns "k3fl<index>-lab-server-1"
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _subnet_in_use(index: int) -> bool:
     return f"10.123.{index}." in routes or f"100.64.{index}." in routes
 
 
-def claim_index(top: Path, name: str | None = None) -> tuple[int, Path]:
+def claim_index(top: Path, name: str | None = None, uid: str = "") -> tuple[int, Path]:
     """Claim a free lab index machine-wide; return it and the lab's directory under ``top``.
 
     The directory is ``top/name`` (default ``top/lab<index>``). A claim whose lab has no
@@ -128,7 +129,7 @@ def claim_index(top: Path, name: str | None = None) -> tuple[int, Path]:
             if _subnet_in_use(index):
                 continue
             lab_dir = top / (name or f"lab{index}")
-            claim.write_text(json.dumps({"lab_dir": str(lab_dir), "pid": os.getpid()}))
+            claim.write_text(json.dumps({"lab_dir": str(lab_dir), "pid": os.getpid(), "uid": uid}))
             return index, lab_dir
     raise NetworkError(f"no free lab index (1..{MAX_INDEX}); run `k3sfleet lab down`")
 
@@ -137,16 +138,20 @@ def _pid_alive(pid: int) -> bool:
     return pid > 0 and Path(f"/proc/{pid}").exists()
 
 
-def release_index(index: int, lab_dir: Path) -> None:
-    """Give lab index ``index`` back (only if ``lab_dir`` holds it)."""
-    claim = CLAIMS / f"index-{index}.json"
+def claim_owner(index: int) -> dict[str, str]:
+    """The claim on lab index ``index`` (``lab_dir``, ``pid``, ``uid``), ``{}`` if none."""
+    try:
+        held = json.loads((CLAIMS / f"index-{index}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return held if isinstance(held, dict) else {}
+
+
+def release_index(index: int, uid: str) -> None:
+    """Give lab index ``index`` back (only if the lab ``uid`` holds it)."""
     with _alloc_lock():
-        try:
-            owner = json.loads(claim.read_text())["lab_dir"]
-        except (OSError, ValueError, KeyError):
-            return
-        if owner == str(lab_dir):
-            claim.unlink(missing_ok=True)
+        if claim_owner(index).get("uid") == uid:
+            (CLAIMS / f"index-{index}.json").unlink(missing_ok=True)
 
 
 def create_bridges(net: LabNet) -> None:

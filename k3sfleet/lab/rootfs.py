@@ -52,7 +52,7 @@ LAB_USER = "k3sfleet"
 LAB_UID = 1000
 
 # Bump when the base customisation below changes (it is part of the cache key).
-BASE_RECIPE = "2"
+BASE_RECIPE = "3"
 
 UPTIME_UNIT = """\
 [Unit]
