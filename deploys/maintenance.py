@@ -65,7 +65,7 @@ def os_maintenance() -> None:
 
     Example (a node action of the rolling engine)::
 
-        run_deploy(inventory, ["vps-vultr-1"], os_maintenance)
+        StateRunner(inventory).deploy(["vps-vultr-1"], os_maintenance)
     """
     if host.data.maintenance_upgrade == "security":
         server.shell(
@@ -91,14 +91,12 @@ def os_maintenance() -> None:
     )
 
 
-def pending_work(inventory: Any) -> dict[str, dict[str, Any]]:
+def pending_work(inventory: Any, runner: Any) -> dict[str, dict[str, Any]]:
     """``PendingMaintenance`` of every host (refreshing the apt lists first)."""
-    from k3sfleet.rolling import read_fact, run_deploy
-
     names = [h.name for h in inventory]
-    run_deploy(inventory, names, _refresh_lists)
+    runner.deploy(names, _refresh_lists)
     security = next(iter(inventory)).data.get("maintenance_upgrade") == "security"
-    return read_fact(inventory, names, PendingMaintenance, security_only=security, _sudo=True)
+    return dict(runner.fact(names, PendingMaintenance, security_only=security, _sudo=True))
 
 
 @deploy("Refresh apt lists")
@@ -107,10 +105,13 @@ def _refresh_lists() -> None:
 
 
 def maintenance_engine(
-    api: Any, inventory: Any, pending: dict[str, dict[str, Any]], **options: Any
+    api: Any, inventory: Any, runner: Any, pending: dict[str, dict[str, Any]], **options: Any
 ) -> Any:
-    """A ``RollingEngine`` running ``os_maintenance`` on every node with pending work."""
-    from k3sfleet.rolling import RollingEngine, inventory_targets, run_deploy
+    """A ``RollingEngine`` running ``os_maintenance`` on every node with pending work.
+
+    ``runner``: ``StateRunner(inventory)`` from Python, ``NestedRunner(state)`` in a CLI run.
+    """
+    from k3sfleet.rolling import RollingEngine, inventory_targets
 
     data = next(iter(inventory)).data
     options.setdefault("agent_batch", int(data.get("rolling_agent_batch") or 1))
@@ -125,7 +126,7 @@ def maintenance_engine(
     return RollingEngine(
         api,
         inventory_targets(inventory),
-        action=lambda names: run_deploy(inventory, names, os_maintenance),
+        action=lambda names: runner.deploy(names, os_maintenance),
         needs_action=needs,
         action_name="maintenance",
         **options,
@@ -133,11 +134,15 @@ def maintenance_engine(
 
 
 def _drive(state: Any, host: Any) -> None:
-    from k3sfleet.rolling import ApiSession
+    from k3sfleet.rolling import ApiSession, NestedRunner
 
-    pending = pending_work(state.inventory)
+    runner = NestedRunner(state)
+    pending = pending_work(state.inventory, runner)
     with ApiSession(state.inventory) as session:
-        maintenance_engine(session.api, state.inventory, pending, reconnect=session.reopen).run()
+        engine = maintenance_engine(
+            session.api, state.inventory, runner, pending, reconnect=session.reopen
+        )
+        engine.run()
 
 
 if under_pyinfra():

@@ -7,9 +7,11 @@
 pyinfra's operation order cannot express "drain A, change A, wait, uncordon A, then B", so the
 entry file adds ONE operation, on the first server: a ``python.call`` that drives
 ``k3sfleet.rolling.RollingEngine``. The engine talks to the Kubernetes API between the steps and
-runs ``k3s_upgrade`` (below) on each node with its own pyinfra ``State`` (the Python API), so
-the node action is an ordinary deploy. Nodes whose Node already reports ``k3s_version`` are
-skipped: a re-run after success does nothing, a re-run after a failure resumes at that node.
+runs ``k3s_upgrade`` (below) on each node as pyinfra nested operations on that node's own
+connection (``NestedRunner``); ``k3sfleet upgrade`` runs it through the Python API instead
+(``StateRunner``: a ``State`` per batch). Either way the node action is an ordinary deploy.
+Nodes whose Node already reports ``k3s_version`` are skipped: a re-run after success does
+nothing, a re-run after a failure resumes at that node.
 
 ``k3s_upgrade`` installs the binary with ``deploys.k3s_install.k3s_binary`` (the same download,
 checksum and atomic install as the cluster deploys) and restarts k3s / k3s-agent. The restart is
@@ -37,7 +39,7 @@ def k3s_upgrade() -> None:
 
     Example (a node action of the rolling engine)::
 
-        run_deploy(inventory, ["vps-vultr-1"], k3s_upgrade)
+        StateRunner(inventory).deploy(["vps-vultr-1"], k3s_upgrade)
     """
     version = host.data.k3s_version
     service = "k3s" if host.data.get("k3s_role") == "server" else "k3s-agent"
@@ -59,9 +61,13 @@ def k3s_upgrade() -> None:
         )
 
 
-def upgrade_engine(api: Any, inventory: Any, **options: Any) -> Any:
-    """A ``RollingEngine`` that upgrades every node of ``inventory`` to its ``k3s_version``."""
-    from k3sfleet.rolling import RollingEngine, inventory_targets, kubelet_version, run_deploy
+def upgrade_engine(api: Any, inventory: Any, runner: Any, **options: Any) -> Any:
+    """A ``RollingEngine`` that upgrades every node of ``inventory`` to its ``k3s_version``.
+
+    ``runner``: ``k3sfleet.rolling.StateRunner(inventory)`` from Python, ``NestedRunner(state)``
+    inside a pyinfra CLI run.
+    """
+    from k3sfleet.rolling import RollingEngine, inventory_targets, kubelet_version
 
     first = next(iter(inventory))
     target = str(first.data.k3s_version)
@@ -73,7 +79,7 @@ def upgrade_engine(api: Any, inventory: Any, **options: Any) -> Any:
     return RollingEngine(
         api,
         inventory_targets(inventory),
-        action=lambda names: run_deploy(inventory, names, k3s_upgrade),
+        action=lambda names: runner.deploy(names, k3s_upgrade),
         needs_action=lambda t, node: kubelet_version(node) != target,
         action_name=f"upgrade to {target}",
         target_version=target,
@@ -83,17 +89,18 @@ def upgrade_engine(api: Any, inventory: Any, **options: Any) -> Any:
 
 def _drive(state: Any, host: Any) -> None:
     """The ``python.call`` body: the whole rolling upgrade, from the first server."""
-    from k3sfleet.rolling import ApiSession
+    from k3sfleet.rolling import ApiSession, NestedRunner
 
+    runner = NestedRunner(state)
     with ApiSession(state.inventory) as session:
-        upgrade_engine(session.api, state.inventory, reconnect=session.reopen).run()
+        upgrade_engine(session.api, state.inventory, runner, reconnect=session.reopen).run()
 
 
 def _print_plan(inventory: Any) -> None:
     from k3sfleet.kube import cluster_api
 
     with cluster_api(inventory) as api:
-        print(upgrade_engine(api, inventory).plan().render(), flush=True)
+        print(upgrade_engine(api, inventory, None).plan().render(), flush=True)
 
 
 if under_pyinfra():

@@ -579,57 +579,132 @@ def _failure_reason(state: Any, host: Any) -> str:
     return "failed (connection or operation error; see the output above)"
 
 
-def run_deploy(inventory: Any, names: Sequence[str], deploy: Callable[..., Any]) -> Any:
-    """Run ``deploy`` on the hosts ``names`` of ``inventory`` with a fresh pyinfra ``State``.
+class StateRunner:
+    """Runs node actions through pyinfra's Python API: a fresh ``State`` per batch.
 
-    Returns the ``State``; raises ``NodeActionFailed`` naming each failed host and its first
-    failed operation.
+    For ``k3sfleet upgrade`` / ``maintenance`` and your own Python code (not inside a pyinfra
+    CLI run: pyinfra refuses ``add_deploy`` there; use ``NestedRunner``).
+
+    Example::
+
+        StateRunner(load_inventory("inventory.py")).deploy(["vps-1"], k3s_upgrade)
     """
-    from pyinfra.api import Config, State
-    from pyinfra.api.connect import connect_all
-    from pyinfra.api.deploy import add_deploy
-    from pyinfra.api.exceptions import PyinfraError
-    from pyinfra.api.operations import run_ops
 
-    sub = _sub_inventory(inventory, names)
-    state = State(sub, Config(FAIL_PERCENT=0))
-    try:
-        connect_all(state)
-        add_deploy(state, deploy)
-        run_ops(state)
-    except PyinfraError:
-        pass
-    finally:
-        for host in sub:
-            if host.connected:
-                host.disconnect()
-    failed = {h.name: _failure_reason(state, h) for h in state.failed_hosts}
-    missing = [n for n in names if n not in [h.name for h in sub]]
-    failed.update({n: "not in the inventory" for n in missing})
-    if failed:
-        raise NodeActionFailed(failed)
-    return state
+    def __init__(self, inventory: Any) -> None:
+        self.inventory = inventory
+
+    def deploy(self, names: Sequence[str], deploy: Callable[..., Any]) -> Any:
+        """Run ``deploy`` on ``names`` (in parallel); return the ``State``.
+
+        Raises ``NodeActionFailed`` naming each failed host and its first failed operation.
+        """
+        from pyinfra.api import Config, State
+        from pyinfra.api.connect import connect_all
+        from pyinfra.api.deploy import add_deploy
+        from pyinfra.api.exceptions import PyinfraError
+        from pyinfra.api.operations import run_ops
+
+        sub = _sub_inventory(self.inventory, names)
+        state = State(sub, Config(FAIL_PERCENT=0))
+        try:
+            try:
+                connect_all(state)
+            except PyinfraError:  # hosts that failed to connect are in failed_hosts
+                pass
+            if not state.failed_hosts:
+                add_deploy(state, deploy)
+                try:
+                    run_ops(state)
+                except PyinfraError:  # "No hosts remaining" / FAIL_PERCENT: reported below
+                    pass
+        finally:
+            for host in sub:
+                if host.connected:
+                    host.disconnect()
+        failed = {h.name: _failure_reason(state, h) for h in state.failed_hosts}
+        known = {h.name for h in sub}
+        failed.update({n: "not in the inventory" for n in names if n not in known})
+        if failed:
+            raise NodeActionFailed(failed)
+        return state
+
+    def fact(self, names: Sequence[str], fact: Any, **kwargs: Any) -> dict[str, Any]:
+        """``fact`` read once on each of ``names`` (hosts in parallel)."""
+        from pyinfra.api import Config, State
+        from pyinfra.api.connect import connect_all
+        from pyinfra.api.exceptions import PyinfraError
+        from pyinfra.api.facts import get_facts
+
+        sub = _sub_inventory(self.inventory, names)
+        state = State(sub, Config(FAIL_PERCENT=0))
+        try:
+            connect_all(state)
+            results = get_facts(state, fact, kwargs=kwargs)
+        except PyinfraError as e:
+            raise K3sfleetError(f"k3sfleet: could not read {fact.__name__}: {e}") from None
+        finally:
+            for host in sub:
+                if host.connected:
+                    host.disconnect()
+        return {h.name: value for h, value in results.items()}
 
 
-def read_fact(inventory: Any, names: Sequence[str], fact: Any, **kwargs: Any) -> dict[str, Any]:
-    """``fact`` read once on each host ``names`` (one pyinfra ``State``, hosts in parallel)."""
-    from pyinfra.api import Config, State
-    from pyinfra.api.connect import connect_all
-    from pyinfra.api.exceptions import PyinfraError
-    from pyinfra.api.facts import get_facts
+class NestedRunner:
+    """Runs node actions inside a pyinfra CLI run, from a ``python.call`` callback.
 
-    sub = _sub_inventory(inventory, names)
-    state = State(sub, Config(FAIL_PERCENT=0))
-    try:
-        connect_all(state)
-        results = get_facts(state, fact, kwargs=kwargs)
-    except PyinfraError as e:
-        raise K3sfleetError(f"k3sfleet: could not read {fact.__name__}: {e}") from None
-    finally:
-        for host in sub:
-            if host.connected:
-                host.disconnect()
-    return {h.name: value for h, value in results.items()}
+    The deploy's operations run as pyinfra "nested operations" on the node's own (already
+    connected) host: they execute at once, in the CLI's output. A batch's hosts are changed one
+    after the other (they are still drained and uncordoned together).
+
+    Example (an entry file)::
+
+        def drive(state, host):
+            engine = upgrade_engine(api, state.inventory, NestedRunner(state))
+    """
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def _host(self, name: str) -> Any:
+        host = self.state.inventory.get_host(name, None)
+        if host is None:
+            raise NodeActionFailed({name: "not in the inventory"})
+        if not host.connected:
+            host.connect(raise_exceptions=True)
+        return host
+
+    def deploy(self, names: Sequence[str], deploy: Callable[..., Any]) -> None:
+        from pyinfra.api.exceptions import NestedOperationError
+        from pyinfra.context import ctx_host
+
+        for name in names:
+            host = self._host(name)
+            try:
+                with ctx_host.use(host):
+                    deploy()
+            except NestedOperationError:
+                raise NodeActionFailed({name: _failure_reason(self.state, host)}) from None
+            except K3sfleetError as e:
+                raise NodeActionFailed({name: str(e)}) from None
+
+    def fact(self, names: Sequence[str], fact: Any, **kwargs: Any) -> dict[str, Any]:
+        from pyinfra.context import ctx_host
+
+        values = {}
+        for name in names:
+            host = self._host(name)
+            with ctx_host.use(host):
+                values[name] = host.get_fact(fact, **kwargs)
+        return values
+
+
+def runner_for(state_or_inventory: Any) -> StateRunner | NestedRunner:
+    """``NestedRunner`` for a pyinfra ``State`` (inside the CLI), else ``StateRunner``."""
+    from pyinfra.api import State
+
+    if isinstance(state_or_inventory, State):
+        return NestedRunner(state_or_inventory)
+    return StateRunner(state_or_inventory)
 
 
 class ApiSession:

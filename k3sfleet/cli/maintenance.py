@@ -23,17 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from deploys.maintenance import maintenance_engine, pending_work
-    from k3sfleet.rolling import ApiSession
+    from k3sfleet.rolling import ApiSession, StateRunner
 
     inventory = _inventory(args)
-    pending = pending_work(inventory)
+    runner = StateRunner(inventory)
+    pending = pending_work(inventory, runner)
     for name, work in pending.items():
         reboot = ", reboot required" if work["reboot_required"] else ""
         print(f"{name}: {work['upgrades']} package upgrade(s){reboot}")
     options = {"ready_timeout": args.ready_timeout} if args.ready_timeout else {}
     with ApiSession(inventory) as session:
         engine = maintenance_engine(
-            session.api, inventory, pending, reconnect=session.reopen, **options
+            session.api, inventory, runner, pending, reconnect=session.reopen, **options
         )
         if args.dry:
             print(engine.plan().render())

@@ -37,12 +37,14 @@ def _inventory(args: argparse.Namespace) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from deploys.upgrade import upgrade_engine
-    from k3sfleet.rolling import ApiSession
+    from k3sfleet.rolling import ApiSession, StateRunner
 
     inventory = _inventory(args)
     options = {"ready_timeout": args.ready_timeout} if args.ready_timeout else {}
     with ApiSession(inventory) as session:
-        engine = upgrade_engine(session.api, inventory, reconnect=session.reopen, **options)
+        engine = upgrade_engine(
+            session.api, inventory, StateRunner(inventory), reconnect=session.reopen, **options
+        )
         if args.dry:
             print(engine.plan().render())
             return 0

@@ -426,9 +426,9 @@ def commands(state: Any) -> list[str]:
 @pytest.mark.parametrize("role,service", [("server", "k3s"), ("agent", "k3s-agent")])
 def test_k3s_upgrade_installs_through_the_cluster_install_code(role: str, service: str) -> None:
     from deploys.upgrade import k3s_upgrade
-    from k3sfleet.rolling import run_deploy
+    from k3sfleet.rolling import StateRunner
 
-    state = run_deploy(fake_inventory(role), ["@fake/node-1"], k3s_upgrade)
+    state = StateRunner(fake_inventory(role)).deploy(["@fake/node-1"], k3s_upgrade)
     ran = commands(state)
     install = next(c for c in ran if "curl" in c)
     assert "http://10.123.0.1:8080/k3s/v1.34.2%2Bk3s1/k3s" in install
@@ -440,7 +440,7 @@ def test_k3s_upgrade_installs_through_the_cluster_install_code(role: str, servic
 
 def test_k3s_upgrade_failure_names_the_operation_and_the_error() -> None:
     from deploys.upgrade import k3s_upgrade
-    from k3sfleet.rolling import run_deploy
+    from k3sfleet.rolling import StateRunner
 
     inventory = fake_inventory(
         **{
@@ -451,7 +451,7 @@ def test_k3s_upgrade_failure_names_the_operation_and_the_error() -> None:
         }
     )
     with pytest.raises(NodeActionFailed) as e:
-        run_deploy(inventory, ["@fake/node-1"], k3s_upgrade)
+        StateRunner(inventory).deploy(["@fake/node-1"], k3s_upgrade)
     reason = e.value.failures["@fake/node-1"]
     assert "Install k3s v1.34.2+k3s1" in reason
     assert "checksum mismatch" in reason
@@ -460,9 +460,11 @@ def test_k3s_upgrade_failure_names_the_operation_and_the_error() -> None:
 @pytest.mark.parametrize("mode,expected", [("all", "dist-upgrade"), ("security", "unattended")])
 def test_os_maintenance_commands(mode: str, expected: str) -> None:
     from deploys.maintenance import os_maintenance
-    from k3sfleet.rolling import run_deploy
+    from k3sfleet.rolling import StateRunner
 
-    state = run_deploy(fake_inventory(maintenance_upgrade=mode), ["@fake/node-1"], os_maintenance)
+    state = StateRunner(fake_inventory(maintenance_upgrade=mode)).deploy(
+        ["@fake/node-1"], os_maintenance
+    )
     ran = commands(state)
     upgrade = [c for c in ran if "upgrade" in c and "apt-get update" not in c]
     assert upgrade and expected in upgrade[0]
