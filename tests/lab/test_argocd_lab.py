@@ -111,8 +111,8 @@ def test_argocd_deploy_converges_and_is_applied(
     changed_counts = pyinfra_counts
     lab, inventory = cluster
     first = pyinfra(inventory, "argocd", SETTINGS)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-    assert changed_counts(first.stdout)["success"] >= 2
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-4000:] + first.stderr[-2000:]
+    assert changed_counts(first.stdout + first.stderr)["success"] >= 2
 
     cfg = config(SETTINGS)
     assert read_remote(lab, f"{MANIFESTS}/argocd.yaml") == helmchart_manifest(cfg)
@@ -146,8 +146,8 @@ def test_argocd_deploy_converges_and_is_applied(
     # second run: nothing changes on the host, nothing is written to the API
     writes_before = len(lab.api_writes(lab.servers[0]))
     second = pyinfra(inventory, "argocd", SETTINGS)
-    assert second.returncode == 0, second.stdout[-4000:]
-    assert changed_counts(second.stdout)["success"] == 0, second.stdout[-3000:]
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-4000:]
+    assert changed_counts(second.stdout + second.stderr)["success"] == 0, second.stderr[-3000:]
     time.sleep(5)  # two deploy-controller passes
     new_writes = lab.api_writes(lab.servers[0])[writes_before:]
     assert not [w for w in new_writes if "helmcharts" in str(w) or "applications" in str(w)]
@@ -155,8 +155,8 @@ def test_argocd_deploy_converges_and_is_applied(
     # a new chart version rewrites the HelmChart and k3s applies it
     newer = {**SETTINGS, "ARGOCD_CHART_VERSION": "9.2.0"}
     third = pyinfra(inventory, "argocd", newer)
-    assert third.returncode == 0, third.stdout[-4000:]
-    assert changed_counts(third.stdout)["success"] >= 1
+    assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-4000:]
+    assert changed_counts(third.stdout + third.stderr)["success"] >= 1
     wait_for(
         lambda: (
             custom(inventory, "helm.cattle.io", "v1", "kube-system", "helmcharts", "argocd")[
@@ -192,7 +192,7 @@ def test_oidc_enabled_renders_reference_not_secret(cluster: Any) -> None:
         "ARGOCD_OIDC_CLIENT_SECRET": secret,
     }
     run = pyinfra(inventory, "argocd", oidc)
-    assert run.returncode == 0, run.stdout[-4000:]
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert secret not in run.stdout + run.stderr
     text = read_remote(lab, f"{MANIFESTS}/argocd.yaml")
     assert secret not in text

@@ -166,7 +166,9 @@ def test_new_chart_version_changes_only_the_version() -> None:
 
 
 def test_root_applications() -> None:
-    docs = [d for d in yaml.safe_load_all(root_apps_manifest(ArgocdConfig(**BASE))) if d]
+    all_docs = [d for d in yaml.safe_load_all(root_apps_manifest(ArgocdConfig(**BASE))) if d]
+    assert (all_docs[0]["kind"], all_docs[0]["metadata"]["name"]) == ("Namespace", "argocd")
+    docs = [d for d in all_docs if d["kind"] == "Application"]
     assert [d["metadata"]["name"] for d in docs] == ["infrastructure", "apps"]
     for doc, path in zip(docs, ["helm/infrastructure", "helm/apps"], strict=True):
         assert doc["apiVersion"] == "argoproj.io/v1alpha1"
@@ -191,7 +193,9 @@ def test_revision_and_paths_are_settings() -> None:
     cfg = ArgocdConfig(
         **{**BASE, "revision": "v2"}, infrastructure_path="infra", apps_path="deploy/apps"
     )
-    docs = [d for d in yaml.safe_load_all(root_apps_manifest(cfg)) if d]
+    docs = [
+        d for d in yaml.safe_load_all(root_apps_manifest(cfg)) if d and d["kind"] != "Namespace"
+    ]
     assert [d["spec"]["source"]["path"] for d in docs] == ["infra", "deploy/apps"]
     assert {d["spec"]["source"]["targetRevision"] for d in docs} == {"v2"}
 
