@@ -38,6 +38,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from k3sfleet.entry import under_pyinfra
+from k3sfleet.errors import K3sfleetError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
@@ -273,8 +274,8 @@ def argocd() -> None:
     cfg = ArgocdConfig.from_data(host.data)
     problems = config_problems(cfg)
     if problems:
-        # preflight stops the CLI earlier; this guards use from Python.
-        raise ValueError("; ".join(problems))
+        # preflight stops the CLI before connecting; this guards use from Python.
+        raise K3sfleetError("deploys/argocd.py cannot run: " + "; ".join(problems))
     directory = host.data.get("argocd_manifests_dir")
     files.put(
         name=f"Argo CD HelmChart (argo-cd {cfg.chart_version})",

@@ -25,6 +25,7 @@ from deploys.argocd import (
     oidc_problems,
     root_apps_manifest,
 )
+from k3sfleet.errors import K3sfleetError
 from k3sfleet.inventory import Node
 from k3sfleet.preflight import entry_problems
 from k3sfleet.secret import Secret
@@ -336,6 +337,13 @@ def converged_responses(cfg: ArgocdConfig) -> dict[Any, Any]:
         f"user=root group=root mode=drwx------ atime=1 mtime=1 ctime=1 size=4096 '{MANIFESTS_DIR}'"
     )
     return responses
+
+
+def test_deploy_refuses_missing_oidc_settings_before_any_operation() -> None:
+    with pytest.raises(K3sfleetError) as info:
+        generated({"argocd_oidc_enabled": True})
+    assert "ARGOCD_OIDC_ISSUER_URL" in str(info.value)
+    assert "ARGOCD_OIDC_CLIENT_ID" in str(info.value)
 
 
 def test_converged_server_gets_no_commands() -> None:
