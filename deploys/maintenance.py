@@ -145,7 +145,19 @@ def _drive(state: Any, host: Any) -> None:
         engine.run()
 
 
-if under_pyinfra():
+def _executed_by_pyinfra() -> bool:
+    """pyinfra runs this file as the entry (importing ``os_maintenance`` elsewhere runs nothing)."""
+    if not under_pyinfra():
+        return False
+    from pathlib import Path
+
+    from pyinfra import state as current
+
+    running = getattr(current, "current_exec_filename", None)
+    return bool(running) and Path(str(running)).resolve() == Path(__file__).resolve()
+
+
+if _executed_by_pyinfra():
     from pyinfra import inventory
 
     first_server = (inventory.get_group("k3s_servers") or list(inventory))[0]

@@ -103,7 +103,19 @@ def _print_plan(inventory: Any) -> None:
         print(upgrade_engine(api, inventory, None).plan().render(), flush=True)
 
 
-if under_pyinfra():
+def _executed_by_pyinfra() -> bool:
+    """pyinfra runs this file as the entry (importing ``k3s_upgrade`` elsewhere runs nothing)."""
+    if not under_pyinfra():
+        return False
+    from pathlib import Path
+
+    from pyinfra import state as current
+
+    running = getattr(current, "current_exec_filename", None)
+    return bool(running) and Path(str(running)).resolve() == Path(__file__).resolve()
+
+
+if _executed_by_pyinfra():
     from pyinfra import inventory, state
 
     first_server = (inventory.get_group("k3s_servers") or list(inventory))[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -660,3 +661,68 @@ def test_gate_lets_a_node_broken_by_a_failed_run_be_repaired() -> None:
     engine2, _ = make_engine(core2)
     with pytest.raises(RollingFailed, match="nodes not Ready: agent-2"):
         engine2.run()
+
+
+NESTED_DEPLOY = """
+from pyinfra import host
+from pyinfra.operations import python
+
+from deploys.upgrade import k3s_upgrade
+from k3sfleet.rolling import NestedRunner, NodeActionFailed
+
+
+def drive(state, host):
+    runner = NestedRunner(state)
+    try:
+        runner.deploy(["@fake/s1", "@fake/a1"], k3s_upgrade)
+    except NodeActionFailed as e:
+        print("FAILED", e.failures)
+    for h in state.inventory:
+        for c in h.connector.executed_commands:
+            if "curl" in c or c.startswith("systemctl restart"):
+                print("RAN", h.name, c.splitlines()[0] if c.startswith("systemctl") else "install")
+
+
+if host.name == "@fake/s1":
+    python.call(name="drive", function=drive)
+"""
+
+
+def test_nested_runner_inside_a_pyinfra_cli_run(tmp_path: Any) -> None:
+    """Inside the CLI, node actions run as nested operations on each node's own connection."""
+    import subprocess
+    import sys
+
+    common = {
+        "k3s_version": V2,
+        "k3s_release_url": "http://10.123.0.1:8080/k3s",
+        "fake_delay": 0,
+        "fake_delay_jitter": 0,
+    }
+    responses = {
+        "k3s --version": f"k3s version {V1} (1234abcd)",
+        "uname -m": "x86_64",
+        "SubState k3s.service": ["Id=k3s.service", "SubState=running"],
+    }
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(
+        f"common = {common!r}\nresponses = {responses!r}\n"
+        "k3s_servers = [('@fake/s1', {**common, 'k3s_role': 'server', "
+        "'fake_responses': responses})]\n"
+        "k3s_agents = [('@fake/a1', {**common, 'k3s_role': 'agent', 'fake_responses': "
+        "{'curl': {'success': False, 'stderr': 'k3sfleet: checksum mismatch'}, **responses}})]\n"
+    )
+    entry = tmp_path / "nested_entry.py"
+    entry.write_text(NESTED_DEPLOY)
+    run = subprocess.run(  # noqa: S603 - pyinfra itself, fake hosts
+        [sys.executable, "-m", "pyinfra", "-y", str(inventory), str(entry)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = run.stdout + run.stderr
+    assert "RAN @fake/s1 install" in out
+    assert "RAN @fake/s1 systemctl restart k3s.service" in out
+    assert "FAILED {'@fake/a1'" in out and "checksum mismatch" in out
+    assert "RAN @fake/a1 systemctl" not in out  # a failed install stops that node's deploy
