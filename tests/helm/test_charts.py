@@ -17,6 +17,8 @@ import pytest
 import yaml
 from stateful_doc import DOC, load_values, render
 
+from k3sfleet.databases import template_namespace
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "helm" / "infrastructure"
 APPS = ROOT / "helm" / "apps"
@@ -395,9 +397,12 @@ def test_app_databases_contract() -> None:
         seen.add(entry["name"])
         template_file = APPS / "templates" / f"{entry['name']}.yaml"
         assert template_file.is_file(), f"appDatabases {entry['name']}: no {template_file}"
-        match = DEST_NAMESPACE.search(template_file.read_text(encoding="utf-8"))
+        text = template_file.read_text(encoding="utf-8")
+        match = DEST_NAMESPACE.search(text)
         assert match, f"{template_file}: spec.destination.namespace must be a literal"
         assert match.group(1) == "apps"
+        # what the databases deploy reads from the same file
+        assert template_namespace(text) == match.group(1)
 
 
 def test_stateful_services_contract() -> None:
