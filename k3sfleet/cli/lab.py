@@ -80,8 +80,9 @@ def _print_lab(lab: Lab) -> None:
     print(f"lab {lab.name}: artifacts {lab.artifact_url}, ssh key {lab.ssh_key}, "
           f"known_hosts {lab.known_hosts}")
     for h in lab.hosts:
-        print(f"  {h.name:16} {h.role:6} public {h.public_ip:14} tailnet {h.tailnet_ip:14} "
-              f"ssh {h.user}@{h.public_ip}")
+        state = "up" if lab.is_running(h) else "stopped"
+        print(f"  {h.name:16} {h.role:6} {state:7} public {h.public_ip:14} "
+              f"tailnet {h.tailnet_ip:14} ssh {h.user}@{h.public_ip}")
 
 
 def run_up(args: argparse.Namespace) -> int:

@@ -450,6 +450,11 @@ class Lab:
                               timeout=timeout + 10)
         return out.strip()
 
+    def is_running(self, host: str | LabHost) -> bool:
+        """Whether ``host``'s supervisor (and so the host) is running."""
+        h = self.host(host)
+        return hostproc.alive(h.supervisor_pid, str(self.host_dir(h) / "nspawn.pid"))
+
     def stop_host(self, host: str | LabHost) -> None:
         """Power ``host`` off (it keeps its disk; ``start_host`` boots it again)."""
         h = self.host(host)
@@ -461,7 +466,7 @@ class Lab:
     def start_host(self, host: str | LabHost) -> None:
         """Boot a stopped ``host`` again."""
         h = self.host(host)
-        if hostproc.alive(h.supervisor_pid, str(self.host_dir(h) / "nspawn.pid")):
+        if self.is_running(h):
             return
         self._start(h)
         self.save()

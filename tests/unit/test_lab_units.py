@@ -106,3 +106,36 @@ def test_inventory_file_without_the_key_fails_preflight(tmp_path: Path,
     project.mkdir()
     with pytest.raises(ConfigError, match="TAILSCALE_AUTH_KEY"):
         _load(path, project, ["pyinfra", str(path), "deploys/bootstrap.py"])
+
+
+def test_without_root_the_lab_says_why(monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from k3sfleet import lab as labmod
+    from k3sfleet.cli import main
+
+    monkeypatch.setattr(labmod.os, "geteuid", lambda: 1000)
+    assert labmod.unavailable_reason() == (
+        "the lab needs root (systemd-nspawn, network namespaces, overlay mounts)"
+    )
+    assert main(["lab", "up", "--agents", "1"]) == 2
+    assert "k3sfleet lab: the lab needs root" in capsys.readouterr().err
+
+
+def test_missing_tool_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from k3sfleet import lab as labmod
+
+    monkeypatch.setattr(labmod.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(labmod.shutil, "which",
+                        lambda tool: None if tool == "systemd-nspawn" else f"/usr/bin/{tool}")
+    assert labmod.unavailable_reason() == "the lab needs `systemd-nspawn` (run scripts/setup.sh)"
+
+
+def test_status_and_inventory_without_a_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from k3sfleet.cli import main
+
+    monkeypatch.setenv("K3SFLEET_LAB_DIR", str(tmp_path / "labs"))
+    assert main(["--project-dir", str(tmp_path), "lab", "status"]) == 0
+    assert capsys.readouterr().out.strip() == "no lab is running"
+    assert main(["--project-dir", str(tmp_path), "lab", "inventory"]) == 2
+    assert "none is running" in capsys.readouterr().err
