@@ -143,7 +143,10 @@ def test_create_read_conflict_missing(emu: Emulator) -> None:
     assert status_of(lambda: core.create_namespaced_secret("missing-ns", secret("x"))) == 404
     assert status_of(lambda: core.create_namespaced_secret("default", secret("Bad_Name"))) == 422
     assert status_of(lambda: core.delete_namespaced_secret("nope", "default")) == 404
-    core.delete_namespaced_secret("db", "default")
+    # DELETE with a body (DeleteOptions) on a kept-alive connection, then more requests on it
+    core.delete_namespaced_secret(
+        "db", "default", body=client.V1DeleteOptions(propagation_policy="Foreground")
+    )
     assert status_of(lambda: core.read_namespaced_secret("db", "default")) == 404
 
 

@@ -75,6 +75,7 @@ def version_info(version: str) -> Obj:
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
+    _raw = b""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         """Quiet: the journal gets the write log, not one line per request."""
@@ -89,8 +90,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        """The request body (read by _dispatch) as JSON, or YAML for apply patches."""
+        raw = self._raw
         if not raw:
             return None
         try:
@@ -98,7 +99,10 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             import yaml  # apply-patch+yaml bodies
 
-            return yaml.safe_load(raw)
+            try:
+                return yaml.safe_load(raw)
+            except yaml.YAMLError as error:
+                raise ApiError(400, "BadRequest", f"the request body is invalid: {error}") from None
 
     def _user(self) -> str | None:
         api = self.server.api
@@ -127,6 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         api = self.server.api
+        length = int(self.headers.get("Content-Length") or 0)
+        self._raw = self.rfile.read(length) if length > 0 else b""  # always drain the body
         url = urllib.parse.urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
@@ -137,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
             user = user or "system:anonymous"
             route = api.routes.get((method, path))
             if route is not None:
-                code, body = route(self, user, self._body() if method != "GET" else None)
+                code, body = route(self, user, self._body())
                 self._send(
                     code, body, "application/json" if not isinstance(body, bytes) else "text/plain"
                 )
@@ -164,8 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self, method: str) -> None:
         upstream = self.server.api.upstream
         assert upstream is not None
-        length = int(self.headers.get("Content-Length") or 0)
-        data = self.rfile.read(length) if length else None
+        data = self._raw or None
         auth = base64.b64encode(f"{upstream.username}:{upstream.password}".encode()).decode()
         request = urllib.request.Request(
             upstream.url.rstrip("/") + self.path,

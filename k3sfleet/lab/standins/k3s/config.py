@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +136,32 @@ def as_list(value: Any) -> list[str]:
     return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
-def load_config(argv: list[str], path: Path = DEFAULT_CONFIG) -> dict[str, Any]:
-    """Files first, then flags (``--config``/``-c`` picks another file), as real k3s does."""
-    flags = parse_flags(argv)
-    config_path = Path(flags.pop("config", flags.pop("c", path)))
+# The environment variables k3s reads (the install script's k3s.service.env uses them).
+ENV_KEYS = {
+    "K3S_TOKEN": "token",
+    "K3S_TOKEN_FILE": "token-file",
+    "K3S_URL": "server",
+    "K3S_AGENT_TOKEN": "agent-token",
+    "K3S_AGENT_TOKEN_FILE": "agent-token-file",
+    "K3S_NODE_NAME": "node-name",
+    "K3S_KUBECONFIG_OUTPUT": "write-kubeconfig",
+    "K3S_KUBECONFIG_MODE": "write-kubeconfig-mode",
+    "K3S_CLUSTER_INIT": "cluster-init",
+    "K3S_DATA_DIR": "data-dir",
+    "K3S_CONFIG_FILE": "config",
+}
+
+
+def load_config(
+    argv: list[str], path: Path = DEFAULT_CONFIG, environ: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Files, then K3S_* environment variables, then flags (``--config`` picks another file)."""
+    env = os.environ if environ is None else environ
+    flags: dict[str, Any] = {ENV_KEYS[k]: v for k, v in env.items() if k in ENV_KEYS and v}
+    if "cluster-init" in flags:
+        flags["cluster-init"] = str(flags["cluster-init"]).lower() in ("1", "true", "yes")
+    flags.update(parse_flags(argv))
+    config_path = Path(flags.pop("config", path))
     config = read_files(config_path)
     for key, value in flags.items():
         if key in LIST_KEYS and key in config:
