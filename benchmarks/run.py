@@ -19,6 +19,7 @@ Targets (printed, never asserted): no-op cluster run on 3 hosts <= 2 s LAN / <= 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -95,12 +96,15 @@ def wan_inventory(lab: Any, delay: float, workdir: Path) -> tuple[Path, list[Del
             if addr in by_ip:
                 lines.append(f"[127.0.0.1]:{proxies[by_ip[addr]].port} {rest}")
     known.write_text("\n".join(lines) + "\n")
+    from k3sfleet.lab.inventory_file import render
+
     inventory = workdir / "inventory_wan.py"
-    lab.write_inventory(
-        inventory,
-        address_overrides={n: ("127.0.0.1", p.port) for n, p in proxies.items()},
-        known_hosts=known,
-    )
+    via_proxy = [
+        dataclasses.replace(h, public_ip="127.0.0.1", ssh_port=proxies[h.name].port)
+        for h in lab.hosts
+    ]
+    overrides = {**lab.settings_overrides, "ssh_known_hosts_file": str(known)}
+    inventory.write_text(render(lab.name, via_proxy, overrides))
     return inventory, list(proxies.values())
 
 
