@@ -10,18 +10,29 @@ This replaces the Ansible repository's ``setup-secrets.yml`` and
 ``env("NAME")`` (a setting, any exported variable or ``.envrc`` line, else vault key
 ``vault_name``), ``vault("vault_key")``, ``literal("...")`` or ``template("...${NAME}...")``.
 
-Example (your own entry file)::
+Example (your own deploy)::
 
-    from deploys.secrets import SECRETS
-    from k3sfleet.k8s_secrets import secrets_deploy
+    from deploys.secrets import SECRETS, secrets
 
-    secrets_deploy(SECRETS)
+    secrets(specs=[s for s in SECRETS if s.namespace != "velero"])
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from pyinfra.api import deploy
+
 from k3sfleet.entry import under_pyinfra
-from k3sfleet.k8s_secrets import SecretSpec, Values, env, literal, template
+from k3sfleet.k8s_secrets import (
+    ApiSession,
+    SecretSpec,
+    Values,
+    env,
+    literal,
+    secrets_deploy,
+    template,
+)
 
 # Velero's "cloud" key is an AWS credentials file (the aws plugin reads R2 through it).
 VELERO_CLOUD = """[default]
@@ -118,7 +129,16 @@ SECRETS: list[SecretSpec] = [
 ]
 
 
-if under_pyinfra():
-    from k3sfleet.k8s_secrets import secrets_deploy
+@deploy("Secrets")
+def secrets(
+    specs: Sequence[SecretSpec] | None = None,
+    values: Values | None = None,
+    session: ApiSession | None = None,
+) -> None:
+    """Apply ``specs`` (default: ``SECRETS``) from the run's API host: every variable checked
+    first, one API session, one operation per Secret named with what changes."""
+    secrets_deploy(SECRETS if specs is None else specs, values=values, session=session)
 
-    secrets_deploy(SECRETS)
+
+if under_pyinfra():
+    secrets()

@@ -355,7 +355,7 @@ def missing_problems(specs: Sequence[SecretSpec], values: Values) -> list[str]:
         for name in spec.missing(values):
             needed.setdefault(name, []).append(spec.ref)
     for name, refs in needed.items():
-        problems.append(f"{name} is not set (needed by Secret {', '.join(refs)})")
+        problems.append(f"{name} is not set (for Secret {', '.join(refs)})")
     refs = [s.ref for s in specs]
     for ref in sorted({r for r in refs if refs.count(r) > 1}):
         problems.append(f"Secret {ref} is declared more than once")

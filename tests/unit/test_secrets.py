@@ -387,3 +387,31 @@ def test_pyinfra_missing_variable_touches_nothing(api: Api) -> None:
     with pytest.raises(ConfigError, match="POSTGRES_PASSWORD"):
         add_deploy(state, secrets)
     assert opened == [] and api.writes() == []
+
+
+def test_preflight_names_every_missing_variable_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from k3sfleet.inventory import Node
+    from k3sfleet.preflight import entry_problems
+    from k3sfleet.settings import Settings
+
+    # the project's .envrc provides one value; the process environment another; two are missing
+    (tmp_path / ".envrc").write_text('export CLOUDFLARE_API_TOKEN="from-envrc"\n')
+    environ = {
+        k: v for k, v in ALL_VARS.items() if k not in ("POSTGRES_PASSWORD", "R2_ACCESS_KEY_ID")
+    }
+    environ.pop("CLOUDFLARE_API_TOKEN")
+    for name in ALL_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for k, v in environ.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.load(tmp_path)
+    problems = entry_problems(["secrets"], settings, [Node("s1", role="server")])
+    assert problems == [
+        "R2_ACCESS_KEY_ID is not set (for Secret velero/velero-credentials) "
+        "(needed by deploys/secrets.py)",
+        "POSTGRES_PASSWORD is not set (for Secret database/postgresql) "
+        "(needed by deploys/secrets.py)",
+    ]
