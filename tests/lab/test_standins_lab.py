@@ -160,6 +160,11 @@ def test_tailscale_from_the_signed_repo_and_the_tailnet(standin_lab: Lab) -> Non
     assert json.loads(run(lab, agent, "tailscale status --json"))["BackendState"] == "Stopped"
     run(lab, agent, "sudo tailscale up")
     assert can_reach(lab, agent, server.tailnet_ip)
+    # a logged-in node is back on the tailnet after a reboot (tailscaled is enabled)
+    lab.reboot(agent)
+    lab.wait_running(agent)
+    assert json.loads(run(lab, agent, "tailscale status --json"))["BackendState"] == "Running"
+    assert can_reach(lab, agent, server.tailnet_ip)
 
 
 def kube_nodes(lab: Lab, server: LabHost) -> dict[str, dict]:
