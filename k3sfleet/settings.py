@@ -221,7 +221,10 @@ class Settings:
         vault: dict[str, Any] = {}
         readable = True
         vault_path = find_vault_file(project, layered.get("K3SFLEET_VAULT_FILE"))
-        if use_vault and vault_path.exists():
+        if use_vault and layered.get("K3SFLEET_VAULT_FILE") and not vault_path.exists():
+            problems.append(f"vault file {vault_path} (K3SFLEET_VAULT_FILE) does not exist")
+            readable = False
+        elif use_vault and vault_path.exists():
             try:
                 password = None
                 if needs_password(vault_path):

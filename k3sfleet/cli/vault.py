@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from k3sfleet.settings import load_env_files
@@ -29,6 +30,7 @@ from k3sfleet.vault import (
     VaultError,
     VaultFile,
     find_vault_file,
+    needs_password,
     read_vault_file,
     resolve_password,
     save_edited,
@@ -49,16 +51,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     put.set_defaults(func=run_set)
 
 
-def _vault(args: argparse.Namespace) -> tuple[Path, bytes]:
+def _vault_path(args: argparse.Namespace) -> tuple[Path, Mapping[str, str]]:
     project = Path(args.project_dir)
     env = load_env_files(project, os.environ)
-    path = find_vault_file(project, env.get("K3SFLEET_VAULT_FILE"))
-    password = resolve_password(args.vault_password_file, env)
-    return path, password
+    return find_vault_file(project, env.get("K3SFLEET_VAULT_FILE")), env
+
+
+def _vault(args: argparse.Namespace) -> tuple[Path, bytes]:
+    path, env = _vault_path(args)
+    return path, resolve_password(args.vault_password_file, env)
 
 
 def run_view(args: argparse.Namespace) -> int:
-    path, password = _vault(args)
+    path, env = _vault_path(args)
+    password = None
+    if path.exists() and needs_password(path):  # a plain YAML file needs no password
+        password = resolve_password(args.vault_password_file, env)
     vf = read_vault_file(path, password)
     if vf.kind == "absent":
         raise VaultError(f"{path} does not exist (create it with `k3sfleet vault set KEY`)")

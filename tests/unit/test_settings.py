@@ -123,3 +123,16 @@ def test_vault_file_setting_and_missing_password(tmp_path: Path) -> None:
     assert s.domain == "prod.example"
     # without a vault file nothing is needed
     assert Settings.load(tmp_path / "secrets", {}).domain is None
+
+
+def test_a_configured_vault_file_must_exist(tmp_path: Path) -> None:
+    write(tmp_path, ".envrc", "export K3SFLEET_VAULT_FILE=secrets/missing.yml\n")
+    with pytest.raises(ConfigError, match=r"missing\.yml \(K3SFLEET_VAULT_FILE\) does not exist"):
+        Settings.load(tmp_path, {})
+    settings, problems = Settings.load_partial(tmp_path, {})
+    assert len(problems) == 1 and not settings.vault_readable
+
+
+def test_plain_vault_needs_no_password(tmp_path: Path) -> None:
+    write(tmp_path, "vault.yml", "vault_domain: plain.example\n")
+    assert Settings.load(tmp_path, {}).domain == "plain.example"
