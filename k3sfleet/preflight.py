@@ -38,6 +38,13 @@ def tailscale_key_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     return []
 
 
+def bootstrap_data_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """The bootstrap deploys' host data: admins, sshd options, firewall rules, root login."""
+    from deploys.bootstrap import data_problems
+
+    return data_problems(settings, nodes)
+
+
 def argocd_oidc_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     """With ARGOCD_OIDC_ENABLED, the issuer URL and client ID are needed (both named)."""
     if not settings.argocd_oidc_enabled:
@@ -92,12 +99,13 @@ ENTRY_CHECKS: dict[str, list[Check]] = {
         argocd_oidc_check,
         require("gitops_repo_url", "domain", "velero_bucket", "r2_endpoint"),
     ],
-    "bootstrap": [tailscale_key_check],
+    "bootstrap": [tailscale_key_check, bootstrap_data_check],
     "cluster": [tailscale_key_check, *K3S_CHECKS],
     "databases": [databases_check],
-    "init_cluster": [tailscale_key_check, *K3S_CHECKS],
+    "init_cluster": [tailscale_key_check, bootstrap_data_check, *K3S_CHECKS],
     "reset": [k3s_reset_confirm_check],
     "secrets": [secrets_check],
+    "upgrade": [k3s_version_check],
 }
 
 
