@@ -7,6 +7,7 @@ in any output, -vv included."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from k3sfleet.kube import cluster_api, hosts_from_inventory
+from k3sfleet.kube import ClusterUnreachable, cluster_api, hosts_from_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.lab
@@ -111,6 +112,16 @@ def test_api_through_ssh_tunnel(cluster: Any) -> None:
         assert api.configuration.host.startswith("https://127.0.0.1:")
         nodes = {n.metadata.name for n in k8s.CoreV1Api(api).list_node().items}
     assert lab.servers[0].name in nodes
+
+    # a "server" that gives no API (the agent: SSH works, no k3s.yaml) is skipped for the next
+    agent = next(h for h in hosts if h.role == "agent")
+    broken = dataclasses.replace(agent, role="server")
+    with cluster_api([broken, *hosts]) as api:
+        assert api.server.name == lab.servers[0].name
+        assert k8s.CoreV1Api(api).list_node().items
+    with pytest.raises(ClusterUnreachable, match=agent.name):
+        with cluster_api([broken]):
+            pass
 
 
 def test_missing_variables_named_at_once_and_nothing_written(cluster: Any) -> None:
