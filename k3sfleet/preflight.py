@@ -107,6 +107,8 @@ ENTRY_CHECKS: dict[str, list[Check]] = {
     "secrets": [secrets_check],
     "upgrade": [k3s_version_check],
 }
+# deploys/init_cluster.py runs bootstrap, cluster and argocd: it needs what each of them needs.
+ENTRY_CHECKS["init_cluster"] += ENTRY_CHECKS["argocd"]
 
 
 def entry_problems(

@@ -57,9 +57,17 @@ def settings(**env: str) -> Settings:
 
 def test_preflight_refuses_bad_version_for_cluster_and_init() -> None:
     s = settings(K3S_VERSION="v1.35.5+k3s1")
-    problems = entry_problems(["cluster", "init_cluster"], s, NODES)
+    problems = [p for p in entry_problems(["cluster", "init_cluster"], s, NODES) if "K3S_" in p]
     assert len(problems) == 2
     assert all("known bad" in p for p in problems)
+    assert problems[0].endswith("(needed by deploys/cluster.py)")
+    assert problems[1].endswith("(needed by deploys/init_cluster.py)")
+
+
+def test_init_cluster_needs_what_argocd_needs() -> None:
+    problems = entry_problems(["init_cluster"], settings(), NODES)
+    assert any(p.startswith("DOMAIN is not set") for p in problems)
+    assert not any("DOMAIN" in p for p in entry_problems(["cluster"], settings(), NODES))
     assert entry_problems(["cluster"], settings(K3S_VERSION="v1.34.2+k3s1"), NODES) == []
 
 
