@@ -244,3 +244,76 @@ def test_scram_verifier_matches_what_postgres_stores(admin: Any) -> None:
     assert password_matches(stored, pw, "scram_probe")
     assert not password_matches(stored, pw + "x", "scram_probe")
     assert password_matches(scram_verifier(pw), pw, "u")
+
+
+class LocalExec:
+    """Stands in for the API's exec stream: runs the pod command (the real POD_SCRIPT, psql and
+    `head -c`) as a local process with the container's environment, so the production executor
+    (PodPsql) is exercised against the real server."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 - the script under test
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        self.stdin = b""
+        self.out = self.err = ""
+        self.returncode: int | None = None
+
+    def write_stdin(self, data: bytes) -> None:
+        self.stdin += data
+
+    def run_forever(self, timeout: float) -> None:
+        # the exec protocol cannot close stdin: keep it open so `head -c` must end the input
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(self.stdin)
+        self.proc.stdin.flush()
+        out, err = b"", b""
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        out = self.proc.stdout.read()
+        err = self.proc.stderr.read()
+        self.returncode = self.proc.wait(timeout=timeout)
+        self.out, self.err = out.decode(), err.decode()
+
+    def read_stdout(self) -> str:
+        return self.out
+
+    def read_stderr(self) -> str:
+        return self.err
+
+    def close(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def test_pod_psql_script_against_the_real_server(cluster: Cluster, admin: Any) -> None:
+    from k3sfleet.databases import PodPsql
+
+    admin_pw = new_password()
+    with admin.cursor() as cur:
+        cur.execute(f"ALTER ROLE postgres PASSWORD '{scram_verifier(admin_pw)}'")  # noqa: S608
+    admin.commit()
+    # what the bitnami container has: the admin password in its environment, psql on PATH
+    env = {"PATH": os.environ["PATH"], "POSTGRES_PASSWORD": admin_pw, "PGPORT": str(cluster.port)}
+    argv_seen: list[list[str]] = []
+
+    def stream(func: Any, pod: str, ns: str, *, command: list[str], **kw: Any) -> LocalExec:
+        argv_seen.append(command)
+        return LocalExec(command, env)
+
+    psql = PodPsql(api=None, stream=stream)
+    psql._pod = "postgresql-0"
+    app = AppDatabase("viapod", "viapod_db", "viapod_user", "apps")
+    pw = new_password()
+    actions = provision(psql, [app], {"viapod": pw})
+    assert "create role viapod_user" in [a.description for a in actions]
+    assert provision(psql, [app], {"viapod": pw}) == []
+    assert all(pw not in " ".join(argv) and admin_pw not in " ".join(argv) for argv in argv_seen)
+    with psycopg.connect(
+        connection_string(app, pw, Server("127.0.0.1", cluster.port)), connect_timeout=5
+    ) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("viapod_db",)
+
+    # a failing statement stops the run with psql's message
+    with pytest.raises(Exception, match="does not exist"):
+        psql.execute(['ALTER DATABASE "no_such_db" OWNER TO viapod_user'])
