@@ -29,6 +29,20 @@ def lab_unavailable() -> str | None:
     return _LAB_REASON[0]
 
 
+@pytest.fixture(autouse=True)
+def _pyinfra_context_isolated() -> Iterator[None]:
+    """Put pyinfra's global context (state, inventory, config, host) back after every test:
+    an API-level test that leaves a state set would make later imports of entry files act
+    as if they ran under pyinfra (``k3sfleet.entry.under_pyinfra``)."""
+    from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
+
+    managers = (ctx_state, ctx_inventory, ctx_config, ctx_host)
+    saved = [m.get() for m in managers]
+    yield
+    for manager, module in zip(managers, saved, strict=True):
+        manager.set(module)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not any(item.get_closest_marker("lab") for item in items):
         return
