@@ -490,11 +490,12 @@ def plan(api: Any, desired: Sequence[DesiredSecret]) -> list[tuple[DesiredSecret
     out = []
     for secret in desired:
         ns_path, path = _paths(secret.namespace, secret.name)
-        if secret.namespace not in namespaces:
+        first_in_namespace = secret.namespace not in namespaces
+        if first_in_namespace:
             namespaces[secret.namespace] = raw.get(ns_path) is not None
         current = raw.get(path) if namespaces[secret.namespace] else None
         change = diff(current, secret)
-        if not namespaces[secret.namespace]:
+        if first_in_namespace and not namespaces[secret.namespace]:
             change = Change(
                 change.namespace, change.name, change.action, change.keys, create_namespace=True
             )
