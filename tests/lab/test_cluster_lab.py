@@ -86,8 +86,19 @@ def cluster(lab_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     inventory = lab.write_inventory(work / "inventory.py")
     boot = pyinfra(inventory, "deploys/bootstrap.py", "-y")
     assert boot.returncode == 0, boot.stdout[-4000:]
+    dry = pyinfra(inventory, "deploys/cluster.py", "--dry")
     first = pyinfra(inventory, "deploys/cluster.py", "-y", "-vv")
-    yield {"lab": lab, "inventory": inventory, "first": first, "work": work}
+    yield {"lab": lab, "inventory": inventory, "first": first, "work": work, "dry": dry}
+
+
+def test_dry_run_on_fresh_hosts_says_the_token_comes_at_run_time(cluster: dict[str, Any]) -> None:
+    dry = cluster["dry"]
+    assert dry.returncode == 0, dry.stdout[-4000:]
+    for agent in ("lab-agent-1", "lab-agent-2"):
+        assert re.search(
+            rf"\[{agent}\].*token and server URL will come from lab-server-1 at run time",
+            dry.stdout,
+        ), dry.stdout[-4000:]
 
 
 def test_one_run_registers_both_agents_with_the_servers_token(cluster: dict[str, Any]) -> None:
