@@ -780,7 +780,15 @@ def test_joining_server_checks_the_token_and_serves_the_cluster(
     k3s_bin: dict[str, Path], tmp_path: Path, procs: list[Proc]
 ) -> None:
     first, first_kubeconfig, url = start_server(
-        k3s_bin[NEW], tmp_path, procs, "srv-1", "--cluster-init", "--token", "t0k3n-abc"
+        k3s_bin[NEW],
+        tmp_path,
+        procs,
+        "srv-1",
+        "--cluster-init",
+        "--token",
+        "t0k3n-abc",
+        "--kube-controller-manager-arg",
+        "node-monitor-grace-period=6s",
     )
     assert first.wait_ready(), first.log.read_text()
     bad, _, _ = start_server(
@@ -804,6 +812,33 @@ def test_joining_server_checks_the_token_and_serves_the_cluster(
     assert nodes["srv-2"]["node-role.kubernetes.io/etcd"] == "true"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="via-2")))
     assert client.CoreV1Api(_client(first_kubeconfig)).read_namespace("via-2")
+    # an agent that joined through the second server keeps its Node Ready on the first's clock
+    second_url = yaml.safe_load(second_kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    agent = Proc(
+        k3s_bin[NEW],
+        [
+            "agent",
+            "--server",
+            second_url,
+            "--token",
+            token,
+            "--node-name",
+            "agent-1",
+            "--node-ip",
+            "127.0.0.2",
+            "--data-dir",
+            str(tmp_path / "agent-1"),
+        ],
+        tmp_path,
+        "agent-1",
+    )
+    procs.append(agent)
+    assert agent.wait_ready(), agent.log.read_text()
+    time.sleep(12)
+    first_core = client.CoreV1Api(_client(first_kubeconfig))
+    for name in ("srv-1", "srv-2", "agent-1"):
+        conditions = first_core.read_node(name).status.conditions
+        assert [c.status for c in conditions if c.type == "Ready"] == ["True"], name
 
 
 def test_etcd_snapshot_save_and_ls(

@@ -149,7 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
             if api.upstream and (
-                path.startswith("/api/") or path.startswith("/apis/") or path in ("/api", "/apis")
+                path.startswith(("/api/", "/apis/", "/v1-k3s/heartbeat"))
+                or path in ("/api", "/apis")
             ):
                 self._proxy(method)
                 return

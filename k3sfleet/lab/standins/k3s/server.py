@@ -257,7 +257,8 @@ def run(config: dict[str, Any], version: str) -> int:
         return 200, {"status": "ok"}
 
     api.route("GET", "/v1-k3s/server-bootstrap", bootstrap)
-    api.route("POST", "/v1-k3s/heartbeat", beat)
+    if not joining:  # a joined server forwards heartbeats to the datastore's server
+        api.route("POST", "/v1-k3s/heartbeat", beat)
     api.start()
     bind = str(config.get("bind-address") or "0.0.0.0")
     log.info(f"Running kube-apiserver (stand-in) on https://{bind}:{port}")
