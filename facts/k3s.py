@@ -32,7 +32,7 @@ SERVICE_PROPERTIES = ("ActiveState", "SubState", "UnitFileState", "ActiveEnterTi
 
 _VERSION_SH = f"test -x {K3S_BIN} && {K3S_BIN} --version 2>/dev/null | head -n1 | cut -d' ' -f3"
 _DATASTORE_SH = (
-    f"if [ -d {DB_DIR}/etcd/member ]; then echo etcd; "
+    f"if [ -d {DB_DIR}/etcd ]; then echo etcd; "
     f"elif [ -e {DB_DIR}/state.db ]; then echo sqlite; "
     f'elif [ -n "$(ls -A {DB_DIR} 2>/dev/null)" ]; then echo other; fi'
 )

@@ -1,0 +1,100 @@
+"""The K3s facts: the commands they run (real shell, against a scratch tree) and their parsing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from facts.k3s import (
+    DB_DIR,
+    K3sDatastore,
+    K3sNodeToken,
+    K3sServerUrl,
+    K3sServiceStatus,
+    K3sState,
+    K3sVersion,
+    parse_version,
+)
+from k3sfleet.secret import Secret
+
+
+def run_in(root: Path, command: str) -> list[str]:
+    """Run a fact's command with every absolute k3s path moved under ``root``."""
+    for prefix in ("/var/lib/rancher", "/etc/rancher", "/usr/local/bin/k3s", "/etc/systemd"):
+        command = command.replace(prefix, f"{root}{prefix}")
+    out = subprocess.run(  # noqa: S603 - the fact's own command, in a test
+        ["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30, check=True
+    )
+    return out.stdout.splitlines()
+
+
+def test_version_parsing() -> None:
+    assert parse_version("k3s version v1.34.2+k3s1 (abcdef12)") == "v1.34.2+k3s1"
+    assert parse_version("v1.33.6+k3s1") == "v1.33.6+k3s1"
+    assert parse_version("") is None
+    assert K3sVersion().process(["k3s version v1.34.2+k3s1 (x)", "go version go1.24"]) == (
+        "v1.34.2+k3s1"
+    )
+    assert K3sVersion().process([]) is None
+
+
+def test_node_token_is_a_secret() -> None:
+    token = K3sNodeToken().process(["K10abc::server:s3cret"])
+    assert isinstance(token, Secret) and token.unmask() == "K10abc::server:s3cret"
+    assert "s3cret" not in str(token)
+    assert K3sNodeToken().process([]) is None
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [([], None), (["etcd/"], "etcd"), (["state.db"], "sqlite"), (["joined.json"], "other")],
+)
+def test_datastore_kinds(tmp_path: Path, layout: list[str], expected: str | None) -> None:
+    db = Path(f"{tmp_path}{DB_DIR}")
+    db.mkdir(parents=True)
+    for entry in layout:
+        (db / entry.rstrip("/")).mkdir() if entry.endswith("/") else (db / entry).write_text("x")
+    assert K3sDatastore().process(run_in(tmp_path, K3sDatastore().command())) == expected
+
+
+def test_server_url_from_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "etc/rancher/k3s/config.yaml"
+    cfg.parent.mkdir(parents=True)
+    fact = K3sServerUrl()
+    assert fact.process(run_in(tmp_path, fact.command())) is None
+    cfg.write_text('node-name: "a"\nserver: "https://100.64.0.11:6443"\ntoken: "t"\n')
+    assert fact.process(run_in(tmp_path, fact.command())) == "https://100.64.0.11:6443"
+    cfg.write_text("cluster-init: true\n")
+    assert fact.process(run_in(tmp_path, fact.command())) == "cluster-init"
+
+
+def test_service_status_command_and_parsing() -> None:
+    fact = K3sServiceStatus()
+    assert fact.command(service="k3s-agent").get_raw_value().endswith("k3s-agent")
+    with pytest.raises(ValueError):
+        fact.command(service="sshd; rm -rf /")
+    status = fact.process(["ActiveState=active", "UnitFileState=enabled", "junk"])
+    assert status == {"ActiveState": "active", "UnitFileState": "enabled"}
+
+
+def test_state_in_one_command(tmp_path: Path) -> None:
+    server = Path(f"{tmp_path}/var/lib/rancher/k3s/server")
+    (server / "db/etcd").mkdir(parents=True)
+    (server / "node-token").write_text("K10x::server:y\n")
+    cfg = tmp_path / "etc/rancher/k3s/config.yaml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("cluster-init: true\n")
+    binary = tmp_path / "usr/local/bin/k3s"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\necho 'k3s version v1.34.2+k3s1 (deadbeef)'\n")
+    binary.chmod(0o755)
+    state = K3sState().process(run_in(tmp_path, K3sState().command()))
+    assert state["version"] == "v1.34.2+k3s1"
+    assert state["datastore"] == "etcd" and state["node_token"] is True
+    assert state["join"] == "cluster-init"
+    assert state["config_sha256"] and len(state["config_sha256"]) == 64
+    assert state["vpn_auth_sha256"] is None
+    assert state["unit_sha256"] == {"k3s": None, "k3s-agent": None}
+    assert set(state["services"]) == {"k3s", "k3s-agent"}
