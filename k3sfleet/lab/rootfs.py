@@ -32,6 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,19 +246,28 @@ def build_base(cache: Path, log: Path | None = None) -> RootImage:
 
 
 def ensure_root(cache: Path, log: Path | None = None) -> RootImage:
-    """The lab's root image: the base plus the stand-ins' runtime, built once and cached."""
-    base = build_base(cache, log)
+    """The lab's root image: the base plus the stand-ins' runtime, built once and cached.
+
+    On a cold cache the runtime's wheels are downloaded while debootstrap runs.
+    """
     rkey = runtime_key()
     if rkey == "none":
-        return base
-    key = f"{base.key}-{rkey}"
+        return build_base(cache, log)
+    key = f"{base_key()}-{rkey}"
     top = cache / "rootfs"
-    image = RootImage(key, top / f"root-{key}.tar.zst", base.apt_repo)
+    image = RootImage(key, top / f"root-{key}.tar.zst", top / f"debs-{base_key()}")
+    if image.tarball.exists() and (image.apt_repo / "Release").exists():
+        return image
+    from k3sfleet.lab.standins import install_runtime
+    from k3sfleet.lab.standins.runtime import download_wheels
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        wheels = pool.submit(download_wheels, cache)
+        base = build_base(cache, log)
+        wheels.result()
     with _locked(top / f"root-{key}.lock"):
         if image.tarball.exists():
             return image
-        from k3sfleet.lab.standins import install_runtime
-
         with tempfile.TemporaryDirectory(dir=top, prefix="build-") as tmp:
             root = Path(tmp) / "root"
             extract(base.tarball, root)
