@@ -137,11 +137,7 @@ class FakeSshd:
     direct-tcpip to 127.0.0.1 ports. Records commands and forwarded destinations."""
 
     def __init__(self, user_key: paramiko.PKey, kubeconfig: bytes) -> None:
-        self.host_key = (
-            paramiko.Ed25519Key.generate() if hasattr(paramiko.Ed25519Key, "generate") else None
-        )  # noqa: E501
-        if self.host_key is None:
-            self.host_key = paramiko.ECDSAKey.generate()
+        self.host_key = paramiko.ECDSAKey.generate()
         self.user_key = user_key
         self.kubeconfig = kubeconfig
         self.commands: list[str] = []
@@ -507,3 +503,24 @@ def test_hosts_from_inventory_file(tmp_path: Path) -> None:
     assert (s1.hostname, s1.user, s1.port, s1.known_hosts) == ("10.0.0.1", "admin", 2222, "/kh")
     assert s1.key == str(Path("~/k").expanduser())
     assert hosts[2].user == "deploy"  # group data applied as the pyinfra CLI does
+
+
+def test_token_kubeconfig_sets_bearer_auth() -> None:
+    doc = yaml.safe_dump(
+        {
+            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+            "users": [{"name": "u", "user": {"token": "tok-123"}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "x",
+        }
+    )
+    creds = parse_kubeconfig(doc)
+    assert creds.token == "tok-123" and creds.cert is None and "tok-123" not in repr(creds)
+    files = kube._MemFiles()
+    try:
+        api = kube.api_client(creds, "https://127.0.0.1:1", files)
+        auth = api.configuration.auth_settings()["BearerToken"]
+        assert auth["value"] == "Bearer tok-123"
+        assert api.configuration.ssl_ca_cert is None and api.configuration.verify_ssl
+    finally:
+        files.close()
