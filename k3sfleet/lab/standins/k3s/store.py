@@ -40,7 +40,7 @@ from .selectors import (
 Obj = dict[str, Any]
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_NAME_BY_KIND = {"Node", "Namespace"}
+_LABEL_NAMED = {"Namespace", "Service"}  # DNS-1123 labels: no dots, at most 63 characters
 
 
 class ApiError(Exception):
@@ -308,7 +308,7 @@ class Store:
                     {"kind": rtype.kind},
                 )
             if not _NAME.match(name) or (
-                "." in name and rtype.kind not in _NAME_BY_KIND and rtype.kind in ("Pod", "Service")
+                rtype.kind in _LABEL_NAMED and ("." in name or len(name) > 63)
             ):
                 raise ApiError(
                     422,
