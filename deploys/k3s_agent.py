@@ -86,7 +86,8 @@ def k3s_agent(plan: ClusterPlan | None = None) -> None:
     config_changes.append(
         k3s_config(
             name=f"K3s agent config (joins {plan.anchor})",
-            settings=agent_settings(data, address),
+            settings=lambda own: agent_settings(data, own),
+            address=address,
             entry="deploys/k3s_agent.py",
             join=plan.anchor,
             token=data.get("k3s_token"),

@@ -23,7 +23,7 @@ import hashlib
 import io
 import json
 import shlex
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,8 +341,9 @@ def managed_file(
 
 @operation()
 def k3s_config(
-    settings: dict[str, Any],
+    settings: Callable[[str | None], dict[str, Any]],
     entry: str,
+    address: str | None = None,
     join: str | None = None,
     token: Secret | None = None,
     token_source: str | None = None,
@@ -350,8 +351,11 @@ def k3s_config(
 ) -> Generator[Any, None, None]:
     """/etc/rancher/k3s/config.yaml for this node, completed when the operation runs.
 
-    + settings: every config key except ``server`` / ``token`` (in the order to write them)
+    + settings: gives every config key except ``server`` / ``token`` / ``cluster-init`` (in
+      the order to write them) for this node's tailnet address
     + entry: the deploy named in the file's header comment
+    + address: this node's tailnet address if known before the run; else it is read when the
+      operation runs (Tailscale may come up earlier in the same run, from bootstrap)
     + join: the server whose URL and token this node uses (``None``: it starts the cluster)
     + token: the cluster token from the settings (vault); when ``None`` a joining node takes
       its server's node-token at run time
@@ -359,9 +363,9 @@ def k3s_config(
       ``join``; a server that already holds the cluster uses its own, which is the same token)
     + current_sha256: sha256 of the current config.yaml if already read
     """
-    values = dict(settings)
+    plan = cluster_plan()
+    values = dict(settings(address or plan.address(host.name)))
     if join is not None:
-        plan = cluster_plan()
         address = plan.address(join)
         use_token = token or plan.token_of(token_source or join)
         if address is None or use_token is None:

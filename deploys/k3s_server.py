@@ -119,7 +119,8 @@ def k3s_server(plan: ClusterPlan | None = None) -> None:
     config_changes.append(
         k3s_config(
             name="K3s server config" + (f" (joins {join})" if join else " (cluster-init)"),
-            settings=server_settings(data, address),
+            settings=lambda own: server_settings(data, own),
+            address=address,
             entry="deploys/k3s_server.py",
             join=join,
             token=data.get("k3s_token"),

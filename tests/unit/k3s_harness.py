@@ -143,6 +143,9 @@ class SimCluster:
         self.clock = 1000
         self.clusters_started = 0
         self.stderr: list[str] = []
+        # True: K3sState reports no tailnet address (Tailscale comes up later in the same run,
+        # as with deploys/init_cluster.py on fresh hosts); TailscaleStatus still answers.
+        self.tailnet_late = False
 
     @classmethod
     def fresh(cls, servers: int = 1, agents: int = 2) -> SimCluster:
@@ -284,7 +287,7 @@ class SimCluster:
             f"datastore={node.datastore or ''}",
             f"node_token={'yes' if node.token else ''}",
             f"join={join}",
-            f"tailnet_ip={node.tailnet_ip}",
+            f"tailnet_ip={'' if self.tailnet_late else node.tailnet_ip}",
         ]
         for svc, path in UNITS.items():
             lines.append(f"unit_sha256.{svc}={file_sha(path)}")

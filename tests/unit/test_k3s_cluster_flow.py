@@ -204,3 +204,17 @@ def test_reset_needs_confirmation_then_removes_k3s(converged: SimCluster) -> Non
     assert all(n.version is None and not n.files for n in sim.nodes.values())
     again = sim.run("deploys/reset.py", data={"k3s_reset_confirm": "yes-destroy-k3s"})
     assert again.ok and all(again.changed_ops(n) == [] for n in sim.nodes)
+
+
+def test_tailnet_address_known_only_at_run_time_is_still_written_once() -> None:
+    sim = SimCluster.fresh(servers=1, agents=1)
+    sim.tailnet_late = True
+    result = sim.run("deploys/cluster.py")
+    assert result.ok, (result.error, sim.stderr)
+    server = config_of(sim, "server-1")
+    assert server["node-external-ip"] == sim.nodes["server-1"].tailnet_ip
+    assert server["tls-san"][0] == sim.nodes["server-1"].tailnet_ip
+    assert config_of(sim, "agent-1")["node-external-ip"] == sim.nodes["agent-1"].tailnet_ip
+    sim.tailnet_late = False
+    again = sim.run("deploys/cluster.py")
+    assert again.ok and k3s_changes(again, sim) == {name: [] for name in sim.nodes}
