@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -335,10 +336,16 @@ def _dead_port() -> int:
 
 
 def test_api_through_tunnel_with_client_cert(
-    sshd: FakeSshd, user_key: tuple[paramiko.PKey, str], tmp_path: Path, api_port: int
+    sshd: FakeSshd,
+    user_key: tuple[paramiko.PKey, str],
+    tmp_path: Path,
+    api_port: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     host = _host("s1", sshd.port, user_key[1], sshd.known_hosts(tmp_path / "kh"))
-    before = set(os.listdir("/tmp"))
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     with cluster_api([host]) as api:
         assert api.server.name == "s1" and api.tunnelled
         assert api.configuration.host.startswith("https://127.0.0.1:")
@@ -350,7 +357,7 @@ def test_api_through_tunnel_with_client_cert(
             assert path.startswith("/proc/") and os.readlink(path).startswith("/memfd:")
         key_path = api.configuration.key_file
     assert not os.path.exists(key_path)  # closed on exit
-    assert set(os.listdir("/tmp")) - before == set()
+    assert list(private_tmp.iterdir()) == []  # no temporary files either
     assert sshd.commands == ["sudo -n cat /etc/rancher/k3s/k3s.yaml"]
     assert ("127.0.0.1", api_port) in sshd.forwards
 
