@@ -15,6 +15,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,9 @@ def run_down(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     _check()
     project = Path(args.project_dir).resolve()
+    start = time.monotonic()
     lab = Lab.create(1, 2, lab_dir=_lab_dir(args), log=lambda m: print(m, file=sys.stderr))
+    print(f"demo: lab up in {lab.timings.get('total', 0):.1f} s", flush=True)
     try:
         _print_lab(lab)
         inventory = lab.write_inventory(lab.directory / "inventory.py")
@@ -146,7 +149,9 @@ def run_demo(args: argparse.Namespace) -> int:
             if done.returncode != 0:
                 print(f"demo: {entry} failed (exit {done.returncode})", file=sys.stderr)
                 return done.returncode
-        return _print_nodes(lab, inventory)
+        rc = _print_nodes(lab, inventory)
+        print(f"demo: done in {time.monotonic() - start:.1f} s")
+        return rc
     finally:
         if args.keep:
             print(f"demo: lab {lab.name} left running; `k3sfleet lab down {lab.name}`")

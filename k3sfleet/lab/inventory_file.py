@@ -57,17 +57,17 @@ from k3sfleet.inventory import Node, groups
 from k3sfleet.secret import Secret
 from k3sfleet.settings import Settings, setting_fields
 
-LAB = {name!r}
-OVERRIDES = {overrides}
+_LAB = {name!r}
+_OVERRIDES = {overrides}
 
-NODES = [
+_NODES = [
 {nodes}]
 
 _names = {{f.name for f in setting_fields()}}
 _settings = dataclasses.replace(
-    Settings.load(Path.cwd()), **{{k: v for k, v in OVERRIDES.items() if k in _names}}
+    Settings.load(Path.cwd()), **{{k: v for k, v in _OVERRIDES.items() if k in _names}}
 )
-k3s_servers, k3s_agents = groups(NODES, _settings, overrides=OVERRIDES)
+k3s_servers, k3s_agents = groups(_NODES, _settings, overrides=_OVERRIDES)
 '''
 
 
