@@ -231,6 +231,7 @@ class Settings:
                     password = resolve_password(
                         vault_password_file or layered.get("K3SFLEET_VAULT_PASSWORD_FILE"),
                         layered,
+                        project,
                     )
                 vault = load_vault(vault_path, password)
             except VaultError as e:

@@ -55,9 +55,13 @@ def needs_password(path: Path) -> bool:
     return is_encrypted(text) or VAULT_TAG in text
 
 
-def resolve_password(explicit_file: str | None, environ: Mapping[str, str]) -> bytes:
+def resolve_password(
+    explicit_file: str | None, environ: Mapping[str, str], base: Path | None = None
+) -> bytes:
     """The vault password from ``explicit_file``, ``K3SFLEET_VAULT_PASSWORD_FILE`` or
     ``ANSIBLE_VAULT_PASSWORD_FILE``. An executable file is run and its output used, as Ansible does.
+    A relative name that is not found from the current folder is looked up under ``base`` (the
+    project, whose ``.envrc`` may name it).
     """
     name = (
         explicit_file
@@ -70,6 +74,8 @@ def resolve_password(explicit_file: str | None, environ: Mapping[str, str]) -> b
             "(K3SFLEET_VAULT_PASSWORD_FILE, ANSIBLE_VAULT_PASSWORD_FILE or --vault-password-file)"
         )
     path = Path(name).expanduser()
+    if not path.is_absolute() and not path.exists() and base is not None:
+        path = base / path
     if not path.is_file():
         raise VaultError(f"vault password file {path} does not exist")
     if os.access(path, os.X_OK):
@@ -363,7 +369,7 @@ def save_edited(vf: VaultFile, text: str, password: bytes) -> bool:
             return False
         write_atomic(vf.path, render(vf, data, password), vf.mode)
         return True
-    if vf.kind != "absent" and text == vf.plaintext:
+    if text == vf.plaintext or (vf.kind == "absent" and not text.strip()):
         return False
     write_atomic(vf.path, encrypt(text, password, vf.vault_id), vf.mode)
     return True
@@ -377,9 +383,7 @@ def _replace_top_level(text: str, key: str, block: str) -> str | None:
     starts = [i for i, line in enumerate(lines) if pattern.match(line)]
     if len(starts) > 1:
         return None
-    if not starts:
-        if key in text or (text.strip() and not re.match(r"^[\w\"'#-]", text.lstrip("\n"))):
-            return None
+    if not starts:  # append (set_value checks that the result parses to what it wants)
         prefix = text if not text or text.endswith("\n") else text + "\n"
         return prefix + block
     start = starts[0]

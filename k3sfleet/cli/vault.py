@@ -59,14 +59,14 @@ def _vault_path(args: argparse.Namespace) -> tuple[Path, Mapping[str, str]]:
 
 def _vault(args: argparse.Namespace) -> tuple[Path, bytes]:
     path, env = _vault_path(args)
-    return path, resolve_password(args.vault_password_file, env)
+    return path, resolve_password(args.vault_password_file, env, Path(args.project_dir))
 
 
 def run_view(args: argparse.Namespace) -> int:
     path, env = _vault_path(args)
     password = None
     if path.exists() and needs_password(path):  # a plain YAML file needs no password
-        password = resolve_password(args.vault_password_file, env)
+        password = resolve_password(args.vault_password_file, env, Path(args.project_dir))
     vf = read_vault_file(path, password)
     if vf.kind == "absent":
         raise VaultError(f"{path} does not exist (create it with `k3sfleet vault set KEY`)")

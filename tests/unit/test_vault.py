@@ -330,3 +330,40 @@ def test_main_is_importable_in_process(tmp_path: Path, pw_file: Path,
                      "vault", "view"])
     assert code == 0
     assert capsys.readouterr().out == "k: v\n"
+
+
+def test_set_a_new_key_keeps_comments_even_when_its_name_is_inside_another(
+    tmp_path: Path,
+) -> None:
+    vault = tmp_path / "vault.yml"
+    set_value(vault, "vault_domain", "example.org", b"pw")
+    text = "# the fleet\n" + read_vault_file(vault, b"pw").plaintext
+    vault.write_text(encrypt_text(text))
+    set_value(vault, "domain", "other.example", b"pw")
+    vf = read_vault_file(vault, b"pw")
+    assert vf.plaintext.startswith("# the fleet\nvault_domain: example.org\n")
+    assert vf.data == {"vault_domain": "example.org", "domain": "other.example"}
+
+
+def encrypt_text(text: str) -> str:
+    from k3sfleet.vault import encrypt
+
+    return encrypt(text, b"pw")
+
+
+def test_relative_password_file_from_the_projects_envrc(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "vault-pass").write_text(PASSWORD + "\n")
+    (project / ".envrc").write_text("export K3SFLEET_VAULT_PASSWORD_FILE=vault-pass\n")
+    set_value(project / "vault.yml", "vault_domain", "example.org", PASSWORD.encode())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from k3sfleet.cli import main; sys.exit(main())",
+         "--project-dir", str(project), "vault", "view"],
+        cwd=elsewhere, capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "vault_domain: example.org\n"
+    assert Settings.load(project, {}).domain == "example.org"
