@@ -24,6 +24,7 @@ PUBLIC_STATE = ("LoggedIn", "WantRunning", "HostName", "AdvertiseTags", "AcceptR
 
 
 def main() -> int:
+    apply_interface(load_state())  # before the socket exists: a CLI never sees a half state
     SOCKET.parent.mkdir(parents=True, exist_ok=True)
     if SOCKET.exists():
         SOCKET.unlink()
@@ -31,7 +32,6 @@ def main() -> int:
     server.bind(str(SOCKET))
     os.chmod(SOCKET, 0o666)
     server.listen(16)
-    apply_interface(load_state())
 
     def stop(signum: int, frame: FrameType | None) -> None:
         apply_interface(load_state(), daemon_running=False)
