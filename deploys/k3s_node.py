@@ -448,10 +448,10 @@ def restart_script(
             "  exit 1",
             "fi",
         ]
+    why = "and there is no previous config to restore" if restore_config else "after the change"
     lines += [
-        'echo "k3sfleet: $svc on $node did not become healthy within '
-        + str(int(timeout))
-        + 's (no previous config to restore): see journalctl -u $svc" >&2',
+        f'echo "k3sfleet: $svc on $node did not become healthy within {int(timeout)}s {why}: '
+        'see journalctl -u $svc" >&2',
         "exit 1",
     ]
     return "\n".join(lines)
