@@ -23,7 +23,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import fcntl
 import gzip
 import hashlib
 import io
@@ -34,6 +36,7 @@ import subprocess
 import tempfile
 import threading
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -220,6 +223,18 @@ class SigningKey:
         )
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` (created if missing) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def signing_key(cache: Path) -> SigningKey:
     """The lab key, generated once into ``cache/apt-gpg`` (ed25519, signing only)."""
     home = cache / "apt-gpg"
@@ -278,34 +293,35 @@ def build_apt_repository(directory: Path, cache: Path) -> tuple[Path, str]:
     (dist / "Release").write_text(
         _release(dist, ["main/binary-amd64/Packages", "main/binary-amd64/Packages.gz"])
     )
-    key = signing_key(cache)
-    try:
-        key.gpg(
-            "--local-user",
-            key.fingerprint,
-            "--clearsign",
-            "--digest-algo",
-            "SHA512",
-            "--output",
-            str(dist / "InRelease"),
-            str(dist / "Release"),
-        )
-        key.gpg(
-            "--local-user",
-            key.fingerprint,
-            "--armor",
-            "--detach-sign",
-            "--digest-algo",
-            "SHA512",
-            "--output",
-            str(dist / "Release.gpg"),
-            str(dist / "Release"),
-        )
-    finally:
-        key.stop_agent()
-    keyring = debian / f"{DIST}.noarmor.gpg"
-    keyring.write_bytes(key.gpg("--export", key.fingerprint))
-    (debian / f"{DIST}.gpg").write_bytes(key.gpg("--armor", "--export", key.fingerprint))
+    with _locked(cache / "apt-gpg.lock"):  # labs are built in parallel; one gpg home
+        key = signing_key(cache)
+        try:
+            key.gpg(
+                "--local-user",
+                key.fingerprint,
+                "--clearsign",
+                "--digest-algo",
+                "SHA512",
+                "--output",
+                str(dist / "InRelease"),
+                str(dist / "Release"),
+            )
+            key.gpg(
+                "--local-user",
+                key.fingerprint,
+                "--armor",
+                "--detach-sign",
+                "--digest-algo",
+                "SHA512",
+                "--output",
+                str(dist / "Release.gpg"),
+                str(dist / "Release"),
+            )
+        finally:
+            key.stop_agent()
+        keyring = debian / f"{DIST}.noarmor.gpg"
+        keyring.write_bytes(key.gpg("--export", key.fingerprint))
+        (debian / f"{DIST}.gpg").write_bytes(key.gpg("--armor", "--export", key.fingerprint))
     (debian / f"{DIST}.tailscale-keyring.list").write_text(
         "# Tailscale packages for debian bookworm (k3sfleet lab stand-in)\n"
         "deb [signed-by=/usr/share/keyrings/tailscale-archive-keyring.gpg] "

@@ -1055,3 +1055,100 @@ def test_tailscale_cli_and_daemon_in_a_private_netns(tmp_path: Path) -> None:
         "--advertise-tags=tag:k8s",
     ] in argv
     assert key not in (state / "argv.log").read_text()
+
+
+# -- the artifact services: k3s mirror, signed apt repository, HTTP server --------------------
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in command:
+            found.append(command)
+    return found
+
+
+def test_artifacts_mirror_and_signed_apt_repository(tmp_path: Path) -> None:
+    from k3sfleet.lab.artifacts import build_artifacts, serve
+
+    cache = tmp_path / "cache"
+    artifacts = build_artifacts(tmp_path / "www", cache)
+    assert artifacts.k3s_versions == LAB_K3S_VERSIONS
+    for version in LAB_K3S_VERSIONS:
+        binary = tmp_path / "www/k3s" / version / "k3s"
+        assert binary.read_bytes().startswith(b"#!/opt/k3sfleet-standin/venv/bin/python\n")
+        assert binary.stat().st_mode & 0o111
+        line = (tmp_path / "www/k3s" / version / "sha256sum-amd64.txt").read_text()
+        assert line == f"{hashlib.sha256(binary.read_bytes()).hexdigest()}  k3s\n"
+        assert build_k3s_executable(version) == binary.read_bytes()  # reproducible
+    assert build_k3s_executable(OLD) != build_k3s_executable(NEW)
+
+    debian = tmp_path / "www/tailscale/debian"
+    dist = debian / "dists/bookworm"
+    keyring = debian / "bookworm.noarmor.gpg"
+    assert keyring == artifacts.keyring and keyring.read_bytes()[:1] != b"-"  # binary, no armor
+
+    def gpgv(*args: str) -> int:
+        return subprocess.run(
+            ["gpgv", "--keyring", str(keyring), *args], capture_output=True
+        ).returncode
+
+    assert gpgv(str(dist / "InRelease")) == 0
+    assert gpgv(str(dist / "Release.gpg"), str(dist / "Release")) == 0
+    tampered = tmp_path / "Release"
+    tampered.write_text((dist / "Release").read_text().replace("Tailscale", "Evil"))
+    assert gpgv(str(dist / "Release.gpg"), str(tampered)) != 0
+    packages = (dist / "main/binary-amd64/Packages").read_bytes()
+    assert f" {hashlib.sha256(packages).hexdigest()} " in (dist / "Release").read_text()
+    fields = dict(line.split(": ", 1) for line in packages.decode().splitlines() if ": " in line)
+    assert fields["Package"] == "tailscale" and fields["Version"] == "1.90.0"
+    deb = debian / fields["Filename"]
+    listing = subprocess.run(
+        ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
+    for path in (
+        "./usr/bin/tailscale",
+        "./usr/sbin/tailscaled",
+        "./lib/systemd/system/tailscaled.service",
+    ):
+        assert path in listing
+    assert not _processes_mentioning(str(cache / "apt-gpg"))  # no gpg-agent left behind
+    # a second build reuses the cached key
+    again = build_artifacts(tmp_path / "www2", cache)
+    assert again.key_fingerprint == artifacts.key_fingerprint
+
+    server = serve(tmp_path / "www", "127.0.0.1", 0)
+    try:
+        for version in (NEW, NEW.replace("+", "%2B")):
+            with urllib.request.urlopen(
+                f"{server.url}/k3s/{version}/sha256sum-amd64.txt", timeout=5
+            ) as reply:
+                assert reply.read().decode().endswith("  k3s\n")
+        artifacts.corrupt_checksum(OLD)
+        with urllib.request.urlopen(
+            f"{server.url}/k3s/{OLD}/sha256sum-amd64.txt", timeout=5
+        ) as reply:
+            assert reply.read().decode() != f"{artifacts.k3s_sha256[OLD]}  k3s\n"
+        artifacts.restore_checksum(OLD)
+        with urllib.request.urlopen(
+            f"{server.url}/k3s/{OLD}/sha256sum-amd64.txt", timeout=5
+        ) as reply:
+            assert reply.read().decode() == f"{artifacts.k3s_sha256[OLD]}  k3s\n"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{server.url}/k3s/v0.0.0/k3s", timeout=5)
+    finally:
+        server.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{server.url}/k3s/{NEW}/k3s", timeout=2)
+
+
+def test_lab_auth_keys() -> None:
+    from k3sfleet.lab.artifacts import auth_key_sha256, host_json, lab_auth_key
+
+    one, two = lab_auth_key("lab3"), lab_auth_key("lab3")
+    assert one.startswith("tskey-auth-") and one != two
+    data = host_json("lab-server-1", "100.64.3.11", [one])
+    assert data["auth_key_sha256"] == [auth_key_sha256(one)] and one not in json.dumps(data)
+    assert auth_key_sha256(one) == hashlib.sha256(one.encode()).hexdigest()

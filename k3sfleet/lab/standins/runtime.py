@@ -14,7 +14,9 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import inspect
 import shutil
 import subprocess
 import sys
@@ -41,12 +43,14 @@ _TARGET_PLATFORMS = (
 
 
 def runtime_hash() -> str:
-    """Hash of what install_runtime puts into a root: this module's source and the wheel list.
+    """Hash of what decides the runtime in a root: install_runtime's source and the wheel list.
 
-    Example: ``runtime_hash()[:12]`` is part of the lab's root filesystem cache key.
+    (How the wheels are fetched does not matter to the root, so it is left out.)
+    Example: ``runtime_hash()[:16]`` is part of the lab's root filesystem cache key.
     """
     digest = hashlib.sha256()
-    digest.update(Path(__file__).read_bytes())
+    digest.update(inspect.getsource(install_runtime).encode())
+    digest.update(f"{RUNTIME_PREFIX}\n{_TARGET_PYTHON}\n".encode())
     digest.update("\n".join(RUNTIME_REQUIREMENTS).encode())
     return digest.hexdigest()
 
@@ -62,6 +66,15 @@ def download_wheels(cache: Path) -> Path:
     if done.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as lock:  # two labs may build roots at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _download(folder)
+            done.write_text("\n".join(RUNTIME_REQUIREMENTS) + "\n")
+    return folder
+
+
+def _download(folder: Path) -> None:
     command = [
         sys.executable,
         "-m",
@@ -81,8 +94,6 @@ def download_wheels(cache: Path) -> Path:
     for platform in _TARGET_PLATFORMS:
         command += ["--platform", platform]
     subprocess.run([*command, *RUNTIME_REQUIREMENTS], check=True)
-    done.write_text("\n".join(RUNTIME_REQUIREMENTS) + "\n")
-    return folder
 
 
 def install_runtime(root: Path, cache: Path) -> None:
