@@ -359,13 +359,24 @@ class Artifacts:
 
     def corrupt_checksum(self, version: str) -> None:
         """Fault injection: serve a wrong sha256 for ``version`` (undo with restore_checksum)."""
-        wrong = hashlib.sha256(b"corrupted:" + version.encode()).hexdigest()
-        (self.k3s_dir / version / "sha256sum-amd64.txt").write_text(f"{wrong}  k3s\n")
+        corrupt_checksum(self.root, version)
 
     def restore_checksum(self, version: str) -> None:
-        (self.k3s_dir / version / "sha256sum-amd64.txt").write_text(
-            f"{self.k3s_sha256[version]}  k3s\n"
-        )
+        restore_checksum(self.root, version)
+
+
+def corrupt_checksum(root: Path, version: str) -> None:
+    """Fault injection on a served mirror (``root`` = what is served, e.g. ``<lab dir>/www``):
+    ``<root>/k3s/<version>/sha256sum-amd64.txt`` names a wrong sha256 for ``k3s``."""
+    wrong = hashlib.sha256(b"corrupted:" + version.encode()).hexdigest()
+    (Path(root) / "k3s" / version / "sha256sum-amd64.txt").write_text(f"{wrong}  k3s\n")
+
+
+def restore_checksum(root: Path, version: str) -> None:
+    """Undo corrupt_checksum: the checksum file names the served binary's sha256 again."""
+    folder = Path(root) / "k3s" / version
+    digest = hashlib.sha256((folder / "k3s").read_bytes()).hexdigest()
+    (folder / "sha256sum-amd64.txt").write_text(f"{digest}  k3s\n")
 
 
 def build_artifacts(

@@ -296,42 +296,22 @@ def test_k3s_from_the_mirror_token_checks_over_the_tailnet(standin_lab: Lab) -> 
         raise AssertionError("agent's Node is not Ready after the server restarted")
 
 
-def test_corrupted_checksum_is_caught_by_sha256sum(standin_lab: Lab, tmp_path: Path) -> None:
-    """The mirror's checksum fault: a download verified against it fails."""
-    from k3sfleet.lab.artifacts import Artifacts
+def test_corrupted_checksum_is_caught_by_sha256sum(standin_lab: Lab) -> None:
+    """The mirror's checksum fault: a download verified against it fails, until restored."""
+    from k3sfleet.lab.artifacts import corrupt_checksum, restore_checksum
 
-    www = lab_www(standin_lab)
-    artifacts = Artifacts(
-        www,
-        LAB_K3S_VERSIONS,
-        {
-            v: (www / "k3s" / v / "sha256sum-amd64.txt").read_text().split()[0]
-            for v in LAB_K3S_VERSIONS
-        },
-        "",
-        Path(),
-        "",
+    www = Path(standin_lab.directory) / "www"
+    host = standin_lab.agents[0]
+    url = f"{standin_lab.settings_overrides['k3s_release_url']}/{OLD}"
+    check = (
+        f"cd /tmp && curl -fsSLo k3s-check '{url}/k3s' && "
+        f"curl -fsSL '{url}/sha256sum-amd64.txt' | sed 's/  k3s$/  k3s-check/' | sha256sum -c -"
     )
-    artifacts.corrupt_checksum(OLD)
+    corrupt_checksum(www, OLD)
     try:
-        host = standin_lab.agents[0]
-        url = f"{standin_lab.settings_overrides['k3s_release_url']}/{OLD}"
-        rc, out, err = standin_lab.ssh(
-            host,
-            f"cd /tmp && curl -fsSLo k3s-check '{url}/k3s' && "
-            f"curl -fsSL '{url}/sha256sum-amd64.txt' | "
-            "sed 's/  k3s$/  k3s-check/' | sha256sum -c -",
-        )
+        rc, out, err = standin_lab.ssh(host, check)
         assert rc != 0 and "FAILED" in out + err
     finally:
-        artifacts.restore_checksum(OLD)
-    rc, _, _ = standin_lab.ssh(
-        host,
-        f"cd /tmp && curl -fsSL '{url}/sha256sum-amd64.txt' | "
-        "sed 's/  k3s$/  k3s-check/' | sha256sum -c -",
-    )
-    assert rc == 0
-
-
-def lab_www(lab: Lab) -> Path:
-    return Path(lab.directory) / "www"
+        restore_checksum(www, OLD)
+    rc, out, err = standin_lab.ssh(host, check)
+    assert rc == 0, out + err
