@@ -3,25 +3,69 @@
     pyinfra inventory.py deploys/bootstrap.py            # add --dry --diff to preview
 
 Run as the VPS's initial sudo user (``vault_ansible_users``); everything runs with sudo unless
-that user is root. Importing this module does nothing (see ``k3sfleet.entry``).
+that user is root. Importing this module does nothing (see ``k3sfleet.entry``);
+``data_problems`` is the check ``k3sfleet.preflight`` runs before pyinfra connects.
 """
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from pyinfra import host
 
-from deploys.common import common
-from deploys.firewall import firewall
-from deploys.tailscale import tailscale
+from deploys import common as common_module
+from deploys import firewall as firewall_module
+from deploys import tailscale as tailscale_module
 from facts.os import SystemInfo
 from k3sfleet.entry import under_pyinfra
+
+if TYPE_CHECKING:
+    from k3sfleet.inventory import Node
+    from k3sfleet.settings import Settings
+
+
+def node_data(settings: Settings, node: Node) -> dict[str, Any]:
+    """The host data the bootstrap deploys will see for ``node`` (defaults, settings, node)."""
+    data: dict[str, Any] = {
+        **common_module.DATA_DEFAULTS,
+        **firewall_module.DATA_DEFAULTS,
+        **tailscale_module.DATA_DEFAULTS,
+        **settings.as_host_data(),
+        "k3s_node_labels": dict(node.labels),
+    }
+    data.update(node.data)
+    return data
+
+
+def data_problems(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """Every problem with the bootstrap data of ``nodes``, each naming its node.
+
+    Example::
+
+        data_problems(settings, [Node("vps-1", role="server", data={"common_sshd_options": {
+            "Bad Key": "x"}})])
+        # ["vps-1: common_sshd_options: 'Bad Key' is not an sshd keyword with one-line value"]
+    """
+    found: list[str] = []
+    for node in nodes:
+        data = node_data(settings, node)
+        # The root-login lockout is checked by the deploy itself, before it changes anything.
+        problems = common_module.problems(data, session=False)
+        problems += firewall_module.rule_problems(data.get("firewall_extra_rules") or [])
+        problems += [p for p in tailscale_module.problems(data)
+                     if not p.startswith("TAILSCALE_AUTH_KEY")]  # preflight names it once
+        found += [f"{node.name}: {p}" for p in problems]
+    return found
 
 
 def run() -> None:
     """The bootstrap deploys for the host in context."""
-    sudo = (host.data.get("ssh_user") or "root") != "root"
+    sudo = common_module.session_user(host.data.dict()) != "root"
     info = host.get_fact(SystemInfo)  # read once, used by common and tailscale
-    common(info=info, _sudo=sudo)
-    firewall(_sudo=sudo)
-    tailscale(info=info, _sudo=sudo)
+    common_module.common(info=info, _sudo=sudo)
+    firewall_module.firewall(_sudo=sudo)
+    tailscale_module.tailscale(info=info, _sudo=sudo)
 
 
 if under_pyinfra():

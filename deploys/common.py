@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import posixpath
 import re
@@ -240,10 +241,15 @@ def kernel_modules(modules: Sequence[str], loaded: Sequence[str], container: str
 # -- rendering (pure functions, unit-tested) ------------------------------------------------
 
 
+def session_user(data: Mapping[str, Any]) -> str:
+    """The user pyinfra logs in as: ``ssh_user``, else (as paramiko does) the local user."""
+    return str(data.get("ssh_user") or getpass.getuser())
+
+
 def allow_users(data: Mapping[str, Any]) -> list[str]:
     """The users sshd lets in: the SSH user of this run first, then admins and extras."""
     users: list[str] = []
-    ssh_user = data.get("ssh_user") or "root"
+    ssh_user = session_user(data)
     admins = [a["name"] for a in data.get("common_admin_users") or []]
     for name in [ssh_user, *admins, *(data.get("common_ssh_allow_users") or [])]:
         if name not in users:
@@ -332,12 +338,15 @@ def sysctl_content(sysctls: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def problems(data: Mapping[str, Any]) -> list[str]:
-    """What is wrong with the common_* data of a node, as text (empty: all good)."""
+def problems(data: Mapping[str, Any], *, session: bool = True) -> list[str]:
+    """What is wrong with the common_* data of a node, as text (empty: all good).
+
+    ``session=False`` leaves out the check of the SSH user of the run (not known before pyinfra
+    resolves the host).
+    """
     found = []
-    ssh_user = data.get("ssh_user") or "root"
     permit_root = data.get("common_ssh_permit_root_login") or "no"
-    if ssh_user == "root" and permit_root == "no":
+    if session and session_user(data) == "root" and permit_root == "no":
         found.append(
             "ssh_user is root but COMMON_SSH_PERMIT_ROOT_LOGIN=no would lock this session out: "
             "bootstrap as a sudo user, or set it to prohibit-password"

@@ -164,3 +164,20 @@ def test_preflight_wants_the_auth_key_only_when_someone_runs_up() -> None:
     ]
     by_k3s = Settings(tailscale_up_by="k3s", k3s_vpn_auth=False)
     assert entry_problems(["bootstrap"], by_k3s, nodes) == []
+
+
+def test_preflight_names_bad_bootstrap_data_per_node_before_connecting() -> None:
+    settings = Settings(tailscale_up_by="k3s", k3s_vpn_auth=False)
+    nodes = [
+        Node("s1", role="server", address="10.0.0.1", ssh_user="admin",
+             data={"common_sshd_options": {"Bad Key": "x"}}),
+        Node("a1", role="agent", address="10.0.0.2", ssh_user="admin",
+             data={"firewall_extra_rules": [{"port": "http"}]}),
+        Node("a2", role="agent", address="10.0.0.3", ssh_user="root"),
+    ]
+    problems = entry_problems(["bootstrap"], settings, nodes)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("s1: common_sshd_options: 'Bad Key'")
+    assert problems[1].startswith("a1: firewall_extra_rules: port 'http'")
+    assert all(p.endswith("(needed by deploys/bootstrap.py)") for p in problems)
+    assert entry_problems(["bootstrap"], settings, nodes[2:]) == []
