@@ -7,6 +7,7 @@ cannot run. Each test that changes a host's state uses its own lab from ``lab_fa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -156,3 +157,39 @@ def test_lab_down_leaves_nothing_behind(lab_factory) -> None:  # type: ignore[no
     assert not network.link_exists(net.tailnet_bridge)
     assert not lab.directory.exists()
     assert lab.name not in Lab.running(lab.directory.parent)
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-c", "import sys; from k3sfleet.cli import main; sys.exit(main())",
+         *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_cli_drives_a_lab_from_separate_processes(tmp_path: Path) -> None:
+    name = f"clitest{os.getpid()}"
+    up = _cli("lab", "up", "--servers", "1", "--agents", "0", "--name", name)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "lab-server-1" in up.stdout
+        status = _cli("lab", "status")
+        assert status.returncode == 0
+        line = next(ln for ln in status.stdout.splitlines()
+                    if "lab-server-1" in ln and name in status.stdout)
+        assert " up " in line
+        inventory = tmp_path / "inv.py"
+        written = _cli("lab", "inventory", name, "-o", str(inventory))
+        assert written.returncode == 0, written.stderr
+        assert oct(inventory.stat().st_mode & 0o777) == "0o600"
+        proc = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "pyinfra", "-y", str(inventory), "exec", "--", "hostname"],
+            cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert "[lab-server-1] lab-server-1" in " ".join(proc.stdout.split())
+    finally:
+        down = _cli("lab", "down", name)
+    assert down.returncode == 0, down.stderr
+    assert f"lab {name}: down" in down.stdout
+    assert name not in _cli("lab", "status").stdout
