@@ -1,5 +1,5 @@
 """The wheel: built from the tree, installed into a fresh virtualenv, it imports every module under
-``deploys/`` and ``facts/`` and renders every template, all from the installed files.
+``deploys/``, ``facts/`` and ``k3sfleet/`` and renders every template, all from the installed files.
 
 Offline (the test suite talks to no registry): the wheel is built without build isolation and
 installed with ``--no-deps --no-index``; the third-party dependencies come from the running
@@ -33,7 +33,7 @@ from pathlib import Path
 report = {"modules": {}, "import_errors": {}, "templates": {}, "render_errors": {},
           "sample_sources": {}}
 samples = {}
-for package in ("deploys", "facts"):
+for package in ("deploys", "facts", "k3sfleet"):
     root = importlib.import_module(package)
     report["modules"][package] = root.__file__
     for info in pkgutil.walk_packages(root.__path__, prefix=package + "."):
@@ -145,9 +145,10 @@ def test_wheel_installs_imports_every_module_and_renders_every_template(tmp_path
     assert report["render_errors"] == {}
     # every module file of the tree is in the wheel, and was loaded from the venv
     expected = {
-        f"{pkg}.{p.stem}" if p.stem != "__init__" else pkg
-        for pkg in ("deploys", "facts")
-        for p in (ROOT / pkg).glob("*.py")
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for pkg in ("deploys", "facts", "k3sfleet")
+        for p in (ROOT / pkg).rglob("*.py")
+        if p.name != "__main__.py"
     }
     assert expected <= set(report["modules"]), expected - set(report["modules"])
     outside = {m: f for m, f in report["modules"].items() if not f.startswith(str(purelib))}
