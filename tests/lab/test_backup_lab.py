@@ -110,7 +110,7 @@ def velero(cluster: Any) -> Iterator[None]:
                 )["items"]
                 for item in items:
                     if (item.get("status") or {}).get("phase") != "Completed":
-                        custom.patch_namespaced_custom_object(
+                        custom.patch_namespaced_custom_object_status(
                             "velero.io",
                             "v1",
                             "velero",
@@ -128,9 +128,11 @@ def velero(cluster: Any) -> Iterator[None]:
 
 def seed_backup(api: Any, name: str, service: str, phase: str, started: str) -> None:
     body = backup_manifest(name, ["database"], labels={SERVICE_LABEL: service})
-    body["status"] = {"phase": phase, "startTimestamp": started}
-    client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "velero.io", "v1", "velero", "backups", body
+    status = {"status": {"phase": phase, "startTimestamp": started}}
+    custom = client.CustomObjectsApi(api)
+    custom.create_namespaced_custom_object("velero.io", "v1", "velero", "backups", body)
+    custom.patch_namespaced_custom_object_status(
+        "velero.io", "v1", "velero", "backups", name, status
     )
 
 
