@@ -265,3 +265,33 @@ def test_invalid_key_fails_naming_the_host_and_leaves_no_key(boot: dict[str, Any
     assert run.returncode == 0, run.stdout[-3000:]
     rc, out, _ = sudo(lab, host, "tailscale status --json | jq -r .BackendState")
     assert out.strip() == "Running"
+
+
+def test_admin_user_logs_in_with_its_key_and_has_sudo(boot: dict[str, Any]) -> None:
+    lab = boot["lab"]
+    server = lab.servers[0]
+    key = boot["dir"] / "alice_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alice@lab",  # noqa: S607
+                    "-f", str(key)], check=True)
+    public = key.with_suffix(".pub").read_text().strip()
+    admins = [{"name": "alice", "keys": [public]}]
+    inventory = lab.write_inventory(boot["dir"] / "admins.py", data={"common_admin_users": admins})
+    run = pyinfra(inventory, "-y", "--limit", server.name)
+    assert run.returncode == 0, run.stdout[-3000:]
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(lab.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(server.public_ip, port=server.ssh_port, username="alice",
+                   key_filename=str(key), look_for_keys=False, allow_agent=False, timeout=10)
+    try:
+        _, out, _ = client.exec_command("sudo -n id -u")
+        assert out.read().decode().strip() == "0"
+    finally:
+        client.close()
+    rc, out, _ = sudo(lab, server, "sshd -T | grep -i '^allowusers'")
+    assert out.split() == ["allowusers", server.user, "allowusers", "alice"]
+    # The session user still gets in, and a second run changes nothing.
+    assert lab.ssh(server, "true")[0] == 0
+    again = pyinfra(inventory, "-y", "--limit", server.name)
+    assert again.returncode == 0
+    assert all(row["success"] == "-" for row in results(again.stdout).values())
