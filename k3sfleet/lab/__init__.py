@@ -586,4 +586,5 @@ class Lab:
             "mounts": hostproc.mounts_under(self.directory),
             "netns": network.lab_netns(self.net),
             "links": network.lab_links(self.net),
+            "nftables": [network.guard_table(self.net)] if network.guard_exists(self.net) else [],
         }

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -154,8 +155,51 @@ def release_index(index: int, uid: str) -> None:
             (CLAIMS / f"index-{index}.json").unlink(missing_ok=True)
 
 
+def guard_table(net: LabNet) -> str:
+    """The nftables table that keeps lab ``net``'s traffic on its bridges."""
+    return f"k3sfleet_lab{net.index}"
+
+
+def create_guard(net: LabNet) -> None:
+    """Drop anything the machine would route from the lab's bridges elsewhere (or into them),
+    even where it forwards IP: bridged traffic between hosts stays untouched."""
+    if shutil.which("nft") is None:
+        return
+    lab = f'{{ "{net.public_bridge}", "{net.tailnet_bridge}" }}'
+    rules = (
+        f"table inet {guard_table(net)} {{\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority -10; policy accept;\n"
+        f"    iifname {lab} oifname != {lab} drop\n"
+        f"    oifname {lab} iifname != {lab} drop\n"
+        f"    iifname {net.public_bridge} oifname {net.tailnet_bridge} drop\n"
+        f"    iifname {net.tailnet_bridge} oifname {net.public_bridge} drop\n"
+        "  }\n"
+        "}\n"
+    )
+    done = subprocess.run(["nft", "-f", "-"], input=rules, text=True,  # noqa: S603
+                          capture_output=True)
+    if done.returncode != 0:
+        raise NetworkError(f"nft: {done.stderr.strip()}")
+
+
+def guard_exists(net: LabNet) -> bool:
+    if shutil.which("nft") is None:
+        return False
+    done = subprocess.run(["nft", "list", "table", "inet", guard_table(net)],  # noqa: S603
+                          capture_output=True)
+    return done.returncode == 0
+
+
+def delete_guard(net: LabNet) -> None:
+    if guard_exists(net):
+        subprocess.run(["nft", "delete", "table", "inet", guard_table(net)],  # noqa: S603
+                       capture_output=True)
+
+
 def create_bridges(net: LabNet) -> None:
-    """Create both bridges with the machine's addresses (no forwarding beyond them)."""
+    """Create both bridges with the machine's addresses and the forwarding guard."""
+    create_guard(net)
     for name, address in ((net.public_bridge, net.gateway),
                           (net.tailnet_bridge, net.tailnet_gateway)):
         if not link_exists(name):
@@ -195,6 +239,7 @@ def delete_bridges(net: LabNet) -> None:
     for name in (net.public_bridge, net.tailnet_bridge):
         if link_exists(name):
             ip("link", "del", name, check=False)
+    delete_guard(net)
 
 
 def lab_links(net: LabNet) -> list[str]:

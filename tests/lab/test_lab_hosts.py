@@ -88,6 +88,12 @@ def test_hosts_reach_only_the_lab(lab: Lab) -> None:
     rc, out, err = lab.ssh(host, "sudo apt-get update 2>&1 && apt-cache policy jq", timeout=120)
     assert rc == 0, out + err
     assert f"{lab.net.gateway}:{lab.artifact_port}/debian" in out
+    # where the machine forwards IP, its forward hook still drops what would leave the bridges
+    table = subprocess.run(["nft", "list", "table", "inet", network.guard_table(lab.net)],
+                           capture_output=True, text=True)
+    assert table.returncode == 0, table.stderr
+    assert f'iifname {{ "{lab.net.public_bridge}", "{lab.net.tailnet_bridge}" }}' in table.stdout
+    assert table.stdout.count(" drop") == 4
 
 
 def test_tailnet_address_reachable_only_after_tailscale0_is_up(lab_factory) -> None:  # type: ignore[no-untyped-def]
@@ -143,6 +149,7 @@ def test_lab_down_leaves_nothing_behind(lab_factory) -> None:  # type: ignore[no
     assert all(pids)
     before = lab.leftovers()
     assert before["processes"] and before["mounts"] and before["netns"] and before["links"]
+    assert before["cgroups"] and before["nftables"]
     done = subprocess.run(  # noqa: S603
         [sys.executable, "-c", "import sys; from k3sfleet.cli import main; sys.exit(main())",
          "lab", "down", lab.name],
@@ -150,7 +157,8 @@ def test_lab_down_leaves_nothing_behind(lab_factory) -> None:  # type: ignore[no
     )
     assert done.returncode == 0, done.stderr
     left = lab.leftovers()
-    assert left == {"processes": [], "cgroups": [], "mounts": [], "netns": [], "links": []}
+    assert left == {"processes": [], "cgroups": [], "mounts": [], "netns": [], "links": [],
+                    "nftables": []}
     assert not [pid for pid in pids if hostproc.alive(pid, "k3sfleet.lab.supervise")]
     net = lab.net
     assert not network.link_exists(net.public_bridge)
