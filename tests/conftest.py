@@ -17,6 +17,8 @@ import pytest
 
 from k3sfleet.lab import Lab, unavailable_reason
 
+pytest_plugins = ["pytester"]
+
 _LAB_REASON: list[str | None] = []
 _SETUP_LINES: list[str] = []
 

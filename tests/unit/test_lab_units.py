@@ -139,3 +139,38 @@ def test_status_and_inventory_without_a_lab(tmp_path: Path, monkeypatch: pytest.
     assert capsys.readouterr().out.strip() == "no lab is running"
     assert main(["--project-dir", str(tmp_path), "lab", "inventory"]) == 2
     assert "none is running" in capsys.readouterr().err
+
+
+def test_lab_tests_skip_with_one_reason_without_root(pytester: pytest.Pytester,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's own conftest, without root: every lab test is skipped, none passes."""
+    from k3sfleet import lab as labmod
+
+    monkeypatch.setattr(labmod.os, "geteuid", lambda: 1000)
+    conftest = (Path(__file__).resolve().parents[1] / "conftest.py").read_text()
+    pytester.makeconftest(conftest.replace('pytest_plugins = ["pytester"]', ""))
+    pytester.makeini("[pytest]\nmarkers =\n    lab: needs the lab\n")
+    pytester.makepyfile(
+        test_x="""
+import pytest
+
+@pytest.mark.lab
+def test_marked():
+    assert False, "must not run"
+
+def test_uses_fixture(lab):
+    assert False, "must not run"
+
+@pytest.mark.lab
+def test_factory(lab_factory):
+    assert False, "must not run"
+
+def test_plain():
+    assert True
+"""
+    )
+    result = pytester.runpytest_inprocess("-rs", "-p", "no:cacheprovider", "-p", "no:asyncio")
+    result.assert_outcomes(passed=1, skipped=3)
+    reasons = [ln for ln in result.outlines if ln.startswith("SKIPPED")]
+    assert len(reasons) == 3
+    assert all("lab unavailable: the lab needs root" in ln for ln in reasons)
