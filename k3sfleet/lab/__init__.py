@@ -174,10 +174,21 @@ class Lab:
         lab.save()
         try:
             lab._boot(servers, agents, start, say)
-        except BaseException:
+        except BaseException as e:
+            kept = lab._keep_logs()
             lab.down()
+            e.add_note(f"k3sfleet lab: the failed lab's logs are kept in {kept}")
             raise
         return lab
+
+    def _keep_logs(self) -> Path:
+        """Copy the lab's logs (root fs build, services, host consoles) out of its directory."""
+        kept = self.directory.parent / ".failed" / f"{self.name}-{self.uid}"
+        kept.mkdir(parents=True, exist_ok=True)
+        for log in [*self.directory.glob("logs/*.log"), *self.directory.glob("hosts/*/*.log")]:
+            name = log.name if log.parent.name == "logs" else f"{log.parent.name}-{log.name}"
+            shutil.copy2(log, kept / name)
+        return kept
 
     def _boot(self, servers: int, agents: int, start: float, say: Callable[[str], None]) -> None:
         net = self.net

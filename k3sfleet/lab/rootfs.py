@@ -127,6 +127,27 @@ def _run(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str
     )
 
 
+def _mounts_under(path: Path) -> list[str]:
+    top = str(path.resolve())
+    with open("/proc/self/mountinfo") as info:
+        points = [line.split()[4] for line in info]
+    return [p for p in points if p == top or p.startswith(top + "/")]
+
+
+@contextmanager
+def _build_dir(top: Path) -> Iterator[str]:
+    """A scratch directory under ``top``; whatever a failed debootstrap left mounted in it
+    (proc, sys, devpts) is unmounted before it is removed, so removal never reaches them."""
+    tmp = tempfile.mkdtemp(dir=top, prefix="build-")
+    try:
+        yield tmp
+    finally:
+        for point in sorted(_mounts_under(Path(tmp)), reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)  # noqa: S603
+        if not _mounts_under(Path(tmp)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def pack(root: Path, tarball: Path) -> None:
     """Pack ``root`` into ``tarball`` (tar.zst, numeric owners, xattrs and capabilities kept)."""
     tmp = tarball.with_suffix(".tmp")
@@ -215,7 +236,7 @@ def build_base(cache: Path, log: Path | None = None) -> RootImage:
         if image.tarball.exists() and (image.apt_repo / "Release").exists():
             return image
         top.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=top, prefix="build-") as tmp:
+        with _build_dir(top) as tmp:
             root = Path(tmp) / "root"
             # dpkg without fsync while building (a throw-away tree): much faster on busy disks
             unsafe = root / "etc/dpkg/dpkg.cfg.d/k3sfleet-lab-unsafe-io"
@@ -268,7 +289,7 @@ def ensure_root(cache: Path, log: Path | None = None) -> RootImage:
     with _locked(top / f"root-{key}.lock"):
         if image.tarball.exists():
             return image
-        with tempfile.TemporaryDirectory(dir=top, prefix="build-") as tmp:
+        with _build_dir(top) as tmp:
             root = Path(tmp) / "root"
             extract(base.tarball, root)
             install_runtime(root, cache)

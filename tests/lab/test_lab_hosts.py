@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -201,3 +202,31 @@ def test_cli_drives_a_lab_from_separate_processes(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert f"lab {name}: down" in down.stdout
     assert name not in _cli("lab", "status").stdout
+
+
+def test_a_failed_create_cleans_up_and_keeps_the_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_ssh(address: str, port: int = 22, timeout: float = 60) -> float:
+        raise hostproc.HostError(f"no SSH on {address}:{port} (test)")
+
+    monkeypatch.setattr(hostproc, "wait_ssh", no_ssh)
+    made: list[Lab] = []
+    real_boot = Lab._boot
+
+    def boot(self: Lab, *args: object) -> None:
+        made.append(self)
+        real_boot(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Lab, "_boot", boot)
+    with pytest.raises(hostproc.HostError) as failed:
+        Lab.create(1, 1)
+    lab = made[0]
+    notes = " ".join(getattr(failed.value, "__notes__", []))
+    assert "logs are kept in" in notes
+    kept = Path(notes.rsplit(" ", 1)[1])
+    try:
+        assert (kept / "lab-server-1-console.log").exists()
+        assert lab.leftovers() == {"processes": [], "cgroups": [], "mounts": [], "netns": [],
+                                   "links": [], "nftables": []}
+        assert not lab.directory.exists()
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
