@@ -26,14 +26,14 @@ FAULT = "/etc/k3sfleet-lab/fail-start"
 pytestmark = pytest.mark.lab
 
 
-def pyinfra(inventory: Path, entry: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def pyinfra(inventory: Path, entry: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("K3S_", "ROLLING_"))}
     return subprocess.run(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "pyinfra", "-y", str(inventory), f"deploys/{entry}.py"],
+        [sys.executable, "-m", "pyinfra", "-y", *args, str(inventory), f"deploys/{entry}.py"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=900,
         env=env,
     )
 
@@ -100,6 +100,18 @@ def test_rolling_upgrade_to_v2_one_node_at_a_time_then_nothing(clean: Any) -> No
     assert {version(n) for n in before.values()} == {V1}
     writes_before = len(lab.api_writes(lab.servers[0]))
 
+    dry = pyinfra(at_v2, "upgrade", "--dry")
+    assert dry.returncode == 0, output(dry)
+    order = [h.name for h in lab.servers] + [h.name for h in lab.agents]
+    for i, name in enumerate(order, 1):
+        assert f"  {i}. {name} " in dry.stdout and f"{name} (" in dry.stdout
+    assert dry.stdout.count(": to do (kubelet " + V1) == 3
+    assert not [
+        w
+        for w in lab.api_writes(lab.servers[0])[writes_before:]
+        if w["changed"] and w["user"] == ADMIN
+    ]
+
     run = pyinfra(at_v2, "upgrade")
     assert run.returncode == 0, output(run)
     after = nodes(at_v2)
@@ -116,7 +128,6 @@ def test_rolling_upgrade_to_v2_one_node_at_a_time_then_nothing(clean: Any) -> No
         and w["subresource"] == ""
         and w["changed"]
     ]
-    order = [h.name for h in lab.servers] + [h.name for h in lab.agents]
     assert patches == [name for name in order for _ in range(2)]  # cordon, uncordon; in order
     # between a node's cordon and uncordon its kubelet came back (status written by the node)
     for name in order:
@@ -140,6 +151,27 @@ def test_rolling_upgrade_to_v2_one_node_at_a_time_then_nothing(clean: Any) -> No
     assert "Nothing to do" in again.stdout
     ours = [w for w in lab.api_writes(lab.servers[0])[writes:] if w["user"] == ADMIN]
     assert not [w for w in ours if w["changed"]], ours
+
+    # the same plan through `k3sfleet upgrade --dry` (the Python API path)
+    cli = subprocess.run(  # noqa: S603 - our own CLI
+        [
+            sys.executable,
+            "-c",
+            "import sys; from k3sfleet.cli import main; sys.exit(main())",
+            "--project-dir",
+            str(ROOT),
+            "upgrade",
+            "--inventory",
+            str(at_v2),
+            "--dry",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.count("already done: skipped") == 3 and "Nothing to do" in cli.stdout
 
 
 @pytest.fixture(scope="module")
