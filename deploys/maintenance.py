@@ -1,6 +1,7 @@
 """OS maintenance on the rolling engine: apt upgrade, reboot when required, journal vacuum.
 
     pyinfra inventory.py deploys/maintenance.py       # plan at prepare, roll at execute
+    pyinfra inventory.py deploys/maintenance.py --dry # the plan only
     k3sfleet maintenance [--dry]                      # the same run without the pyinfra CLI
 
 Each node's pending work is read first (``PendingMaintenance``: upgradable packages, all or
@@ -157,9 +158,26 @@ def _executed_by_pyinfra() -> bool:
     return bool(running) and Path(str(running)).resolve() == Path(__file__).resolve()
 
 
+def _print_plan(state: Any) -> None:
+    """The plan from the apt lists as they are now (the run refreshes them first)."""
+    from k3sfleet.kube import cluster_api
+    from k3sfleet.rolling import NestedRunner
+
+    inventory = state.inventory
+    security = next(iter(inventory)).data.get("maintenance_upgrade") == "security"
+    names = [h.name for h in inventory]
+    pending = NestedRunner(state).fact(
+        names, PendingMaintenance, security_only=security, _sudo=True
+    )
+    with cluster_api(inventory) as api:
+        plan = maintenance_engine(api, inventory, None, pending).plan()
+    print(plan.render() + "\n(from the current apt lists; the run refreshes them first)")
+
+
 if _executed_by_pyinfra():
-    from pyinfra import inventory
+    from pyinfra import inventory, state
 
     first_server = (inventory.get_group("k3s_servers") or list(inventory))[0]
     if host.name == first_server.name:
+        _print_plan(state)
         python.call(name="Rolling OS maintenance (k3sfleet.rolling)", function=_drive)

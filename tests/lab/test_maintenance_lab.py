@@ -22,10 +22,10 @@ MARK = "/run/k3sfleet-test-booted-before"  # /run is a tmpfs: gone after a reboo
 pytestmark = pytest.mark.lab
 
 
-def pyinfra(inventory: Path, entry: str) -> subprocess.CompletedProcess[str]:
+def pyinfra(inventory: Path, entry: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("K3S_", "ROLLING_"))}
     return subprocess.run(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "pyinfra", "-y", str(inventory), f"deploys/{entry}.py"],
+        [sys.executable, "-m", "pyinfra", "-y", *args, str(inventory), f"deploys/{entry}.py"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -66,6 +66,13 @@ def test_reboot_required_hosts_reboot_one_at_a_time_then_nothing(cluster: Any) -
         rc, _, err = lab.ssh(host, "sudo touch /var/run/reboot-required")
         assert rc == 0, err
     writes_before = len(lab.api_writes(server))
+
+    dry = pyinfra(inventory, "maintenance", "--dry")
+    assert dry.returncode == 0, output(dry)
+    assert f"{server.name} (server): already done" in dry.stdout
+    for host in lab.agents:
+        assert f"{host.name} (agent): to do" in dry.stdout
+        assert not booted_since_mark(lab, host)  # --dry rebooted nothing
 
     run = pyinfra(inventory, "maintenance")
     assert run.returncode == 0, output(run)
