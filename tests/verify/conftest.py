@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from k3sfleet.verify import InventoryNode, inventory_nodes, testinfra_host
+from k3sfleet.kube import HostInfo, hosts_from_inventory
+from k3sfleet.verify import testinfra_host
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,14 +38,14 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True if not _inventory(config) else None
 
 
-_NODES: dict[str, list[InventoryNode]] = {}
+_NODES: dict[str, list[HostInfo]] = {}
 
 
-def nodes_of(config: pytest.Config) -> list[InventoryNode]:
+def nodes_of(config: pytest.Config) -> list[HostInfo]:
     path = _inventory(config)
     assert path, "--inventory is required"
     if path not in _NODES:
-        _NODES[path] = inventory_nodes(path)
+        _NODES[path] = hosts_from_inventory(path)
     return _NODES[path]
 
 
@@ -57,14 +58,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def nodes(request: pytest.FixtureRequest) -> list[InventoryNode]:
+def nodes(request: pytest.FixtureRequest) -> list[HostInfo]:
     return nodes_of(request.config)
 
 
 _HOSTS: dict[str, Any] = {}
 
 
-def host_for(node: InventoryNode) -> Any:
+def host_for(node: HostInfo) -> Any:
     if node.name not in _HOSTS:
         _HOSTS[node.name] = testinfra_host(node)
     return _HOSTS[node.name]
@@ -86,7 +87,7 @@ def tailscale_status(host: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def first_server_tailnet_address(nodes: list[InventoryNode]) -> str | None:
+def first_server_tailnet_address(nodes: list[HostInfo]) -> str | None:
     first = next(n for n in nodes if n.role == "server")
     ips = tailscale_status(host_for(first)).get("Self", {}).get("TailscaleIPs") or []
     v4 = [ip for ip in ips if ":" not in ip]

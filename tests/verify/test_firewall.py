@@ -36,13 +36,17 @@ def test_ssh_allowed(node: Any, host: Any) -> None:
 def test_k3s_ports_only_on_tailnet(node: Any, host: Any) -> None:
     rules = allow_rules(ufw_status(host))
     leaks = [
-        r for r in rules
-        if any(r.startswith(port.replace(":", ":") + " ") or r.split()[0] == port.split("/")[0]
-               for port in K3S_PORTS)
+        r
+        for r in rules
+        if any(
+            r.startswith(port.replace(":", ":") + " ") or r.split()[0] == port.split("/")[0]
+            for port in K3S_PORTS
+        )
         and " on tailscale0" not in r
     ]
     assert not leaks, (
         f"{node.name}: k3s ports are open beyond tailscale0 (they must be reachable only over the "
-        "tailnet); offending ufw rules:\n  " + "\n  ".join(leaks)
+        "tailnet); offending ufw rules:\n  "
+        + "\n  ".join(leaks)
         + "\nremove them (`ufw delete allow ...`) or re-run deploys/bootstrap.py"
     )
