@@ -288,3 +288,41 @@ def test_ha_wiped_first_server_rejoins_never_a_second_cluster(ha: dict[str, Any]
         f'{{"server": "https://{s2.tailnet_ip}:6443"}}'
     )
     assert sudo(lab, s1, "cat /var/lib/rancher/k3s/server/node-token") == token
+
+
+GITOPS_ENV = {
+    "GITOPS_REPO_URL": "https://git.example.org/fleet.git",
+    "DOMAIN": "fleet.example.org",
+    "VELERO_BUCKET": "fleet-velero",
+    "R2_ENDPOINT": "https://acct.r2.cloudflarestorage.com",
+}
+
+
+def test_init_cluster_one_command_from_fresh_hosts(
+    lab_factory: Any, tmp_path: Path
+) -> None:
+    """deploys/init_cluster.py: bootstrap, cluster and Argo CD in one run; a re-run is a no-op."""
+    import os
+
+    lab = lab_factory(servers=1, agents=1)
+    inventory = lab.write_inventory(tmp_path / "inventory.py")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGOCD_", "GITOPS_"))}
+    env.update(GITOPS_ENV)
+
+    def init() -> Any:
+        return subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "pyinfra", "-y", str(inventory), "deploys/init_cluster.py"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
+            stdin=subprocess.DEVNULL, env=env,
+        )
+
+    first = init()
+    assert first.returncode == 0, first.stdout[-4000:]
+    assert {h.name for h in lab.hosts} <= registered_nodes(lab)
+    manifests = sudo(lab, lab.servers[0], "ls /var/lib/rancher/k3s/server/manifests")
+    assert "argocd" in manifests
+    before = started_at(lab)
+    again = init()
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert grand_total(again.stdout)["success"] == 0, again.stdout[-4000:]
+    assert started_at(lab) == before
