@@ -22,8 +22,10 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -139,6 +141,8 @@ class Lab:
     built: dict[str, Any] = field(default_factory=dict)
     uid: str = ""
     is_down: bool = False
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _ssh_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -433,7 +437,8 @@ class Lab:
         return host
 
     def ssh_client(self, host: str | LabHost, timeout: float = 10) -> Any:
-        """A connected paramiko client (strict host-key checking against ``known_hosts``)."""
+        """A new connected paramiko client (strict host-key checking against ``known_hosts``,
+        TCP_NODELAY on); the caller closes it."""
         import paramiko
 
         h = self.host(host)
@@ -443,17 +448,58 @@ class Lab:
         client.connect(h.public_ip, port=h.ssh_port, username=h.user,
                        key_filename=str(self.ssh_key), timeout=timeout, banner_timeout=timeout,
                        auth_timeout=timeout, look_for_keys=False, allow_agent=False)
+        transport = client.get_transport()
+        sock = transport.sock if transport is not None else None
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client
 
+    def _session(self, h: LabHost) -> Any:
+        """A new channel on this lab's cached connection to ``h`` (reconnecting if it died)."""
+        with self._ssh_lock:
+            client = self._clients.get(h.name)
+            transport = client.get_transport() if client is not None else None
+            if transport is not None and transport.is_active():
+                try:
+                    return transport.open_session(timeout=10)
+                except Exception:  # noqa: BLE001 - a dead connection: open a new one below
+                    pass
+            if client is not None:
+                client.close()
+            client = self.ssh_client(h)
+            self._clients[h.name] = client
+            return client.get_transport().open_session(timeout=10)
+
+    def close_ssh(self, host: str | LabHost | None = None) -> None:
+        """Close the cached SSH connection(s) (``lab.reboot`` and ``lab.down`` do)."""
+        with self._ssh_lock:
+            names = [self.host(host).name] if host is not None else list(self._clients)
+            for name in names:
+                client = self._clients.pop(name, None)
+                if client is not None:
+                    client.close()
+
     def ssh(self, host: str | LabHost, command: str, timeout: float = 120) -> tuple[int, str, str]:
-        """Run ``command`` on ``host`` as the lab user; return (exit code, stdout, stderr)."""
-        client = self.ssh_client(host)
+        """Run ``command`` on ``host`` as the lab user; return (exit code, stdout, stderr).
+
+        One cached connection per host (strict host keys); stdout and stderr are drained
+        together, so large outputs cannot stall the command. ``timeout``: seconds without
+        output before ``socket.timeout``.
+        """
+        chan = self._session(self.host(host))
         try:
-            _, out, err = client.exec_command(command, timeout=timeout)
-            rc = out.channel.recv_exit_status()
-            return rc, out.read().decode(), err.read().decode()
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            errors: list[bytes] = []
+            stderr = chan.makefile_stderr("rb")
+            reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
+            reader.start()
+            out = chan.makefile("rb").read()
+            reader.join(timeout)
+            rc = chan.recv_exit_status()
+            return rc, out.decode(errors="replace"), b"".join(errors).decode(errors="replace")
         finally:
-            client.close()
+            chan.close()
 
     def wait_running(self, host: str | LabHost, timeout: float = 60) -> str:
         """Wait for ``systemctl is-system-running`` to settle; return its final state."""
@@ -469,6 +515,7 @@ class Lab:
     def stop_host(self, host: str | LabHost) -> None:
         """Power ``host`` off (it keeps its disk; ``start_host`` boots it again)."""
         h = self.host(host)
+        self.close_ssh(h)
         hostproc.stop_host(h.supervisor_pid, self.host_dir(h))
         supervise.remove_cgroup(h.netns)
         h.supervisor_pid = None
@@ -492,6 +539,7 @@ class Lab:
             self.ssh(h, "sudo systemctl reboot", timeout=10)
         except Exception:  # noqa: BLE001 - the connection may drop as the host goes down
             pass
+        self.close_ssh(h)
         deadline = start + timeout
         while time.monotonic() < deadline:
             now = hostproc.nspawn_pid(hdir)
@@ -553,6 +601,7 @@ class Lab:
         Safe to call twice, and from another process (``Lab.load(name).down()``); a lab whose
         index was already reused by a newer lab is left alone.
         """
+        self.close_ssh()
         if self.is_down or self.replaced():
             self.is_down = True
             return
