@@ -10,6 +10,7 @@ output and no argv).
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -129,6 +130,43 @@ def test_common_settings_are_live_on_the_hosts(boot: dict[str, Any]) -> None:
         assert origins and all("security" in o.lower() for o in origins), origins
 
 
+def test_facts_read_the_real_hosts(boot: dict[str, Any]) -> None:
+    """SshdConfig, UfwStatus, TailscaleStatus and SystemInfo through `pyinfra ... fact`."""
+    exe = Path(sys.executable).with_name("pyinfra")
+    run = subprocess.run(  # noqa: S603
+        [str(exe), "--sudo", str(boot["inventory"]), "fact", "facts.sshd.SshdConfig",
+         "facts.ufw.UfwStatus", "facts.tailscale.TailscaleStatus", "facts.os.SystemInfo"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    # After its log lines pyinfra prints one JSON object per fact: {host name: value}.
+    text = run.stdout
+    decoder = json.JSONDecoder()
+    objects, at = [], text.find("\n{")
+    while at != -1:
+        value, end = decoder.raw_decode(text, at + 1)
+        objects.append(value)
+        at = text.find("\n{", end)
+    assert len(objects) == 4, text[-3000:]
+    names = ("sshd", "ufw", "tailscale", "os")
+    lab = boot["lab"]
+    for host in lab.hosts:
+        facts = {name: obj[host.name] for name, obj in zip(names, objects, strict=True)}
+        sshd = facts["sshd"]
+        assert sshd["passwordauthentication"] == "no" and sshd["allowtcpforwarding"] == "yes"
+        ufw = facts["ufw"]
+        assert ufw["active"] is True and ufw["incoming"] == "deny" and ufw["outgoing"] == "allow"
+        assert ufw["rules"][0] == "allow 22/tcp"
+        assert "allow in on tailscale0 to any port 6443 proto tcp" in ufw["rules"]
+        ts = facts["tailscale"]
+        assert ts["backend_state"] == "Running" and ts["hostname"] == host.name
+        assert host.tailnet_ip in ts["ips"]
+        info = facts["os"]
+        assert (info["id"], info["version_id"], info["codename"]) == ("debian", "12", "bookworm")
+        assert info["container"] == "systemd-nspawn" and info["active_swaps"] == 0
+
+
 def test_ssh_open_k3s_api_only_through_the_tailnet(boot: dict[str, Any]) -> None:
     lab = boot["lab"]
     server = lab.servers[0]
@@ -232,7 +270,7 @@ def test_tailscale_up_with_the_lab_key_and_key_never_shown(boot: dict[str, Any])
     for host in lab.hosts:
         rc, out, _ = sudo(lab, host, "tailscale status --json")
         assert rc == 0
-        status = __import__("json").loads(out)
+        status = json.loads(out)
         assert status["BackendState"] == "Running"
         assert status["Self"]["HostName"] == host.name
         assert host.tailnet_ip in status["Self"]["TailscaleIPs"]
