@@ -586,14 +586,14 @@ class Lab:
     def replaced(self) -> bool:
         """Whether this lab's index or directory now belongs to another lab (it went down and
         its index was reused): then ``down`` must not touch anything."""
-        owner = network.claim_owner(self.index).get("uid")
-        if owner is not None and owner != self.uid:
+        claim = network.claim_owner(self.index)
+        if claim and claim.get("uid", "") != self.uid:
             return True
         try:
             state = json.loads((self.directory / "state.json").read_text())
         except (OSError, ValueError):
             return False
-        return bool(state.get("uid") != self.uid)
+        return bool(state.get("uid", "") != self.uid)
 
     def down(self) -> None:
         """Stop every host and service of the lab and remove its mounts, links and files.
