@@ -174,3 +174,29 @@ def test_plain():
     reasons = [ln for ln in result.outlines if ln.startswith("SKIPPED")]
     assert len(reasons) == 3
     assert all("lab unavailable: the lab needs root" in ln for ln in reasons)
+
+
+def test_a_lab_whose_index_was_reused_is_left_alone(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from k3sfleet.lab import Lab, network
+
+    monkeypatch.setattr(network, "CLAIMS", tmp_path / "claims")
+    (tmp_path / "claims").mkdir()
+    old = Lab(name="lab4", index=4, directory=tmp_path / "lab4", cache=tmp_path, uid="old")
+    old.directory.mkdir()
+    claim = tmp_path / "claims/index-4.json"
+    claim.write_text(json.dumps({"lab_dir": str(old.directory), "pid": 1, "uid": "old"}))
+    old.save()
+    assert not old.replaced()
+    # the old lab went down and a newer one took index 4 and the same directory name
+    claim.write_text(json.dumps({"lab_dir": str(old.directory), "pid": 1, "uid": "new"}))
+    assert old.replaced()
+    old.down()  # must not touch the newer lab
+    assert old.is_down and claim.exists() and (old.directory / "state.json").exists()
+    # a lab from before uids existed is its own
+    legacy = Lab(name="lab4", index=4, directory=old.directory, cache=tmp_path)
+    claim.write_text(json.dumps({"lab_dir": str(old.directory), "pid": 1}))
+    (old.directory / "state.json").write_text(json.dumps({"name": "lab4"}))
+    assert not legacy.replaced()
