@@ -114,6 +114,13 @@ def hosts_from_inventory(path: str | os.PathLike[str]) -> list[HostInfo]:
 
         servers = [h for h in hosts_from_inventory("inventory.py") if h.role == "server"]
     """
+    return hosts_from_pyinfra(inventory_from_file(path))
+
+
+def inventory_from_file(path: str | os.PathLike[str]) -> Any:
+    """A pyinfra ``Inventory`` from an inventory file, built as the pyinfra CLI builds it
+    (groups, ``group_data/``), without importing ``pyinfra_cli`` (whose import monkey-patches
+    the whole process with gevent)."""
     from pyinfra.api import Inventory
 
     path = Path(path)
@@ -139,7 +146,7 @@ def hosts_from_inventory(path: str | os.PathLike[str]) -> list[HostInfo]:
     for name, members in groups.items():
         hosts, data = members if isinstance(members, tuple) else (members, {})
         final[name] = (hosts, {**group_data.get(name, {}), **data})
-    return hosts_from_pyinfra(Inventory((all_hosts, all_data), **final))
+    return Inventory((all_hosts, all_data), **final)
 
 
 def _exec_file(path: Path) -> dict[str, Any]:
@@ -582,6 +589,7 @@ __all__: Sequence[str] = [
     "Tunnel",
     "cluster_api",
     "hosts_from_inventory",
+    "inventory_from_file",
     "hosts_from_pyinfra",
     "parse_kubeconfig",
     "read_kubeconfig",

@@ -531,3 +531,21 @@ def test_token_kubeconfig_sets_bearer_auth() -> None:
         assert api.configuration.ssl_ca_cert is None and api.configuration.verify_ssl
     finally:
         files.close()
+
+
+def test_inventory_loading_does_not_monkey_patch_the_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    inv = tmp_path / "inventory.py"
+    inv.write_text("k3s_servers = [('s1', {'ssh_hostname': '10.0.0.1'})]\nk3s_agents = ['a1']\n")
+    code = (
+        "import sys; from k3sfleet.kube import inventory_from_file\n"
+        "inv = inventory_from_file(sys.argv[1])\n"
+        "print(sorted(h.name for h in inv.get_group('k3s_servers')), 'pyinfra_cli' in sys.modules)\n"
+        "import gevent.monkey; print(gevent.monkey.is_module_patched('socket'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(inv)], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[:2] == ["['s1'] False", "False"]
