@@ -213,9 +213,9 @@ def ufw_policy(
         # Printed while pyinfra prepares, so `--dry` (and `--diff`) show the rule changes.
         host.log("ufw rules will change:", logger.info)
         for r in add:
-            logger.info("    + ufw %s", r)
+            host.log(f"  + ufw {r}", logger.info)
         for r in delete:
-            logger.info("    - ufw %s", r)
+            host.log(f"  - ufw {r}", logger.info)
     for r in add:
         yield _ufw(*shlex.split(r))
     for r in delete:

@@ -200,7 +200,7 @@ def test_removing_an_extra_rule_from_the_data_removes_it_from_the_host(
     # --dry shows the rule that will go, and changes nothing.
     dry = pyinfra(plain, "--dry", "--diff")
     assert dry.returncode == 0, dry.stdout[-3000:]
-    assert "- ufw allow 7777/tcp" in dry.stdout
+    assert re.search(rf"\[{server.name}\]\s+- ufw allow 7777/tcp", dry.stdout), dry.stdout
     assert can_connect(server.public_ip, 7777)
     run = pyinfra(plain, "-y")
     assert run.returncode == 0, run.stdout[-3000:]

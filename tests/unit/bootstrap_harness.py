@@ -74,6 +74,7 @@ def generate(
     name: str = "node-1",
     servers: int = 1,
     uploads: dict[str, str] | None = None,
+    config: Config | None = None,
     **deploy_kwargs: Any,
 ) -> dict[str, list[str]]:
     """Operation name -> the commands it generates on host ``name`` (operations with none too).
@@ -86,7 +87,7 @@ def generate(
         ([(name, host_data)] + [(n, dict(BASE_DATA)) for n in server_names[1:]], {}),
         k3s_servers=(server_names, {}),
     )
-    state = State(inventory, Config())
+    state = State(inventory, config or Config())
     target = inventory.get_host(name)
 
     def fake_get_fact(self: Host, cls: Any, *args: Any, **kwargs: Any) -> Any:

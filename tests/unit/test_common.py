@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from bootstrap_harness import changed, files_fact, generate, sha
+from pyinfra.api import Config
 
 from deploys import common as c
 from k3sfleet.errors import ConfigError
@@ -240,3 +241,19 @@ def test_unattended_upgrades_off_writes_zero_and_skips_the_package() -> None:
     assert 'APT::Periodic::Unattended-Upgrade "0";' in uploads[
         f"{c.AUTO_UPGRADES_FILE}.k3sfleet-new"]
     assert "k3sfleet common | unattended-upgrades policy" not in ops
+
+
+def test_diff_shows_the_changed_lines_of_a_config_file(caplog: pytest.LogCaptureFixture) -> None:
+    facts = converged_facts({})
+    old = c.journald_content("2G")
+    stale = files_fact({c.JOURNALD_DROP_IN: (old, 644)})
+    digest, contents = facts["Sha256File"], facts["FileContents"]
+    facts["Sha256File"] = lambda path, **kw: (
+        stale["Sha256File"](path) if path == c.JOURNALD_DROP_IN else digest(path))
+    facts["FileContents"] = lambda path, **kw: (
+        stale["FileContents"](path) if path == c.JOURNALD_DROP_IN else contents(path))
+    with caplog.at_level("INFO", logger="pyinfra"):
+        generate(c.common, facts, config=Config(DIFF=True))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"Will modify {c.JOURNALD_DROP_IN}" in text
+    assert "SystemMaxUse=2G" in text and "SystemMaxUse=500M" in text

@@ -132,3 +132,23 @@ def test_inactive_ufw_with_the_rules_is_only_enabled() -> None:
 def test_bad_extra_rules_are_config_errors(rule: dict[str, Any], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         generate(fw.firewall, facts(), {"firewall_extra_rules": [rule]})
+
+
+def test_the_rule_change_is_printed_while_preparing_so_dry_shows_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = {"k3s_node_labels": {"k3sfleet/ingress": "true"}}
+    with caplog.at_level("INFO", logger="pyinfra"):
+        generate(fw.firewall, converged({}, extra=["allow 7777/tcp"]), data)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("ufw rules will change" in line for line in lines)
+    changes = [line for line in lines if "+ ufw" in line or "- ufw" in line]
+    # (the harness evaluates each operation twice, as pyinfra's prepare and execute do)
+    assert changes[:3] == ["[node-1]   + ufw allow 80/tcp", "[node-1]   + ufw allow 443/tcp",
+                           "[node-1]   - ufw allow 7777/tcp"]
+
+
+def test_nothing_is_printed_when_rules_match(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="pyinfra"):
+        generate(fw.firewall, converged({}))
+    assert not any("ufw rules will change" in r.getMessage() for r in caplog.records)
