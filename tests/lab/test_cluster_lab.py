@@ -236,6 +236,27 @@ def test_kubeconfig_merges_a_working_context_and_keeps_others(
     assert {"lab-server-1", "lab-agent-1", "lab-agent-2"} <= names
 
 
+def test_reset_is_refused_without_confirmation_then_uninstalls(cluster: dict[str, Any]) -> None:
+    """Last test of the module: it takes K3s away from the lab's hosts."""
+    lab, work = cluster["lab"], cluster["work"]
+    refused = pyinfra(cluster["inventory"], "deploys/reset.py", "-y")
+    assert refused.returncode != 0 and "K3S_RESET_CONFIRM" in refused.stdout
+    assert sudo(lab, lab.servers[0], "systemctl is-active k3s").strip() == "active"
+    confirmed = lab.write_inventory(work / "reset.py", {"k3s_reset_confirm": "yes-destroy-k3s"})
+    done = pyinfra(confirmed, "deploys/reset.py", "-y")
+    assert done.returncode == 0, done.stdout[-4000:]
+    for host in lab.hosts:
+        left = sudo(
+            lab, host,
+            "ls -d /usr/local/bin/k3s /etc/rancher/k3s /var/lib/rancher/k3s "
+            f"/etc/systemd/system/{service(host)}.service 2>/dev/null || true",
+        )
+        assert left.strip() == "", f"{host.name} still has {left}"
+        assert sudo(lab, host, "tailscale ip -4").strip() == host.tailnet_ip
+    again = pyinfra(confirmed, "deploys/reset.py", "-y")
+    assert again.returncode == 0 and grand_total(again.stdout)["success"] == 0
+
+
 @pytest.fixture(scope="module")
 def ha(lab_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     lab = lab_factory(servers=3, agents=1)
