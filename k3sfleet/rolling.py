@@ -540,19 +540,42 @@ def inventory_targets(inventory: Any, limit: Sequence[str] = ()) -> list[Rolling
 
 
 def load_inventory(path: str) -> Any:
-    """The pyinfra ``Inventory`` of an inventory file, loaded as the pyinfra CLI loads it.
+    """The pyinfra ``Inventory`` of an inventory file, without the pyinfra CLI.
 
-    ``k3sfleet.inventory.groups`` validates it for the entry files named in ``sys.argv``; the
-    ``k3sfleet`` commands validate their own needs.
+    Like the CLI, every module-level list of host names or ``(name, data)`` pairs is a group
+    (``k3s_servers``, ``k3s_agents``); ``k3sfleet.inventory.groups`` in the file validates it.
+    The CLI's loader is not used because importing ``pyinfra_cli`` monkey-patches ``ssl`` with
+    gevent, which breaks a Kubernetes client made before (RecursionError).
     """
-    from pathlib import Path
+    import runpy
 
-    from pyinfra.api import Config, Inventory, State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
+    from pyinfra.api import Inventory
 
-    with ctx_state.use(State(Inventory(([], {})), Config())):
-        return make_inventory(str(path), cwd=str(Path(path).resolve().parent))
+    try:
+        namespace = runpy.run_path(str(path))
+    except OSError as e:
+        raise K3sfleetError(f"k3sfleet: cannot read the inventory {path}: {e.strerror}") from None
+
+    def is_group(value: Any) -> bool:
+        return isinstance(value, list | tuple) and all(
+            isinstance(m, str) or (isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str))
+            for m in value
+        )
+
+    groups = {
+        name: list(value)
+        for name, value in namespace.items()
+        if not name.startswith("_") and is_group(value) and value
+    }
+    names: list[str] = []
+    for members in groups.values():
+        for member in members:
+            name = member if isinstance(member, str) else member[0]
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise K3sfleetError(f"k3sfleet: the inventory {path} has no hosts")
+    return Inventory((names, {}), **{g: (members, {}) for g, members in groups.items()})
 
 
 def _sub_inventory(inventory: Any, names: Sequence[str]) -> Any:

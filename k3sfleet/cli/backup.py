@@ -52,8 +52,10 @@ def _settings(args: argparse.Namespace) -> Any:
     return Settings.load(args.project_dir, vault_password_file=args.vault_password_file)
 
 
-def _inventory(args: argparse.Namespace) -> str:
-    return str((Path(args.project_dir) / args.inventory).resolve())
+def _inventory(args: argparse.Namespace) -> Any:
+    from k3sfleet.rolling import load_inventory
+
+    return load_inventory(str((Path(args.project_dir) / args.inventory).resolve()))
 
 
 def _bucket(settings: Any) -> str:

@@ -41,9 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _run(args: argparse.Namespace, make_plan: object) -> int:
     from k3sfleet.dr import load_services
     from k3sfleet.kube import cluster_api
+    from k3sfleet.rolling import load_inventory
 
     services = load_services(args.project_dir)
-    with cluster_api(str((Path(args.project_dir) / args.inventory).resolve())) as api:
+    inventory = load_inventory(str((Path(args.project_dir) / args.inventory).resolve()))
+    with cluster_api(inventory) as api:
         plan = make_plan(api, services)  # type: ignore[operator]
         print(plan.render())
         if args.dry:

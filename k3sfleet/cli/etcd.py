@@ -49,11 +49,11 @@ def run_snapshots(args: argparse.Namespace) -> int:
 
 def run_restore_commands(args: argparse.Namespace) -> int:
     from k3sfleet.etcd import choose, render_restore, restore_steps
-    from k3sfleet.kube import hosts_from_inventory
+    from k3sfleet.rolling import inventory_targets, load_inventory
 
     snapshot = choose(_snapshots(args), args.snapshot)
-    inventory = (Path(args.project_dir) / args.inventory).resolve()
-    servers = [h.name for h in hosts_from_inventory(inventory) if h.role == "server"]
+    inventory = load_inventory(str((Path(args.project_dir) / args.inventory).resolve()))
+    servers = [t.name for t in inventory_targets(inventory) if t.role == "server"]
     print(f"# restore etcd snapshot {snapshot.name} ({snapshot.created:%Y-%m-%d %H:%M} UTC)")
     print(render_restore(restore_steps(snapshot.name, servers)))
     return 0

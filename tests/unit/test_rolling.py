@@ -726,3 +726,27 @@ def test_nested_runner_inside_a_pyinfra_cli_run(tmp_path: Any) -> None:
     assert "RAN @fake/s1 systemctl restart k3s.service" in out
     assert "FAILED {'@fake/a1'" in out and "checksum mismatch" in out
     assert "RAN @fake/a1 systemctl" not in out  # a failed install stops that node's deploy
+
+
+def test_load_inventory_reads_groups_like_the_cli(tmp_path: Any) -> None:
+    from k3sfleet.rolling import inventory_targets, load_inventory
+
+    path = tmp_path / "inventory.py"
+    path.write_text(
+        "NODES = [object()]\n"
+        "k3s_servers = [('s1', {'k3s_role': 'server', 'ssh_hostname': '10.0.0.1'})]\n"
+        "k3s_agents = [('a1', {'k3s_role': 'agent'}), ('a2', {'k3s_role': 'agent'})]\n"
+    )
+    inventory = load_inventory(str(path))
+    assert [h.name for h in inventory] == ["s1", "a1", "a2"]
+    assert inventory.get_host("s1").data.ssh_hostname == "10.0.0.1"
+    assert [h.name for h in inventory.get_group("k3s_agents")] == ["a1", "a2"]
+    assert [(t.name, t.role) for t in inventory_targets(inventory)] == [
+        ("s1", "server"),
+        ("a1", "agent"),
+        ("a2", "agent"),
+    ]
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(K3sfleetError, match="no hosts"):
+        load_inventory(str(empty))
