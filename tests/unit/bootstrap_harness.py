@@ -75,11 +75,12 @@ def generate(
     servers: int = 1,
     uploads: dict[str, str] | None = None,
     config: Config | None = None,
+    sudo: dict[str, bool] | None = None,
     **deploy_kwargs: Any,
 ) -> dict[str, list[str]]:
     """Operation name -> the commands it generates on host ``name`` (operations with none too).
 
-    ``uploads`` (if given) collects path -> uploaded text.
+    ``uploads`` (if given) collects path -> uploaded text; ``sudo`` operation name -> _sudo.
     """
     host_data = {**BASE_DATA, **(data or {})}
     server_names = [name] + [f"server-{i}" for i in range(2, servers + 1)]
@@ -101,7 +102,10 @@ def generate(
                 if op_hash not in state.ops[target]:
                     continue
                 op_name = ", ".join(sorted(state.get_op_meta(op_hash).names))
-                commands = list(state.get_op_data_for_host(target, op_hash).command_generator())
+                op_data = state.get_op_data_for_host(target, op_hash)
+                if sudo is not None:
+                    sudo[op_name] = bool(op_data.global_arguments.get("_sudo"))
+                commands = list(op_data.command_generator())
                 for c in commands:
                     if uploads is not None and isinstance(c, FileUploadCommand):
                         uploads[c.dest] = c.src.getvalue() if isinstance(c.src, StringIO) else ""
