@@ -46,13 +46,18 @@ _COMMAND = " ; ".join(
         'echo "active_swaps=$(tail -n +2 /proc/swaps | grep -c .)"',
         'echo "fstab_swaps=$(awk \'$1 !~ /^#/ && $3 == "swap"\' /etc/fstab 2>/dev/null'
         ' | grep -c .)"',
+        # Loaded modules, and those built into the kernel (never in /proc/modules).
         "echo \"modules=$(cut -d' ' -f1 /proc/modules 2>/dev/null | tr '\\n' ' ')\"",
+        "echo \"builtin=$(sed -e 's|.*/||' -e 's|[.]ko.*$||'"
+        " /lib/modules/$(uname -r)/modules.builtin 2>/dev/null | tr '\\n-' ' _')\"",
     )
 )
 
 
 class SystemInfo(FactBase[SystemInfoData]):
     """The os-release identity, container type, swap and kernel modules of the node.
+
+    ``modules`` lists the loaded modules and those built into the kernel.
 
     Example output::
 
@@ -79,7 +84,7 @@ class SystemInfo(FactBase[SystemInfoData]):
             "container": None if container == "none" else container,
             "active_swaps": _int(raw.get("active_swaps")),
             "fstab_swaps": _int(raw.get("fstab_swaps")),
-            "modules": raw.get("modules", "").split(),
+            "modules": raw.get("modules", "").split() + raw.get("builtin", "").split(),
         }
 
 
