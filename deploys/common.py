@@ -28,6 +28,7 @@ from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FileContents, Sha256File
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util.files import generate_color_diff
@@ -49,7 +50,7 @@ TIMEZONE_RE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
 SSHD_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
 DATA_DEFAULTS: dict[str, Any] = {
-    # apt-get update at most this often (seconds).
+    # apt-get update (when a package is missing) at most this often (seconds).
     "common_apt_cache_time": 3600,
     # Packages every node gets (the lab's package list has them all).
     "common_packages": [
@@ -413,11 +414,15 @@ def common(info: SystemInfoData | None = None) -> None:
 
     # apt: cache, policy, base packages, unattended security upgrades.
     config_file(name="apt policy", path=APT_POLICY_FILE, content=APT_POLICY_CONTENT)
-    apt.update(name="apt cache", cache_time=int(data.common_apt_cache_time))
     unattended = bool(data.common_unattended_upgrades)
     packages = list(data.common_packages)
     if unattended:
         packages += ["unattended-upgrades", "apt-listchanges"]
+    # Refresh the package lists only when something is to be installed, so a converged node
+    # stays unchanged however long ago the last run was.
+    installed = host.get_fact(DebPackages) or {}
+    if any(p not in installed for p in packages):
+        apt.update(name="apt cache", cache_time=int(data.common_apt_cache_time))
     apt.packages(name="base packages", packages=packages)
     config_file(name="automatic upgrades", path=AUTO_UPGRADES_FILE,
                 content=auto_upgrades_content(unattended))

@@ -257,3 +257,16 @@ def test_diff_shows_the_changed_lines_of_a_config_file(caplog: pytest.LogCapture
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert f"Will modify {c.JOURNALD_DROP_IN}" in text
     assert "SystemMaxUse=2G" in text and "SystemMaxUse=500M" in text
+
+
+def test_package_lists_are_refreshed_only_when_a_package_is_missing() -> None:
+    facts = converged_facts({})
+    file = facts["File"]
+    stale = {"mtime": datetime(2025, 1, 1), "mode": 644, "user": "root", "group": "root"}
+    facts["File"] = lambda path, **kw: (
+        stale if path == "/var/lib/apt/periodic/update-success-stamp" else file(path))
+    assert changed(generate(c.common, facts)) == {}  # a month later: still no change
+    facts["DebPackages"] = {k: v for k, v in facts["DebPackages"].items() if k != "jq"}
+    ops = changed(generate(c.common, facts))
+    assert ops["k3sfleet common | apt cache"][0] == "apt-get update"
+    assert ops["k3sfleet common | base packages"][0].endswith("install jq")
