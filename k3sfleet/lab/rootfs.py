@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -227,8 +227,14 @@ def _customise_base(root: Path) -> None:
             path.unlink()
 
 
-def build_base(cache: Path, log: Path | None = None) -> RootImage:
-    """debootstrap the base root once (locked, so parallel labs build it once)."""
+def build_base(
+    cache: Path, log: Path | None = None, then: Callable[[Path], None] | None = None
+) -> RootImage:
+    """debootstrap the base root once (locked, so parallel labs build it once).
+
+    ``then(root)`` is called with the fresh tree after the base is packed, only when it was
+    built now (so a cold cache builds the next layer without unpacking the base again).
+    """
     key = base_key()
     top = cache / "rootfs"
     image = RootImage(key, top / f"base-{key}.tar.zst", top / f"debs-{key}")
@@ -263,6 +269,8 @@ def build_base(cache: Path, log: Path | None = None) -> RootImage:
             if image.apt_repo.exists():
                 shutil.rmtree(image.apt_repo)
             repo.rename(image.apt_repo)
+            if then is not None:
+                then(root)
     return image
 
 
@@ -282,18 +290,22 @@ def ensure_root(cache: Path, log: Path | None = None) -> RootImage:
     from k3sfleet.lab.standins import install_runtime
     from k3sfleet.lab.standins.runtime import download_wheels
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        wheels = pool.submit(download_wheels, cache)
-        base = build_base(cache, log)
-        wheels.result()
-    with _locked(top / f"root-{key}.lock"):
+    with ThreadPoolExecutor(max_workers=1) as pool, _locked(top / f"root-{key}.lock"):
         if image.tarball.exists():
             return image
-        with _build_dir(top) as tmp:
-            root = Path(tmp) / "root"
-            extract(base.tarball, root)
+        wheels = pool.submit(download_wheels, cache)
+
+        def add_runtime(root: Path) -> None:
+            wheels.result()
             install_runtime(root, cache)
             pack(root, image.tarball)
+
+        base = build_base(cache, log, then=add_runtime)
+        if not image.tarball.exists():  # the base was cached: add the runtime to a copy
+            with _build_dir(top) as tmp:
+                root = Path(tmp) / "root"
+                extract(base.tarball, root)
+                add_runtime(root)
     return image
 
 
