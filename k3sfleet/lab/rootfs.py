@@ -306,7 +306,24 @@ def ensure_root(cache: Path, log: Path | None = None) -> RootImage:
                 root = Path(tmp) / "root"
                 extract(base.tarball, root)
                 add_runtime(root)
+    prune(top, keep={image.tarball, base.tarball})
     return image
+
+
+def prune(top: Path, keep: set[Path], age: float = 3600) -> list[Path]:
+    """Remove cached root tarballs other than ``keep`` unused for ``age`` seconds (a lab
+    extracting one right now has it open or finished long before); return what went."""
+    gone = []
+    now = time.time()
+    for tarball in top.glob("*.tar.zst"):
+        if tarball in keep or now - tarball.stat().st_atime < age:
+            continue
+        if now - tarball.stat().st_mtime < age:
+            continue
+        tarball.unlink(missing_ok=True)
+        tarball.with_suffix("").with_suffix(".lock").unlink(missing_ok=True)
+        gone.append(tarball)
+    return gone
 
 
 @dataclass(frozen=True)

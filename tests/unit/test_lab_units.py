@@ -200,3 +200,19 @@ def test_a_lab_whose_index_was_reused_is_left_alone(tmp_path: Path,
     claim.write_text(json.dumps({"lab_dir": str(old.directory), "pid": 1}))
     (old.directory / "state.json").write_text(json.dumps({"name": "lab4"}))
     assert not legacy.replaced()
+
+
+def test_prune_keeps_current_and_recent_root_images(tmp_path: Path) -> None:
+    old_time = 1_700_000_000
+    current, base, stale, recent = (tmp_path / f"{n}.tar.zst"
+                                    for n in ("root-a-1", "base-a", "root-a-0", "root-b-2"))
+    for path in (current, base, stale, recent):
+        path.write_bytes(b"x")
+    for path in (current, base, stale):
+        os.utime(path, (old_time, old_time))
+    (tmp_path / "root-a-0.lock").write_text("")
+    (tmp_path / "debs-a").mkdir()
+    gone = rootfs.prune(tmp_path, keep={current, base})
+    assert gone == [stale]
+    assert current.exists() and base.exists() and recent.exists() and not stale.exists()
+    assert not (tmp_path / "root-a-0.lock").exists() and (tmp_path / "debs-a").exists()
