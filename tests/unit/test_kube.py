@@ -165,8 +165,11 @@ class FakeSshd:
             transport = paramiko.Transport(conn)
             transport.add_server_key(self.host_key)
             server = _Server(self)
-            transport.start_server(server=server)
             self._transports.append(transport)
+            try:
+                transport.start_server(server=server)
+            except (OSError, EOFError, paramiko.SSHException):
+                continue  # the client hung up (a refused host key): serve the next one
             t = threading.Thread(target=self._channels, args=(transport, server), daemon=True)
             t.start()
             self._threads.append(t)
@@ -542,7 +545,8 @@ def test_inventory_loading_does_not_monkey_patch_the_process(tmp_path: Path) -> 
     code = (
         "import sys; from k3sfleet.kube import inventory_from_file\n"
         "inv = inventory_from_file(sys.argv[1])\n"
-        "print(sorted(h.name for h in inv.get_group('k3s_servers')), 'pyinfra_cli' in sys.modules)\n"
+        "names = sorted(h.name for h in inv.get_group('k3s_servers'))\n"
+        "print(names, 'pyinfra_cli' in sys.modules)\n"
         "import gevent.monkey; print(gevent.monkey.is_module_patched('socket'))\n"
     )
     out = subprocess.run(
