@@ -333,3 +333,23 @@ def test_admin_user_logs_in_with_its_key_and_has_sudo(boot: dict[str, Any]) -> N
     again = pyinfra(inventory, "-y", "--limit", server.name)
     assert again.returncode == 0
     assert all(row["success"] == "-" for row in results(again.stdout).values())
+
+
+def test_unsupported_release_is_refused_before_anything_changes(boot: dict[str, Any]) -> None:
+    lab = boot["lab"]
+    host = lab.agents[0]
+    rc, _, err = sudo(lab, host, "cp /usr/lib/os-release /root/os-release.orig && sed -i"
+                                 " -e 's/^VERSION_ID=.*/VERSION_ID=\"11\"/'"
+                                 " -e 's/^PRETTY_NAME=.*/PRETTY_NAME=\"Debian GNU\\/Linux 11\"/'"
+                                 " /usr/lib/os-release")
+    assert rc == 0, err
+    try:
+        _, before, _ = sudo(lab, host, "ufw show added; sha256sum /etc/ssh/sshd_config.d/*")
+        run = pyinfra(boot["inventory"], "-y", "--limit", host.name)
+        assert run.returncode != 0
+        assert f"{host.name}: Debian GNU/Linux 11 (debian 11) is not supported" in run.stdout
+        assert "Starting operation" not in run.stdout
+        _, after, _ = sudo(lab, host, "ufw show added; sha256sum /etc/ssh/sshd_config.d/*")
+        assert after == before
+    finally:
+        sudo(lab, host, "cp /root/os-release.orig /usr/lib/os-release")
