@@ -39,7 +39,8 @@ UNINSTALL_SCRIPT = "\n".join(
         "set -u",
         'for svc in k3s k3s-agent; do systemctl disable --now "$svc" 2>/dev/null || true; done',
         # Containers K3s started keep running after the service stops: end them.
-        "for pid in $(ps -e -o pid= -o args= | awk '/containerd-shim/ && /k3s/ {print $1}'); do",
+        # matched by the shim's path at the start of its argv, never this script's own text
+        "for pid in $(pgrep -f '^/var/lib/rancher/k3s/data/[^ ]*/containerd-shim'); do",
         '  kill -9 "$pid" 2>/dev/null || true',
         "done",
         "for m in $(awk '$2 ~ \"^/(run/k3s|var/lib/rancher/k3s|var/lib/kubelet)\" {print $2}' "
