@@ -113,6 +113,15 @@ def test_api_through_ssh_tunnel(cluster: Any) -> None:
         nodes = {n.metadata.name for n in k8s.CoreV1Api(api).list_node().items}
     assert lab.servers[0].name in nodes
 
+    # K3SFLEET_API_SERVER: straight to the server's tailnet address (TLS verified against the
+    # kubeconfig's CA: the address is in the serving certificate), no tunnel
+    direct = f"https://{lab.servers[0].tailnet_ip}:6443"
+    with cluster_api(hosts, api_server=direct) as api:
+        assert not api.tunnelled and api.configuration.host == direct
+        assert lab.servers[0].name in {
+            n.metadata.name for n in k8s.CoreV1Api(api).list_node().items
+        }
+
     # a "server" that gives no API (the agent: SSH works, no k3s.yaml) is skipped for the next
     agent = next(h for h in hosts if h.role == "agent")
     broken = dataclasses.replace(agent, role="server")
