@@ -437,6 +437,14 @@ def diff(current: Mapping[str, Any] | None, desired: DesiredSecret) -> Change:
     return Change(ns, name, action, keys, removed, metadata)
 
 
+class ApiCallError(K3sfleetError):
+    """The API refused a call; ``status`` is the HTTP status (409: a conflict)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Api:
     """The few raw calls we need, JSON in and out (no model (de)serialisation)."""
 
@@ -463,8 +471,9 @@ class _Api:
                 message = json.loads(raw).get("message", "")
             except (ValueError, AttributeError):
                 message = ""
-            raise K3sfleetError(
-                f"Kubernetes API {method} {path}: {resp.status} {resp.reason} {message}".rstrip()
+            raise ApiCallError(
+                f"Kubernetes API {method} {path}: {resp.status} {resp.reason} {message}".rstrip(),
+                resp.status,
             )
         return resp.status, json.loads(raw or b"null")
 
@@ -503,17 +512,32 @@ def plan(api: Any, desired: Sequence[DesiredSecret]) -> list[tuple[DesiredSecret
     return out
 
 
-def apply(api: Any, secret: DesiredSecret) -> Change:
+def apply(api: Any, secret: DesiredSecret, attempts: int = 3) -> Change:
     """Make the Secret as desired: read it, and write (create, replace, or delete and create
-    when its type changed) only when it differs. The namespace is created when missing.
+    when its type changed) only when it differs. The namespace is created when missing. A write
+    that loses a race with another writer (409 Conflict) is read and compared again.
     Returns what was done."""
+    for attempt in range(attempts):
+        try:
+            return _apply_once(api, secret)
+        except ApiCallError as e:
+            if e.status != 409 or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _apply_once(api: Any, secret: DesiredSecret) -> Change:
     raw = _Api(api)
     ns_path, path = _paths(secret.namespace, secret.name)
     created_ns = False
     if raw.get(ns_path) is None:
         ns_body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": secret.namespace}}
-        status, _ = raw.call("POST", "/api/v1/namespaces", ns_body)
-        created_ns = status in (200, 201)
+        try:
+            status, _ = raw.call("POST", "/api/v1/namespaces", ns_body)
+            created_ns = status in (200, 201)
+        except ApiCallError as e:
+            if e.status != 409:  # created meanwhile by someone else: fine
+                raise
     current = raw.get(path)
     change = diff(current, secret)
     if change.action == "create":

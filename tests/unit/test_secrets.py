@@ -416,3 +416,43 @@ def test_preflight_names_every_missing_variable_before_connecting(
         "POSTGRES_PASSWORD is not set (for Secret database/postgresql) "
         "(needed by deploys/secrets.py)",
     ]
+
+
+def test_apply_retries_when_another_writer_wins_the_race(api: Api) -> None:
+    spec = SecretSpec("apps", "raced", {"a": literal("1")})
+    with api.client() as c:
+        apply(c, spec.render(values()))
+
+        class Racing:
+            """Passes calls through; just before our first PUT, someone else updates the Secret."""
+
+            def __init__(self, inner: Any) -> None:
+                self.inner, self.raced = inner, False
+
+            def param_serialize(self, **kw: Any) -> Any:
+                return self.inner.param_serialize(**kw)
+
+            def call_api(self, method: str, url: str, **kw: Any) -> Any:
+                if method == "PUT" and not self.raced:
+                    self.raced = True
+                    other = read_secret(self.inner, "apps", "raced")
+                    assert other is not None
+                    other["metadata"].setdefault("annotations", {})["someone"] = "else"
+                    m, u, h, b, _ = self.inner.param_serialize(
+                        method="PUT", resource_path="/api/v1/namespaces/apps/secrets/raced",
+                        header_params={"Content-Type": "application/json"}, body=other,
+                        auth_settings=["BearerToken"],
+                    )  # fmt: skip
+                    assert self.inner.call_api(m, u, header_params=h, body=b).status == 200
+                return self.inner.call_api(method, url, **kw)
+
+        racing = Racing(c)
+        changed = SecretSpec("apps", "raced", {"a": literal("2")})
+        assert apply(racing, changed.render(values())).action == "update"
+        assert racing.raced
+        final = read_secret(c, "apps", "raced")
+        assert final is not None
+        assert base64.b64decode(final["data"]["a"]) == b"2"
+        assert final["metadata"]["annotations"]["someone"] == "else"  # the other write is kept
+    conflicts = [w for w in api.writes() if w["name"] == "raced" and w["verb"] == "update"]
+    assert len(conflicts) == 2  # theirs and ours; our stale PUT was refused, not logged as a write
