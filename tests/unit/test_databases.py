@@ -402,3 +402,15 @@ def test_deploy_creates_db_secrets_and_second_run_changes_nothing(
         assert len(api.writes()) == writes and len(executor.executed) == executed
     finally:
         api.server.stop()
+
+
+def test_provision_job_and_db_secrets_show_no_password() -> None:
+    from deploys.databases import ProvisionJob, db_secrets
+
+    app = AppDatabase("myapp", "my_db", "my_user", "web")
+    job = ProvisionJob(FakeExecutor(), [app], {"myapp": "Sup3r-S3cret"})
+    secrets = db_secrets([app], {"myapp": "Sup3r-S3cret"}, Server())
+    for text in (repr(job), repr(secrets)):
+        assert "Sup3r-S3cret" not in text and "myapp" in text
+    assert secrets[0].ref == "web/myapp-db"
+    assert secrets[0].data["password"] == b"Sup3r-S3cret"

@@ -347,6 +347,19 @@ def test_pyinfra_ops_named_with_changes_on_first_server_only(api: Api) -> None:
     for name, _ in ops:
         for v in ALL_VARS.values():
             assert v not in name
+    # what -v/-vv print of the commands: the callback and its arguments, never a value
+    from pyinfra.context import ctx_host, ctx_state
+
+    host = state.inventory.get_host("@fake/s1")
+    shown = []
+    with ctx_state.use(state), ctx_host.use(host):
+        for op_data in state.ops[host].values():
+            shown += [repr(command) for command in op_data.command_generator()]
+    assert any("_apply_callback" in text and "operator-oauth" in text for text in shown)
+    for text in shown:
+        for v in ALL_VARS.values():
+            assert v not in text
+    assert api.writes() == []
 
     _pyinfra_run(api, specs, values())
     assert sorted(w["name"] for w in api.writes() if w["kind"] == "Secret") == [
