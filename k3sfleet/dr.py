@@ -189,11 +189,15 @@ class DrPlan:
         return "\n".join(lines)
 
     def apply(self, api: Any, out: Callable[[str], None] = print) -> None:
+        from kubernetes.client.rest import ApiException
+
         for i, step in enumerate(self.steps, 1):
             start = time.monotonic()
             try:
                 step.run(api)
-            except K3sfleetError as e:
+            except (K3sfleetError, ApiException) as e:
+                if isinstance(e, ApiException):
+                    e = K3sfleetError(f"Kubernetes API error {e.status} {e.reason}")
                 raise K3sfleetError(
                     f"k3sfleet: DR stopped at step {i} ({step.text}): {e}\n"
                     f"  steps 1..{i - 1} are done; fix the cause and re-run the command, or "

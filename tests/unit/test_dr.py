@@ -19,6 +19,7 @@ from k3sfleet.dr import (
     load_services,
     restore_plan,
 )
+from k3sfleet.errors import K3sfleetError
 
 SERVICES = {
     "postgresql": StatefulService(
@@ -279,3 +280,17 @@ def test_services_from_the_apps_chart(tmp_path: Path) -> None:
         )
     )
     assert load_services(tmp_path)["pg"].node == "b"
+
+
+def test_an_api_error_mid_way_names_the_step_and_what_is_done() -> None:
+    api = api_with_backups()
+    plan = restore_plan(api, SERVICES, "postgresql", "latest", "node-b")
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ApiException(status=403, reason="Forbidden")
+
+    api.create_namespaced_config_map = broken  # type: ignore[method-assign]
+    with pytest.raises(K3sfleetError) as e:
+        plan.apply(api, out=lambda s: None)
+    assert "DR stopped at step 3" in str(e.value)
+    assert "403 Forbidden" in str(e.value) and "steps 1..2 are done" in str(e.value)
