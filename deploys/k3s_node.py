@@ -1,9 +1,7 @@
-"""What K3s servers and agents share: the cluster plan, private files, config, unit, service.
+"""What K3s servers and agents share: the cluster plan, config, unit rendering, service.
 
 * ``cluster_plan()`` reads every server's ``K3sState`` once per run and decides who runs
   ``cluster-init`` and whom each server joins (``k3sfleet.k3s_plan``).
-* ``private_file`` writes a secret file 0600 root without the secret ever being on a command
-  line, in a world-readable temp file, or in pyinfra's output (no diff is printed).
 * ``k3s_config`` renders /etc/rancher/k3s/config.yaml when it runs: the token and server URL of
   a joining node come from its server's facts at that moment, so a fresh cluster comes up in
   one run. The previous config is kept as ``config.yaml.previous``.
@@ -19,8 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import shlex
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -31,11 +27,12 @@ from typing import Any
 import gevent.lock
 import jinja2
 from pyinfra import host, inventory, logger, state
-from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_state
 
 import templates
+from deploys.k3s_files import private_file
 from facts.k3s import (
     CONFIG,
     K3S_BIN,
@@ -92,10 +89,6 @@ def render_unit(role: str, after_tailscale: bool = True) -> str:
 def vpn_auth_text(auth_key: Secret | str) -> Secret:
     """The vpn-auth file content: ``name=tailscale,joinKey=<key>``."""
     return Secret(f"name=tailscale,joinKey={reveal(auth_key)}\n")
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def server_url(address: str, port: int = API_PORT) -> str:
@@ -272,71 +265,6 @@ def phase(description: str) -> Generator[Any, None, None]:
     """
     host.noop(description)
     yield from ()
-
-
-@operation()
-def private_file(
-    path: str,
-    content: Secret | str,
-    current_sha256: str | None = _UNSET,
-    keep_previous: bool = False,
-) -> Generator[Any, None, None]:
-    """A root-owned 0600 file with ``content``, written without exposing it.
-
-    The upload goes to a temp file created 0600 for the SSH user, is copied into a 0600
-    ``<path>.k3sfleet-new`` and renamed over ``path``; with ``keep_previous`` the old file
-    becomes ``<path>.previous``.
-
-    + path: destination
-    + content: the text (a ``Secret`` stays masked in every output)
-    + current_sha256: sha256 of the file now if the caller read it (``K3sState``); read with
-      ``sha256sum`` otherwise
-    + keep_previous: keep the replaced file as ``<path>.previous``
-    """
-    from pyinfra.facts.files import Sha256File
-
-    text = reveal(content) or ""
-    want = sha256_text(text)
-    have = host.get_fact(Sha256File, path=path) if current_sha256 is _UNSET else current_sha256
-    if have == want:
-        host.noop(f"{path} is up to date")
-        return
-    staged = f"{path}.k3sfleet-new"
-    upload = host.get_temp_filename(f"k3sfleet-private-{path}")
-    directory = path.rpartition("/")[0] or "/"
-    yield StringCommand("mkdir", "-p", QuoteString(directory))
-    yield StringCommand(
-        "install", "-m", "600", "-o", '"${SUDO_USER:-$(id -un)}"', "/dev/null", QuoteString(upload)
-    )
-    yield StringCommand("install", "-m", "600", "-o", "root", "/dev/null", QuoteString(staged))
-    yield FileUploadCommand(io.StringIO(text), staged, remote_temp_filename=upload)
-    yield StringCommand("rm", "-f", QuoteString(upload))
-    if keep_previous and have:
-        yield StringCommand("cp", "-p", QuoteString(path), QuoteString(f"{path}.previous"))
-    yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(path))
-
-
-@operation()
-def managed_file(
-    path: str, text: str, current_sha256: str | None = _UNSET, mode: str = "644"
-) -> Generator[Any, None, None]:
-    """A root-owned, non-secret file (a systemd unit) with ``text``; nothing done when equal.
-
-    + path: destination
-    + text: the content
-    + current_sha256: sha256 of the file now if the caller read it; read otherwise
-    + mode: file mode
-    """
-    from pyinfra.facts.files import Sha256File
-    from pyinfra.operations import files
-
-    have = host.get_fact(Sha256File, path=path) if current_sha256 is _UNSET else current_sha256
-    if have == sha256_text(text):
-        host.noop(f"{path} is up to date")
-        return
-    yield from files.put._inner(  # type: ignore[attr-defined]
-        src=io.StringIO(text), dest=path, user="root", group="root", mode=mode
-    )
 
 
 @operation()

@@ -22,6 +22,7 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 
+from deploys.k3s_files import managed_file, private_file
 from deploys.k3s_install import k3s_binary
 from deploys.k3s_node import (
     UNIT,
@@ -29,9 +30,7 @@ from deploys.k3s_node import (
     cluster_plan,
     k3s_config,
     k3s_service,
-    managed_file,
     node_settings,
-    private_file,
     render_unit,
     use_sudo,
     version_guard,
