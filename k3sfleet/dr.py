@@ -233,7 +233,7 @@ def check_target(api: Any, target: str) -> Any:
     try:
         node = core.read_node(target)
     except ApiException as e:
-        if e.status in (404, 500):  # kmock-based API stand-ins answer 500 for "not found"
+        if e.status == 404:
             raise DrRefused(
                 f"k3sfleet: target node {target} is not a node of the cluster"
             ) from None
