@@ -124,11 +124,17 @@ def inventory_from_file(path: str | os.PathLike[str]) -> Any:
     from pyinfra.api import Inventory
 
     path = Path(path)
+    try:
+        namespace = _exec_file(path)
+    except OSError as e:
+        raise K3sfleetError(f"k3sfleet: cannot read the inventory {path}: {e.strerror}") from None
     groups = {
         key: value
-        for key, value in _exec_file(path).items()
-        if not key.startswith("_") and _is_host_group(value)
+        for key, value in namespace.items()
+        if not key.startswith("_") and _is_host_group(value) and value
     }
+    if not groups:
+        raise K3sfleetError(f"k3sfleet: the inventory {path} has no hosts")
     all_hosts: list[Any] = []
     all_data: dict[str, Any] = {}
     if "all" in groups:

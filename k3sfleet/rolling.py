@@ -539,45 +539,6 @@ def inventory_targets(inventory: Any, limit: Sequence[str] = ()) -> list[Rolling
     return targets
 
 
-def load_inventory(path: str) -> Any:
-    """The pyinfra ``Inventory`` of an inventory file, without the pyinfra CLI.
-
-    Like the CLI, every module-level list of host names or ``(name, data)`` pairs is a group
-    (``k3s_servers``, ``k3s_agents``); ``k3sfleet.inventory.groups`` in the file validates it.
-    The CLI's loader is not used because importing ``pyinfra_cli`` monkey-patches ``ssl`` with
-    gevent, which breaks a Kubernetes client made before (RecursionError).
-    """
-    import runpy
-
-    from pyinfra.api import Inventory
-
-    try:
-        namespace = runpy.run_path(str(path))
-    except OSError as e:
-        raise K3sfleetError(f"k3sfleet: cannot read the inventory {path}: {e.strerror}") from None
-
-    def is_group(value: Any) -> bool:
-        return isinstance(value, list | tuple) and all(
-            isinstance(m, str) or (isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str))
-            for m in value
-        )
-
-    groups = {
-        name: list(value)
-        for name, value in namespace.items()
-        if not name.startswith("_") and is_group(value) and value
-    }
-    names: list[str] = []
-    for members in groups.values():
-        for member in members:
-            name = member if isinstance(member, str) else member[0]
-            if name not in names:
-                names.append(name)
-    if not names:
-        raise K3sfleetError(f"k3sfleet: the inventory {path} has no hosts")
-    return Inventory((names, {}), **{g: (members, {}) for g, members in groups.items()})
-
-
 def _sub_inventory(inventory: Any, names: Sequence[str]) -> Any:
     """A new pyinfra ``Inventory`` holding only ``names``, with the same data and groups."""
     from pyinfra.api import Inventory
@@ -610,7 +571,7 @@ class StateRunner:
 
     Example::
 
-        StateRunner(load_inventory("inventory.py")).deploy(["vps-1"], k3s_upgrade)
+        StateRunner(inventory_from_file("inventory.py")).deploy(["vps-1"], k3s_upgrade)
     """
 
     def __init__(self, inventory: Any) -> None:

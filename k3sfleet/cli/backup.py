@@ -53,9 +53,9 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _inventory(args: argparse.Namespace) -> Any:
-    from k3sfleet.rolling import load_inventory
+    from k3sfleet.kube import inventory_from_file
 
-    return load_inventory(str((Path(args.project_dir) / args.inventory).resolve()))
+    return inventory_from_file(str((Path(args.project_dir) / args.inventory).resolve()))
 
 
 def _bucket(settings: Any) -> str:

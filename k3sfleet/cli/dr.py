@@ -40,11 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _run(args: argparse.Namespace, make_plan: object) -> int:
     from k3sfleet.dr import load_services
-    from k3sfleet.kube import cluster_api
-    from k3sfleet.rolling import load_inventory
+    from k3sfleet.kube import cluster_api, inventory_from_file
 
     services = load_services(args.project_dir)
-    inventory = load_inventory(str((Path(args.project_dir) / args.inventory).resolve()))
+    inventory = inventory_from_file(str((Path(args.project_dir) / args.inventory).resolve()))
     with cluster_api(inventory) as api:
         plan = make_plan(api, services)  # type: ignore[operator]
         print(plan.render())

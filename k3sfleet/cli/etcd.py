@@ -49,10 +49,11 @@ def run_snapshots(args: argparse.Namespace) -> int:
 
 def run_restore_commands(args: argparse.Namespace) -> int:
     from k3sfleet.etcd import choose, render_restore, restore_steps
-    from k3sfleet.rolling import inventory_targets, load_inventory
+    from k3sfleet.kube import inventory_from_file
+    from k3sfleet.rolling import inventory_targets
 
     snapshot = choose(_snapshots(args), args.snapshot)
-    inventory = load_inventory(str((Path(args.project_dir) / args.inventory).resolve()))
+    inventory = inventory_from_file(str((Path(args.project_dir) / args.inventory).resolve()))
     servers = [t.name for t in inventory_targets(inventory) if t.role == "server"]
     print(f"# restore etcd snapshot {snapshot.name} ({snapshot.created:%Y-%m-%d %H:%M} UTC)")
     print(render_restore(restore_steps(snapshot.name, servers)))

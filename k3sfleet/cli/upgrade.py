@@ -28,11 +28,11 @@ def add_rolling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _inventory(args: argparse.Namespace) -> object:
-    from k3sfleet.rolling import load_inventory
+    from k3sfleet.kube import inventory_from_file
 
     path = (Path(args.project_dir) / args.inventory).resolve()
     sys.argv = [sys.argv[0], str(path), f"deploys/{args.command}.py"]  # entry checks
-    return load_inventory(str(path))
+    return inventory_from_file(str(path))
 
 
 def run(args: argparse.Namespace) -> int:

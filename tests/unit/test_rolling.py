@@ -728,8 +728,9 @@ def test_nested_runner_inside_a_pyinfra_cli_run(tmp_path: Any) -> None:
     assert "RAN @fake/a1 systemctl" not in out  # a failed install stops that node's deploy
 
 
-def test_load_inventory_reads_groups_like_the_cli(tmp_path: Any) -> None:
-    from k3sfleet.rolling import inventory_targets, load_inventory
+def test_inventory_file_reads_groups_like_the_cli(tmp_path: Any) -> None:
+    from k3sfleet.kube import inventory_from_file
+    from k3sfleet.rolling import inventory_targets
 
     path = tmp_path / "inventory.py"
     path.write_text(
@@ -737,7 +738,7 @@ def test_load_inventory_reads_groups_like_the_cli(tmp_path: Any) -> None:
         "k3s_servers = [('s1', {'k3s_role': 'server', 'ssh_hostname': '10.0.0.1'})]\n"
         "k3s_agents = [('a1', {'k3s_role': 'agent'}), ('a2', {'k3s_role': 'agent'})]\n"
     )
-    inventory = load_inventory(str(path))
+    inventory = inventory_from_file(str(path))
     assert [h.name for h in inventory] == ["s1", "a1", "a2"]
     assert inventory.get_host("s1").data.ssh_hostname == "10.0.0.1"
     assert [h.name for h in inventory.get_group("k3s_agents")] == ["a1", "a2"]
@@ -749,4 +750,4 @@ def test_load_inventory_reads_groups_like_the_cli(tmp_path: Any) -> None:
     empty = tmp_path / "empty.py"
     empty.write_text("x = 1\n")
     with pytest.raises(K3sfleetError, match="no hosts"):
-        load_inventory(str(empty))
+        inventory_from_file(str(empty))
