@@ -75,6 +75,9 @@ def version_info(version: str) -> Obj:
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
+    # headers and body go out in separate writes: with Nagle on, each response would wait for
+    # the client's delayed ACK (~40 ms), which a real apiserver does not do
+    disable_nagle_algorithm = True
     _raw = b""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
