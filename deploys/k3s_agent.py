@@ -18,21 +18,17 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.k3s_files import managed_file, private_file
-from deploys.k3s_install import k3s_binary
 from deploys.k3s_node import (
-    UNIT,
     ClusterPlan,
     cluster_plan,
     k3s_config,
     k3s_service,
+    node_files,
     node_settings,
-    render_unit,
     use_sudo,
     version_guard,
-    vpn_auth_text,
 )
-from facts.k3s import VPN_AUTH_FILE, K3sState
+from facts.k3s import K3sState
 
 AGENT_DEFAULTS: dict[str, Any] = {
     "k3s_flannel_iface": "tailscale0",
@@ -57,31 +53,7 @@ def k3s_agent(plan: ClusterPlan | None = None) -> None:
     version_guard(data)
     state = host.get_fact(K3sState, _sudo=sudo)
     address = data.get("k3sfleet_tailnet_address") or state["tailnet_ip"]
-    binary = k3s_binary(
-        name=f"Install k3s {data.k3s_version}",
-        version=data.k3s_version,
-        release_url=data.k3s_release_url,
-        installed=state["version"],
-        _sudo=sudo,
-    )
-    config_changes = []
-    if data.k3s_vpn_auth:
-        config_changes.append(
-            private_file(
-                name="K3s vpn-auth file",
-                path=VPN_AUTH_FILE,
-                content=vpn_auth_text(data.tailscale_auth_key),
-                current_sha256=state["vpn_auth_sha256"],
-                _sudo=sudo,
-            )
-        )
-    unit = managed_file(
-        name="k3s-agent.service",
-        path=UNIT["agent"],
-        text=render_unit("agent", after_tailscale=True),
-        current_sha256=state["unit_sha256"]["k3s-agent"],
-        _sudo=sudo,
-    )
+    config_changes, other_changes = node_files(data, state, "agent", sudo)
     config_changes.append(
         k3s_config(
             name=f"K3s agent config (joins {plan.anchor})",
@@ -99,7 +71,7 @@ def k3s_agent(plan: ClusterPlan | None = None) -> None:
         role="agent",
         status=state["services"].get("k3s-agent", {}),
         config_changes=config_changes,
-        other_changes=[binary, unit],
+        other_changes=other_changes,
         timeout=int(data.k3s_health_timeout),
         _sudo=sudo,
     )

@@ -32,7 +32,8 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_state
 
 import templates
-from deploys.k3s_files import private_file
+from deploys.k3s_files import managed_file, private_file
+from deploys.k3s_install import k3s_binary
 from facts.k3s import (
     CONFIG,
     K3S_BIN,
@@ -383,6 +384,44 @@ def restart_script(
         "exit 1",
     ]
     return "\n".join(lines)
+
+
+def node_files(
+    data: Any, state: Mapping[str, Any], role: str, sudo: bool
+) -> tuple[list[OperationMeta], list[OperationMeta]]:
+    """The K3s binary, the vpn-auth file (with ``k3s_vpn_auth``) and the systemd unit of a
+    ``role`` node, each changed only when it differs from ``state`` (the ``K3sState`` fact).
+
+    Returns ``(config_changes, other_changes)`` for ``k3s_service``: the caller appends its
+    config.yaml operation to the first list.
+    """
+    service = SERVICE[role]
+    binary = k3s_binary(
+        name=f"Install k3s {data.k3s_version}",
+        version=data.k3s_version,
+        release_url=data.k3s_release_url,
+        installed=state["version"],
+        _sudo=sudo,
+    )
+    config_changes = []
+    if data.k3s_vpn_auth:
+        config_changes.append(
+            private_file(
+                name="K3s vpn-auth file",
+                path=VPN_AUTH_FILE,
+                content=vpn_auth_text(data.tailscale_auth_key),
+                current_sha256=state["vpn_auth_sha256"],
+                _sudo=sudo,
+            )
+        )
+    unit = managed_file(
+        name=f"{service}.service",
+        path=UNIT[role],
+        text=render_unit(role, after_tailscale=True),
+        current_sha256=state["unit_sha256"][service],
+        _sudo=sudo,
+    )
+    return config_changes, [binary, unit]
 
 
 @operation()
