@@ -74,9 +74,10 @@ def _describe(lab: Lab, wall: float) -> str:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
-    """Make labs: ``lab_factory(servers=1, agents=2)``; all are torn down at session end."""
+    """Make labs: ``lab_factory(servers=1, agents=2)``; a module's labs are torn down when the
+    module ends, so a long run never keeps more than one module's hosts (and their load) up."""
     reason = lab_unavailable()
     if reason:
         pytest.skip(reason)
@@ -107,9 +108,9 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
         raise RuntimeError("lab teardown: " + "; ".join(failures))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(lab_factory: Callable[..., Lab]) -> Lab:
-    """One lab of 1 server + 2 agents shared by the session (do not tear it down yourself)."""
+    """One lab of 1 server + 2 agents shared by the module (do not tear it down yourself)."""
     return lab_factory(1, 2)
 
 
