@@ -208,6 +208,8 @@ class Lab:
             rootfs.extract(image.tarball, lower)
         self.timings["extract"] = time.monotonic() - t
         t = time.monotonic()
+        for change in hostproc.raise_inotify_limits():
+            say(f"lab {self.name}: raised {change}")
         network.create_bridges(net)
         self._ssh_keypair()
         self._serve(image)
@@ -529,7 +531,7 @@ class Lab:
         self._start(h)
         self.save()
 
-    def reboot(self, host: str | LabHost, timeout: float = 60) -> float:
+    def reboot(self, host: str | LabHost, timeout: float = 120) -> float:
         """Reboot ``host`` from inside (``systemctl reboot``); return seconds until SSH is back."""
         h = self.host(host)
         hdir = self.host_dir(h)
@@ -633,7 +635,7 @@ class Lab:
 
     def leftovers(self) -> dict[str, list[str]]:
         """What of this lab still exists on the machine (all empty after ``down``)."""
-        marker = str(self.directory)
+        marker = f"{self.directory}/"  # not lab1 for lab10
         procs = []
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit() and hostproc.alive(int(proc.name), marker):

@@ -109,6 +109,27 @@ def umount(path: Path) -> None:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)  # noqa: S603
 
 
+# Every host's systemd takes inotify instances from root's per-user budget (no user
+# namespaces); the kernel default of 128 runs out at a dozen hosts ("Failed to allocate
+# manager object: Too many open files"). The values LXD and kind document for many containers.
+INOTIFY_LIMITS = {
+    "/proc/sys/fs/inotify/max_user_instances": 8192,
+    "/proc/sys/fs/inotify/max_user_watches": 1048576,
+}
+
+
+def raise_inotify_limits() -> list[str]:
+    """Raise the machine's inotify limits to ``INOTIFY_LIMITS`` where they are lower (never
+    lowers them); return what was changed, as ``"path: old -> new"``."""
+    changed = []
+    for path, wanted in INOTIFY_LIMITS.items():
+        current = int(Path(path).read_text())
+        if current < wanted:
+            Path(path).write_text(f"{wanted}\n")
+            changed.append(f"{path}: {current} -> {wanted}")
+    return changed
+
+
 def start_lxcfs(mountpoint: Path, log: Path) -> int:
     """Start the lab's own lxcfs on ``mountpoint``; return its PID once it is mounted."""
     mountpoint.mkdir(parents=True, exist_ok=True)
@@ -151,9 +172,14 @@ def mount_overlay(lower: Path, hdir: Path) -> Path:
 
 
 def nspawn_argv(root: Path, name: str, netns: str, lxcfs: Path) -> list[str]:
-    """The systemd-nspawn command line of one host (flags from docs/lab-contract.md)."""
+    """The systemd-nspawn command line of one host (flags from docs/lab-contract.md).
+
+    The machine name is the namespace name (``k3fl<I>-<host>``), unique on the machine: nspawn
+    keys /run/systemd/nspawn/propagate/<machine> by it, and hosts of parallel labs share host
+    names. The host's own hostname comes from its /etc/hostname.
+    """
     return [
-        "systemd-nspawn", "--boot", f"--directory={root}", f"--machine={name}",
+        "systemd-nspawn", "--boot", f"--directory={root}", f"--machine={netns}",
         "--register=no", "--keep-unit", f"--network-namespace-path=/run/netns/{netns}",
         "--capability=CAP_NET_ADMIN", f"--bind-ro={lxcfs}:/run/lxcfs",
         "--console=read-only", "--resolv-conf=off", "--timezone=off", "--link-journal=no",

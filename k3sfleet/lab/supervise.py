@@ -9,9 +9,9 @@ Example::
     python3 -m k3sfleet.lab.supervise /var/lib/k3sfleet-lab/lab1/hosts/lab-server-1/nspawn.pid \\
         k3fl1-lab-server-1 -- systemd-nspawn -b -D .../root ...
 
-The supervisor first moves itself into its own cgroup (``k3sfleet-lab/<CGROUP>``): nspawn with
-``--keep-unit`` on a machine without systemd uses the caller's cgroup, and hosts sharing one
-fail units with status 219/CGROUP.
+nspawn starts in its own cgroup (``k3sfleet-lab/<CGROUP>``): with ``--keep-unit`` on a machine
+without systemd it uses the cgroup it was started in, and hosts sharing one fail units with
+status 219/CGROUP.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def cgroup_dirs(name: str) -> list[Path]:
 
 
 def enter_cgroup(name: str) -> None:
-    """Move this process into its own cgroup ``k3sfleet-lab/<name>`` in every hierarchy."""
+    """Move this process into the cgroup ``k3sfleet-lab/<name>`` of every hierarchy."""
     for path in cgroup_dirs(name):
         path.mkdir(parents=True, exist_ok=True)
         (path / "cgroup.procs").write_text(f"{os.getpid()}\n")
@@ -66,8 +66,13 @@ def remove_cgroup(name: str) -> None:
             pass
 
 
-def supervise(pidfile: Path, argv: list[str]) -> int:
-    """Run ``argv`` until it exits with something other than ``REBOOT_EXIT`` or we are told."""
+def supervise(pidfile: Path, argv: list[str], cgroup: str | None = None) -> int:
+    """Run ``argv`` until it exits with something other than ``REBOOT_EXIT`` or we are told.
+
+    With ``cgroup``, each run of ``argv`` starts in ``k3sfleet-lab/<cgroup>`` (the supervisor
+    itself stays where it is, so that cgroup holds only the container: cgroup v2's
+    no-internal-processes rule holds on machines with a pure v2 hierarchy).
+    """
     stopping = False
     child: subprocess.Popen[bytes] | None = None
 
@@ -81,7 +86,10 @@ def supervise(pidfile: Path, argv: list[str]) -> int:
     signal.signal(signal.SIGINT, stop)
     rc = 0
     while not stopping:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)  # noqa: S603
+        child = subprocess.Popen(  # noqa: S603
+            argv, stdin=subprocess.DEVNULL,
+            preexec_fn=(lambda: enter_cgroup(cgroup)) if cgroup else None,  # noqa: PLW1509
+        )
         pidfile.write_text(f"{child.pid}\n")
         rc = child.wait()
         print(f"k3sfleet-lab: nspawn exited {rc} at {time.strftime('%H:%M:%S')}", flush=True)
@@ -98,9 +106,7 @@ def main() -> int:
               file=sys.stderr)
         return 2
     os.environ["SYSTEMD_NSPAWN_API_VFS_WRITABLE"] = "network"
-    enter_cgroup(args[1])
-    args = [args[0], *args[2:]]
-    return supervise(Path(args[0]), args[2:])
+    return supervise(Path(args[0]), args[3:], cgroup=args[1])
 
 
 if __name__ == "__main__":
