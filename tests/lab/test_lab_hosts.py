@@ -19,6 +19,7 @@ import pytest
 
 from k3sfleet.lab import Lab, network
 from k3sfleet.lab import hosts as hostproc
+from k3sfleet.lab.standins import LAB_K3S_VERSIONS
 
 pytestmark = pytest.mark.lab
 
@@ -232,3 +233,17 @@ def test_a_failed_create_cleans_up_and_keeps_the_logs(monkeypatch: pytest.Monkey
         assert not lab.directory.exists()
     finally:
         shutil.rmtree(kept, ignore_errors=True)
+
+
+def test_demo_runs_the_main_job() -> None:
+    """`k3sfleet lab demo`: 1 server + 2 agents, bootstrap then cluster through the pyinfra CLI,
+    then the Nodes read through the Kubernetes API."""
+    demo = _cli("lab", "demo", timeout=1200)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "demo: pyinfra" in demo.stdout and "deploys/bootstrap.py" in demo.stdout
+    assert "deploys/cluster.py" in demo.stdout
+    assert "demo: 3 Node(s) through the API of lab-server-1" in demo.stdout
+    nodes = [ln.split() for ln in demo.stdout.splitlines() if "Ready=" in ln]
+    assert sorted(n[0] for n in nodes) == ["lab-agent-1", "lab-agent-2", "lab-server-1"]
+    assert all(n[1] == "Ready=True" for n in nodes), nodes
+    assert all(n[-1] == LAB_K3S_VERSIONS[-1] for n in nodes), nodes  # the lab's k3s_version
