@@ -62,9 +62,9 @@ def data_problems(settings: Settings, nodes: Sequence[Node]) -> list[str]:
 def run() -> None:
     """The bootstrap deploys for the host in context."""
     sudo = common_module.session_user(host.data.dict()) != "root"
-    info = host.get_fact(SystemInfo)  # read once, used by common and tailscale
+    info = host.get_fact(SystemInfo, _sudo=sudo)  # read once: common, firewall, tailscale
     common_module.common(info=info, _sudo=sudo)
-    firewall_module.firewall(_sudo=sudo)
+    firewall_module.firewall(sshd_ports=info.get("sshd_ports"), _sudo=sudo)
     tailscale_module.tailscale(info=info, _sudo=sudo)
 
 

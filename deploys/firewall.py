@@ -35,6 +35,7 @@ TAILNET_INTERFACE = "tailscale0"
 
 DATA_DEFAULTS: dict[str, Any] = {
     # Allow everything that arrives on tailscale0 (the tailnet's own ACLs then decide).
+    "firewall_ssh_ports": [],  # empty: the ports sshd listens on (sshd -T), else 22
     "firewall_trust_tailnet": True,
     # k3s ports, opened only on tailscale0.
     "firewall_k3s_ports": ["6443/tcp", "10250/tcp", "8472/udp"],
@@ -146,12 +147,26 @@ def _ports(data: Mapping[str, Any], servers: int) -> list[str]:
     return ports
 
 
-def wanted_rules(data: Mapping[str, Any], servers: int = 1) -> list[str]:
+def ssh_ports(data: Mapping[str, Any], sshd_ports: Sequence[str] | None = None) -> list[str]:
+    """The ports to keep open for SSH: ``firewall_ssh_ports`` when set, else the ports sshd
+    listens on (``SystemInfo``'s ``sshd_ports``), else 22.
+
+    Never the port pyinfra connects to (``ssh_port``): behind a port forward or a jump host
+    that is not the port sshd listens on, and opening it instead would lock everyone out.
+    """
+    chosen = data.get("firewall_ssh_ports") or sshd_ports or ["22"]
+    return [str(p) for p in chosen]
+
+
+def wanted_rules(
+    data: Mapping[str, Any], servers: int = 1, sshd_ports: Sequence[str] | None = None
+) -> list[str]:
     """Every rule the node should have, SSH first, in ufw's canonical form.
 
-    ``servers`` is the number of k3s servers in the inventory (HA opens etcd's ports).
+    ``servers`` is the number of k3s servers in the inventory (HA opens etcd's ports);
+    ``sshd_ports`` the ports sshd listens on (see ``ssh_ports``).
     """
-    rules = [rule(port=str(data.get("ssh_port") or 22), proto="tcp")]
+    rules = [rule(port=port, proto="tcp") for port in ssh_ports(data, sshd_ports)]
     if data.get("firewall_trust_tailnet", True):
         rules.append(rule(interface=TAILNET_INTERFACE))
     for spec in _ports(data, servers):
@@ -226,15 +241,22 @@ def ufw_policy(
         yield _ufw("default", outgoing, "outgoing")
     if not status.get("active"):
         yield _ufw("--force", "enable")
-    if not (add or delete) and status.get("active") and status.get("incoming") == incoming and (
-        status.get("outgoing") == outgoing
+    if (
+        not (add or delete)
+        and status.get("active")
+        and status.get("incoming") == incoming
+        and (status.get("outgoing") == outgoing)
     ):
         host.noop(f"ufw is enabled with its {len(rules)} rules")
 
 
 @deploy("k3sfleet firewall", data_defaults=DATA_DEFAULTS)
-def firewall(status: UfwStatusData | None = None) -> None:
+def firewall(status: UfwStatusData | None = None, sshd_ports: Sequence[str] | None = None) -> None:
     """ufw with default deny incoming, SSH, the tailnet, k3s ports on tailscale0 only.
+
+    ``status`` is the ``UfwStatus`` fact and ``sshd_ports`` the ports sshd listens on (from
+    ``SystemInfo`` read as root); without them the fact is read here and SSH stays on
+    ``firewall_ssh_ports`` or 22.
 
     Example::
 
@@ -253,7 +275,7 @@ def firewall(status: UfwStatusData | None = None) -> None:
         status = host.get_fact(UfwStatus)
     ufw_policy(
         name="ufw rules and policy",
-        rules=wanted_rules(data.dict(), servers=servers),
+        rules=wanted_rules(data.dict(), servers=servers, sshd_ports=sshd_ports),
         status=status,
         incoming=str(data.firewall_default_incoming),
         outgoing=str(data.firewall_default_outgoing),

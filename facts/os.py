@@ -33,6 +33,7 @@ class SystemInfoData(TypedDict):
     active_swaps: int
     fstab_swaps: int
     modules: list[str]
+    sshd_ports: list[str]
 
 
 _COMMAND = " ; ".join(
@@ -50,20 +51,25 @@ _COMMAND = " ; ".join(
         "echo \"modules=$(cut -d' ' -f1 /proc/modules 2>/dev/null | tr '\\n' ' ')\"",
         "echo \"builtin=$(sed -e 's|.*/||' -e 's|[.]ko.*$||'"
         " /lib/modules/$(uname -r)/modules.builtin 2>/dev/null | tr '\\n-' ' _')\"",
+        # The ports sshd listens on (needs root: read this fact with sudo).
+        "echo \"sshd_ports=$(/usr/sbin/sshd -T 2>/dev/null"
+        " | awk '$1 == \"port\" {print $2}' | tr '\\n' ' ')\"",
     )
 )
 
 
 class SystemInfo(FactBase[SystemInfoData]):
-    """The os-release identity, container type, swap and kernel modules of the node.
+    """The os-release identity, container type, swap, kernel modules and sshd's ports.
 
-    ``modules`` lists the loaded modules and those built into the kernel.
+    ``modules`` lists the loaded modules and those built into the kernel; ``sshd_ports`` the
+    ports sshd listens on (``sshd -T``; empty unless read as root).
 
     Example output::
 
         {"id": "debian", "version_id": "12", "codename": "bookworm",
          "pretty_name": "Debian GNU/Linux 12 (bookworm)", "container": None,
-         "active_swaps": 1, "fstab_swaps": 1, "modules": ["overlay", "br_netfilter"]}
+         "active_swaps": 1, "fstab_swaps": 1, "modules": ["overlay", "br_netfilter"],
+         "sshd_ports": ["22"]}
     """
 
     def command(self) -> str:
@@ -85,6 +91,7 @@ class SystemInfo(FactBase[SystemInfoData]):
             "active_swaps": _int(raw.get("active_swaps")),
             "fstab_swaps": _int(raw.get("fstab_swaps")),
             "modules": raw.get("modules", "").split() + raw.get("builtin", "").split(),
+            "sshd_ports": raw.get("sshd_ports", "").split(),
         }
 
 

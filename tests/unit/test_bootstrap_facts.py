@@ -213,3 +213,9 @@ def test_entry_file_runs_common_firewall_tailscale_in_order(user: str, sudo: boo
     first = {d: deploys.index(d) for d in dict.fromkeys(deploys)}
     assert list(first) == ["k3sfleet common", "k3sfleet firewall", "k3sfleet tailscale"]
     assert set(used.values()) == {sudo}
+
+
+def test_system_info_reads_the_ports_sshd_listens_on() -> None:
+    info = SystemInfo().process(["id=debian", "sshd_ports=22 2222 "])
+    assert info["sshd_ports"] == ["22", "2222"]
+    assert SystemInfo().process(["id=debian", "sshd_ports="])["sshd_ports"] == []

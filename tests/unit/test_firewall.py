@@ -105,9 +105,23 @@ def test_ha_inventory_opens_etcd_on_the_tailnet_only() -> None:
     assert ops == {OP: ["ufw allow in on tailscale0 to any port 2379:2380 proto tcp"]}
 
 
-def test_custom_ssh_port_is_the_first_rule() -> None:
-    cmds = generate(fw.firewall, facts(), {"ssh_port": 2222})[OP]
+def test_ssh_rule_is_the_port_sshd_listens_on_first() -> None:
+    cmds = generate(fw.firewall, facts(), sshd_ports=["2222"])[OP]
     assert cmds[0] == "ufw allow 2222/tcp"
+    assert "ufw allow 22/tcp" not in cmds
+
+
+def test_ssh_rule_ignores_the_port_pyinfra_connects_to() -> None:
+    # Reached through a port forward (ssh_port 35000) while sshd listens on 22: opening 35000
+    # instead of 22 would lock everyone out once ufw is enabled.
+    cmds = generate(fw.firewall, facts(), {"ssh_port": 35000}, sshd_ports=["22"])[OP]
+    assert cmds[0] == "ufw allow 22/tcp"
+    assert not any("35000" in c for c in cmds)
+
+
+def test_explicit_ssh_ports_win() -> None:
+    cmds = generate(fw.firewall, facts(), {"firewall_ssh_ports": [22, 2222]}, sshd_ports=["22"])
+    assert cmds[OP][:2] == ["ufw allow 22/tcp", "ufw allow 2222/tcp"]
 
 
 def test_inactive_ufw_with_the_rules_is_only_enabled() -> None:
