@@ -63,9 +63,20 @@ def pyinfra_bin() -> str:
     return str(candidate) if candidate.exists() else "pyinfra"
 
 
-def run_pyinfra(inventory: Path, entry: str, log: Path) -> tuple[float, bool, str, float]:
+# The "before" of TCP_NODELAY: the pyinfra CLI with k3sfleet's hook (k3sfleet.entry sets
+# TCP_NODELAY on the host's connection) switched off in that benchmark process only.
+NAGLE_CLI = (
+    "import sys, k3sfleet.entry as entry; entry.set_host_tcp_nodelay = lambda host: False; "
+    "from pyinfra_cli.main import main; sys.argv[0] = 'pyinfra'; main()"
+)
+
+
+def run_pyinfra(
+    inventory: Path, entry: str, log: Path, nagle: bool = False
+) -> tuple[float, bool, str, float]:
     """Run one entry file; return (seconds, ok, debug output, max RSS MiB of that process)."""
-    command = [pyinfra_bin(), "-y", "--debug", str(inventory), f"deploys/{entry}.py"]
+    cli = [sys.executable, "-c", NAGLE_CLI] if nagle else [pyinfra_bin()]
+    command = [*cli, "-y", "--debug", str(inventory), f"deploys/{entry}.py"]
     start = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -108,7 +119,7 @@ def wan_inventory(lab: Any, delay: float, workdir: Path) -> tuple[Path, list[Del
     return inventory, list(proxies.values())
 
 
-def bench_size(size: int, profiles: list[str], delay: float) -> list[Run]:
+def bench_size(size: int, profiles: list[str], delay: float, nagle: bool = False) -> list[Run]:
     from k3sfleet.lab import Lab
 
     runs: list[Run] = []
@@ -123,10 +134,13 @@ def bench_size(size: int, profiles: list[str], delay: float) -> list[Run]:
                 else:
                     inventory = work / "inventory.py"
                     lab.write_inventory(inventory)
-                for kind in ("converge", "noop"):
+                kinds = ("converge", "noop", "noop-nagle") if nagle else ("converge", "noop")
+                for kind in kinds:
                     for entry in ENTRY_FILES:
                         log = work / f"{profile}-{kind}-{entry}.log"
-                        seconds, ok, text, rss = run_pyinfra(inventory, entry, log)
+                        seconds, ok, text, rss = run_pyinfra(
+                            inventory, entry, log, nagle=kind == "noop-nagle"
+                        )
                         runs.append(
                             Run(
                                 size=size,
@@ -155,15 +169,13 @@ def format_row(r: Run) -> str:
     cmds = list(r.commands_per_host.values()) or [0]
     conns = list(r.connections_per_host.values()) or [0]
     return (
-        f"{r.size:>5} {r.profile:>4} {r.entry:>9} {r.kind:>8} {r.seconds:>8.2f} "
+        f"{r.size:>5} {r.profile:>4} {r.entry:>9} {r.kind:>10} {r.seconds:>8.2f} "
         f"{'ok' if r.ok else 'FAIL':>4} {max(cmds):>9} {max(conns):>6} {r.uploads:>7} "
         f"{r.max_rss_mib:>8.1f}"
     )
 
 
-HEADER = (
-    "hosts prof     entry     kind  seconds   ok cmds/host conn/h uploads  rss MiB"
-)
+HEADER = "hosts prof     entry       kind  seconds   ok cmds/host conn/h uploads  rss MiB"
 
 
 def summary(runs: list[Run]) -> list[str]:
@@ -203,12 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", nargs="+", choices=("lan", "wan"), default=["lan", "wan"])
     parser.add_argument("--delay-ms", type=float, default=25.0, help="WAN one-way delay")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--nagle",
+        action="store_true",
+        help="also re-run each no-op with k3sfleet's TCP_NODELAY switched off (the 'before')",
+    )
     args = parser.parse_args(argv)
 
     print(HEADER, flush=True)
     runs: list[Run] = []
     for size in args.sizes:
-        runs.extend(bench_size(size, args.profiles, args.delay_ms / 1000))
+        runs.extend(bench_size(size, args.profiles, args.delay_ms / 1000, nagle=args.nagle))
     print()
     print(HEADER)
     for r in runs:
