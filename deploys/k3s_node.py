@@ -176,6 +176,16 @@ class ClusterPlan:
     addresses: dict[str, str | None]
     joining: set[str]
     tokens: dict[str, Secret] = field(default_factory=dict)
+    # Hosts prepare in parallel greenlets: without a lock per value every agent would read the
+    # same server's token (one remote command each) before the first answer is cached.
+    _locks: dict[str, gevent.lock.Semaphore] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def _lock(self, key: str) -> gevent.lock.Semaphore:
+        """The lock guarding the read of ``key`` (greenlets switch only on I/O, so the
+        check-and-create here needs no lock of its own)."""
+        return self._locks.setdefault(key, gevent.lock.Semaphore())
 
     @property
     def anchor(self) -> str:
@@ -184,21 +194,23 @@ class ClusterPlan:
 
     def address(self, name: str) -> str | None:
         """The tailnet address of ``name``: known at prepare, else read now (run time)."""
-        if not self.addresses.get(name):
-            other = inventory.get_host(name)
-            ips = other.get_fact(TailscaleStatus)["ips"]
-            self.addresses[name] = next((ip for ip in ips if ":" not in ip), None)
-        return self.addresses[name]
+        with self._lock(f"address:{name}"):
+            if not self.addresses.get(name):
+                other = inventory.get_host(name)
+                ips = other.get_fact(TailscaleStatus)["ips"]
+                self.addresses[name] = next((ip for ip in ips if ":" not in ip), None)
+            return self.addresses[name]
 
     def token_of(self, name: str) -> Secret | None:
         """The node-token of server ``name``, read once it exists."""
-        if name not in self.tokens:
-            other = inventory.get_host(name)
-            token = other.get_fact(K3sNodeToken, _sudo=use_sudo(other.data))
-            if token is None:
-                return None
-            self.tokens[name] = token
-        return self.tokens[name]
+        with self._lock(f"token:{name}"):
+            if name not in self.tokens:
+                other = inventory.get_host(name)
+                token = other.get_fact(K3sNodeToken, _sudo=use_sudo(other.data))
+                if token is None:
+                    return None
+                self.tokens[name] = token
+            return self.tokens[name]
 
 
 _PLAN_ATTR = "_k3sfleet_cluster_plan"

@@ -1,0 +1,56 @@
+"""The cluster plan reads a server's token and address once, however many hosts ask at once."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import gevent
+import pytest
+
+import deploys.k3s_node as k3s_node
+from deploys.k3s_node import ClusterPlan
+from k3sfleet.secret import Secret
+
+
+def plan() -> ClusterPlan:
+    return ClusterPlan(
+        servers=["s1"], agents=[f"a{i}" for i in range(8)], joins={"s1": None},
+        states={}, addresses={}, joining=set(),
+    )  # fmt: skip
+
+
+def fake_inventory(monkeypatch: pytest.MonkeyPatch, answers: dict[str, Any]) -> list[str]:
+    reads: list[str] = []
+
+    class Host:
+        data: dict[str, Any] = {"ssh_user": "k3sfleet"}
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def get_fact(self, fact: type, **kwargs: Any) -> Any:
+            reads.append(f"{self.name}:{fact.__name__}")
+            gevent.sleep(0.01)  # a remote command: other greenlets run meanwhile
+            return answers[fact.__name__]
+
+    monkeypatch.setattr(k3s_node, "inventory", SimpleNamespace(get_host=Host))
+    return reads
+
+
+def test_concurrent_agents_read_the_servers_token_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = fake_inventory(monkeypatch, {"K3sNodeToken": Secret("K10abc::server:pw")})
+    p = plan()
+    jobs = [gevent.spawn(p.token_of, "s1") for _ in range(8)]
+    gevent.joinall(jobs, raise_error=True)
+    assert reads == ["s1:K3sNodeToken"]
+    assert {job.value.unmask() for job in jobs} == {"K10abc::server:pw"}
+
+
+def test_addresses_of_different_hosts_are_read_in_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = fake_inventory(monkeypatch, {"TailscaleStatus": {"ips": ["100.64.0.11", "fd7a::1"]}})
+    p = plan()
+    jobs = [gevent.spawn(p.address, name) for name in ["a1", "a2", "a1", "a2"]]
+    gevent.joinall(jobs, raise_error=True)
+    assert sorted(reads) == ["a1:TailscaleStatus", "a2:TailscaleStatus"]
+    assert [job.value for job in jobs] == ["100.64.0.11"] * 4
