@@ -13,11 +13,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
-from kubernetes import client as k8s
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.operations import run_ops
+from standin_api import StandinApi
 
 from k3sfleet.cli import main
 from k3sfleet.databases import (
@@ -38,8 +38,6 @@ from k3sfleet.databases import (
 )
 from k3sfleet.errors import ConfigError
 from k3sfleet.k8s_secrets import ApiSession, Values, read_secret
-from k3sfleet.lab.standins.k3s.apiserver import ApiServer
-from k3sfleet.lab.standins.k3s.store import Store
 from k3sfleet.vault import encrypt, load_vault, read_vault_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -331,29 +329,6 @@ class FakeExecutor:
             if words[:2] == ["REVOKE", "ALL"]:
                 db = self.state["databases"][words[4].strip('"')]
                 db["acl"] = [f"{db['owner']}=CTc/{db['owner']}"]
-
-
-class StandinApi:
-    """The lab's stand-in API server in process (plain HTTP, bearer token), with its write log."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.log = tmp / "api-writes.jsonl"
-        self.server = ApiServer(
-            Store(write_log=self.log), ("127.0.0.1", 0), passwords={"tok": "admin"}
-        )
-        self.server.start()
-
-    def client(self) -> k8s.ApiClient:
-        config = k8s.Configuration()
-        config.host = f"http://127.0.0.1:{self.server.port}"
-        config.api_key = {"BearerToken": "tok"}
-        config.api_key_prefix = {"BearerToken": "Bearer"}
-        return k8s.ApiClient(config)
-
-    def writes(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
 
 
 def test_deploy_creates_db_secrets_and_second_run_changes_nothing(

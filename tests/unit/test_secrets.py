@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy, deploy
 from pyinfra.api.operations import run_ops
+from standin_api import StandinApi
 
 from deploys.secrets import SECRETS
 from k3sfleet.errors import ConfigError
@@ -36,8 +36,6 @@ from k3sfleet.k8s_secrets import (
     template,
     vault,
 )
-from k3sfleet.lab.standins.k3s.apiserver import ApiServer
-from k3sfleet.lab.standins.k3s.store import Store
 from k3sfleet.secret import Secret
 
 ALL_VARS = {
@@ -157,42 +155,21 @@ def test_desired_secret_repr_has_no_values() -> None:
 # -- against the stand-in API server ------------------------------------------------------------
 
 
-class Api:
-    def __init__(self, tmp: Path) -> None:
-        self.log = tmp / "api-writes.jsonl"
-        self.server = ApiServer(
-            Store(write_log=self.log), ("127.0.0.1", 0), passwords={"tok": "admin"}
-        )
-        self.server.start()
-
-    def client(self) -> k8s.ApiClient:
-        config = k8s.Configuration()
-        config.host = f"http://127.0.0.1:{self.server.port}"
-        config.api_key = {"BearerToken": "tok"}
-        config.api_key_prefix = {"BearerToken": "Bearer"}
-        return k8s.ApiClient(config)
-
-    def writes(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    a = Api(tmp_path)
+def api(tmp_path: Path) -> Iterator[StandinApi]:
+    a = StandinApi(tmp_path)
     yield a
     a.server.stop()
 
 
-def _data(api: Api, ns: str, name: str) -> dict[str, str]:
+def _data(api: StandinApi, ns: str, name: str) -> dict[str, str]:
     with api.client() as c:
         obj = read_secret(c, ns, name)
     assert obj is not None
     return {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
 
 
-def test_apply_creates_then_second_run_writes_nothing(api: Api) -> None:
+def test_apply_creates_then_second_run_writes_nothing(api: StandinApi) -> None:
     desired = render_all(SECRETS, values())
     with api.client() as c:
         planned = plan(c, desired)
@@ -221,7 +198,7 @@ def test_apply_creates_then_second_run_writes_nothing(api: Api) -> None:
     assert len(api.writes()) == count
 
 
-def test_one_changed_variable_updates_only_that_secret(api: Api) -> None:
+def test_one_changed_variable_updates_only_that_secret(api: StandinApi) -> None:
     with api.client() as c:
         for secret in render_all(SECRETS, values()):
             apply(c, secret)
@@ -242,7 +219,7 @@ def test_one_changed_variable_updates_only_that_secret(api: Api) -> None:
     assert _data(api, "tailscale", "operator-oauth")["client_secret"] == "rotated"
 
 
-def test_foreign_labels_kept_extra_keys_removed_type_change_recreates(api: Api) -> None:
+def test_foreign_labels_kept_extra_keys_removed_type_change_recreates(api: StandinApi) -> None:
     spec = SecretSpec("apps", "s", {"a": literal("1")}, labels={"team": "x"})
     with api.client() as c:
         apply(c, spec.render(values()))
@@ -295,7 +272,7 @@ def test_diff_names_keys_and_metadata() -> None:
 HOST_DATA = {"fake_delay": 0, "fake_delay_jitter": 0}
 
 
-def _pyinfra_run(api: Api, specs: list[SecretSpec], v: Values, dry: bool = False) -> State:
+def _pyinfra_run(api: StandinApi, specs: list[SecretSpec], v: Values, dry: bool = False) -> State:
     names = ["@fake/s1", "@fake/s2"]
     inventory = Inventory((names, HOST_DATA), k3s_servers=(names, {}))
     state = State(inventory, Config())
@@ -333,7 +310,7 @@ def _op_names(state: State, host: str) -> list[tuple[str, bool]]:
     return out
 
 
-def test_pyinfra_ops_named_with_changes_on_first_server_only(api: Api) -> None:
+def test_pyinfra_ops_named_with_changes_on_first_server_only(api: StandinApi) -> None:
     specs = [s for s in SECRETS if s.namespace in ("tailscale", "database")]
     state = _pyinfra_run(api, specs, values(), dry=True)
     assert api.writes() == []  # prepare (what --dry does) writes nothing
@@ -380,7 +357,7 @@ def test_pyinfra_ops_named_with_changes_on_first_server_only(api: Api) -> None:
     assert len(api.writes()) == count
 
 
-def test_pyinfra_missing_variable_touches_nothing(api: Api) -> None:
+def test_pyinfra_missing_variable_touches_nothing(api: StandinApi) -> None:
     opened: list[bool] = []
 
     @contextlib.contextmanager
@@ -431,7 +408,7 @@ def test_preflight_names_every_missing_variable_before_connecting(
     ]
 
 
-def test_apply_retries_when_another_writer_wins_the_race(api: Api) -> None:
+def test_apply_retries_when_another_writer_wins_the_race(api: StandinApi) -> None:
     spec = SecretSpec("apps", "raced", {"a": literal("1")})
     with api.client() as c:
         apply(c, spec.render(values()))
