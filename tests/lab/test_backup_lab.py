@@ -20,6 +20,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from labcli import pyinfra
 
 from k3sfleet.backup import SERVICE_LABEL, backup_manifest
 from k3sfleet.dr import DrRefused, load_services, restore_plan
@@ -28,16 +29,6 @@ from k3sfleet.kube import cluster_api
 ROOT = Path(__file__).resolve().parents[2]
 CLI = "import sys; from k3sfleet.cli import main; sys.exit(main(sys.argv[1:]))"
 pytestmark = pytest.mark.lab
-
-
-def pyinfra(inventory: Path, entry: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "pyinfra", "-y", str(inventory), f"deploys/{entry}.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def k3sfleet(project: Path, *args: str) -> subprocess.CompletedProcess[str]:

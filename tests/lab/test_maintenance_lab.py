@@ -4,15 +4,13 @@ time; the server, with nothing pending, is not touched; a second run does nothin
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
+from labcli import output, pyinfra
 
 from k3sfleet.kube import cluster_api
 
@@ -20,22 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "system:admin"
 MARK = "/run/k3sfleet-test-booted-before"  # /run is a tmpfs: gone after a reboot
 pytestmark = pytest.mark.lab
-
-
-def pyinfra(inventory: Path, entry: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("K3S_", "ROLLING_"))}
-    return subprocess.run(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "pyinfra", "-y", *args, str(inventory), f"deploys/{entry}.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-
-
-def output(run: subprocess.CompletedProcess[str]) -> str:
-    return f"{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
+DROP = ("K3S_", "ROLLING_")  # set through host data here
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +29,7 @@ def cluster(lab_factory: Callable[..., Any], tmp_path_factory: pytest.TempPathFa
         {"rolling_ready_timeout": 180, "maintenance_reboot_timeout": 180},
     )
     for entry in ("bootstrap", "cluster"):
-        run = pyinfra(inventory, entry)
+        run = pyinfra(inventory, entry, drop=DROP)
         assert run.returncode == 0, f"deploys/{entry}.py:\n{output(run)}"
     return lab, inventory
 
@@ -67,14 +50,14 @@ def test_reboot_required_hosts_reboot_one_at_a_time_then_nothing(cluster: Any) -
         assert rc == 0, err
     writes_before = len(lab.api_writes(server))
 
-    dry = pyinfra(inventory, "maintenance", "--dry")
+    dry = pyinfra(inventory, "maintenance", "--dry", drop=DROP)
     assert dry.returncode == 0, output(dry)
     assert f"{server.name} (server): already done" in dry.stdout
     for host in lab.agents:
         assert f"{host.name} (agent): to do" in dry.stdout
         assert not booted_since_mark(lab, host)  # --dry rebooted nothing
 
-    run = pyinfra(inventory, "maintenance")
+    run = pyinfra(inventory, "maintenance", drop=DROP)
     assert run.returncode == 0, output(run)
 
     assert all(booted_since_mark(lab, h) for h in lab.agents)
@@ -100,7 +83,7 @@ def test_reboot_required_hosts_reboot_one_at_a_time_then_nothing(cluster: Any) -
             assert ready and ready[0].status == "True"
 
     writes = len(lab.api_writes(server))
-    again = pyinfra(inventory, "maintenance")
+    again = pyinfra(inventory, "maintenance", drop=DROP)
     assert again.returncode == 0, output(again)
     assert "Nothing to do" in again.stdout
     changed = [w for w in lab.api_writes(server)[writes:] if w["user"] == ADMIN and w["changed"]]

@@ -6,7 +6,6 @@ stays cordoned)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from labcli import output, pyinfra
 
 from k3sfleet.kube import cluster_api
 from k3sfleet.lab.standins import LAB_K3S_VERSIONS
@@ -24,22 +24,7 @@ V1, V2 = LAB_K3S_VERSIONS[0], LAB_K3S_VERSIONS[-1]
 ADMIN = "system:admin"  # the kubeconfig user k3sfleet talks to the API as
 FAULT = "/etc/k3sfleet-lab/fail-start"
 pytestmark = pytest.mark.lab
-
-
-def pyinfra(inventory: Path, entry: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("K3S_", "ROLLING_"))}
-    return subprocess.run(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "pyinfra", "-y", *args, str(inventory), f"deploys/{entry}.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-
-
-def output(run: subprocess.CompletedProcess[str]) -> str:
-    return f"{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
+DROP = ("K3S_", "ROLLING_")  # set through host data here
 
 
 def make_cluster(lab_factory: Callable[..., Any], tmp: Path) -> tuple[Any, Path, Path]:
@@ -51,7 +36,7 @@ def make_cluster(lab_factory: Callable[..., Any], tmp: Path) -> tuple[Any, Path,
         {"k3s_version": V2, "rolling_ready_timeout": 120, "rolling_drain_timeout": 60},
     )
     for entry in ("bootstrap", "cluster"):
-        run = pyinfra(at_v1, entry)
+        run = pyinfra(at_v1, entry, drop=DROP)
         assert run.returncode == 0, f"deploys/{entry}.py:\n{output(run)}"
     return lab, at_v1, at_v2
 
@@ -100,7 +85,7 @@ def test_rolling_upgrade_to_v2_one_node_at_a_time_then_nothing(clean: Any) -> No
     assert {version(n) for n in before.values()} == {V1}
     writes_before = len(lab.api_writes(lab.servers[0]))
 
-    dry = pyinfra(at_v2, "upgrade", "--dry")
+    dry = pyinfra(at_v2, "upgrade", "--dry", drop=DROP)
     assert dry.returncode == 0, output(dry)
     order = [h.name for h in lab.servers] + [h.name for h in lab.agents]
     for i, name in enumerate(order, 1):
@@ -112,7 +97,7 @@ def test_rolling_upgrade_to_v2_one_node_at_a_time_then_nothing(clean: Any) -> No
         if w["changed"] and w["user"] == ADMIN
     ]
 
-    run = pyinfra(at_v2, "upgrade")
+    run = pyinfra(at_v2, "upgrade", drop=DROP)
     assert run.returncode == 0, output(run)
     after = nodes(at_v2)
     assert {name: version(n) for name, n in after.items()} == {name: V2 for name in before}
@@ -146,7 +131,7 @@ def test_rolling_upgrade_to_v2_one_node_at_a_time_then_nothing(clean: Any) -> No
         assert f"{name}: uncordoned" in run.stdout
 
     writes = len(lab.api_writes(lab.servers[0]))
-    again = pyinfra(at_v2, "upgrade")
+    again = pyinfra(at_v2, "upgrade", drop=DROP)
     assert again.returncode == 0, output(again)
     assert "Nothing to do" in again.stdout
     ours = [w for w in lab.api_writes(lab.servers[0])[writes:] if w["user"] == ADMIN]
@@ -189,7 +174,7 @@ def test_failure_stops_at_the_node_and_a_rerun_resumes(faulty: Any) -> None:
     assert rc == 0, err
     writes_before = len(lab.api_writes(server))
 
-    run = pyinfra(at_v2, "upgrade")
+    run = pyinfra(at_v2, "upgrade", drop=DROP)
     assert run.returncode != 0, output(run)
     text = output(run)
     assert f"stopped at node {agent1.name}" in text
@@ -203,7 +188,7 @@ def test_failure_stops_at_the_node_and_a_rerun_resumes(faulty: Any) -> None:
 
     rc, _, err = lab.ssh(agent1, f"sudo rm -f {FAULT}")
     assert rc == 0, err
-    resumed = pyinfra(at_v2, "upgrade")
+    resumed = pyinfra(at_v2, "upgrade", drop=DROP)
     assert resumed.returncode == 0, output(resumed)
     assert f"{server.name} (server): already done" in resumed.stdout
     final = nodes(at_v2)

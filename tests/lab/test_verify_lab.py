@@ -10,20 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labcli import pyinfra
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.lab
-
-
-def pyinfra(inventory: Path, entry: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("pyinfra")
-    return subprocess.run(
-        [str(exe), "-y", str(inventory), f"deploys/{entry}.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def verify(inventory: Path, report: Path) -> dict[str, str]:
