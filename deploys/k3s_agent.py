@@ -28,7 +28,6 @@ from deploys.k3s_node import (
     use_sudo,
     version_guard,
 )
-from facts.k3s import K3sState
 
 AGENT_DEFAULTS: dict[str, Any] = {
     "k3s_flannel_iface": "tailscale0",
@@ -51,7 +50,7 @@ def k3s_agent(plan: ClusterPlan | None = None) -> None:
     plan = plan or cluster_plan()
     sudo = use_sudo(data)
     version_guard(data)
-    state = host.get_fact(K3sState, _sudo=sudo)
+    state = plan.state_of(host.name)
     address = data.get("k3sfleet_tailnet_address") or state["tailnet_ip"]
     config_changes, other_changes = node_files(data, state, "agent", sudo)
     config_changes.append(

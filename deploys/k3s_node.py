@@ -201,6 +201,13 @@ class ClusterPlan:
                 self.addresses[name] = next((ip for ip in ips if ":" not in ip), None)
             return self.addresses[name]
 
+    def state_of(self, name: str) -> dict[str, Any]:
+        """The ``K3sState`` of ``name``: servers' from the plan, others' read once on demand."""
+        with self._lock(f"state:{name}"):
+            if name not in self.states:
+                self.states[name] = node_state(inventory.get_host(name))
+            return self.states[name]
+
     def token_of(self, name: str) -> Secret | None:
         """The node-token of server ``name``, read once it exists."""
         with self._lock(f"token:{name}"):
@@ -215,6 +222,13 @@ class ClusterPlan:
 
 _PLAN_ATTR = "_k3sfleet_cluster_plan"
 _plan_lock = gevent.lock.Semaphore()
+
+
+def node_state(h: Any) -> dict[str, Any]:
+    """Read host ``h``'s ``K3sState`` (without ``tailscale ip`` when the inventory gives the
+    node's tailnet address)."""
+    known = bool(h.data.get("k3sfleet_tailnet_address"))
+    return h.get_fact(K3sState, tailnet=not known, _sudo=use_sudo(h.data))  # type: ignore[no-any-return]
 
 
 def _role_hosts(role: str) -> list[Any]:
@@ -237,7 +251,7 @@ def _compute_plan() -> ClusterPlan:
     agents = _role_hosts("agent")
     states: dict[str, dict[str, Any]] = {}
     for h in servers:
-        states[h.name] = h.get_fact(K3sState, _sudo=use_sudo(h.data))
+        states[h.name] = node_state(h)
     addresses = {
         h.name: h.data.get("k3sfleet_tailnet_address") or states[h.name].get("tailnet_ip")
         for h in servers

@@ -29,6 +29,8 @@ DB_DIR = f"{DATA_DIR}/server/db"
 SERVICES = ("k3s", "k3s-agent")
 UNIT_DIR = "/etc/systemd/system"
 SERVICE_PROPERTIES = ("ActiveState", "SubState", "UnitFileState", "ActiveEnterTimestampMonotonic")
+# K3s's configuration and data directories (``deploys/k3s_prereq.py`` keeps them root-owned).
+DIRECTORIES = ("/etc/rancher/k3s", DATA_DIR)
 
 _VERSION_SH = f"test -x {K3S_BIN} && {K3S_BIN} --version 2>/dev/null | head -n1 | cut -d' ' -f3"
 _DATASTORE_SH = (
@@ -39,6 +41,12 @@ _DATASTORE_SH = (
 _JOIN_SH = (
     f"grep -E '^(server|cluster-init):' {CONFIG} 2>/dev/null "
     "| sed -e 's/^server: *//' -e 's/^cluster-init: *true *$/cluster-init/' | tr -d '\"' | head -n1"
+)
+
+
+_DIRECTORIES_SH = (
+    f"for d in {' '.join(DIRECTORIES)}; do "
+    'echo "dir.$d=$(stat -c \'%U %G %a\' "$d" 2>/dev/null)"; done'
 )
 
 
@@ -53,6 +61,16 @@ def _parse_pairs(output: list[str]) -> dict[str, str]:
         if sep:
             pairs[key.strip()] = value.strip()
     return pairs
+
+
+def _parse_directories(pairs: dict[str, str]) -> dict[str, dict[str, str] | None]:
+    directories: dict[str, dict[str, str] | None] = {}
+    for path in DIRECTORIES:
+        words = pairs.get(f"dir.{path}", "").split()
+        directories[path] = (
+            {"user": words[0], "group": words[1], "mode": words[2]} if len(words) == 3 else None
+        )
+    return directories
 
 
 def parse_version(line: str) -> str | None:
@@ -76,6 +94,23 @@ class K3sVersion(FactBase[str | None]):
 
     def process(self, output: list[str]) -> str | None:
         return parse_version(output[0]) if output else None
+
+
+class K3sDirectories(FactBase[dict[str, dict[str, str] | None]]):
+    """Owner, group and octal mode of K3s's directories (``None`` for a missing one).
+
+    .. code:: python
+
+        host.get_fact(K3sDirectories, _sudo=True)
+        # {"/etc/rancher/k3s": {"user": "root", "group": "root", "mode": "755"},
+        #  "/var/lib/rancher/k3s": None}
+    """
+
+    def command(self) -> str:
+        return _DIRECTORIES_SH
+
+    def process(self, output: list[str]) -> dict[str, dict[str, str] | None]:
+        return _parse_directories(_parse_pairs(output))
 
 
 class K3sNodeToken(FactBase[Secret | None]):
@@ -154,27 +189,35 @@ class K3sServerUrl(FactBase[str | None]):
 class K3sState(FactBase[dict[str, Any]]):
     """Everything the cluster deploy reads from a node, in one command.
 
+    ``tailnet=False`` leaves out ``tailscale ip`` when the inventory already knows the node's
+    tailnet address (``tailnet_ip`` is then ``None``).
+
     .. code:: python
 
         host.get_fact(K3sState, _sudo=True)
-        # {"version": "v1.34.2+k3s1", "binary_sha256": "...", "config_sha256": "...",
+        # {"version": "v1.34.2+k3s1", "config_sha256": "...",
         #  "vpn_auth_sha256": None, "unit_sha256": {"k3s": "...", "k3s-agent": None},
         #  "datastore": "etcd",
         #  "node_token": True, "join": "cluster-init", "tailnet_ip": "100.64.0.11",
+        #  "directories": {"/etc/rancher/k3s": {"user": "root", "group": "root", "mode": "755"},
+        #                  "/var/lib/rancher/k3s": {...}},
         #  "services": {"k3s": {"ActiveState": "active", ...}, "k3s-agent": {...}}}
     """
 
-    def command(self) -> str:
+    def command(self, tailnet: bool = True) -> str:
+        # No checksum of the binary: the version says what is installed, and hashing K3s's
+        # ~70 MB binary on every run would cost each node a fraction of a second.
         lines = [
             f'echo "version=$({_VERSION_SH})"',
-            f'echo "binary_sha256=$({_sha256_sh(K3S_BIN)})"',
             f'echo "config_sha256=$({_sha256_sh(CONFIG)})"',
             f'echo "vpn_auth_sha256=$({_sha256_sh(VPN_AUTH_FILE)})"',
             f'echo "datastore=$({_DATASTORE_SH})"',
             f'echo "node_token=$(test -s {NODE_TOKEN} && echo yes)"',
             f'echo "join=$({_JOIN_SH})"',
-            'echo "tailnet_ip=$(tailscale ip -4 2>/dev/null | head -n1)"',
+            _DIRECTORIES_SH,
         ]
+        if tailnet:
+            lines.append('echo "tailnet_ip=$(tailscale ip -4 2>/dev/null | head -n1)"')
         props = ",".join(SERVICE_PROPERTIES)
         for service in SERVICES:
             lines.append(
@@ -187,13 +230,13 @@ class K3sState(FactBase[dict[str, Any]]):
         pairs = _parse_pairs(output)
         state: dict[str, Any] = {
             "version": parse_version(pairs.get("version", "")),
-            "binary_sha256": pairs.get("binary_sha256") or None,
             "config_sha256": pairs.get("config_sha256") or None,
             "vpn_auth_sha256": pairs.get("vpn_auth_sha256") or None,
             "datastore": pairs.get("datastore") or None,
             "node_token": pairs.get("node_token") == "yes",
             "join": pairs.get("join") or None,
             "tailnet_ip": pairs.get("tailnet_ip") or None,
+            "directories": _parse_directories(pairs),
             "unit_sha256": {},
             "services": {},
         }
@@ -203,4 +246,3 @@ class K3sState(FactBase[dict[str, Any]]):
                 p: pairs[f"{service}.{p}"] for p in SERVICE_PROPERTIES if f"{service}.{p}" in pairs
             }
         return state
-

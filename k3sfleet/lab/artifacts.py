@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from k3sfleet.lab.standins import LAB_K3S_VERSIONS, LAB_TAILSCALE_VERSION, RUNTIME_PYTHON
+from k3sfleet.lab.standins.k3s.main import version_text
 
 STANDINS = Path(__file__).parent / "standins"
 DIST = "bookworm"
@@ -69,9 +70,15 @@ def build_k3s_executable(version: str) -> bytes:
         f"k3s_standin/{path.name}": path.read_bytes()
         for path in sorted((STANDINS / "k3s").glob("*.py"))
     }
+    # ``--version`` is answered before the stand-in's modules are imported: the real k3s
+    # answers it in milliseconds, and K3sState asks it on every run of every node.
     files["__main__.py"] = (
         '"""Stand-in k3s (k3sfleet lab): not the real k3s."""\n'
-        "import sys\n\nfrom k3s_standin.main import main\n\n"
+        "import sys\n\n"
+        'if sys.argv[1:2] in (["--version"], ["-v"], ["version"]):\n'
+        f"    print({version_text(version)!r})\n"
+        "    sys.exit(0)\n\n"
+        "from k3s_standin.main import main\n\n"
         f"sys.exit(main(sys.argv[1:], {version!r}))\n"
     ).encode()
     return f"#!{RUNTIME_PYTHON}\n".encode() + _deterministic_zip(files)

@@ -41,6 +41,7 @@ from pyinfra.connectors.fake import FakeConnector
 from pyinfra.connectors.util import CommandOutput, OutputLine
 from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
+from facts.k3s import DIRECTORIES as K3S_DIRECTORIES
 from k3sfleet.secret import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +92,8 @@ class SimNode:
     joined: str | None = None
     commands: list[str] = field(default_factory=list)
     restarts: int = 0
+    # K3s's directories: path -> "owner group mode" as stat prints it
+    dirs: dict[str, str] = field(default_factory=dict)
 
     @property
     def service(self) -> str:
@@ -103,6 +106,7 @@ class SimNode:
     def wipe(self) -> None:
         """The node rebuilt from scratch (K3s and its data gone)."""
         self.files.clear()
+        self.dirs.clear()
         self.version = self.datastore = self.token = self.cluster_id = self.joined = None
         self.active.clear()
         self.enabled.clear()
@@ -238,7 +242,7 @@ class SimCluster:
 
     def _dispatch(self, node: SimNode, text: str) -> tuple[bool, list[str], list[str]]:
         if 'echo "version=$(' in text:
-            return True, self._state_lines(node), []
+            return True, self._state_lines(node, text), []
         if "cat /var/lib/rancher/k3s/server/node-token" in text:
             return True, [node.token] if node.token else [], []
         if "tailscale status --json" in text:
@@ -263,6 +267,8 @@ class SimCluster:
         words = shlex.split(text) if not text.startswith("sh -c") else []
         if words[:2] == ["systemctl", "enable"]:
             node.enabled[words[2]] = True
+        elif words[:2] == ["install", "-d"] and words[-1] in K3S_DIRECTORIES:
+            node.dirs[words[-1]] = f"{words[3]} {words[5]} {words[7]}"
         elif words[:1] == ["install"] and "/dev/null" in words:
             node.files[words[-1]] = ""
         elif words[:2] == ["mv", "-f"]:
@@ -273,7 +279,7 @@ class SimCluster:
             node.files.pop(words[2], None)
         return True, [], []
 
-    def _state_lines(self, node: SimNode) -> list[str]:
+    def _state_lines(self, node: SimNode, text: str) -> list[str]:
         def file_sha(path: str) -> str:
             return sha(node.files[path]) if path in node.files else ""
 
@@ -281,14 +287,15 @@ class SimCluster:
         join = "cluster-init" if cfg.get("cluster-init") else cfg.get("server", "")
         lines = [
             f"version={'k3s version ' + node.version + ' (sim)' if node.version else ''}",
-            f"binary_sha256={sha(node.version) if node.version else ''}",
             f"config_sha256={file_sha(CONFIG)}",
             f"vpn_auth_sha256={file_sha(VPN_AUTH)}",
             f"datastore={node.datastore or ''}",
             f"node_token={'yes' if node.token else ''}",
             f"join={join}",
-            f"tailnet_ip={'' if self.tailnet_late else node.tailnet_ip}",
         ]
+        if 'echo "tailnet_ip=' in text:
+            lines.append(f"tailnet_ip={'' if self.tailnet_late else node.tailnet_ip}")
+        lines += [f"dir.{d}={node.dirs[d]}" for d in K3S_DIRECTORIES if d in node.dirs]
         for svc, path in UNITS.items():
             lines.append(f"unit_sha256.{svc}={file_sha(path)}")
             lines.append(f"{svc}.ActiveState={'active' if node.active.get(svc) else 'inactive'}")

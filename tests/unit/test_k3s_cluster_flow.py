@@ -218,3 +218,41 @@ def test_tailnet_address_known_only_at_run_time_is_still_written_once() -> None:
     sim.tailnet_late = False
     again = sim.run("deploys/cluster.py")
     assert again.ok and k3s_changes(again, sim) == {name: [] for name in sim.nodes}
+
+
+def test_k3s_directories_are_created_root_owned_then_left_alone(converged: SimCluster) -> None:
+    sim = converged
+    for node in sim.nodes.values():
+        assert node.dirs == {
+            "/etc/rancher/k3s": "root root 755",
+            "/var/lib/rancher/k3s": "root root 755",
+        }
+    sim.nodes["agent-1"].dirs["/var/lib/rancher/k3s"] = "root root 777"
+    for node in sim.nodes.values():
+        node.commands.clear()
+    result = sim.run("deploys/cluster.py")
+    assert result.ok, result.error
+    fixed = [c for c in sim.nodes["agent-1"].commands if c.startswith("install -d")]
+    assert fixed == ["install -d -o root -g root -m 755 /var/lib/rancher/k3s"]
+    assert sim.nodes["agent-1"].dirs["/var/lib/rancher/k3s"] == "root root 755"
+    assert result.changed_ops("agent-1") == ["K3s prerequisites | K3s directories"]
+    assert all(result.changed_ops(n) == [] for n in ("server-1", "agent-2"))
+
+
+def test_no_op_run_reads_each_node_in_one_command(converged: SimCluster) -> None:
+    """A converged agent is read with one remote command; the first server with two (its state
+    and, for the agents, its node-token). With the tailnet addresses in the inventory nobody
+    asks tailscale, and nothing changes."""
+    sim = converged
+    for node in sim.nodes.values():
+        node.commands.clear()
+    known = {n: {"k3sfleet_tailnet_address": node.tailnet_ip} for n, node in sim.nodes.items()}
+    result = sim.run("deploys/cluster.py", per_host=known)
+    assert result.ok, result.error
+    assert all(result.changed_ops(n) == [] for n in sim.nodes)
+    assert {n: len(node.commands) for n, node in sim.nodes.items()} == {
+        "server-1": 2,
+        "agent-1": 1,
+        "agent-2": 1,
+    }
+    assert not any("tailscale" in c for node in sim.nodes.values() for c in node.commands)

@@ -10,6 +10,7 @@ import pytest
 from facts.k3s import (
     DB_DIR,
     K3sDatastore,
+    K3sDirectories,
     K3sNodeToken,
     K3sServerUrl,
     K3sServiceStatus,
@@ -21,13 +22,14 @@ from k3sfleet.secret import Secret
 
 
 def run_in(root: Path, command: str) -> list[str]:
-    """Run a fact's command with every absolute k3s path moved under ``root``."""
+    """Run a fact's command with every absolute k3s path moved under ``root`` (and moved back
+    in its output)."""
     for prefix in ("/var/lib/rancher", "/etc/rancher", "/usr/local/bin/k3s", "/etc/systemd"):
         command = command.replace(prefix, f"{root}{prefix}")
     out = subprocess.run(  # noqa: S603 - the fact's own command, in a test
         ["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30, check=True
     )
-    return out.stdout.splitlines()
+    return out.stdout.replace(str(root), "").splitlines()
 
 
 def test_version_parsing() -> None:
@@ -98,3 +100,27 @@ def test_state_in_one_command(tmp_path: Path) -> None:
     assert state["vpn_auth_sha256"] is None
     assert state["unit_sha256"] == {"k3s": None, "k3s-agent": None}
     assert set(state["services"]) == {"k3s", "k3s-agent"}
+
+
+def test_state_reads_directories_and_tailnet_only_when_asked(tmp_path: Path) -> None:
+    import grp
+    import os
+    import pwd
+
+    (tmp_path / "etc/rancher/k3s").mkdir(parents=True)
+    (tmp_path / "etc/rancher/k3s").chmod(0o750)
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    with_tailnet = K3sState().command()
+    without = K3sState().command(tailnet=False)
+    assert "tailscale ip" in with_tailnet and "tailscale ip" not in without
+    state = K3sState().process(run_in(tmp_path, without))
+    assert state["tailnet_ip"] is None
+    assert state["directories"] == {
+        "/etc/rancher/k3s": {"user": user, "group": group, "mode": "750"},
+        "/var/lib/rancher/k3s": None,
+    }
+    # the one-value fact reads the same thing
+    alone = K3sDirectories().process(run_in(tmp_path, K3sDirectories().command()))
+    assert alone == state["directories"]
+    assert "binary_sha256" not in state  # K3s's ~70 MB binary is not hashed on every run
