@@ -46,7 +46,7 @@ def k3s_directories(
       trip; read with the ``K3sDirectories`` fact otherwise
     """
     wanted = DIRECTORIES if directories is None else directories
-    now = current if current is not None else host.get_fact(K3sDirectories)
+    now = host.get_fact(K3sDirectories) if current is None else current
     for path, mode in wanted.items():
         if not _converged(now.get(path), mode):
             # install -d creates missing parents and sets owner and mode on an existing one
