@@ -46,7 +46,10 @@ def k3s_directories(
       trip; read with the ``K3sDirectories`` fact otherwise
     """
     wanted = DIRECTORIES if directories is None else directories
-    now = host.get_fact(K3sDirectories) if current is None else current
+    now = current
+    if now is None:
+        read: dict[str, dict[str, str] | None] = host.get_fact(K3sDirectories)
+        now = read
     for path, mode in wanted.items():
         if not _converged(now.get(path), mode):
             # install -d creates missing parents and sets owner and mode on an existing one
