@@ -5,10 +5,12 @@
 
 For each size N (1 server + N-1 agents, fresh hosts) and each network profile it runs, through
 the real ``pyinfra`` CLI against a lab inventory: a fresh ``deploys/bootstrap.py`` and
-``deploys/cluster.py`` converge, then a no-op re-run of each. It counts, from pyinfra's own debug
-log, the remote commands, file uploads and SSH connections per host of each run, and reads the
-peak memory (max RSS) of each pyinfra process from the kernel (wait4). It prints one table and
-writes it as JSON to benchmarks/results/<time>.json so commits can be compared.
+``deploys/cluster.py`` converge, then a no-op re-run of each. For each run it counts the remote
+commands, file uploads and SSH connections per host (benchmarks/counting.py wraps pyinfra's SSH
+connector, so the timed run has no --debug logging), reads the peak memory (max RSS) and CPU
+time of the pyinfra process from the kernel (wait4), and the busy CPU time of the whole machine
+(/proc/stat; the lab's hosts share this machine's cores). It prints one table and writes it as
+JSON to benchmarks/results/<time>.json so commits can be compared.
 
 Profiles: ``lan`` is the lab as it is; ``wan`` adds 25 ms each way (50 ms round trip) on every
 SSH link through benchmarks/delayproxy.py (this kernel has no sch_netem, see that module).
@@ -27,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from delayproxy import DelayProxy  # noqa: E402
 
 ENTRY_FILES = ("bootstrap", "cluster")
-COMMAND_LINE = re.compile(r"Running command on (\S+?):")
-UPLOAD_LINE = re.compile(r"Attempting upload")
+COUNTER = Path(__file__).resolve().with_name("counting.py")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-CONNECT_LINE = re.compile(r"\[(\S+?)\] Connected")
 
 
 @dataclass
@@ -55,41 +54,43 @@ class Run:
     commands_per_host: dict[str, int] = field(default_factory=dict)
     connections_per_host: dict[str, int] = field(default_factory=dict)
     uploads: int = 0
+    handshakes: int = 0
     max_rss_mib: float = 0.0
+    cpu_seconds: float = 0.0  # user + system time of the pyinfra process
+    machine_cpu_seconds: float = 0.0  # busy CPU of the whole machine (lab hosts included)
 
 
-def pyinfra_bin() -> str:
-    candidate = Path(sys.executable).with_name("pyinfra")
-    return str(candidate) if candidate.exists() else "pyinfra"
-
-
-# The "before" of TCP_NODELAY: the pyinfra CLI with k3sfleet's hook (k3sfleet.entry sets
-# TCP_NODELAY on the host's connection) switched off in that benchmark process only.
-NAGLE_CLI = (
-    "import sys, k3sfleet.entry as entry; entry.set_host_tcp_nodelay = lambda host: False; "
-    "from pyinfra_cli.main import main; sys.argv[0] = 'pyinfra'; main()"
-)
+def machine_busy_seconds() -> float:
+    """Busy CPU time of the whole machine so far (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def run_pyinfra(
     inventory: Path, entry: str, log: Path, nagle: bool = False
-) -> tuple[float, bool, str, float]:
-    """Run one entry file; return (seconds, ok, debug output, max RSS MiB of that process)."""
-    cli = [sys.executable, "-c", NAGLE_CLI] if nagle else [pyinfra_bin()]
-    command = [*cli, "-y", "--debug", str(inventory), f"deploys/{entry}.py"]
+) -> tuple[float, bool, str, dict[str, Any], dict[str, float]]:
+    """Run one entry file through the real pyinfra CLI (benchmarks/counting.py counts its SSH
+    work); return (seconds, ok, output, counts, resources)."""
+    counts_file = log.with_suffix(".counts.json")
+    own = [str(counts_file), *(["--nagle"] if nagle else [])]
+    command = [sys.executable, str(COUNTER), *own, "--", "-y", str(inventory)]
+    command.append(f"deploys/{entry}.py")
+    busy = machine_busy_seconds()
     start = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.monotonic() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    resources = {
+        "max_rss_mib": usage.ru_maxrss / 1024,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "machine_cpu_seconds": machine_busy_seconds() - busy,
+    }
+    ok = os.waitstatus_to_exitcode(status) == 0
     text = ANSI.sub("", log.read_text(errors="replace"))
-    return seconds, proc.returncode == 0, text, usage.ru_maxrss / 1024
-
-
-def count(pattern: re.Pattern[str], text: str) -> dict[str, int]:
-    """How many lines of pyinfra's debug log match ``pattern``, per host name."""
-    return dict(Counter(match.group(1) for match in pattern.finditer(text)))
+    counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
+    return seconds, ok, text, counts, resources
 
 
 def wan_inventory(lab: Any, delay: float, workdir: Path) -> tuple[Path, list[DelayProxy]]:
@@ -138,7 +139,7 @@ def bench_size(size: int, profiles: list[str], delay: float, nagle: bool = False
                 for kind in kinds:
                     for entry in ENTRY_FILES:
                         log = work / f"{profile}-{kind}-{entry}.log"
-                        seconds, ok, text, rss = run_pyinfra(
+                        seconds, ok, text, counts, res = run_pyinfra(
                             inventory, entry, log, nagle=kind == "noop-nagle"
                         )
                         runs.append(
@@ -149,10 +150,13 @@ def bench_size(size: int, profiles: list[str], delay: float, nagle: bool = False
                                 kind=kind,
                                 seconds=round(seconds, 2),
                                 ok=ok,
-                                commands_per_host=count(COMMAND_LINE, text),
-                                connections_per_host=count(CONNECT_LINE, text),
-                                uploads=len(UPLOAD_LINE.findall(text)),
-                                max_rss_mib=round(rss, 1),
+                                commands_per_host=counts.get("commands", {}),
+                                connections_per_host=counts.get("connections", {}),
+                                uploads=sum(counts.get("uploads", {}).values()),
+                                handshakes=counts.get("handshakes", 0),
+                                max_rss_mib=round(res["max_rss_mib"], 1),
+                                cpu_seconds=round(res["cpu_seconds"], 2),
+                                machine_cpu_seconds=round(res["machine_cpu_seconds"], 2),
                             )
                         )
                         print(format_row(runs[-1]), flush=True)
@@ -170,12 +174,15 @@ def format_row(r: Run) -> str:
     conns = list(r.connections_per_host.values()) or [0]
     return (
         f"{r.size:>5} {r.profile:>4} {r.entry:>9} {r.kind:>10} {r.seconds:>8.2f} "
-        f"{'ok' if r.ok else 'FAIL':>4} {max(cmds):>9} {max(conns):>6} {r.uploads:>7} "
-        f"{r.max_rss_mib:>8.1f}"
+        f"{'ok' if r.ok else 'FAIL':>4} {max(cmds):>9} {max(conns):>6} {r.handshakes:>5} "
+        f"{r.uploads:>7} {r.max_rss_mib:>8.1f} {r.cpu_seconds:>7.2f} {r.machine_cpu_seconds:>7.2f}"
     )
 
 
-HEADER = "hosts prof     entry       kind  seconds   ok cmds/host conn/h uploads  rss MiB"
+HEADER = (
+    "hosts prof     entry       kind  seconds   ok cmds/host conn/h  ssh# uploads  rss MiB"
+    " cpu(s) mach(s)"
+)
 
 
 def summary(runs: list[Run]) -> list[str]:
