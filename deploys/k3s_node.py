@@ -246,12 +246,43 @@ def cluster_plan() -> ClusterPlan:
     return plan
 
 
+def _needs_token(hosts: Iterable[Any], servers: list[Any]) -> bool:
+    """Whether a node of this run joins with the first server's node-token (no K3S_TOKEN)."""
+    if not servers:
+        return False
+    return any(
+        not h.data.get("k3s_token") and (h.data.get("k3s_role") == "agent" or h is not servers[0])
+        for h in hosts
+    )
+
+
+def _read_concurrently(
+    hosts: list[Any], token_host: Any | None
+) -> tuple[dict[str, dict[str, Any]], Secret | None]:
+    """The ``K3sState`` of every host in ``hosts`` and the node-token of ``token_host``, read
+    at the same time: one round trip of waiting, however many nodes."""
+    jobs = {h.name: gevent.spawn(node_state, h) for h in hosts}
+    token_job = None
+    if token_host is not None:
+        token_job = gevent.spawn(
+            token_host.get_fact, K3sNodeToken, _sudo=use_sudo(token_host.data)
+        )
+    # (a finished Greenlet is falsy: compare with None)
+    waits = [*jobs.values(), *([token_job] if token_job is not None else [])]
+    gevent.joinall(waits, raise_error=True)
+    token = token_job.value if token_job is not None else None
+    return {name: job.value for name, job in jobs.items()}, token
+
+
 def _compute_plan() -> ClusterPlan:
     servers = _role_hosts("server")
     agents = _role_hosts("agent")
-    states: dict[str, dict[str, Any]] = {}
-    for h in servers:
-        states[h.name] = node_state(h)
+    # The servers (the plan needs them) and every node of this run (each needs its own state),
+    # plus the first server's token when a node joins with it.
+    active = [h for h in inventory.get_active_hosts() if h.data.get("k3s_role") in SERVICE]
+    hosts = list({h.name: h for h in [*servers, *active]}.values())
+    token_host = servers[0] if _needs_token(active, servers) else None
+    states, token = _read_concurrently(hosts, token_host)
     addresses = {
         h.name: h.data.get("k3sfleet_tailnet_address") or states[h.name].get("tailnet_ip")
         for h in servers
@@ -273,6 +304,7 @@ def _compute_plan() -> ClusterPlan:
         states=states,
         addresses=addresses,
         joining=joining_servers(joins, datastores),
+        tokens={names[0]: token} if token is not None else {},
     )
 
 

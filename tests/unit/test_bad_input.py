@@ -108,12 +108,16 @@ def make_project(
     return root
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def pyinfra(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(project),
         "LANG": "C.UTF-8",
-        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        # k3sfleet's own deploys/ first: the project's deploys/bootstrap.py is a stub
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, sys.path)]),
     }
     return subprocess.run(
         [sys.executable, "-m", "pyinfra", "-y", *args],

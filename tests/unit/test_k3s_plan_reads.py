@@ -54,3 +54,43 @@ def test_addresses_of_different_hosts_are_read_in_parallel(monkeypatch: pytest.M
     gevent.joinall(jobs, raise_error=True)
     assert sorted(reads) == ["a1:TailscaleStatus", "a2:TailscaleStatus"]
     assert [job.value for job in jobs] == ["100.64.0.11"] * 4
+
+
+def test_plan_reads_every_node_and_the_token_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One round trip of waiting for the whole plan: the servers' and this run's nodes'
+    K3sState and the first server's node-token are read concurrently."""
+    running: list[str] = []
+    overlap: list[int] = []
+
+    class Host:
+        def __init__(self, name: str, role: str) -> None:
+            self.name = name
+            self.data = {"ssh_user": "k3sfleet", "k3s_role": role}
+
+        def get_fact(self, fact: type, **kwargs: Any) -> Any:
+            running.append(f"{self.name}:{fact.__name__}")
+            gevent.sleep(0.02)
+            overlap.append(len(running))
+            if fact.__name__ == "K3sNodeToken":
+                return Secret("K10abc::server:pw")
+            return {"datastore": "etcd", "join": "cluster-init", "tailnet_ip": "100.64.0.1"}
+
+    hosts = [Host("s1", "server"), *(Host(f"a{i}", "agent") for i in range(4))]
+
+    class Inventory:
+        def __iter__(self) -> Any:
+            return iter(hosts)
+
+        def get_active_hosts(self) -> list[Host]:
+            return hosts[2:]  # a --limit run: two agents
+
+        def get_host(self, name: str) -> Host:
+            return next(h for h in hosts if h.name == name)
+
+    monkeypatch.setattr(k3s_node, "inventory", Inventory())
+    p = k3s_node._compute_plan()
+    assert sorted(running) == ["a1:K3sState", "a2:K3sState", "a3:K3sState", "s1:K3sNodeToken",
+                               "s1:K3sState"]  # fmt: skip
+    assert min(overlap) == len(running)  # every read had started before the first one ended
+    assert set(p.states) == {"s1", "a1", "a2", "a3"} and p.token_of("s1") is not None
+    assert len(running) == 5  # token_of answered from the plan
