@@ -29,6 +29,7 @@ DB_DIR = f"{DATA_DIR}/server/db"
 SERVICES = ("k3s", "k3s-agent")
 UNIT_DIR = "/etc/systemd/system"
 SERVICE_PROPERTIES = ("ActiveState", "SubState", "UnitFileState", "ActiveEnterTimestampMonotonic")
+_UNIT_FILES = {service: f"{UNIT_DIR}/{service}.service" for service in SERVICES}
 # K3s's configuration and data directories (``deploys/k3s_prereq.py`` keeps them root-owned).
 DIRECTORIES = ("/etc/rancher/k3s", DATA_DIR)
 
@@ -44,10 +45,7 @@ _JOIN_SH = (
 )
 
 
-_DIRECTORIES_SH = (
-    f"for d in {' '.join(DIRECTORIES)}; do "
-    'echo "dir.$d=$(stat -c \'%U %G %a\' "$d" 2>/dev/null)"; done'
-)
+_DIRECTORIES_SH = f"stat -c 'dir %n %U %G %a' {' '.join(DIRECTORIES)} 2>/dev/null"
 
 
 def _sha256_sh(path: str) -> str:
@@ -63,13 +61,13 @@ def _parse_pairs(output: list[str]) -> dict[str, str]:
     return pairs
 
 
-def _parse_directories(pairs: dict[str, str]) -> dict[str, dict[str, str] | None]:
-    directories: dict[str, dict[str, str] | None] = {}
-    for path in DIRECTORIES:
-        words = pairs.get(f"dir.{path}", "").split()
-        directories[path] = (
-            {"user": words[0], "group": words[1], "mode": words[2]} if len(words) == 3 else None
-        )
+def _parse_directories(output: list[str]) -> dict[str, dict[str, str] | None]:
+    """``dir <path> <user> <group> <mode>`` lines (``_DIRECTORIES_SH``) by path."""
+    directories: dict[str, dict[str, str] | None] = dict.fromkeys(DIRECTORIES)
+    for line in output:
+        words = line.split()
+        if len(words) == 5 and words[0] == "dir" and words[1] in directories:
+            directories[words[1]] = {"user": words[2], "group": words[3], "mode": words[4]}
     return directories
 
 
@@ -107,10 +105,10 @@ class K3sDirectories(FactBase[dict[str, dict[str, str] | None]]):
     """
 
     def command(self) -> str:
-        return _DIRECTORIES_SH
+        return f"{_DIRECTORIES_SH} || true"
 
     def process(self, output: list[str]) -> dict[str, dict[str, str] | None]:
-        return _parse_directories(_parse_pairs(output))
+        return _parse_directories(output)
 
 
 class K3sNodeToken(FactBase[Secret | None]):
@@ -205,44 +203,60 @@ class K3sState(FactBase[dict[str, Any]]):
     """
 
     def command(self, tailnet: bool = True) -> str:
-        # No checksum of the binary: the version says what is installed, and hashing K3s's
-        # ~70 MB binary on every run would cost each node a fraction of a second.
+        # About ten processes: this runs on every node on every run. No checksum of the binary:
+        # the version says what is installed, and hashing K3s's ~70 MB binary would cost each
+        # node a fraction of a second.
+        files = " ".join([CONFIG, VPN_AUTH_FILE, *_UNIT_FILES.values()])
+        props = ",".join(SERVICE_PROPERTIES)
         lines = [
-            f'echo "version=$({_VERSION_SH})"',
-            f'echo "config_sha256=$({_sha256_sh(CONFIG)})"',
-            f'echo "vpn_auth_sha256=$({_sha256_sh(VPN_AUTH_FILE)})"',
+            f'echo "version=$(test -x {K3S_BIN} && {K3S_BIN} --version 2>/dev/null | head -n1)"',
             f'echo "datastore=$({_DATASTORE_SH})"',
             f'echo "node_token=$(test -s {NODE_TOKEN} && echo yes)"',
-            f'echo "join=$({_JOIN_SH})"',
+            f"sed -n -E 's/^(server|cluster-init): */join.\\1=/p' {CONFIG} 2>/dev/null",
+            f"sha256sum {files} 2>/dev/null",
             _DIRECTORIES_SH,
         ]
         if tailnet:
             lines.append('echo "tailnet_ip=$(tailscale ip -4 2>/dev/null | head -n1)"')
-        props = ",".join(SERVICE_PROPERTIES)
-        for service in SERVICES:
-            lines.append(
-                f'echo "unit_sha256.{service}=$({_sha256_sh(f"{UNIT_DIR}/{service}.service")})"'
-            )
-            lines.append(f"systemctl show -p{props} {service} 2>/dev/null | sed 's/^/{service}./'")
+        # one systemctl for both units: blocks in argument order, numbered by awk
+        lines.append(
+            f"systemctl show -p{props} {' '.join(SERVICES)} 2>/dev/null"
+            ' | awk \'BEGIN {n = 0} /^$/ {n++; next} {print "unit" n "." $0}\''
+        )
         return "; ".join(lines)
 
     def process(self, output: list[str]) -> dict[str, Any]:
         pairs = _parse_pairs(output)
+        digests: dict[str, str] = {}
+        join = None
+        for line in output:
+            words = line.split()
+            if len(words) == 2 and len(words[0]) == 64:  # sha256sum: "<hex>  <path>"
+                digests[words[1]] = words[0]
+            elif join is None and line.startswith("join."):  # the first server:/cluster-init:
+                key, _, value = line.partition("=")
+                value = value.strip().strip("\"'")
+                if key == "join.server":
+                    join = value or None
+                elif value == "true":  # cluster-init: true
+                    join = "cluster-init"
         state: dict[str, Any] = {
             "version": parse_version(pairs.get("version", "")),
-            "config_sha256": pairs.get("config_sha256") or None,
-            "vpn_auth_sha256": pairs.get("vpn_auth_sha256") or None,
+            "config_sha256": digests.get(CONFIG),
+            "vpn_auth_sha256": digests.get(VPN_AUTH_FILE),
             "datastore": pairs.get("datastore") or None,
             "node_token": pairs.get("node_token") == "yes",
-            "join": pairs.get("join") or None,
+            "join": join,
             "tailnet_ip": pairs.get("tailnet_ip") or None,
-            "directories": _parse_directories(pairs),
+            "directories": _parse_directories(output),
             "unit_sha256": {},
             "services": {},
         }
-        for service in SERVICES:
-            state["unit_sha256"][service] = pairs.get(f"unit_sha256.{service}") or None
+        for index, service in enumerate(SERVICES):
+            state["unit_sha256"][service] = digests.get(_UNIT_FILES[service])
             state["services"][service] = {
-                p: pairs[f"{service}.{p}"] for p in SERVICE_PROPERTIES if f"{service}.{p}" in pairs
+                p: pairs[f"unit{index}.{p}"]
+                for p in SERVICE_PROPERTIES
+                if f"unit{index}.{p}" in pairs
             }
         return state

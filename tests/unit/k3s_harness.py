@@ -280,29 +280,30 @@ class SimCluster:
         return True, [], []
 
     def _state_lines(self, node: SimNode, text: str) -> list[str]:
-        def file_sha(path: str) -> str:
-            return sha(node.files[path]) if path in node.files else ""
-
-        cfg = yaml.safe_load(node.files.get(CONFIG, "")) or {}
-        join = "cluster-init" if cfg.get("cluster-init") else cfg.get("server", "")
+        """What K3sState's command prints on this node (the same lines a real node prints)."""
         lines = [
             f"version={'k3s version ' + node.version + ' (sim)' if node.version else ''}",
-            f"config_sha256={file_sha(CONFIG)}",
-            f"vpn_auth_sha256={file_sha(VPN_AUTH)}",
             f"datastore={node.datastore or ''}",
             f"node_token={'yes' if node.token else ''}",
-            f"join={join}",
         ]
+        # sed: the config's server:/cluster-init: lines, in file order
+        for line in node.files.get(CONFIG, "").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key in ("server", "cluster-init"):
+                lines.append(f"join.{key}={value.strip()}")
+        # sha256sum: the files that exist
+        lines += [f"{sha(node.files[p])}  {p}" for p in (CONFIG, VPN_AUTH, *UNITS.values())
+                  if p in node.files]  # fmt: skip
+        lines += [f"dir {d} {node.dirs[d]}" for d in K3S_DIRECTORIES if d in node.dirs]
         if 'echo "tailnet_ip=' in text:
             lines.append(f"tailnet_ip={'' if self.tailnet_late else node.tailnet_ip}")
-        lines += [f"dir.{d}={node.dirs[d]}" for d in K3S_DIRECTORIES if d in node.dirs]
-        for svc, path in UNITS.items():
-            lines.append(f"unit_sha256.{svc}={file_sha(path)}")
-            lines.append(f"{svc}.ActiveState={'active' if node.active.get(svc) else 'inactive'}")
-            lines.append(
-                f"{svc}.UnitFileState={'enabled' if node.enabled.get(svc) else 'disabled'}"
-            )
-            lines.append(f"{svc}.ActiveEnterTimestampMonotonic={node.started_at.get(svc, 0)}")
+        # systemctl show k3s k3s-agent, numbered by awk
+        for index, svc in enumerate(UNITS):
+            lines += [
+                f"unit{index}.ActiveState={'active' if node.active.get(svc) else 'inactive'}",
+                f"unit{index}.UnitFileState={'enabled' if node.enabled.get(svc) else 'disabled'}",
+                f"unit{index}.ActiveEnterTimestampMonotonic={node.started_at.get(svc, 0)}",
+            ]
         return lines
 
     def _start(self, node: SimNode) -> str | None:

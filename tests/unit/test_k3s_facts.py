@@ -124,3 +124,26 @@ def test_state_reads_directories_and_tailnet_only_when_asked(tmp_path: Path) -> 
     alone = K3sDirectories().process(run_in(tmp_path, K3sDirectories().command()))
     assert alone == state["directories"]
     assert "binary_sha256" not in state  # K3s's ~70 MB binary is not hashed on every run
+
+
+def test_state_parses_units_by_position_and_the_first_join_line() -> None:
+    sha_a, sha_b = "a" * 64, "b" * 64
+    output = [
+        "version=k3s version v1.34.2+k3s1 (abc)",
+        "join.cluster-init=false",
+        'join.server="https://100.64.0.11:6443"',
+        "join.cluster-init=true",
+        f"{sha_a}  /etc/rancher/k3s/config.yaml",
+        f"{sha_b}  /etc/systemd/system/k3s-agent.service",
+        "unit0.ActiveState=inactive",
+        "unit1.ActiveState=active",
+        "unit1.UnitFileState=enabled",
+    ]
+    state = K3sState().process(output)
+    assert state["join"] == "https://100.64.0.11:6443"
+    assert state["config_sha256"] == sha_a and state["vpn_auth_sha256"] is None
+    assert state["unit_sha256"] == {"k3s": None, "k3s-agent": sha_b}
+    assert state["services"] == {
+        "k3s": {"ActiveState": "inactive"},
+        "k3s-agent": {"ActiveState": "active", "UnitFileState": "enabled"},
+    }
