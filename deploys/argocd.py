@@ -28,10 +28,8 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
 from pyinfra import host
 from pyinfra.api import deploy
@@ -39,8 +37,8 @@ from pyinfra.operations import files
 
 from k3sfleet.entry import under_pyinfra
 from k3sfleet.errors import K3sfleetError
+from k3sfleet.templating import environment
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
 
 # Secret names and keys deploys/secrets.py creates in the Argo CD namespace.
@@ -62,15 +60,6 @@ DATA_DEFAULTS: dict[str, Any] = {
     # The server that gets the manifests: the first of k3s_servers unless set.
     "argocd_server": None,
 }
-
-
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - YAML, not HTML
-    )
 
 
 @dataclass(frozen=True)
@@ -185,7 +174,7 @@ def argocd_values(cfg: ArgocdConfig) -> str:
         yaml.safe_load(argocd_values(cfg))["configs"]["rbac"]["scopes"]   # '[groups]'
     """
     text = (
-        _env()
+        environment()
         .get_template("argocd-values.yaml.j2")
         .render(
             hostname=cfg.server_hostname,
@@ -207,7 +196,7 @@ def argocd_values(cfg: ArgocdConfig) -> str:
 def helmchart_manifest(cfg: ArgocdConfig) -> str:
     """The ``HelmChart`` manifest (YAML text) that installs Argo CD with ``argocd_values``."""
     text = (
-        _env()
+        environment()
         .get_template("argocd-helmchart.yaml.j2")
         .render(
             chart_repo=cfg.chart_repo,
@@ -242,7 +231,7 @@ def root_apps_manifest(cfg: ArgocdConfig) -> str:
         }
     }
     text = (
-        _env()
+        environment()
         .get_template("argocd-root-apps.yaml.j2")
         .render(
             namespace=cfg.namespace,

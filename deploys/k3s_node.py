@@ -17,21 +17,17 @@ Example::
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gevent.lock
-import jinja2
 from pyinfra import host, inventory, logger, state
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_state
 
-import templates
 from deploys.k3s_files import managed_file, private_file
 from deploys.k3s_install import k3s_binary
 from facts.k3s import (
@@ -46,6 +42,7 @@ from facts.tailscale import TailscaleStatus
 from k3sfleet.errors import ConfigError
 from k3sfleet.k3s_plan import joining_servers, plan_servers
 from k3sfleet.secret import Secret, reveal
+from k3sfleet.templating import environment
 from k3sfleet.versions import refusal
 
 API_PORT = 6443
@@ -63,27 +60,16 @@ ETCD_WAN_WARNING = (
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(Path(templates.__file__).parent)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - YAML and unit files, not HTML
-    )
-    env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
-    return env
-
-
 def render_config(settings: Mapping[str, Any], entry: str) -> str:
     """config.yaml text for ``settings`` (key -> value, in order); values are JSON-quoted."""
     plain = {k: reveal(v) if isinstance(v, Secret) else v for k, v in settings.items()}
-    return _environment().get_template("k3s-config.yaml.j2").render(settings=plain, entry=entry)
+    return environment().get_template("k3s-config.yaml.j2").render(settings=plain, entry=entry)
 
 
 def render_unit(role: str, after_tailscale: bool = True) -> str:
     """The systemd unit of ``role`` (``k3s.service`` or ``k3s-agent.service``); no secrets."""
     name = "k3s.service.j2" if role == "server" else "k3s-agent.service.j2"
-    template = _environment().get_template(name)
+    template = environment().get_template(name)
     return template.render(k3s_bin=K3S_BIN, after_tailscale=after_tailscale)
 
 

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,10 @@ FILTERS: dict[str, Any] = {
 }
 
 
+@functools.cache
 def environment() -> jinja2.Environment:
-    """The environment deploys render with (StrictUndefined, trailing newline kept)."""
+    """The environment deploys render with (StrictUndefined, trailing newline kept); one per
+    process, so each template is parsed once however many hosts render it."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,
