@@ -55,3 +55,23 @@ def test_counts_commands_uploads_connections_and_handshakes_per_host(
         "handshakes": 2,
     }
     assert calls.count("run") == 3 and calls.count("put") == 1
+
+
+def test_summary_prints_each_ratio_with_its_cpu_floor() -> None:
+    import run as bench
+
+    def r(size: int, seconds: float, cpu: float, machine: float) -> bench.Run:
+        return bench.Run(size=size, profile="lan", entry="cluster", kind="noop", seconds=seconds,
+                         ok=True, commands_per_host={"a": 1, "b": 2},
+                         connections_per_host={"a": 1, "b": 1},
+                         cpu_seconds=cpu, machine_cpu_seconds=machine)  # fmt: skip
+
+    one, ten = r(1, 0.8, 0.6, 0.7), r(10, 1.6, 0.9, 2.4)
+    assert bench.cpu_floor(ten, cores=2) == 1.2  # the hosts' CPU, shared by 2 cores
+    assert bench.cpu_floor(one, cores=2) == 0.6  # the one-thread pyinfra process
+    lines = bench.summary([one, ten])
+    ratio = next(line for line in lines if "noop cluster 10 hosts / 1 host" in line)
+    assert "= 2.00 (<= 1.3)" in ratio
+    floor = bench.cpu_floor(ten)
+    assert f"at best {floor / 0.8:.2f}" in ratio
+    assert "remote commands per host 2 (<= 30), SSH connections per host 1 (1)" in lines[-1]
