@@ -1,4 +1,4 @@
-"""Facts about the node's operating system: release, container, swap, loaded kernel modules.
+"""Facts about the node's operating system: release, container, swap, kernel modules, names.
 
 One command reads everything the common deploy needs to decide, so a node costs one round trip.
 
@@ -24,6 +24,10 @@ SUPPORTED_RELEASES: tuple[tuple[str, str], ...] = (
 )
 
 
+#: The /etc/hosts lines (a basic regular expression) that name this node: ``127.0.1.1 NAME``.
+HOSTS_LINE_RE = r"127\.0\.1\.1\s.*"
+
+
 class SystemInfoData(TypedDict):
     id: str
     version_id: str
@@ -34,6 +38,9 @@ class SystemInfoData(TypedDict):
     fstab_swaps: int
     modules: list[str]
     sshd_ports: list[str]
+    hostname: str
+    hostnamectl: bool
+    hosts_lines: list[str]
 
 
 _COMMAND = " ; ".join(
@@ -54,22 +61,30 @@ _COMMAND = " ; ".join(
         # The ports sshd listens on (needs root: read this fact with sudo).
         "echo \"sshd_ports=$(/usr/sbin/sshd -T 2>/dev/null"
         " | awk '$1 == \"port\" {print $2}' | tr '\\n' ' ')\"",
+        # The node's name as pyinfra's Hostname fact reads it, whether hostnamectl is there
+        # (server.hostname uses it), and the /etc/hosts lines that name this node.
+        'echo "hostname=$(uname -n)"',
+        'echo "hostnamectl=$(command -v hostnamectl)"',
+        f"sed -n 's/^\\({HOSTS_LINE_RE}\\)$/hosts_line=\\1/p' /etc/hosts 2>/dev/null || true",
     )
 )
 
 
 class SystemInfo(FactBase[SystemInfoData]):
-    """The os-release identity, container type, swap, kernel modules and sshd's ports.
+    """The os-release identity, container type, swap, kernel modules, sshd's ports, the
+    hostname and the ``127.0.1.1`` lines of /etc/hosts.
 
     ``modules`` lists the loaded modules and those built into the kernel; ``sshd_ports`` the
-    ports sshd listens on (``sshd -T``; empty unless read as root).
+    ports sshd listens on (``sshd -T``; empty unless read as root); ``hostname`` is ``uname
+    -n``; ``hosts_lines`` the /etc/hosts lines matching ``HOSTS_LINE_RE``, as they are.
 
     Example output::
 
         {"id": "debian", "version_id": "12", "codename": "bookworm",
          "pretty_name": "Debian GNU/Linux 12 (bookworm)", "container": None,
          "active_swaps": 1, "fstab_swaps": 1, "modules": ["overlay", "br_netfilter"],
-         "sshd_ports": ["22"]}
+         "sshd_ports": ["22"], "hostname": "vps-1", "hostnamectl": True,
+         "hosts_lines": ["127.0.1.1 vps-1"]}
     """
 
     def command(self) -> str:
@@ -77,9 +92,12 @@ class SystemInfo(FactBase[SystemInfoData]):
 
     def process(self, output: list[str]) -> SystemInfoData:
         raw: dict[str, str] = {}
+        hosts_lines: list[str] = []
         for line in output:
             key, sep, value = line.partition("=")
-            if sep:
+            if sep and key == "hosts_line":
+                hosts_lines.append(value)  # unstripped: files.line compares whole lines
+            elif sep:
                 raw[key.strip()] = value.strip()
         container = raw.get("container") or "none"
         return {
@@ -92,6 +110,9 @@ class SystemInfo(FactBase[SystemInfoData]):
             "fstab_swaps": _int(raw.get("fstab_swaps")),
             "modules": raw.get("modules", "").split() + raw.get("builtin", "").split(),
             "sshd_ports": raw.get("sshd_ports", "").split(),
+            "hostname": raw.get("hostname", ""),
+            "hostnamectl": bool(raw.get("hostnamectl")),
+            "hosts_lines": hosts_lines,
         }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -120,9 +122,13 @@ def test_system_info_command_runs_on_this_machine(tmp_path: Path) -> None:
                      "#/old none swap sw 0 0\n")
     builtin = tmp_path / "modules.builtin"
     builtin.write_text("kernel/fs/overlayfs/overlay.ko\nkernel/net/bridge/br-netfilter.ko.xz\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.1.1\tvps-1 vps-1.example \n"
+                     "# 127.0.1.1 old\n127.0.1.10 other\n127.0.1.1 second\n")
     command = (
         SystemInfo().command().replace("/etc/fstab", str(fstab))
         .replace("/lib/modules/$(uname -r)/modules.builtin", str(builtin))
+        .replace("/etc/hosts", str(hosts))
     )
     out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
     info = SystemInfo().process(out.stdout.splitlines())
@@ -133,6 +139,17 @@ def test_system_info_command_runs_on_this_machine(tmp_path: Path) -> None:
     assert info["active_swaps"] == max(0, len(Path("/proc/swaps").read_text().splitlines()) - 1)
     # built-in modules count as present (dashes as modprobe spells them: underscores)
     assert info["modules"][-2:] == ["overlay", "br_netfilter"]
+    # the name as pyinfra's Hostname fact reads it, and the lines files.line would match,
+    # unstripped (a trailing blank is a difference files.line would fix)
+    assert info["hostname"] == os.uname().nodename
+    assert info["hostnamectl"] is bool(shutil.which("hostnamectl"))
+    assert info["hosts_lines"] == ["127.0.1.1\tvps-1 vps-1.example ", "127.0.1.1 second"]
+
+
+def test_system_info_of_a_node_without_etc_hosts(tmp_path: Path) -> None:
+    command = SystemInfo().command().replace("/etc/hosts", str(tmp_path / "none"))
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    assert SystemInfo().process(out.stdout.splitlines())["hosts_lines"] == []
 
 
 def test_system_info_parses_a_container() -> None:
