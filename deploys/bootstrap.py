@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyinfra import host
+from pyinfra.facts.deb import DebPackages
 
 from deploys import common as common_module
 from deploys import firewall as firewall_module
 from deploys import tailscale as tailscale_module
+from facts.files import ManagedFiles
 from facts.os import SystemInfo
+from facts.systemd import SystemdUnits
 from k3sfleet.entry import under_pyinfra
 
 if TYPE_CHECKING:
@@ -60,12 +63,26 @@ def data_problems(settings: Settings, nodes: Sequence[Node]) -> list[str]:
 
 
 def run() -> None:
-    """The bootstrap deploys for the host in context."""
+    """The bootstrap deploys for the host in context.
+
+    The state the three deploys decide on is read here, once, in four commands (a converged
+    node then costs six in all, with ``UfwStatus`` and ``TailscaleStatus``): pyinfra 3 caches
+    no facts, and each read is a round trip.
+    """
     sudo = common_module.session_user(host.data.dict()) != "root"
-    info = host.get_fact(SystemInfo, _sudo=sudo)  # read once: common, firewall, tailscale
-    common_module.common(info=info, _sudo=sudo)
-    firewall_module.firewall(sshd_ports=info.get("sshd_ports"), _sudo=sudo)
-    tailscale_module.tailscale(info=info, _sudo=sudo)
+    info = host.get_fact(SystemInfo, _sudo=sudo)
+    installed = host.get_fact(DebPackages, _sudo=sudo) or {}
+    files = host.get_fact(
+        ManagedFiles, paths=[*common_module.FILES, *tailscale_module.FILES],
+        links=common_module.LINKS, _sudo=sudo,
+    )
+    units = host.get_fact(
+        SystemdUnits, units=[*common_module.UNITS, *tailscale_module.UNITS], _sudo=sudo
+    )
+    common_module.common(info=info, installed=installed, files=files, units=units, _sudo=sudo)
+    firewall_module.firewall(sshd_ports=info.get("sshd_ports"), installed=installed, _sudo=sudo)
+    tailscale_module.tailscale(info=info, installed=installed, files=files, units=units,
+                               _sudo=sudo)
 
 
 if under_pyinfra():

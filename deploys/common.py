@@ -29,11 +29,22 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import File, FileContents, Sha256File
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import apt, server
 from pyinfra.operations.util.files import generate_color_diff
 
-from facts.os import SystemInfo, SystemInfoData, unsupported_os
+from deploys.preread import (
+    absent_file,
+    deb_packages,
+    file_line,
+    hostname,
+    needs_read,
+    symlink,
+    systemd_unit,
+)
+from facts.files import FileState, ManagedFiles, ManagedFilesData
+from facts.os import HOSTS_LINE_RE, SystemInfo, SystemInfoData, unsupported_os
+from facts.systemd import SystemdUnits, SystemdUnitsData
 from k3sfleet.errors import ConfigError, K3sfleetError
 
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-k3sfleet.conf"
@@ -44,6 +55,18 @@ SYSCTL_FILE = "/etc/sysctl.d/90-k3sfleet.conf"
 APT_POLICY_FILE = "/etc/apt/apt.conf.d/90k3sfleet"
 AUTO_UPGRADES_FILE = "/etc/apt/apt.conf.d/20auto-upgrades"
 UNATTENDED_FILE = "/etc/apt/apt.conf.d/52k3sfleet-unattended-upgrades"
+TIMEZONE_FILE = "/etc/timezone"
+LOCALTIME = "/etc/localtime"
+TIMESYNC_UNIT = "systemd-timesyncd.service"
+
+#: What ``common`` reads in one ``ManagedFiles`` and one ``SystemdUnits`` fact (the entry file
+#: reads them once for all the bootstrap deploys and passes them in).
+FILES: tuple[str, ...] = (
+    APT_POLICY_FILE, AUTO_UPGRADES_FILE, UNATTENDED_FILE, SUDOERS_FILE, TIMEZONE_FILE,
+    JOURNALD_DROP_IN, SSHD_DROP_IN, MODULES_FILE, SYSCTL_FILE,
+)
+LINKS: tuple[str, ...] = (LOCALTIME,)
+UNITS: tuple[str, ...] = (TIMESYNC_UNIT,)
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 TIMEZONE_RE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
@@ -85,8 +108,17 @@ class DeployError(K3sfleetError):
 # -- operations ------------------------------------------------------------------------------
 
 
-def _file_state(path: str) -> tuple[str | None, Any]:
-    return host.get_fact(Sha256File, path=path), host.get_fact(File, path=path)
+_UNSET: Any = object()
+
+
+def _file_state(path: str, current: FileState | None) -> tuple[str | None, FileState | None]:
+    """The sha256 of ``path`` and its state if it is a regular file (else ``None``); read
+    here when ``current`` is ``_UNSET``."""
+    if current is _UNSET:
+        current = host.get_fact(ManagedFiles, paths=[path]).get(path)
+    if current is None:
+        return None, None
+    return current["sha256"], current if current["type"] == "file" else None
 
 
 def _show_diff(path: str, content: str) -> None:
@@ -103,24 +135,27 @@ def config_file(
     mode: str = "0644",
     validate: Sequence[str] = (),
     then: Sequence[str | StringCommand] = (),
+    current: FileState | None = _UNSET,
 ) -> Generator[Any, None, None]:
     """A root-owned file with exactly ``content``; on change run ``then`` (a reload, ...).
 
     The new content goes to ``<path>.k3sfleet-new`` first; ``validate`` (an argv prefix, the
     candidate's path appended) must accept it before it replaces ``path`` (``mv``, atomic).
+    ``current`` is the file's ``ManagedFiles`` value when the caller read it (``None``: no such
+    file); it is read here otherwise.
 
     Example::
 
         config_file(path="/etc/sudoers.d/90-admins", content="alice ALL=(ALL) NOPASSWD: ALL\\n",
                     mode="0440", validate=["visudo", "-cf"])
     """
-    digest, info = _file_state(path)
+    digest, info = _file_state(path, current)
     if digest == hashlib.sha256(content.encode()).hexdigest() and info:
         changed = False
-        if str(info.get("mode")).lstrip("0") != mode.lstrip("0"):
+        if str(info["mode"]).lstrip("0") != mode.lstrip("0"):
             changed = True
             yield StringCommand("chmod", mode, QuoteString(path))
-        if (info.get("user"), info.get("group")) != ("root", "root"):
+        if (info["user"], info["group"]) != ("root", "root"):
             changed = True
             yield StringCommand("chown", "root:root", QuoteString(path))
         if not changed:
@@ -150,19 +185,22 @@ def config_file(
 
 
 @operation()
-def sshd_drop_in(path: str, content: str) -> Generator[Any, None, None]:
+def sshd_drop_in(
+    path: str, content: str, current: FileState | None = _UNSET
+) -> Generator[Any, None, None]:
     """The sshd drop-in ``path`` with ``content``: validated with ``sshd -t``, then reloaded.
 
     The candidate is tested with the whole configuration (``Include candidate`` then the main
     ``sshd_config``) before it replaces the drop-in; on rejection the deploy fails with sshd's
-    own message, the old drop-in stays and sshd is not reloaded.
+    own message, the old drop-in stays and sshd is not reloaded. ``current`` is the drop-in's
+    ``ManagedFiles`` value when the caller read it; it is read here otherwise.
 
     Example::
 
         sshd_drop_in(path="/etc/ssh/sshd_config.d/00-k3sfleet.conf",
                      content="PasswordAuthentication no\\n")
     """
-    digest, info = _file_state(path)
+    digest, _ = _file_state(path, current)
     if digest == hashlib.sha256(content.encode()).hexdigest():
         host.noop(f"{path} is up to date")
         return
@@ -393,10 +431,17 @@ def check_supported(info: SystemInfoData | None) -> None:
 
 
 @deploy("k3sfleet common", data_defaults=DATA_DEFAULTS)
-def common(info: SystemInfoData | None = None) -> None:
+def common(
+    info: SystemInfoData | None = None,
+    installed: Mapping[str, Any] | None = None,
+    files: ManagedFilesData | None = None,
+    units: SystemdUnitsData | None = None,
+) -> None:
     """Prepare a fresh Debian/Ubuntu VPS for k3s.
 
-    ``info`` is the ``SystemInfo`` fact, read here when not given.
+    ``info`` is the ``SystemInfo`` fact, ``installed`` the ``DebPackages`` fact, ``files`` the
+    ``ManagedFiles`` fact of at least ``FILES`` and ``LINKS``, ``units`` the ``SystemdUnits``
+    fact of at least ``UNITS``; each is read here when not given.
 
     Example::
 
@@ -411,24 +456,30 @@ def common(info: SystemInfoData | None = None) -> None:
     check_supported(info)
     assert info is not None
     container = info["container"]
+    if installed is None:
+        installed = host.get_fact(DebPackages) or {}
+    if files is None or needs_read(files, (*FILES, *LINKS)):
+        files = host.get_fact(ManagedFiles, paths=FILES, links=LINKS)
+    if units is None or needs_read(units, UNITS):
+        units = host.get_fact(SystemdUnits, units=UNITS)
 
     # apt: cache, policy, base packages, unattended security upgrades.
-    config_file(name="apt policy", path=APT_POLICY_FILE, content=APT_POLICY_CONTENT)
+    config_file(name="apt policy", path=APT_POLICY_FILE, content=APT_POLICY_CONTENT,
+                current=files[APT_POLICY_FILE])
     unattended = bool(data.common_unattended_upgrades)
     packages = list(data.common_packages)
     if unattended:
         packages += ["unattended-upgrades", "apt-listchanges"]
     # Refresh the package lists only when something is to be installed, so a converged node
     # stays unchanged however long ago the last run was.
-    installed = host.get_fact(DebPackages) or {}
     if any(p not in installed for p in packages):
         apt.update(name="apt cache", cache_time=int(data.common_apt_cache_time))
-    apt.packages(name="base packages", packages=packages)
+    deb_packages(name="base packages", packages=packages, installed=installed)
     config_file(name="automatic upgrades", path=AUTO_UPGRADES_FILE,
-                content=auto_upgrades_content(unattended))
+                content=auto_upgrades_content(unattended), current=files[AUTO_UPGRADES_FILE])
     if unattended:
         config_file(name="unattended-upgrades policy", path=UNATTENDED_FILE,
-                    content=UNATTENDED_CONTENT)
+                    content=UNATTENDED_CONTENT, current=files[UNATTENDED_FILE])
 
     # Admins with their keys and passwordless sudo.
     admins = list(data.common_admin_users or [])
@@ -439,35 +490,43 @@ def common(info: SystemInfoData | None = None) -> None:
         )
     if admins:
         config_file(name="admins' sudo", path=SUDOERS_FILE, content=sudoers_content(admins),
-                    mode="0440", validate=["visudo", "-cf"])
+                    mode="0440", validate=["visudo", "-cf"], current=files[SUDOERS_FILE])
     else:
-        files.file(name="no admins' sudo", path=SUDOERS_FILE, present=False)
+        absent_file(name="no admins' sudo", path=SUDOERS_FILE, current=files[SUDOERS_FILE])
 
     # Identity and time.
-    server.hostname(name="hostname", hostname=host.name)
-    files.line(name="/etc/hosts names this node", path="/etc/hosts",
-               line=r"^127\.0\.1\.1\s.*$", replace=f"127.0.1.1 {host.name}")
+    hostname(name="hostname", hostname=host.name, current=info.get("hostname", ""),
+             hostnamectl=bool(info.get("hostnamectl")))
+    file_line(name="/etc/hosts names this node", path="/etc/hosts",
+              line=f"^{HOSTS_LINE_RE}$", replace=f"127.0.1.1 {host.name}",
+              current=info.get("hosts_lines"))
     timezone = str(data.common_timezone)
-    files.link(name="timezone", path="/etc/localtime", target=f"/usr/share/zoneinfo/{timezone}")
-    config_file(name="/etc/timezone", path="/etc/timezone", content=f"{timezone}\n")
+    symlink(name="timezone", path=LOCALTIME, target=f"/usr/share/zoneinfo/{timezone}",
+            current=files[LOCALTIME])
+    config_file(name="/etc/timezone", path=TIMEZONE_FILE, content=f"{timezone}\n",
+                current=files[TIMEZONE_FILE])
     # systemd-timesyncd does not run in containers (ConditionVirtualization=!container).
-    systemd.service(name="time sync", service="systemd-timesyncd.service",
-                    running=None if container else True, enabled=True)
+    systemd_unit(name="time sync", unit=TIMESYNC_UNIT, state=units[TIMESYNC_UNIT],
+                 running=None if container else True, enabled=True)
     config_file(name="journald size cap", path=JOURNALD_DROP_IN,
                 content=journald_content(str(data.common_journald_max_use)),
-                then=["systemctl restart systemd-journald.service"])
+                then=["systemctl restart systemd-journald.service"],
+                current=files[JOURNALD_DROP_IN])
 
     # SSH hardening (validated before any reload).
-    sshd_drop_in(name="sshd hardening", path=SSHD_DROP_IN, content=sshd_content(data.dict()))
+    sshd_drop_in(name="sshd hardening", path=SSHD_DROP_IN, content=sshd_content(data.dict()),
+                 current=files[SSHD_DROP_IN])
 
     # What k3s needs from the kernel.
     modules = [str(m) for m in data.common_kernel_modules]
-    config_file(name="kernel modules at boot", path=MODULES_FILE, content=modules_content(modules))
+    config_file(name="kernel modules at boot", path=MODULES_FILE, content=modules_content(modules),
+                current=files[MODULES_FILE])
     kernel_modules(name="kernel modules", modules=modules, loaded=info["modules"],
                    container=container)
     config_file(name="k3s sysctls", path=SYSCTL_FILE,
                 content=sysctl_content(data.common_sysctls),
-                then=[StringCommand("sysctl", "-e", "-p", SYSCTL_FILE)])
+                then=[StringCommand("sysctl", "-e", "-p", SYSCTL_FILE)],
+                current=files[SYSCTL_FILE])
     if data.common_swap_off:
         swap_off(name="swap off", active_swaps=info["active_swaps"],
                  fstab_swaps=info["fstab_swaps"])

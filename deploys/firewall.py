@@ -26,8 +26,9 @@ from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
-from pyinfra.operations import apt
+from pyinfra.facts.deb import DebPackages
 
+from deploys.preread import deb_packages
 from facts.ufw import UfwStatus, UfwStatusData
 from k3sfleet.errors import ConfigError
 
@@ -251,12 +252,17 @@ def ufw_policy(
 
 
 @deploy("k3sfleet firewall", data_defaults=DATA_DEFAULTS)
-def firewall(status: UfwStatusData | None = None, sshd_ports: Sequence[str] | None = None) -> None:
+def firewall(
+    status: UfwStatusData | None = None,
+    sshd_ports: Sequence[str] | None = None,
+    installed: Mapping[str, Any] | None = None,
+) -> None:
     """ufw with default deny incoming, SSH, the tailnet, k3s ports on tailscale0 only.
 
     ``status`` is the ``UfwStatus`` fact and ``sshd_ports`` the ports sshd listens on (from
     ``SystemInfo`` read as root); without them the fact is read here and SSH stays on
-    ``firewall_ssh_ports`` or 22.
+    ``firewall_ssh_ports`` or 22. ``installed`` is the ``DebPackages`` fact, read here when
+    not given.
 
     Example::
 
@@ -270,7 +276,9 @@ def firewall(status: UfwStatusData | None = None, sshd_ports: Sequence[str] | No
     if found:
         raise ConfigError([f"{host.name}: {p}" for p in found])
     servers = len(host.state.inventory.get_group("k3s_servers", []))
-    apt.packages(name="ufw installed", packages=["ufw"])
+    if installed is None:
+        installed = host.get_fact(DebPackages) or {}
+    deb_packages(name="ufw installed", packages=["ufw"], installed=installed)
     if status is None:
         status = host.get_fact(UfwStatus)
     ufw_policy(

@@ -28,10 +28,13 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
-from pyinfra.operations import apt, files, systemd
+from pyinfra.facts.deb import DebPackages
 
 from deploys.common import config_file
+from deploys.preread import deb_packages, downloaded_file, needs_read, systemd_unit
+from facts.files import ManagedFiles, ManagedFilesData
 from facts.os import SystemInfo, SystemInfoData
+from facts.systemd import SystemdUnits, SystemdUnitsData
 from facts.tailscale import TailscaleStatus, TailscaleStatusData, logged_in_as
 from k3sfleet.errors import ConfigError
 from k3sfleet.secret import Secret, reveal
@@ -41,6 +44,10 @@ SOURCES_LIST = "/etc/apt/sources.list.d/tailscale.list"
 SECRET_DIR = "/run/k3sfleet"
 UPLOAD_DIR = "/run/k3sfleet-upload"
 AUTH_KEY_FILE = f"{SECRET_DIR}/tailscale-authkey"
+DAEMON_UNIT = "tailscaled.service"
+#: What ``tailscale`` reads in one ``ManagedFiles`` and one ``SystemdUnits`` fact.
+FILES: tuple[str, ...] = (KEYRING, SOURCES_LIST)
+UNITS: tuple[str, ...] = (DAEMON_UNIT,)
 TAG_RE = re.compile(r"^tag:[A-Za-z0-9-]+$")
 
 DATA_DEFAULTS: dict[str, Any] = {
@@ -138,12 +145,19 @@ def tailscale_up(
 
 
 @deploy("k3sfleet tailscale", data_defaults=DATA_DEFAULTS)
-def tailscale(info: SystemInfoData | None = None, status: TailscaleStatusData | None = None
-              ) -> None:
+def tailscale(
+    info: SystemInfoData | None = None,
+    status: TailscaleStatusData | None = None,
+    installed: Mapping[str, Any] | None = None,
+    files: ManagedFilesData | None = None,
+    units: SystemdUnitsData | None = None,
+) -> None:
     """Install Tailscale from its apt repository, enable tailscaled, and bring the node up.
 
     ``info`` is the ``SystemInfo`` fact (the entry file reads it once); ``status`` the
-    ``TailscaleStatus`` fact; both are read here when not given.
+    ``TailscaleStatus`` fact; ``installed`` the ``DebPackages`` fact; ``files`` the
+    ``ManagedFiles`` fact of at least ``FILES``; ``units`` the ``SystemdUnits`` fact of at least
+    ``UNITS``; each is read here when not given.
 
     Example::
 
@@ -156,16 +170,23 @@ def tailscale(info: SystemInfoData | None = None, status: TailscaleStatusData | 
     if info is None:
         info = host.get_fact(SystemInfo)
     assert info is not None
+    if installed is None:
+        installed = host.get_fact(DebPackages) or {}
+    if files is None or needs_read(files, FILES):
+        files = host.get_fact(ManagedFiles, paths=FILES)
+    if units is None or needs_read(units, UNITS):
+        units = host.get_fact(SystemdUnits, units=UNITS)
     key_url, source = repo_urls(str(data.tailscale_apt_url), info["id"], info["codename"])
 
-    files.download(name="Tailscale apt key", src=key_url, dest=KEYRING, mode="0644")
+    downloaded_file(name="Tailscale apt key", src=key_url, dest=KEYRING, mode="0644",
+                    current=files[KEYRING])
     config_file(
         name="Tailscale apt repository", path=SOURCES_LIST, content=f"{source}\n",
-        then=["apt-get update"],
+        then=["apt-get update"], current=files[SOURCES_LIST],
     )
-    apt.packages(name="tailscale installed", packages=["tailscale"])
-    systemd.service(name="tailscaled running", service="tailscaled.service", running=True,
-                    enabled=True)
+    deb_packages(name="tailscale installed", packages=["tailscale"], installed=installed)
+    systemd_unit(name="tailscaled running", unit=DAEMON_UNIT, state=units[DAEMON_UNIT],
+                 running=True, enabled=True)
     if data.tailscale_up_by == "k3s":
         host.noop("TAILSCALE_UP_BY=k3s: k3s's vpn-auth runs `tailscale up`")
         return

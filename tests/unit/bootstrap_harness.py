@@ -2,18 +2,22 @@
 
 Every fact the deploy (or a pyinfra operation it calls) reads is answered from a table keyed by
 the fact class name; a fact missing from the table fails the test, so the tests name every fact
-a deploy depends on. Nothing connects anywhere.
+a deploy depends on. ``reads`` (a Counter) counts the reads of each fact. Nothing connects
+anywhere.
 
 Example::
 
-    ops = generate(firewall, FRESH_FACTS, {"ssh_user": "admin"})
+    reads: Counter[str] = Counter()
+    ops = generate(firewall, FRESH_FACTS, {"ssh_user": "admin"}, reads=reads)
     ops["ufw rules and policy"]     # ["ufw allow 22/tcp", ...]
+    reads["UfwStatus"]              # 1
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from io import StringIO
 from typing import Any
 from unittest.mock import patch
@@ -76,11 +80,13 @@ def generate(
     uploads: dict[str, str] | None = None,
     config: Config | None = None,
     sudo: dict[str, bool] | None = None,
+    reads: Counter[str] | None = None,
     **deploy_kwargs: Any,
 ) -> dict[str, list[str]]:
     """Operation name -> the commands it generates on host ``name`` (operations with none too).
 
-    ``uploads`` (if given) collects path -> uploaded text; ``sudo`` operation name -> _sudo.
+    ``uploads`` (if given) collects path -> uploaded text; ``sudo`` operation name -> _sudo;
+    ``reads`` fact class name -> times read (each operation runs twice: prepare, execute).
     """
     host_data = {**BASE_DATA, **(data or {})}
     server_names = [name] + [f"server-{i}" for i in range(2, servers + 1)]
@@ -92,6 +98,8 @@ def generate(
     target = inventory.get_host(name)
 
     def fake_get_fact(self: Host, cls: Any, *args: Any, **kwargs: Any) -> Any:
+        if reads is not None:
+            reads[cls.__name__ if isinstance(cls, type) else str(cls)] += 1
         return _answer(facts, cls, args, kwargs)
 
     result: dict[str, list[str]] = {}
@@ -140,3 +148,49 @@ def files_fact(contents: Mapping[str, tuple[str, int]]) -> dict[str, Callable[..
         return contents[path][0].splitlines() if path in contents else None
 
     return {"File": file, "Sha256File": digest, "FileContents": text}
+
+
+def managed_files(
+    contents: Mapping[str, tuple[str, int]],
+    links: Mapping[str, str] | None = None,
+    owner: str = "root",
+) -> Callable[..., Any]:
+    """A ``ManagedFiles`` answer: regular files holding ``contents`` (path -> (text, mode as
+    ``stat %a`` prints it, e.g. 644)) and symbolic ``links`` (path -> target), owned by
+    ``owner``; every other path asked for does not exist.
+    """
+    targets = dict(links or {})
+
+    def answer(paths: Sequence[str] = (), links: Sequence[str] = (), **_: Any) -> Any:
+        found: dict[str, Any] = {}
+        for path in [*paths, *links]:
+            if path in contents:
+                text, mode = contents[path]
+                found[path] = {"type": "file", "sha256": sha(text), "user": owner,
+                               "group": owner, "mode": str(mode), "link_target": None}
+            elif path in targets:
+                found[path] = {"type": "link", "sha256": None, "user": "root", "group": "root",
+                               "mode": "777", "link_target": targets[path]}
+            else:
+                found[path] = None
+        return found
+
+    return answer
+
+
+def systemd_units(states: Mapping[str, tuple[bool, bool]]) -> Callable[..., Any]:
+    """A ``SystemdUnits`` answer: unit -> (running, enabled); other units do not exist."""
+
+    def answer(units: Sequence[str] = (), **_: Any) -> Any:
+        found: dict[str, Any] = {}
+        for unit in units:
+            running, enabled = states.get(unit, (False, False))
+            found[unit] = {
+                "active_state": "active" if running else "inactive",
+                "sub_state": "running" if running else "dead",
+                "unit_file_state": "enabled" if enabled else ("disabled" if unit in states else ""),
+                "running": running, "enabled": enabled,
+            }
+        return found
+
+    return answer

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import pytest
-from bootstrap_harness import changed, files_fact, generate, sha
+from bootstrap_harness import changed, files_fact, generate, managed_files, sha, systemd_units
 from pyinfra.api import Config
 
 from deploys import common as c
@@ -15,13 +16,19 @@ from k3sfleet.errors import ConfigError
 DEBIAN: dict[str, Any] = {
     "id": "debian", "version_id": "12", "codename": "bookworm",
     "pretty_name": "Debian GNU/Linux 12 (bookworm)", "container": None,
-    "active_swaps": 1, "fstab_swaps": 1, "modules": ["ext4"],
+    "active_swaps": 1, "fstab_swaps": 1, "modules": ["ext4"], "sshd_ports": ["22"],
+    "hostname": "debian", "hostnamectl": True, "hosts_lines": [],
 }
+LOCALTIME_FRESH = {c.LOCALTIME: "/usr/share/zoneinfo/Etc/UTC"}
 
 
 def fresh_facts(**info: Any) -> dict[str, Any]:
+    """A fresh node: the batched facts, and pyinfra's own facts its operations read when they
+    run on a change."""
     return {
         "SystemInfo": {**DEBIAN, **info},
+        "ManagedFiles": managed_files({}, LOCALTIME_FRESH),
+        "SystemdUnits": systemd_units({}),
         **files_fact({}),
         "DebPackages": {},
         "TmpDir": "/tmp",
@@ -40,43 +47,36 @@ def fresh_facts(**info: Any) -> dict[str, Any]:
     }
 
 
-def converged_facts(data: dict[str, Any], name: str = "node-1", **info: Any) -> dict[str, Any]:
-    """Facts of a node where the deploy already ran with ``data``."""
-    full = {"ssh_user": "k3sfleet", **data}
+def converged_contents(data: dict[str, Any] | None = None) -> dict[str, tuple[str, int]]:
+    """The files of a node where the deploy already ran with ``data``: path -> (text, mode)."""
+    full = {"ssh_user": "k3sfleet", **(data or {})}
     sysctls = c.DATA_DEFAULTS["common_sysctls"]
     modules = c.DATA_DEFAULTS["common_kernel_modules"]
-    contents = {
+    return {
         c.APT_POLICY_FILE: (c.APT_POLICY_CONTENT, 644),
         c.AUTO_UPGRADES_FILE: (c.auto_upgrades_content(True), 644),
         c.UNATTENDED_FILE: (c.UNATTENDED_CONTENT, 644),
-        "/etc/timezone": ("UTC\n", 644),
+        c.TIMEZONE_FILE: ("UTC\n", 644),
         c.JOURNALD_DROP_IN: (c.journald_content("500M"), 644),
         c.SSHD_DROP_IN: (c.sshd_content({**c.DATA_DEFAULTS, **full}), 644),
         c.MODULES_FILE: (c.modules_content(modules), 644),
         c.SYSCTL_FILE: (c.sysctl_content(sysctls), 644),
     }
-    files = files_fact(contents)
-    now = datetime(2026, 1, 1, 12, 0)
 
-    def file(path: str, **kw: Any) -> Any:
-        if path == "/var/lib/apt/periodic/update-success-stamp":
-            return {"mtime": now - timedelta(minutes=5), "mode": 644, "user": "root",
-                    "group": "root"}
-        return files["File"](path)
 
+def converged_facts(data: dict[str, Any], name: str = "node-1", **info: Any) -> dict[str, Any]:
+    """Facts of a node where the deploy already ran with ``data``: only the batched facts, so a
+    test fails if any operation reads one of pyinfra's own facts on a converged node."""
+    modules = c.DATA_DEFAULTS["common_kernel_modules"]
     packages = c.DATA_DEFAULTS["common_packages"] + ["unattended-upgrades", "apt-listchanges"]
     return {
-        **fresh_facts(**{**DEBIAN, "active_swaps": 0, "fstab_swaps": 0,
-                         "modules": ["ext4", *modules], **info}),
-        **files,
-        "File": file,
-        "Date": now,
-        "DebPackages": {p: ["1.0"] for p in packages},
-        "Hostname": name,
-        "Link": {"link_target": "/usr/share/zoneinfo/UTC", "user": "root", "group": "root"},
-        "FindInFile": [f"127.0.1.1 {name}"],
-        "SystemdStatus": {"systemd-timesyncd.service": True},
-        "SystemdEnabled": {"systemd-timesyncd.service": True},
+        "SystemInfo": {**DEBIAN, "active_swaps": 0, "fstab_swaps": 0,
+                       "modules": ["ext4", *modules], "hostname": name,
+                       "hosts_lines": [f"127.0.1.1 {name}"], **info},
+        "ManagedFiles": managed_files(converged_contents(data),
+                                      {c.LOCALTIME: "/usr/share/zoneinfo/UTC"}),
+        "SystemdUnits": systemd_units({c.TIMESYNC_UNIT: (True, True)}),
+        "DebPackages": {p: {"1.0"} for p in packages},
     }
 
 
@@ -151,13 +151,17 @@ def test_converged_node_gets_no_command() -> None:
     assert changed(ops) == {}
 
 
+def drifted(**contents: tuple[str, int]) -> dict[str, Any]:
+    """Converged facts but for the files ``contents`` (keyword: the path's constant in
+    deploys.common)."""
+    files = converged_contents()
+    files.update({getattr(c, key): value for key, value in contents.items()})
+    return {**converged_facts({}),
+            "ManagedFiles": managed_files(files, {c.LOCALTIME: "/usr/share/zoneinfo/UTC"})}
+
+
 def test_one_drifted_file_changes_only_that_file() -> None:
-    facts = converged_facts({})
-    stale = files_fact({c.JOURNALD_DROP_IN: (c.journald_content("2G"), 644)})
-    digest = facts["Sha256File"]
-    facts["Sha256File"] = lambda path, **kw: (
-        stale["Sha256File"](path) if path == c.JOURNALD_DROP_IN else digest(path)
-    )
+    facts = drifted(JOURNALD_DROP_IN=(c.journald_content("2G"), 644))
     ops = changed(generate(c.common, facts))
     assert list(ops) == ["k3sfleet common | journald size cap"]
     assert ops["k3sfleet common | journald size cap"][-1] == (
@@ -166,11 +170,7 @@ def test_one_drifted_file_changes_only_that_file() -> None:
 
 
 def test_wrong_mode_is_fixed_without_rewriting_or_restarting() -> None:
-    facts = converged_facts({})
-    file = facts["File"]
-    facts["File"] = lambda path, **kw: (
-        {**file(path), "mode": 666} if path == c.SYSCTL_FILE else file(path)
-    )
+    facts = drifted(SYSCTL_FILE=(c.sysctl_content(c.DATA_DEFAULTS["common_sysctls"]), 666))
     ops = changed(generate(c.common, facts))
     assert ops == {"k3sfleet common | k3s sysctls": [f"chmod 0644 {c.SYSCTL_FILE}"]}
 
@@ -244,14 +244,11 @@ def test_unattended_upgrades_off_writes_zero_and_skips_the_package() -> None:
 
 
 def test_diff_shows_the_changed_lines_of_a_config_file(caplog: pytest.LogCaptureFixture) -> None:
-    facts = converged_facts({})
     old = c.journald_content("2G")
-    stale = files_fact({c.JOURNALD_DROP_IN: (old, 644)})
-    digest, contents = facts["Sha256File"], facts["FileContents"]
-    facts["Sha256File"] = lambda path, **kw: (
-        stale["Sha256File"](path) if path == c.JOURNALD_DROP_IN else digest(path))
-    facts["FileContents"] = lambda path, **kw: (
-        stale["FileContents"](path) if path == c.JOURNALD_DROP_IN else contents(path))
+    facts = drifted(JOURNALD_DROP_IN=(old, 644))
+    # --diff reads the old content of the file that changes (only then)
+    facts["FileContents"] = lambda path, **kw: old.splitlines() if path == c.JOURNALD_DROP_IN \
+        else pytest.fail(f"read {path}")
     with caplog.at_level("INFO", logger="pyinfra"):
         generate(c.common, facts, config=Config(DIFF=True))
     text = "\n".join(r.getMessage() for r in caplog.records)
@@ -261,12 +258,38 @@ def test_diff_shows_the_changed_lines_of_a_config_file(caplog: pytest.LogCapture
 
 def test_package_lists_are_refreshed_only_when_a_package_is_missing() -> None:
     facts = converged_facts({})
-    file = facts["File"]
+    stamp = "/var/lib/apt/periodic/update-success-stamp"
     stale = {"mtime": datetime(2025, 1, 1), "mode": 644, "user": "root", "group": "root"}
-    facts["File"] = lambda path, **kw: (
-        stale if path == "/var/lib/apt/periodic/update-success-stamp" else file(path))
+    facts["File"] = lambda path, **kw: stale if path == stamp else pytest.fail(f"read {path}")
+    facts["Date"] = datetime(2026, 1, 1, 12, 0)
     assert changed(generate(c.common, facts)) == {}  # a month later: still no change
     facts["DebPackages"] = {k: v for k, v in facts["DebPackages"].items() if k != "jq"}
-    ops = changed(generate(c.common, facts))
+    reads: Counter[str] = Counter()
+    ops = changed(generate(c.common, facts, reads=reads))
     assert ops["k3sfleet common | apt cache"][0] == "apt-get update"
     assert ops["k3sfleet common | base packages"][0].endswith("install jq")
+    assert reads["DebPackages"] == 1  # the install is decided on the one read
+    # updated recently: no apt-get update, the install all the same
+    facts["File"] = lambda path, **kw: {**stale, "mtime": datetime(2026, 1, 1, 11, 55)}
+    ops = changed(generate(c.common, facts))
+    assert list(ops) == ["k3sfleet common | base packages"]
+
+
+def test_called_alone_common_reads_what_it_needs_once() -> None:
+    facts = converged_facts({})
+    reads: Counter[str] = Counter()
+    assert changed(generate(c.common, facts, reads=reads)) == {}
+    assert reads == Counter({"SystemInfo": 1, "DebPackages": 1, "ManagedFiles": 1,
+                             "SystemdUnits": 1})
+    # given state lacking some of its files: it reads them itself (not assuming them missing)
+    reads.clear()
+    partial = {c.APT_POLICY_FILE: None}
+    assert changed(generate(c.common, facts, reads=reads, files=partial)) == {}
+    assert reads["ManagedFiles"] == 1
+    # given all of it: no read
+    reads.clear()
+    everything = facts["ManagedFiles"](paths=c.FILES, links=c.LINKS)
+    units = facts["SystemdUnits"](units=c.UNITS)
+    generate(c.common, facts, reads=reads, files=everything, units=units,
+             installed=facts["DebPackages"], info=facts["SystemInfo"])
+    assert reads == Counter()
