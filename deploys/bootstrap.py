@@ -18,9 +18,12 @@ from pyinfra.facts.deb import DebPackages
 from deploys import common as common_module
 from deploys import firewall as firewall_module
 from deploys import tailscale as tailscale_module
+from deploys.preread import read_at_once
 from facts.files import ManagedFiles
 from facts.os import SystemInfo
 from facts.systemd import SystemdUnits
+from facts.tailscale import TailscaleStatus
+from facts.ufw import UfwStatus
 from k3sfleet.entry import under_pyinfra
 
 if TYPE_CHECKING:
@@ -65,25 +68,32 @@ def data_problems(settings: Settings, nodes: Sequence[Node]) -> list[str]:
 def run() -> None:
     """The bootstrap deploys for the host in context.
 
-    The state the three deploys decide on is read here, once, in four commands (a converged
-    node then costs six in all, with ``UfwStatus`` and ``TailscaleStatus``): pyinfra 3 caches
+    Everything the three deploys decide on is read here, in six commands run at the same time
+    (a converged node costs no other command, and one round trip of waiting): pyinfra 3 caches
     no facts, and each read is a round trip.
     """
     sudo = common_module.session_user(host.data.dict()) != "root"
-    info = host.get_fact(SystemInfo, _sudo=sudo)
-    installed = host.get_fact(DebPackages, _sudo=sudo) or {}
-    files = host.get_fact(
-        ManagedFiles, paths=[*common_module.FILES, *tailscale_module.FILES],
-        links=common_module.LINKS, _sudo=sudo,
-    )
-    units = host.get_fact(
-        SystemdUnits, units=[*common_module.UNITS, *tailscale_module.UNITS], _sudo=sudo
-    )
+    reads = {
+        "info": lambda: host.get_fact(SystemInfo, _sudo=sudo),
+        "installed": lambda: host.get_fact(DebPackages, _sudo=sudo) or {},
+        "files": lambda: host.get_fact(
+            ManagedFiles, paths=[*common_module.FILES, *tailscale_module.FILES],
+            links=common_module.LINKS, _sudo=sudo,
+        ),
+        "units": lambda: host.get_fact(
+            SystemdUnits, units=[*common_module.UNITS, *tailscale_module.UNITS], _sudo=sudo
+        ),
+        "ufw": lambda: host.get_fact(UfwStatus, _sudo=sudo),
+    }
+    if host.data.get("tailscale_up_by") != "k3s":  # (else nobody runs `tailscale up` here)
+        reads["tailscale"] = lambda: host.get_fact(TailscaleStatus, _sudo=sudo)
+    state = read_at_once(reads)
+    info, installed, files, units = (state[k] for k in ("info", "installed", "files", "units"))
     common_module.common(info=info, installed=installed, files=files, units=units, _sudo=sudo)
-    firewall_module.firewall(sshd_ports=info.get("sshd_ports"), installed=installed, _sudo=sudo)
-    tailscale_module.tailscale(info=info, installed=installed, files=files, units=units,
-                               _sudo=sudo)
-
+    firewall_module.firewall(status=state["ufw"], sshd_ports=info.get("sshd_ports"),
+                             installed=installed, _sudo=sudo)
+    tailscale_module.tailscale(info=info, status=state.get("tailscale"), installed=installed,
+                               files=files, units=units, _sudo=sudo)
 
 if under_pyinfra():
     run()

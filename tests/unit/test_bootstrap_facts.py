@@ -295,3 +295,17 @@ def test_a_fresh_bootstrap_reads_the_batched_facts_once_too() -> None:
     assert {"k3sfleet common | base packages", "k3sfleet firewall | ufw installed",
             "k3sfleet tailscale | tailscale installed"} <= set(ops)
     assert all(reads[name] == 1 for name in BATCHED), reads
+
+
+def test_with_tailscale_up_by_k3s_the_entry_does_not_read_tailscale_status() -> None:
+    from collections import Counter
+
+    from bootstrap_harness import generate
+
+    from deploys.bootstrap import run
+
+    reads: Counter[str] = Counter()
+    facts = {k: v for k, v in _converged_entry_facts().items() if k != "TailscaleStatus"}
+    ops = generate(run, facts, {"tailscale_up_by": "k3s"}, reads=reads)
+    assert "k3sfleet tailscale | tailscale up" not in ops
+    assert reads == Counter(dict.fromkeys(BATCHED[:-1], 1))

@@ -212,3 +212,29 @@ def test_needs_read() -> None:
     assert p.needs_read(None, ["/a"])
     assert p.needs_read({"/b": None}, ["/a"])
     assert not p.needs_read({"/a": None}, ["/a"])
+
+
+def test_read_at_once_runs_the_reads_together_in_the_callers_host_context() -> None:
+    import time
+
+    import gevent
+    from pyinfra.context import host as context_host
+
+    seen: list[str] = []
+
+    def read(value: int) -> int:
+        gevent.sleep(0.2)  # a round trip
+        seen.append(context_host.name)
+        return value
+
+    def deploy() -> None:
+        started = time.monotonic()
+        values = p.read_at_once({"a": lambda: read(1), "b": lambda: read(2),
+                                 "c": lambda: read(3)})
+        assert values == {"a": 1, "b": 2, "c": 3}
+        assert time.monotonic() - started < 0.45  # one wait, not three
+        with pytest.raises(ZeroDivisionError):
+            p.read_at_once({"bad": lambda: 1 // 0, "good": lambda: read(4)})
+
+    generate(deploy, {}, name="vps-1")
+    assert seen == ["vps-1"] * 4
