@@ -1,7 +1,9 @@
 """What K3s servers and agents share: the cluster plan, config, unit rendering, service.
 
-* ``cluster_plan()`` reads every server's ``K3sState`` once per run and decides who runs
-  ``cluster-init`` and whom each server joins (``k3sfleet.k3s_plan``).
+* ``cluster_plan()`` reads, all at once, the ``K3sState`` of every server and of every node in
+  this run (and the first server's node-token when a node joins with it), then decides who
+  runs ``cluster-init`` and whom each server joins (``k3sfleet.k3s_plan``). Deploys take a
+  node's state from ``plan.state_of(name)``: one remote command per node per run.
 * ``k3s_config`` renders /etc/rancher/k3s/config.yaml when it runs: the token and server URL of
   a joining node come from its server's facts at that moment, so a fresh cluster comes up in
   one run. The previous config is kept as ``config.yaml.previous``.
