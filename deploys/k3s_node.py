@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from pyinfra.context import ctx_state
 
 from deploys.k3s_files import managed_file, private_file
 from deploys.k3s_install import k3s_binary
+from deploys.preread import read_at_once
 from facts.k3s import (
     CONFIG,
     K3S_BIN,
@@ -249,17 +251,15 @@ def _read_concurrently(
 ) -> tuple[dict[str, dict[str, Any]], Secret | None]:
     """The ``K3sState`` of every host in ``hosts`` and the node-token of ``token_host``, read
     at the same time: one round trip of waiting, however many nodes."""
-    jobs = {h.name: gevent.spawn(node_state, h) for h in hosts}
-    token_job = None
+    reads: dict[str, Callable[[], Any]] = {
+        f"state:{h.name}": functools.partial(node_state, h) for h in hosts
+    }
     if token_host is not None:
-        token_job = gevent.spawn(
+        reads["token"] = functools.partial(
             token_host.get_fact, K3sNodeToken, _sudo=use_sudo(token_host.data)
         )
-    # (a finished Greenlet is falsy: compare with None)
-    waits = [*jobs.values(), *([token_job] if token_job is not None else [])]
-    gevent.joinall(waits, raise_error=True)
-    token = token_job.value if token_job is not None else None
-    return {name: job.value for name, job in jobs.items()}, token
+    values = read_at_once(reads)
+    return {h.name: values[f"state:{h.name}"] for h in hosts}, values.get("token")
 
 
 def _compute_plan() -> ClusterPlan:
