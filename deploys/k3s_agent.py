@@ -21,11 +21,8 @@ from pyinfra.api import deploy
 from deploys.k3s_node import (
     ClusterPlan,
     cluster_plan,
-    k3s_config,
-    k3s_service,
-    node_files,
+    converge_node,
     node_settings,
-    use_sudo,
     version_guard,
 )
 
@@ -48,29 +45,12 @@ def k3s_agent(plan: ClusterPlan | None = None) -> None:
     """Install and converge the K3s agent on this host (see the module docstring)."""
     data = host.data
     plan = plan or cluster_plan()
-    sudo = use_sudo(data)
     version_guard(data)
-    state = plan.state_of(host.name)
-    address = data.get("k3sfleet_tailnet_address") or state["tailnet_ip"]
-    config_changes, other_changes = node_files(data, state, "agent", sudo)
-    config_changes.append(
-        k3s_config(
-            name=f"K3s agent config (joins {plan.anchor})",
-            settings=lambda own: agent_settings(data, own),
-            address=address,
-            entry="deploys/k3s_agent.py",
-            join=plan.anchor,
-            token=data.get("k3s_token"),
-            current_sha256=state["config_sha256"],
-            _sudo=sudo,
-        )
-    )
-    k3s_service(
-        name="k3s-agent service",
-        role="agent",
-        status=state["services"].get("k3s-agent", {}),
-        config_changes=config_changes,
-        other_changes=other_changes,
-        timeout=int(data.k3s_health_timeout),
-        _sudo=sudo,
+    converge_node(
+        "agent",
+        plan,
+        config_name=f"K3s agent config (joins {plan.anchor})",
+        settings=lambda own: agent_settings(data, own),
+        address=data.get("k3sfleet_tailnet_address") or plan.state_of(host.name)["tailnet_ip"],
+        join=plan.anchor,
     )

@@ -432,15 +432,25 @@ def restart_script(
     return "\n".join(lines)
 
 
-def node_files(
-    data: Any, state: Mapping[str, Any], role: str, sudo: bool
-) -> tuple[list[OperationMeta], list[OperationMeta]]:
-    """The K3s binary, the vpn-auth file (with ``k3s_vpn_auth``) and the systemd unit of a
-    ``role`` node, each changed only when it differs from ``state`` (the ``K3sState`` fact).
+def converge_node(
+    role: str,
+    plan: ClusterPlan,
+    config_name: str,
+    settings: Callable[[str | None], dict[str, Any]],
+    address: str | None,
+    join: str | None,
+    token_source: str | None = None,
+) -> None:
+    """Converge this host as a ``role`` node: the K3s binary, the vpn-auth file (with
+    ``k3s_vpn_auth``), the systemd unit and config.yaml, each changed only when it differs from
+    the node's ``K3sState``; then the service, restarted only when one of them changed.
 
-    Returns ``(config_changes, other_changes)`` for ``k3s_service``: the caller appends its
-    config.yaml operation to the first list.
+    + config_name: the name of the config.yaml operation
+    + settings, address, join, token_source: as for ``k3s_config``
     """
+    data = host.data
+    sudo = use_sudo(data)
+    state = plan.state_of(host.name)
     service = SERVICE[role]
     binary = k3s_binary(
         name=f"Install k3s {data.k3s_version}",
@@ -467,7 +477,28 @@ def node_files(
         current_sha256=state["unit_sha256"][service],
         _sudo=sudo,
     )
-    return config_changes, [binary, unit]
+    config_changes.append(
+        k3s_config(
+            name=config_name,
+            settings=settings,
+            address=address,
+            entry=f"deploys/k3s_{role}.py",
+            join=join,
+            token=data.get("k3s_token"),
+            token_source=token_source,
+            current_sha256=state["config_sha256"],
+            _sudo=sudo,
+        )
+    )
+    k3s_service(
+        name=f"{service} service",
+        role=role,
+        status=state["services"].get(service, {}),
+        config_changes=config_changes,
+        other_changes=[binary, unit],
+        timeout=int(data.k3s_health_timeout),
+        _sudo=sudo,
+    )
 
 
 @operation()

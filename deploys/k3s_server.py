@@ -25,11 +25,8 @@ from pyinfra.api import deploy
 from deploys.k3s_node import (
     ClusterPlan,
     cluster_plan,
-    k3s_config,
-    k3s_service,
-    node_files,
+    converge_node,
     node_settings,
-    use_sudo,
     version_guard,
 )
 
@@ -80,31 +77,16 @@ def k3s_server(plan: ClusterPlan | None = None) -> None:
     """Install and converge the K3s server on this host (see the module docstring)."""
     data = host.data
     plan = plan or cluster_plan()
-    sudo = use_sudo(data)
     version_guard(data)
-    state = plan.states[host.name]
-    address = plan.addresses.get(host.name)
-    config_changes, other_changes = node_files(data, state, "server", sudo)
+    state = plan.state_of(host.name)
     join = plan.joins[host.name]
-    config_changes.append(
-        k3s_config(
-            name="K3s server config" + (f" (joins {join})" if join else " (cluster-init)"),
-            settings=lambda own: server_settings(data, own),
-            address=address,
-            entry="deploys/k3s_server.py",
-            join=join,
-            token=data.get("k3s_token"),
-            token_source=host.name if state["datastore"] and state["node_token"] else None,
-            current_sha256=state["config_sha256"],
-            _sudo=sudo,
-        )
-    )
-    k3s_service(
-        name="k3s service",
-        role="server",
-        status=state["services"].get("k3s", {}),
-        config_changes=config_changes,
-        other_changes=other_changes,
-        timeout=int(data.k3s_health_timeout),
-        _sudo=sudo,
+    converge_node(
+        "server",
+        plan,
+        config_name="K3s server config" + (f" (joins {join})" if join else " (cluster-init)"),
+        settings=lambda own: server_settings(data, own),
+        address=plan.addresses.get(host.name),
+        join=join,
+        # a server that holds the cluster already uses its own node-token (the same token)
+        token_source=host.name if state["datastore"] and state["node_token"] else None,
     )
