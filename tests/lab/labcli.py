@@ -5,6 +5,7 @@ Example::
 
     run = pyinfra(inventory, "cluster", drop=("K3S_",))
     assert run.returncode == 0, run.stdout + run.stderr
+    deploy_cluster(inventory)      # bootstrap, then cluster
 """
 
 from __future__ import annotations
@@ -38,3 +39,11 @@ def pyinfra(
 def output(run: subprocess.CompletedProcess[str]) -> str:
     """The end of a run's stdout and stderr, for assertion messages."""
     return f"{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
+
+
+def deploy_cluster(inventory: Path, drop: Sequence[str] = ()) -> None:
+    """Run deploys/bootstrap.py then deploys/cluster.py on the lab of ``inventory``; fail the
+    test with the output of the first one that fails."""
+    for entry in ("bootstrap", "cluster"):
+        run = pyinfra(inventory, entry, drop=drop)
+        assert run.returncode == 0, f"deploys/{entry}.py:\n{output(run)}"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from labcli import deploy_cluster
 
 from deploys.argocd import ArgocdConfig, argocd_values, helmchart_manifest, root_apps_manifest
 
@@ -66,9 +67,7 @@ def cluster(lab_factory: Callable[..., Any], tmp_path_factory: pytest.TempPathFa
     lab = lab_factory(servers=1, agents=1)
     inventory = tmp_path_factory.mktemp("argocd") / "inventory.py"
     lab.write_inventory(inventory)
-    for entry in ("bootstrap", "cluster"):
-        run = pyinfra(inventory, entry)
-        assert run.returncode == 0, f"deploys/{entry}.py:\n{run.stdout[-4000:]}{run.stderr[-2000:]}"
+    deploy_cluster(inventory, drop=("ARGOCD_", "GITOPS_"))
     return lab, inventory
 
 

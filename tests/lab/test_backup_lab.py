@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from labcli import pyinfra
+from labcli import deploy_cluster
 
 from k3sfleet.backup import SERVICE_LABEL, backup_manifest
 from k3sfleet.dr import DrRefused, load_services, restore_plan
@@ -48,9 +48,7 @@ def cluster(lab_factory: Callable[..., Any], tmp_path_factory: pytest.TempPathFa
     lab = lab_factory(servers=1, agents=1)
     project = tmp_path_factory.mktemp("backup_project")
     inventory = lab.write_inventory(project / "inventory.py")
-    for entry in ("bootstrap", "cluster"):
-        run = pyinfra(inventory, entry)
-        assert run.returncode == 0, f"deploys/{entry}.py:\n{run.stdout[-4000:]}{run.stderr[-2000:]}"
+    deploy_cluster(inventory)
     # the project's apps chart values: postgresql pinned to the server
     values = yaml.safe_load((ROOT / "helm/apps/values.yaml").read_text())
     for service in values["statefulServices"]:

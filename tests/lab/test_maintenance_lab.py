@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from labcli import output, pyinfra
+from labcli import deploy_cluster, output, pyinfra
 
 from k3sfleet.kube import cluster_api
 
@@ -28,9 +28,7 @@ def cluster(lab_factory: Callable[..., Any], tmp_path_factory: pytest.TempPathFa
         tmp_path_factory.mktemp("maintenance") / "inventory.py",
         {"rolling_ready_timeout": 180, "maintenance_reboot_timeout": 180},
     )
-    for entry in ("bootstrap", "cluster"):
-        run = pyinfra(inventory, entry, drop=DROP)
-        assert run.returncode == 0, f"deploys/{entry}.py:\n{output(run)}"
+    deploy_cluster(inventory, drop=DROP)
     return lab, inventory
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from labcli import output, pyinfra
+from labcli import deploy_cluster, output, pyinfra
 
 from k3sfleet.kube import cluster_api
 from k3sfleet.lab.standins import LAB_K3S_VERSIONS
@@ -35,9 +35,7 @@ def make_cluster(lab_factory: Callable[..., Any], tmp: Path) -> tuple[Any, Path,
         tmp / "inventory_v2.py",
         {"k3s_version": V2, "rolling_ready_timeout": 120, "rolling_drain_timeout": 60},
     )
-    for entry in ("bootstrap", "cluster"):
-        run = pyinfra(at_v1, entry, drop=DROP)
-        assert run.returncode == 0, f"deploys/{entry}.py:\n{output(run)}"
+    deploy_cluster(at_v1, drop=DROP)
     return lab, at_v1, at_v2
 
 
