@@ -20,9 +20,11 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
+from facts.k3s import DIRECTORIES as K3S_DIRECTORIES
 from facts.k3s import K3sDirectories
 
-DIRECTORIES = {"/etc/rancher/k3s": "755", "/var/lib/rancher/k3s": "755"}
+#: K3s's directories (the paths K3sState reads) and their modes
+DIRECTORIES = dict.fromkeys(K3S_DIRECTORIES, "755")
 
 
 def _converged(current: Mapping[str, str] | None, mode: str) -> bool:
@@ -36,29 +38,26 @@ def _converged(current: Mapping[str, str] | None, mode: str) -> bool:
 
 @operation()
 def k3s_directories(
-    directories: Mapping[str, str] | None = None,
     current: Mapping[str, Mapping[str, str] | None] | None = None,
 ) -> Generator[StringCommand, None, None]:
-    """K3s's directories exist, owned by root:root with their mode.
+    """K3s's directories (``DIRECTORIES``) exist, owned by root:root with their mode.
 
-    + directories: path -> octal mode (default ``DIRECTORIES``)
     + current: the ``directories`` of ``K3sState`` if the caller read it, to save a round
       trip; read with the ``K3sDirectories`` fact otherwise
     """
-    wanted = DIRECTORIES if directories is None else directories
     now = current
     if now is None:
         read: dict[str, dict[str, str] | None] = host.get_fact(K3sDirectories)
         now = read
-    for path, mode in wanted.items():
-        if not _converged(now.get(path), mode):
-            # install -d creates missing parents and sets owner and mode on an existing one
-            yield StringCommand(
-                "install", "-d", "-o", "root", "-g", "root", "-m", QuoteString(mode),
-                QuoteString(path),
-            )  # fmt: skip
-    if all(_converged(now.get(path), mode) for path, mode in wanted.items()):
+    stale = {p: mode for p, mode in DIRECTORIES.items() if not _converged(now.get(p), mode)}
+    if not stale:
         host.noop("K3s's directories exist with their owner and mode")
+    for path, mode in stale.items():
+        # install -d creates missing parents and sets owner and mode on an existing one
+        yield StringCommand(
+            "install", "-d", "-o", "root", "-g", "root", "-m", QuoteString(mode),
+            QuoteString(path),
+        )  # fmt: skip
 
 
 @deploy("K3s prerequisites")

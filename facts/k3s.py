@@ -48,10 +48,6 @@ _JOIN_SH = (
 _DIRECTORIES_SH = f"stat -c 'dir %n %U %G %a' {' '.join(DIRECTORIES)} 2>/dev/null"
 
 
-def _sha256_sh(path: str) -> str:
-    return f"sha256sum {path} 2>/dev/null | cut -d' ' -f1"
-
-
 def _parse_pairs(output: list[str]) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for line in output:
