@@ -34,6 +34,7 @@ from pyinfra.operations import apt, server
 from pyinfra.operations.util.files import generate_color_diff
 
 from deploys.preread import (
+    UNSET,
     absent_file,
     deb_packages,
     file_line,
@@ -108,13 +109,12 @@ class DeployError(K3sfleetError):
 # -- operations ------------------------------------------------------------------------------
 
 
-_UNSET: Any = object()
 
 
 def _file_state(path: str, current: FileState | None) -> tuple[str | None, FileState | None]:
     """The sha256 of ``path`` and its state if it is a regular file (else ``None``); read
-    here when ``current`` is ``_UNSET``."""
-    if current is _UNSET:
+    here when ``current`` is ``UNSET``."""
+    if current is UNSET:
         current = host.get_fact(ManagedFiles, paths=[path]).get(path)
     if current is None:
         return None, None
@@ -135,7 +135,7 @@ def config_file(
     mode: str = "0644",
     validate: Sequence[str] = (),
     then: Sequence[str | StringCommand] = (),
-    current: FileState | None = _UNSET,
+    current: FileState | None = UNSET,
 ) -> Generator[Any, None, None]:
     """A root-owned file with exactly ``content``; on change run ``then`` (a reload, ...).
 
@@ -186,7 +186,7 @@ def config_file(
 
 @operation()
 def sshd_drop_in(
-    path: str, content: str, current: FileState | None = _UNSET
+    path: str, content: str, current: FileState | None = UNSET
 ) -> Generator[Any, None, None]:
     """The sshd drop-in ``path`` with ``content``: validated with ``sshd -t``, then reloaded.
 

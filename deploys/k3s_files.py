@@ -23,9 +23,8 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
+from deploys.preread import UNSET
 from k3sfleet.secret import Secret, reveal
-
-_UNSET: Any = object()
 
 
 def sha256_text(text: str) -> str:
@@ -37,7 +36,7 @@ def sha256_text(text: str) -> str:
 def private_file(
     path: str,
     content: Secret | str,
-    current_sha256: str | None = _UNSET,
+    current_sha256: str | None = UNSET,
     keep_previous: bool = False,
 ) -> Generator[Any, None, None]:
     """A root-owned 0600 file with ``content``, written without exposing it.
@@ -56,7 +55,7 @@ def private_file(
 
     text = reveal(content) or ""
     want = sha256_text(text)
-    have = host.get_fact(Sha256File, path=path) if current_sha256 is _UNSET else current_sha256
+    have = host.get_fact(Sha256File, path=path) if current_sha256 is UNSET else current_sha256
     if have == want:
         host.noop(f"{path} is up to date")
         return
@@ -77,7 +76,7 @@ def private_file(
 
 @operation()
 def managed_file(
-    path: str, text: str, current_sha256: str | None = _UNSET, mode: str = "644"
+    path: str, text: str, current_sha256: str | None = UNSET, mode: str = "644"
 ) -> Generator[Any, None, None]:
     """A root-owned, non-secret file (a systemd unit) with ``text``; nothing done when equal.
 
@@ -89,7 +88,7 @@ def managed_file(
     from pyinfra.facts.files import Sha256File
     from pyinfra.operations import files
 
-    have = host.get_fact(Sha256File, path=path) if current_sha256 is _UNSET else current_sha256
+    have = host.get_fact(Sha256File, path=path) if current_sha256 is UNSET else current_sha256
     if have == sha256_text(text):
         host.noop(f"{path} is up to date")
         return

@@ -28,6 +28,7 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.server import Arch
 
+from deploys.preread import UNSET
 from facts.k3s import K3S_BIN, K3sVersion
 
 # `uname -m` -> (binary name in the release, sha256 file suffix)
@@ -39,7 +40,6 @@ ARCHES = {
     "armv7l": ("k3s-armhf", "arm"),
 }
 
-_UNSET = object()
 
 
 def release_asset_url(release_url: str, version: str, asset: str) -> str:
@@ -78,7 +78,7 @@ def install_script(
 def k3s_binary(
     version: str,
     release_url: str,
-    installed: object = _UNSET,
+    installed: object = UNSET,
     arch: str | None = None,
 ) -> Generator[StringCommand, None, None]:
     """Install K3s ``version`` at /usr/local/bin/k3s unless it is installed already.
@@ -90,7 +90,7 @@ def k3s_binary(
       round trip; read with the ``K3sVersion`` fact otherwise
     + arch: ``uname -m`` of the node; read with the ``Arch`` fact when not given
     """
-    current = host.get_fact(K3sVersion) if installed is _UNSET else installed
+    current = host.get_fact(K3sVersion) if installed is UNSET else installed
     if current == version:
         host.noop(f"k3s {version} is installed")
         return

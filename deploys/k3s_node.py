@@ -33,7 +33,7 @@ from pyinfra.context import ctx_state
 
 from deploys.k3s_files import managed_file, private_file
 from deploys.k3s_install import k3s_binary
-from deploys.preread import read_at_once
+from deploys.preread import UNSET, read_at_once
 from facts.k3s import (
     CONFIG,
     K3S_BIN,
@@ -52,7 +52,6 @@ from k3sfleet.versions import refusal
 API_PORT = 6443
 SERVICE = {"server": "k3s", "agent": "k3s-agent"}
 UNIT = {role: f"/etc/systemd/system/{svc}.service" for role, svc in SERVICE.items()}
-_UNSET: Any = object()
 
 ETCD_WAN_WARNING = (
     "k3s does not support embedded etcd across servers that are not on one LAN "
@@ -322,7 +321,7 @@ def k3s_config(
     join: str | None = None,
     token: Secret | None = None,
     token_source: str | None = None,
-    current_sha256: str | None = _UNSET,
+    current_sha256: str | None = UNSET,
 ) -> Generator[Any, None, None]:
     """/etc/rancher/k3s/config.yaml for this node, completed when the operation runs.
 

@@ -31,6 +31,10 @@ from pyinfra.operations.util.packaging import ensure_packages
 from facts.files import FileState
 from facts.systemd import UnitState
 
+#: Default of a ``current=`` / ``installed=`` parameter: the caller did not read the value, so
+#: the operation reads it (``None`` is a value: "the file does not exist").
+UNSET: Any = object()
+
 
 def read_at_once(reads: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
     """Each of ``reads`` (key -> a function reading a fact) run at the same time, in the
