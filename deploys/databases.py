@@ -1,14 +1,20 @@
-"""Per-application PostgreSQL databases and their ``<app>-db`` Secrets (``appDatabases``).
+"""Per-application PostgreSQL credentials as Kubernetes Secrets (``appDatabases``).
 
 Run it with ``pyinfra inventory.py deploys/databases.py`` after ``k3sfleet db
-generate-passwords``. From this machine, through the Kubernetes API (``k3sfleet.kube``), it runs
-``psql`` inside the PostgreSQL pod (exec; SQL on stdin) to give every app declared in
-``helm/apps/values.yaml`` a LOGIN role and a database it owns, with CONNECT revoked from PUBLIC
-and from the other apps; then it writes the Secret ``<app>-db`` (host, port, database, username,
-password, connection-string) in the app's namespace (``spec.destination.namespace`` of
-``helm/apps/templates/<app>.yaml``). Both steps change nothing when all is in place, and
-``--dry`` names what would change (never a password). This replaces the Ansible repository's
-``setup-secrets-database.yml``.
+generate-passwords``. For every app declared in ``helm/apps/values.yaml`` it writes, through the
+Kubernetes API (``k3sfleet.kube``), two Secrets from the vault password:
+
+- ``<cluster>-role-<app>`` (``kubernetes.io/basic-auth``: ``username``, ``password``) in the
+  PostgreSQL namespace: the ``passwordSecret`` of the app's managed role in the CloudNativePG
+  ``Cluster`` (helm/apps templates/postgresql.yaml). The operator creates the role, its
+  ``Database`` and keeps the password in step; label ``cnpg.io/reload`` makes a changed
+  password apply at once.
+- ``<app>-db`` in the app's namespace (``spec.destination.namespace`` of
+  ``helm/apps/templates/<app>.yaml``): host (the Cluster's ``-rw`` Service), port, database,
+  username, password, connection-string.
+
+A Secret is written only when it differs; ``--dry`` names what would change (never a password).
+This replaces the Ansible repository's ``setup-secrets-database.yml``.
 
 Example (your own deploy)::
 
@@ -19,24 +25,18 @@ Example (your own deploy)::
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from pyinfra import host, state
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.api import deploy
 
 from k3sfleet.databases import (
     AppDatabase,
-    PodPsql,
     Server,
-    SqlExecutor,
-    inspect_sql,
     load_apps,
     missing_passwords,
     passwords_from_vault,
-    plan_sql,
-    provision,
+    role_secret_data,
     secret_data,
 )
 from k3sfleet.entry import under_pyinfra
@@ -51,75 +51,47 @@ from k3sfleet.k8s_secrets import (
     secrets_ops,
 )
 
-DATA_DEFAULTS: dict[str, Any] = {
-    # Where the shared PostgreSQL runs (the bitnami chart's primary pod and container).
-    "databases_postgres_namespace": "database",
-    "databases_postgres_selector": (
-        "app.kubernetes.io/instance=postgresql,app.kubernetes.io/component=primary"
-    ),
-    "databases_postgres_container": "postgresql",
-}
-
-
-@dataclass(repr=False)
-class ProvisionJob:
-    """What the execute-time callback needs; its ``repr`` (shown by ``-v``) holds no password."""
-
-    executor: SqlExecutor
-    apps: Sequence[AppDatabase]
-    passwords: Mapping[str, str] = field(repr=False)
-    session: ApiSession | None = None
-
-    def __repr__(self) -> str:
-        return f"ProvisionJob(apps={[a.name for a in self.apps]})"
-
-
-def _provision_callback(state: Any, host: Any, job: ProvisionJob) -> None:
-    try:
-        provision(job.executor, job.apps, job.passwords)
-    finally:
-        if job.session is not None:
-            job.session.done()
-
-
-@operation()
-def app_databases(job: ProvisionJob, changes: Sequence[str]) -> Generator[Any, None, None]:
-    """Create or repair the apps' roles and databases (planned at prepare time).
-
-    + job: the ``ProvisionJob`` (apps, passwords, executor)
-    + changes: descriptions of the planned actions (no passwords)
-    """
-    if not changes:
-        host.noop("application databases are up to date")
-        return
-    yield FunctionCommand(_provision_callback, (job,), {})
+BASIC_AUTH = "kubernetes.io/basic-auth"
+# CloudNativePG applies a change of a Secret carrying this label at once
+# (docs/src/labels_annotations.md, declarative_role_management.md at v1.30.0).
+CNPG_RELOAD = {"cnpg.io/reload": "true"}
 
 
 def db_secrets(
     apps: Sequence[AppDatabase], passwords: Mapping[str, str], server: Server
 ) -> list[DesiredSecret]:
-    """The ``<app>-db`` Secrets."""
-    return [
-        DesiredSecret(
-            app.namespace,
-            app.secret_name,
-            "Opaque",
-            {**MANAGED_BY, "k3sfleet.io/app-database": app.name},
-            {},
-            {k: v.encode() for k, v in secret_data(app, passwords[app.name], server).items()},
+    """Per app: the role's basic-auth Secret (PostgreSQL namespace) and ``<app>-db``."""
+    out: list[DesiredSecret] = []
+    for app in apps:
+        labels = {**MANAGED_BY, "k3sfleet.io/app-database": app.name}
+        password = passwords[app.name]
+        out.append(
+            DesiredSecret(
+                server.namespace,
+                server.role_secret(app),
+                BASIC_AUTH,
+                {**labels, **CNPG_RELOAD, "cnpg.io/cluster": server.cluster},
+                {},
+                {k: v.encode() for k, v in role_secret_data(app, password).items()},
+            )
         )
-        for app in apps
-    ]
+        out.append(
+            DesiredSecret(
+                app.namespace,
+                app.secret_name,
+                "Opaque",
+                labels,
+                {},
+                {k: v.encode() for k, v in secret_data(app, password, server).items()},
+            )
+        )
+    return out
 
 
-@deploy("Application databases", data_defaults=DATA_DEFAULTS)
-def databases(
-    values: Values | None = None,
-    session: ApiSession | None = None,
-    executor: SqlExecutor | None = None,
-) -> None:
+@deploy("Application databases")
+def databases(values: Values | None = None, session: ApiSession | None = None) -> None:
     """On the run's API host: check every app has a vault password (nothing touched otherwise),
-    plan the SQL through ``psql`` in the PostgreSQL pod, then plan the ``<app>-db`` Secrets."""
+    then plan the role Secrets and the ``<app>-db`` Secrets."""
     if host.name != api_host_name(state):
         return
     if values is None:
@@ -130,25 +102,8 @@ def databases(
     if problems:
         raise ConfigError(problems)
     passwords = passwords_from_vault(apps, values.vault)
-    session = session or ApiSession()
-    if executor is None:
-        executor = PodPsql(
-            session.api,
-            namespace=host.data.databases_postgres_namespace,
-            selector=host.data.databases_postgres_selector,
-            container=host.data.databases_postgres_container,
-        )
-    actions = plan_sql(executor.fetch_json(inspect_sql(apps)), apps, passwords) if apps else []
-    changes = [a.description for a in actions]
-    if changes:
-        session.pending += 1
-    app_databases(
-        name="PostgreSQL: " + ("; ".join(changes) if changes else "databases up to date"),
-        job=ProvisionJob(executor, apps, passwords, session),
-        changes=changes,
-    )
     server = Server.from_chart(values.project_dir, apps_path)
-    secrets_ops(db_secrets(apps, passwords, server), session, label="Secret")
+    secrets_ops(db_secrets(apps, passwords, server), session or ApiSession(), label="Secret")
 
 
 if under_pyinfra():

@@ -87,9 +87,12 @@ SECRETS: list[SecretSpec] = [
     ),
     SecretSpec(
         "database",
-        "postgresql",
-        {"postgres-password": env("POSTGRES_PASSWORD")},
-        description="PostgreSQL admin password (helm/apps postgresql.existingSecret)",
+        "postgresql-superuser",
+        {"username": literal("postgres"), "password": env("POSTGRES_PASSWORD")},
+        type="kubernetes.io/basic-auth",
+        # CloudNativePG applies a changed password at once (docs/src/labels_annotations.md v1.30.0)
+        labels={"cnpg.io/reload": "true"},
+        description="PostgreSQL superuser (helm/apps postgresql.superuserSecret, CloudNativePG)",
     ),
     SecretSpec(
         "database",

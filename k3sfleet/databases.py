@@ -1,4 +1,4 @@
-"""Per-application PostgreSQL databases: declaration, passwords, least-privilege provisioning.
+"""Per-application PostgreSQL databases: declaration, passwords, and the Secrets that carry them.
 
 Applications are declared in ``helm/apps/values.yaml`` under ``appDatabases`` (``name``,
 ``database``, ``username``); an app's namespace is ``spec.destination.namespace`` of its Argo CD
@@ -7,39 +7,34 @@ Application in ``helm/apps/templates/<name>.yaml``, as the Ansible repository re
 Passwords: 32 characters from ``secrets``, kept in the vault map ``vault_app_db_passwords``
 (``k3sfleet db generate-passwords`` adds one for each new app and never changes existing ones).
 
-Provisioning is one piece of code (``plan_sql`` / ``provision``) over a ``SqlExecutor``: in
-production ``PodPsql`` runs ``psql`` inside the PostgreSQL pod through the API's exec; the tests
-use ``PsycopgExecutor`` against a real server. Per app: a LOGIN role with no other attribute, a
-database it owns, CONNECT (and TEMP) revoked from PUBLIC and from the other apps' roles. The
-password is sent as a SCRAM-SHA-256 verifier computed here, so the plain password never reaches
-the server, its logs or a command line; a role's password is compared with its stored verifier,
-so a second run changes nothing.
+The roles and databases are CloudNativePG's work: ``helm/apps/templates/postgresql.yaml``
+renders, per app, a managed role (LOGIN, no other attribute) whose password comes from the
+basic-auth Secret ``<cluster>-role-<app>`` in the PostgreSQL namespace, a ``Database`` it owns,
+and pg_hba lines that keep every other app's role out of it. k3sfleet writes that Secret
+(``role_secret_data``) and the app's own ``<app>-db`` (``secret_data``: host = the Cluster's
+``-rw`` Service).
 
 Example::
 
     apps = load_apps(Path("."))
-    actions = provision(PsycopgExecutor(conn), apps, {"myapp": "..."})
-    [a.description for a in actions]      # ['create role myapp_user', 'create database ...']
+    server = Server.from_chart(Path("."))
+    secret_data(apps[0], "...", server)["host"]   # 'postgresql-rw.database.svc.cluster.local'
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import re
 import secrets
 import string
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import yaml
 
-from k3sfleet.errors import ConfigError, K3sfleetError
+from k3sfleet.errors import ConfigError
 
 VAULT_KEY = "vault_app_db_passwords"
 PASSWORD_LENGTH = 32
@@ -48,8 +43,13 @@ PASSWORD_LENGTH = 32
 PASSWORD_ALPHABET = string.ascii_letters + string.digits + "!#%*+,-./:=?@^_~"
 IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 APP_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-SCRAM_ITERATIONS = 4096
-ROLE_FLAGS = ("superuser", "createdb", "createrole", "replication", "bypassrls")
+# Role names CloudNativePG keeps for itself or PostgreSQL (pkg/postgres/roles.go IsRoleReserved
+# at v1.30.0: postgres, streaming_replica, cnpg_*, pg_*) and the owner of the database its
+# initdb bootstrap makes ("app"); database names its Database CRD refuses (postgres, template0,
+# template1) and that bootstrap database.
+RESERVED_USERS = ("postgres", "streaming_replica", "app", "public")
+RESERVED_USER_PREFIXES = ("pg_", "cnpg_")
+RESERVED_DATABASES = ("postgres", "template0", "template1", "app")
 
 
 @dataclass(frozen=True)
@@ -145,9 +145,11 @@ def load_apps(project_dir: Path | str = ".", apps_path: str = "helm/apps") -> li
         seen = [getattr(a, what) for a in apps]
         for dup in sorted({v for v in seen if seen.count(v) > 1}):
             problems.append(f"{values_file}: appDatabases {what} {dup!r} is used more than once")
-    users = {a.username for a in apps}
-    for reserved in sorted(users & {"postgres", "public"}):
-        problems.append(f"{values_file}: username {reserved!r} is reserved")
+    for app in apps:
+        if app.username in RESERVED_USERS or app.username.startswith(RESERVED_USER_PREFIXES):
+            problems.append(f"{values_file}: username {app.username!r} is reserved")
+        if app.database in RESERVED_DATABASES:
+            problems.append(f"{values_file}: database {app.database!r} is reserved")
     if problems:
         raise ConfigError(problems)
     return apps
@@ -187,339 +189,37 @@ def missing_passwords(apps: Sequence[AppDatabase], vault: Mapping[str, Any]) -> 
     ]
 
 
-# -- SCRAM-SHA-256 verifiers ----------------------------------------------------------------
-
-
-def _scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    return hashlib.sha256(client_key).digest(), server_key
-
-
-def scram_verifier(
-    password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
-) -> str:
-    """What PostgreSQL stores for ``password`` (``SCRAM-SHA-256$4096:salt$stored:server``).
-
-    Our passwords are ASCII, so SASLprep leaves them unchanged."""
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    stored, server = _scram_keys(password, salt, iterations)
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}"
-
-
-def password_matches(stored: str | None, password: str, username: str) -> bool:
-    """Whether PostgreSQL's stored verifier (SCRAM or legacy md5) is for ``password``."""
-    if not stored:
-        return False
-    m = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", stored)
-    if m:
-        iterations, salt = int(m.group(1)), base64.b64decode(m.group(2))
-        want_stored, want_server = _scram_keys(password, salt, iterations)
-        return hmac.compare_digest(base64.b64decode(m.group(3)), want_stored) and (
-            hmac.compare_digest(base64.b64decode(m.group(4)), want_server)
-        )
-    if stored.startswith("md5"):
-        digest = hashlib.md5((password + username).encode(), usedforsecurity=False).hexdigest()
-        return hmac.compare_digest(stored, "md5" + digest)
-    return False
-
-
-# -- SQL ------------------------------------------------------------------------------------
-
-
-def ident(name: str) -> str:
-    """A quoted SQL identifier (names are validated by ``IDENT_RE`` first)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(value: str) -> str:
-    """A SQL string literal (standard_conforming_strings)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-class SqlExecutor(Protocol):
-    """Runs SQL as the PostgreSQL superuser."""
-
-    def fetch_json(self, sql: str) -> Any:
-        """Run one query returning a single JSON value; return it parsed."""
-        ...
-
-    def execute(self, statements: Sequence[str]) -> None:
-        """Run statements in order, each on its own (CREATE DATABASE cannot run in a
-        transaction); stop at the first error."""
-        ...
-
-
-@dataclass(frozen=True)
-class Action:
-    """One change: a description without secrets, and its SQL (which may hold a verifier)."""
-
-    description: str
-    sql: str = field(repr=False)
-
-
-def inspect_sql(apps: Sequence[AppDatabase]) -> str:
-    """The one query that reads everything ``plan_sql`` compares."""
-    roles = ", ".join(literal(a.username) for a in apps) or "NULL"
-    dbs = ", ".join(literal(a.database) for a in apps) or "NULL"
-    # Names are validated (IDENT_RE) and quoted as literals: no user text reaches SQL raw.
-    return f"""SELECT json_build_object(
-  'version', current_setting('server_version_num')::int,
-  'roles', COALESCE((SELECT json_object_agg(rolname, json_build_object(
-      'login', rolcanlogin, 'superuser', rolsuper, 'createdb', rolcreatedb,
-      'createrole', rolcreaterole, 'replication', rolreplication, 'bypassrls', rolbypassrls,
-      'password', rolpassword))
-    FROM pg_authid WHERE rolname IN ({roles})), '{{}}'::json),
-  'databases', COALESCE((SELECT json_object_agg(datname, json_build_object(
-      'owner', pg_get_userbyid(datdba), 'acl', datacl::text[]))
-    FROM pg_database WHERE datname IN ({dbs})), '{{}}'::json)
-)"""  # noqa: S608
-
-
-def _grantees(acl: Sequence[str] | None) -> dict[str, str]:
-    """``{grantee: privileges}`` of a datacl; ``None`` (the default) grants PUBLIC ``Tc``."""
-    if acl is None:
-        return {"": "Tc"}
-    out: dict[str, str] = {}
-    for item in acl:
-        grantee, _, rest = item.partition("=")
-        out[grantee.strip('"')] = rest.split("/", 1)[0]
-    return out
-
-
-def plan_sql(
-    state: Mapping[str, Any], apps: Sequence[AppDatabase], passwords: Mapping[str, str]
-) -> list[Action]:
-    """The actions that bring the server (``state`` from ``inspect_sql``) to the declaration."""
-    if int(state.get("version") or 0) < 150000:
-        raise K3sfleetError(
-            "PostgreSQL 15 or newer is needed (the public schema of a new database must belong "
-            "to its owner)"
-        )
-    roles, dbs = state.get("roles") or {}, state.get("databases") or {}
-    app_users = {a.username for a in apps}
-    actions: list[Action] = []
-    for app in apps:
-        user, db, pw = app.username, app.database, passwords[app.name]
-        role = roles.get(user)
-        attrs = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-        if role is None:
-            actions.append(
-                Action(
-                    f"create role {user}",
-                    f"CREATE ROLE {ident(user)} {attrs} PASSWORD {literal(scram_verifier(pw))}",
-                )
-            )
-        else:
-            if not role.get("login") or any(role.get(flag) for flag in ROLE_FLAGS):
-                actions.append(
-                    Action(f"reset attributes of role {user}", f"ALTER ROLE {ident(user)} {attrs}")
-                )
-            if not password_matches(role.get("password"), pw, user):
-                actions.append(
-                    Action(
-                        f"set password of role {user}",
-                        f"ALTER ROLE {ident(user)} PASSWORD {literal(scram_verifier(pw))}",
-                    )
-                )
-        database = dbs.get(db)
-        if database is None:
-            actions.append(
-                Action(
-                    f"create database {db} owned by {user}",
-                    f"CREATE DATABASE {ident(db)} OWNER {ident(user)}",
-                )
-            )
-            grantees: dict[str, str] = {"": "Tc"}
-        else:
-            if database.get("owner") != user:
-                actions.append(
-                    Action(
-                        f"make {user} the owner of database {db}",
-                        f"ALTER DATABASE {ident(db)} OWNER TO {ident(user)}",
-                    )
-                )
-            grantees = _grantees(database.get("acl"))
-        if grantees.get(""):
-            actions.append(
-                Action(
-                    f"revoke PUBLIC access to database {db}",
-                    f"REVOKE ALL ON DATABASE {ident(db)} FROM PUBLIC",
-                )
-            )
-        for other in sorted(app_users - {user}):
-            if grantees.get(other):
-                actions.append(
-                    Action(
-                        f"revoke {other}'s access to database {db}",
-                        f"REVOKE ALL ON DATABASE {ident(db)} FROM {ident(other)}",
-                    )
-                )
-    return actions
-
-
-def provision(
-    executor: SqlExecutor,
-    apps: Sequence[AppDatabase],
-    passwords: Mapping[str, str],
-    *,
-    dry: bool = False,
-) -> list[Action]:
-    """Inspect, plan and (unless ``dry``) run the actions; returns them (empty: nothing to do)."""
-    missing = [a.name for a in apps if not passwords.get(a.name)]
-    if missing:
-        raise ConfigError(
-            [f"no password for app {n} (run `k3sfleet db generate-passwords`)" for n in missing]
-        )
-    if not apps:
-        return []
-    actions = plan_sql(executor.fetch_json(inspect_sql(apps)), apps, passwords)
-    if actions and not dry:
-        executor.execute([a.sql for a in actions])
-    return actions
-
-
-# -- executors ------------------------------------------------------------------------------
-
-
-class PsycopgExecutor:
-    """A direct connection (psycopg 3, autocommit) as a superuser: what the tests use."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        conn.autocommit = True
-
-    def fetch_json(self, sql: str) -> Any:
-        with self.conn.cursor() as cur:
-            cur.execute(sql)
-            value = cur.fetchone()[0]
-        return json.loads(value) if isinstance(value, str) else value
-
-    def execute(self, statements: Sequence[str]) -> None:
-        with self.conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-
-
-# The script run in the PostgreSQL container: the admin password comes from the container's own
-# environment (the bitnami chart's POSTGRES_[POSTGRES_]PASSWORD[_FILE]); the SQL arrives on
-# stdin, exactly $1 bytes (the exec protocol cannot close stdin, so `head -c` ends the input).
-POD_SCRIPT = """set -e
-if [ -n "${POSTGRES_POSTGRES_PASSWORD_FILE:-}" ]; then
-  PGPASSWORD=$(cat "$POSTGRES_POSTGRES_PASSWORD_FILE")
-elif [ -n "${POSTGRES_POSTGRES_PASSWORD:-}" ]; then
-  PGPASSWORD=$POSTGRES_POSTGRES_PASSWORD
-elif [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
-  PGPASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
-else
-  PGPASSWORD=${POSTGRES_PASSWORD:-}
-fi
-export PGPASSWORD
-head -c "$1" | psql -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -d postgres -f -
-"""
-
-
-@dataclass
-class PodPsql:
-    """``psql`` inside the PostgreSQL pod, through the API's exec (``kubernetes.stream``).
-
-    The pod is the running one matching ``selector`` in ``namespace`` (the bitnami chart's
-    primary). SQL goes over stdin, never on a command line.
-    """
-
-    api: Any
-    namespace: str = "database"
-    selector: str = "app.kubernetes.io/instance=postgresql,app.kubernetes.io/component=primary"
-    container: str = "postgresql"
-    timeout: float = 120.0
-    stream: Any = None  # kubernetes.stream.stream, replaceable in tests
-    _pod: str | None = field(default=None, init=False)
-
-    def pod(self) -> str:
-        if self._pod is None:
-            from kubernetes import client
-
-            pods = client.CoreV1Api(self.api).list_namespaced_pod(
-                self.namespace, label_selector=self.selector
-            )
-            running = sorted(
-                str(p.metadata.name)
-                for p in pods.items
-                if p.metadata and p.status and p.status.phase == "Running"
-            )
-            if not running:
-                raise K3sfleetError(
-                    f"no running PostgreSQL pod in namespace {self.namespace} ({self.selector})"
-                )
-            self._pod = running[0]
-        return self._pod
-
-    def command(self, size: int) -> list[str]:
-        return ["sh", "-c", POD_SCRIPT, "k3sfleet-psql", str(size)]
-
-    def run(self, sql: str) -> str:
-        from kubernetes import client
-
-        stream = self.stream
-        if stream is None:
-            from kubernetes.stream import stream
-        data = sql.encode("utf-8")
-        core = client.CoreV1Api(self.api)
-        resp = stream(
-            core.connect_get_namespaced_pod_exec,
-            self.pod(),
-            self.namespace,
-            command=self.command(len(data)),
-            container=self.container,
-            stdin=True,
-            stdout=True,
-            stderr=True,
-            tty=False,
-            _preload_content=False,
-        )
-        out: list[str] = []
-        err: list[str] = []
-        try:
-            resp.write_stdin(data)
-            resp.run_forever(timeout=self.timeout)
-            out.append(resp.read_stdout() or "")
-            err.append(resp.read_stderr() or "")
-            rc = resp.returncode
-            if rc is None:
-                raise K3sfleetError(f"psql in pod {self.namespace}/{self.pod()} timed out")
-        finally:
-            resp.close()
-        if rc != 0:
-            reason = "".join(err).strip().splitlines()[-1:] or ["(no message)"]
-            raise K3sfleetError(f"psql in pod {self.namespace}/{self.pod()} failed: {reason[0]}")
-        return "".join(out)
-
-    def fetch_json(self, sql: str) -> Any:
-        return json.loads(self.run(sql + ";\n").strip())
-
-    def execute(self, statements: Sequence[str]) -> None:
-        self.run("".join(f"{s};\n" for s in statements))
-
-
 # -- the <app>-db Secret --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Server:
-    """Where applications reach PostgreSQL (from helm/apps values ``postgresql``)."""
+    """The CloudNativePG Cluster of helm/apps values ``postgresql``: where applications reach it
+    (its read-write Service ``<cluster>-rw``, api/v1 ServiceReadWriteSuffix at v1.30.0) and where
+    the roles' Secrets live (the Cluster's namespace, as ``passwordSecret`` is a local reference).
+    """
 
-    host: str = "postgresql.database.svc.cluster.local"
+    host: str = "postgresql-rw.database.svc.cluster.local"
     port: int = 5432
+    cluster: str = "postgresql"
+    namespace: str = "database"
 
     @classmethod
     def from_chart(cls, project_dir: Path | str = ".", apps_path: str = "helm/apps") -> Server:
         path = Path(project_dir) / apps_path / "values.yaml"
         pg = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("postgresql") or {}
-        name = pg.get("fullnameOverride") or "postgresql"
-        namespace = pg.get("namespace") or "database"
-        return cls(f"{name}.{namespace}.svc.cluster.local", int(pg.get("port") or 5432))
+        cluster = str(pg.get("clusterName") or "postgresql")
+        namespace = str(pg.get("namespace") or "database")
+        return cls(
+            f"{cluster}-rw.{namespace}.svc.cluster.local",
+            int(pg.get("port") or 5432),
+            cluster,
+            namespace,
+        )
+
+    def role_secret(self, app: AppDatabase) -> str:
+        """The basic-auth Secret the app's managed role reads (templates/postgresql.yaml)."""
+        return f"{self.cluster}-role-{app.name}"
 
 
 def connection_string(app: AppDatabase, password: str, server: Server) -> str:
@@ -540,6 +240,12 @@ def secret_data(app: AppDatabase, password: str, server: Server) -> dict[str, st
         "password": password,
         "connection-string": connection_string(app, password, server),
     }
+
+
+def role_secret_data(app: AppDatabase, password: str) -> dict[str, str]:
+    """The keys of the role's ``kubernetes.io/basic-auth`` Secret: CloudNativePG wants
+    ``username`` (the role) and ``password`` (docs/src/declarative_role_management.md, v1.30.0)."""
+    return {"username": app.username, "password": password}
 
 
 def passwords_from_vault(apps: Iterable[AppDatabase], vault: Mapping[str, Any]) -> dict[str, str]:

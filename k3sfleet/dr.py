@@ -6,10 +6,11 @@ Schedule (backups labelled ``k3sfleet.io/stateful-service=<name>``). Moving one 
 
 1. pause Argo CD's automated sync of the root Application ``apps`` and of ``<name>``, so
    GitOps does not recreate the old objects half-way;
-2. delete the service's StatefulSets/Deployments and PersistentVolumeClaims (its ``selector``
-   labels) in its namespace: their volumes live on the old node;
-3. a Velero resource-modifier ConfigMap that rewrites the restored workloads' nodeSelector to
-   ``kubernetes.io/hostname: <target>``;
+2. delete the service's StatefulSets/Deployments, CloudNativePG Clusters and
+   PersistentVolumeClaims (its ``selector`` labels) in its namespace: their volumes live on the
+   old node;
+3. a Velero resource-modifier ConfigMap that rewrites the restored workloads' nodeSelector
+   (a Cluster's ``spec.affinity.nodeSelector``) to ``kubernetes.io/hostname: <target>``;
 4. a Velero ``Restore`` of the service's namespace and labels from the chosen backup;
 5. wait for the Restore to finish;
 6. set the Helm parameter ``nodeOverrides.<name>=<target>`` on ``apps`` (so GitOps keeps the
@@ -56,6 +57,15 @@ ROOT_APP = "apps"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DR_CORDON = "k3sfleet-dr"
 RESTORE_DONE = ("Completed", "PartiallyFailed", "Failed", "FailedValidation")
+# Where each kind of workload keeps its nodeSelector. A CloudNativePG Cluster (the shared
+# PostgreSQL, helm/apps templates/postgresql.yaml) has it in spec.affinity.nodeSelector and
+# owns its Pods and PVCs (Cluster CRD, cloudnative-pg/charts cloudnative-pg-v0.29.0).
+NODE_SELECTOR_PATHS = {
+    "statefulsets.apps": "/spec/template/spec/nodeSelector",
+    "deployments.apps": "/spec/template/spec/nodeSelector",
+    "clusters.postgresql.cnpg.io": "/spec/affinity/nodeSelector",
+}
+CNPG = ("postgresql.cnpg.io", "v1", "clusters")
 
 
 class DrRefused(K3sfleetError):
@@ -144,12 +154,12 @@ def modifier_configmap(name: str, service: StatefulService, target: str) -> dict
                 "patches": [
                     {
                         "operation": "replace",
-                        "path": "/spec/template/spec/nodeSelector",
+                        "path": path,
                         "value": f'{{"{HOSTNAME_LABEL}": "{target}"}}',
                     }
                 ],
             }
-            for resource in ("statefulsets.apps", "deployments.apps")
+            for resource, path in NODE_SELECTOR_PATHS.items()
         ],
     }
     return {
@@ -320,9 +330,25 @@ def _app_steps(
                 )
 
     def delete_old(api: Any) -> None:
-        core, _ = _apis(api)
+        core, custom = _apis(api)
         apps = _apps_api(api)
         ns = service.namespace
+        try:
+            clusters = custom.list_namespaced_custom_object(
+                *CNPG[:2], ns, CNPG[2], label_selector=labels
+            )
+        except ApiException as e:
+            if e.status != 404:  # no CloudNativePG CRD: nothing of the kind to delete
+                raise
+            clusters = {}
+        for item in clusters.get("items") or []:
+            try:
+                custom.delete_namespaced_custom_object(
+                    *CNPG[:2], ns, CNPG[2], item["metadata"]["name"]
+                )
+            except ApiException as e:
+                if e.status != 404:
+                    raise
         for lister, deleter in (
             (apps.list_namespaced_stateful_set, apps.delete_namespaced_stateful_set),
             (apps.list_namespaced_deployment, apps.delete_namespaced_deployment),
@@ -412,7 +438,11 @@ def _app_steps(
     where = f"{service.namespace}" + (f" ({labels})" if labels else "")
     steps = [
         Step(f"pause Argo CD automated sync of {ROOT_APP} and {service.name}", pause),
-        Step(f"delete {service.name}'s StatefulSets, Deployments and PVCs in {where}", delete_old),
+        Step(
+            f"delete {service.name}'s StatefulSets, Deployments, CloudNativePG Clusters and PVCs "
+            f"in {where}",
+            delete_old,
+        ),
         Step(
             f"ConfigMap {VELERO_NAMESPACE}/{modifier}: restored workloads pinned to {target}",
             put_modifier,

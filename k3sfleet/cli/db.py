@@ -3,7 +3,8 @@
 ``generate-passwords`` gives each declared app without a password a new 32-character one in the
 vault (``vault_app_db_passwords``); existing passwords never change, so it is safe to re-run.
 ``list`` shows the declared apps, their namespaces and whether each has a password (never the
-password). ``pyinfra inventory.py deploys/databases.py`` then provisions them.
+password). ``pyinfra inventory.py deploys/databases.py`` then writes their Secrets, from which
+the CloudNativePG operator makes the roles and databases the apps chart declares.
 
 Example::
 

@@ -24,8 +24,9 @@ HEADER = """\
      tests/helm/test_charts.py fails when this file and the values disagree. -->
 
 The cluster uses **local-path** storage: a volume lives on one node's disk, so every service
-with data is pinned to one node with a `nodeSelector`, and backed up by its own Velero
-Schedule (file-system backup through the node agent) to R2.
+with data is pinned to one node with a `nodeSelector` (for the PostgreSQL CloudNativePG
+`Cluster`, `spec.affinity.nodeSelector`, which the operator puts on its instance Pods), and
+backed up by its own Velero Schedule (file-system backup through the node agent) to R2.
 
 To add one: list it under `statefulServices` in `helm/apps/values.yaml` (name, namespace, node
 or nodeSelector, storage, selector, backup, reason), use
@@ -36,7 +37,8 @@ or nodeSelector, storage, selector, backup, reason), use
 
 | key | meaning |
 |---|---|
-| `name` | Argo CD Application name and Helm release name (`helm/apps/templates/<name>.yaml`) |
+| `name` | `helm/apps/templates/<name>.yaml`: an Argo CD Application (= Helm release) or, \
+for `postgresql`, the CloudNativePG `Cluster` |
 | `namespace` | namespace the service runs in; a restore restores this namespace |
 | `node` | Kubernetes node name it is pinned to (`kubernetes.io/hostname`) |
 | `nodeSelector` | label-based pinning, used when `node` is empty |
@@ -53,8 +55,8 @@ Application `apps` (what `k3sfleet dr` does); commit the new `node` afterwards.
 
 ## Current pinned services
 
-| service | namespace | pinned to | storage | backup (cron, kept) | reason |
-|---|---|---|---|---|---|
+| service | namespace | pinned to | storage | selector | backup (cron, kept) | reason |
+|---|---|---|---|---|---|---|
 """
 
 
@@ -75,10 +77,11 @@ def render(values: dict[str, Any]) -> str:
         backup_text = (
             f"`{backup['schedule']}`, {backup.get('ttl', '720h0m0s')}" if backup else "none"
         )
+        selector = ", ".join(f"`{k}={v}`" for k, v in (svc.get("selector") or {}).items())
         rows.append(
             f"| {svc['name']} | {svc['namespace']} | {pinning(svc)} | "
             f"{storage.get('storageClass', 'local-path')} {storage.get('size', '?')} | "
-            f"{backup_text} | {svc.get('reason', '')} |"
+            f"{selector or 'whole namespace'} | {backup_text} | {svc.get('reason', '')} |"
         )
     return HEADER + "\n".join(rows) + "\n"
 

@@ -65,6 +65,7 @@ INFRA_ALL_OFF: dict[str, Any] = {
         "tailscaleOperator",
         "rancher",
         "gateway",
+        "cloudnativePg",
     )
 }
 
@@ -147,7 +148,8 @@ def test_apps_render_and_validate(tmp_path: Path) -> None:
     docs = template(APPS, tmp_path)
     # the Tailscale Ingress is a built-in kind and really validated
     assert validate_all(docs) >= 1
-    assert set(by_kind(docs, "Application")) == {"postgresql", "pgadmin4", "example-app"}
+    assert set(by_kind(docs, "Application")) == {"pgadmin4", "example-app"}
+    assert set(by_kind(docs, "Cluster")) == {"postgresql"}
 
 
 # -- infrastructure -----------------------------------------------------------------------------
@@ -167,6 +169,7 @@ def test_every_component_is_a_pinned_upstream_chart(tmp_path: Path) -> None:
         "velero",
         "tailscale-operator",
         "rancher",
+        "cloudnative-pg",
     }
     for name, app in apps.items():
         src = app["spec"]["source"]
@@ -195,6 +198,8 @@ def test_sync_waves(tmp_path: Path) -> None:
     assert wave[("ClusterIssuer", "letsencrypt-prod")] > app["cert-manager"]
     assert wave[("Gateway", "public")] > app["traefik"]
     assert app["rancher"] > wave[("Gateway", "public")]
+    # the operator (and its CRDs) before anything that could hold data
+    assert app["cloudnative-pg"] < app["velero"]
 
 
 @needs_helm
@@ -288,27 +293,103 @@ def test_gateway_and_routes(tmp_path: Path) -> None:
 # -- apps ---------------------------------------------------------------------------------------
 
 
+def cluster_spec(docs: list[dict]) -> dict[str, Any]:
+    spec: dict[str, Any] = by_kind(docs, "Cluster")["postgresql"]["spec"]
+    return spec
+
+
 @needs_helm
 @pytest.mark.helm
-def test_postgresql_uses_existing_secret_and_is_pinned(tmp_path: Path) -> None:
-    pg = by_kind(template(APPS, tmp_path), "Application")["postgresql"]
-    values = pg["spec"]["source"]["helm"]["valuesObject"]
-    assert values["auth"]["existingSecret"] == "postgresql"
-    assert values["auth"]["secretKeys"]["adminPasswordKey"] == "postgres-password"
-    assert values["primary"]["nodeSelector"] == {"kubernetes.io/hostname": "vps-hetzner-1"}
-    assert values["primary"]["persistence"]["storageClass"] == "local-path"
-    assert pg["spec"]["destination"]["namespace"] == "database"
+def test_postgresql_is_a_cloudnativepg_cluster(tmp_path: Path) -> None:
+    """The shared PostgreSQL is a CloudNativePG Cluster whose fields exist in the Cluster CRD of
+    cloudnative-pg/charts charts/cloudnative-pg/templates/crds/crds.yaml at
+    cloudnative-pg-v0.29.0 (the operator helm/infrastructure pins, next test)."""
+    docs = template(APPS, tmp_path)
+    cluster = by_kind(docs, "Cluster")["postgresql"]
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+    assert cluster["metadata"]["namespace"] == "database"
+    # the Velero Schedule's selector takes the Cluster itself with its Pods and PVCs
+    assert cluster["metadata"]["labels"]["cnpg.io/cluster"] == "postgresql"
+    options = cluster["metadata"]["annotations"]["argocd.argoproj.io/sync-options"]
+    assert "SkipDryRunOnMissingResource=true" in options
+    spec = cluster["spec"]
+    assert spec["instances"] == 1
+    assert spec["imageName"].startswith("ghcr.io/cloudnative-pg/postgresql:")
+    assert spec["enableSuperuserAccess"] is True
+    assert spec["superuserSecret"] == {"name": "postgresql-superuser"}
+    assert spec["storage"] == {"storageClass": "local-path", "size": "10Gi"}
+    assert spec["affinity"]["nodeSelector"] == {"kubernetes.io/hostname": "vps-hetzner-1"}
+    # no password anywhere in the rendered objects: Secrets are references
+    assert "password" not in yaml.safe_dump(spec).replace("passwordSecret", "")
+
+
+@needs_helm
+@pytest.mark.helm
+def test_cloudnativepg_operator_is_pinned_in_infrastructure(tmp_path: Path) -> None:
+    cnpg = by_kind(template(INFRA, tmp_path), "Application")["cloudnative-pg"]
+    src = cnpg["spec"]["source"]
+    assert (src["repoURL"], src["chart"], src["targetRevision"]) == (
+        "https://cloudnative-pg.github.io/charts",
+        "cloudnative-pg",
+        "0.29.0",
+    )
+    assert "ServerSideApply=true" in cnpg["spec"]["syncPolicy"]["syncOptions"]  # large CRDs
+    assert cnpg["spec"]["destination"]["namespace"] == "cnpg-system"
+
+
+APPS_THREE = [
+    {"name": "example-app", "database": "example_app", "username": "example_app"},
+    {"name": "shop", "database": "shop_db", "username": "shop_user"},
+    {"name": "wiki", "database": "all", "username": "wiki_user"},
+]
+
+
+@needs_helm
+@pytest.mark.helm
+def test_roles_databases_and_pg_hba_render_from_app_databases(tmp_path: Path) -> None:
+    """Per app: a managed role (LOGIN only, password from the basic-auth Secret k3sfleet
+    writes), a Database it owns, and pg_hba lines; tests/postgres proves them on a server."""
+    from k3sfleet.databases import AppDatabase, Server
+
+    docs = template(APPS, tmp_path, {"appDatabases": APPS_THREE})
+    spec = cluster_spec(docs)
+    roles = {r["name"]: r for r in spec["managed"]["roles"]}
+    assert list(roles) == ["example_app", "shop_user", "wiki_user"]
+    server = Server.from_chart(ROOT)
+    for entry in APPS_THREE:
+        role = roles[entry["username"]]
+        assert role["login"] is True and role["ensure"] == "present"
+        for flag in ("superuser", "createdb", "createrole", "replication", "bypassrls"):
+            assert role[flag] is False, (entry, flag)
+        app = AppDatabase(entry["name"], entry["database"], entry["username"], "apps")
+        # the same name deploys/databases.py writes
+        assert role["passwordSecret"] == {"name": server.role_secret(app)}
+    databases = {d["spec"]["name"]: d for d in by_kind(docs, "Database").values()}
+    assert {n: d["spec"]["owner"] for n, d in databases.items()} == {
+        "example_app": "example_app",
+        "shop_db": "shop_user",
+        "all": "wiki_user",
+    }
+    for d in databases.values():
+        assert d["metadata"]["namespace"] == "database"
+        assert d["spec"]["cluster"] == {"name": "postgresql"}
+        assert d["spec"]["databaseReclaimPolicy"] == "retain"
+        assert d["metadata"]["labels"]["cnpg.io/cluster"] == "postgresql"
+    assert spec["postgresql"]["pg_hba"][3:6] == [
+        'host "shop_db" "shop_user","postgres" all scram-sha-256',
+        'host "shop_db" all all reject',
+        'host all "shop_user" all reject',
+    ]
+    assert 'host "all" all all reject' in spec["postgresql"]["pg_hba"]  # quoted: not a keyword
 
 
 @needs_helm
 @pytest.mark.helm
 def test_node_override_moves_one_service(tmp_path: Path) -> None:
-    apps = by_kind(
-        template(APPS, tmp_path, {"nodeOverrides": {"postgresql": "vps-vultr-1"}}), "Application"
-    )
-    pg = apps["postgresql"]["spec"]["source"]["helm"]["valuesObject"]
-    assert pg["primary"]["nodeSelector"] == {"kubernetes.io/hostname": "vps-vultr-1"}
-    pga = apps["pgadmin4"]["spec"]["source"]["helm"]["valuesObject"]
+    docs = template(APPS, tmp_path, {"nodeOverrides": {"postgresql": "vps-vultr-1"}})
+    pin = cluster_spec(docs)["affinity"]["nodeSelector"]
+    assert pin == {"kubernetes.io/hostname": "vps-vultr-1"}
+    pga = by_kind(docs, "Application")["pgadmin4"]["spec"]["source"]["helm"]["valuesObject"]
     assert pga["nodeSelector"] == {"kubernetes.io/hostname": "vps-hetzner-1"}
 
 
@@ -318,9 +399,8 @@ def test_label_based_pinning_and_unpinned_service_fails(tmp_path: Path) -> None:
     services = load_values()["statefulServices"]
     labelled = [dict(s) for s in services]
     labelled[0] = {**labelled[0], "node": "", "nodeSelector": {"k3sfleet/disk": "ssd"}}
-    pg = by_kind(template(APPS, tmp_path, {"statefulServices": labelled}), "Application")
-    values = pg["postgresql"]["spec"]["source"]["helm"]["valuesObject"]
-    assert values["primary"]["nodeSelector"] == {"k3sfleet/disk": "ssd"}
+    docs = template(APPS, tmp_path, {"statefulServices": labelled})
+    assert cluster_spec(docs)["affinity"]["nodeSelector"] == {"k3sfleet/disk": "ssd"}
     unpinned = [dict(s) for s in services]
     unpinned[0] = {**unpinned[0], "node": "", "nodeSelector": {}}
     done = helm("template", "x", APPS, "-f", values_file(tmp_path, {"statefulServices": unpinned}))
@@ -330,6 +410,31 @@ def test_label_based_pinning_and_unpinned_service_fails(tmp_path: Path) -> None:
     done = helm("template", "x", APPS, "-f", values_file(tmp_path, {"statefulServices": missing}))
     assert done.returncode != 0
     assert "pgadmin4 is not listed in statefulServices" in done.stderr
+
+
+@needs_helm
+@pytest.mark.helm
+def test_pgadmin_is_pinned_and_points_at_the_rw_service(tmp_path: Path) -> None:
+    pga = by_kind(template(APPS, tmp_path), "Application")["pgadmin4"]
+    src = pga["spec"]["source"]
+    # chart 1.66.0 runs pgAdmin's own image docker.io/dpage/pgadmin4 (rowanruseler/helm-charts
+    # charts/pgadmin4/values.yaml at tag pgadmin4-1.66.0)
+    assert (src["repoURL"], src["chart"], src["targetRevision"]) == (
+        "https://helm.runix.net",
+        "pgadmin4",
+        "1.66.0",
+    )
+    server = src["helm"]["valuesObject"]["serverDefinitions"]["servers"]["shared"]
+    assert (server["Host"], server["Port"]) == ("postgresql-rw.database.svc.cluster.local", 5432)
+
+
+def strings(obj: Any) -> list[str]:
+    """Every string in a rendered object."""
+    if isinstance(obj, dict):
+        return [s for k, v in obj.items() for s in strings(k) + strings(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in strings(v)]
+    return [obj] if isinstance(obj, str) else []
 
 
 @needs_helm
@@ -432,11 +537,15 @@ def test_doc_render_reflects_values() -> None:
                 "node": "",
                 "nodeSelector": {"disk": "ssd"},
                 "storage": {"storageClass": "local-path", "size": "2Gi"},
+                "selector": {"app": "redis"},
                 "backup": {"schedule": "0 1 * * *", "ttl": "24h0m0s"},
                 "reason": "sessions",
             }
         ]
     }
     text = render(values)
-    row = "| redis | cache | `disk: ssd` | local-path 2Gi | `0 1 * * *`, 24h0m0s | sessions |"
+    row = (
+        "| redis | cache | `disk: ssd` | local-path 2Gi | `app=redis` | `0 1 * * *`, 24h0m0s "
+        "| sessions |"
+    )
     assert row in text

@@ -81,6 +81,26 @@ def cluster(lab_factory: Callable[..., Any], tmp_path_factory: pytest.TempPathFa
                 },
             },
         )
+        # the shared PostgreSQL as helm/apps renders it: a CloudNativePG Cluster on the old node
+        custom.create_namespaced_custom_object(
+            "postgresql.cnpg.io",
+            "v1",
+            "database",
+            "clusters",
+            {
+                "apiVersion": "postgresql.cnpg.io/v1",
+                "kind": "Cluster",
+                "metadata": {
+                    "name": "postgresql",
+                    "namespace": "database",
+                    "labels": {"cnpg.io/cluster": "postgresql"},
+                },
+                "spec": {
+                    "instances": 1,
+                    "affinity": {"nodeSelector": {"kubernetes.io/hostname": "vps-old"}},
+                },
+            },
+        )
     return lab, project, inventory
 
 
@@ -200,11 +220,16 @@ def test_restore_workload_latest_and_refusals(cluster: Any, velero: None) -> Non
         spec = restore["spec"]
         assert spec["backupName"] == "pg-2"
         assert spec["includedNamespaces"] == ["database"]
-        assert spec["labelSelector"]["matchLabels"] == {"app.kubernetes.io/instance": "postgresql"}
+        assert spec["labelSelector"]["matchLabels"] == {"cnpg.io/cluster": "postgresql"}
         modifier = client.CoreV1Api(api).read_namespaced_config_map(
             spec["resourceModifier"]["name"], "velero"
         )
         assert f'"kubernetes.io/hostname": "{target}"' in modifier.data["resourcemodifier.yaml"]
+        assert "/spec/affinity/nodeSelector" in modifier.data["resourcemodifier.yaml"]
+        clusters = custom.list_namespaced_custom_object(
+            "postgresql.cnpg.io", "v1", "database", "clusters"
+        )
+        assert clusters["items"] == []  # the old Cluster (and with it its Pods, PVCs) is gone
         root = custom.get_namespaced_custom_object(
             "argoproj.io", "v1alpha1", "argocd", "applications", "apps"
         )

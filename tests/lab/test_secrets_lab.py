@@ -38,7 +38,7 @@ EXPECTED = {
     ("cert-manager", "cloudflare-api-token"),
     ("external-dns", "cloudflare-api-token"),
     ("tailscale", "operator-oauth"),
-    ("database", "postgresql"),
+    ("database", "postgresql-superuser"),
     ("database", "pgadmin4"),
 }
 

@@ -1,11 +1,21 @@
-"""Per-app database provisioning (k3sfleet.databases) against a real PostgreSQL server that this
-module starts: Debian's postgresql, a private cluster in a temp dir, unix socket for the
-superuser (trust) and 127.0.0.1 with scram-sha-256 for the apps' real connection attempts."""
+"""The per-app databases as CloudNativePG makes them from our chart, on a real PostgreSQL server.
+
+helm/apps/templates/postgresql.yaml is rendered with the real helm; the roles and databases it
+declares are created with the statements CloudNativePG 1.30.0 issues for them
+(``cnpg_role_sql``/``cnpg_database_sql``, cited), and its pg_hba lines go into the server's
+pg_hba.conf between a stand-in of CNPG's fixed rules and its default rule. Then the apps' real
+connections over 127.0.0.1 (scram-sha-256) show what the chart promises: each role reaches its
+own database with the ``<app>-db`` connection string, no other app's database, and postgres
+(pgAdmin) reaches all. The server: Debian's postgresql, a private cluster in a temp dir."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -15,17 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from k3sfleet.databases import (
-    AppDatabase,
-    PsycopgExecutor,
-    Server,
-    connection_string,
-    new_password,
-    password_matches,
-    provision,
-    scram_verifier,
-)
+from k3sfleet.databases import AppDatabase, Server, connection_string, new_password
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -43,7 +45,7 @@ def _free_port() -> int:
 class Cluster:
     """A throwaway PostgreSQL cluster, run as the `postgres` user when we are root."""
 
-    def __init__(self) -> None:
+    def __init__(self, hba_rules: list[str]) -> None:
         if not PG_BIN or not (PG_BIN[-1] / "initdb").exists():
             pytest.skip("PostgreSQL server binaries not installed (apt install postgresql)")
         self.bin = PG_BIN[-1]
@@ -65,6 +67,12 @@ class Cluster:
         )
         with open(self.data / "postgresql.conf", "a") as f:
             f.write(conf)
+        # pg_hba.conf laid out as CloudNativePG writes it (pkg/postgres/configuration.go
+        # hbaTemplateString at v1.30.0): its fixed rules, the Cluster's pg_hba lines, then
+        # `host all all all scram-sha-256`. The fixed rules here are the test superuser's socket
+        # (CNPG: `local all all peer map=local`); its replication cert rules do not concern apps.
+        hba = ["local all all trust", *hba_rules, "host all all all scram-sha-256"]
+        (self.data / "pg_hba.conf").write_text("".join(f"{line}\n" for line in hba))
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "start")
 
     def _run(self, tool: str, *args: str) -> None:
@@ -94,226 +102,174 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# -- what the chart declares -------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+HELM = ROOT / ".tools" / "bin" / "helm"
+# App "c" owns a database named `all`: its quoted pg_hba lines must not read as the keyword
+# (unquoted, `host all all all reject` would shut every app out). It comes first, so a wrong
+# line would be the first to match.
+APPS = [
+    AppDatabase("c", "all", "c_user", "apps"),
+    AppDatabase("a", "a_db", "a_user", "apps"),
+    AppDatabase("b", "b_db", "b_user", "apps"),
+]
+PASSWORDS = {"a": new_password(), "b": new_password(), "c": "p@ss:w/rd?#%&=+ 'quote\"$(x)"}
+SUPERUSER_PASSWORD = new_password()
+
+
+def render_chart(tmp: Path) -> list[dict[str, Any]]:
+    """The Cluster and Databases of helm/apps for APPS, rendered by the real helm."""
+    if not HELM.is_file():
+        pytest.skip("helm not installed (.tools/bin/helm): run scripts/setup.sh")
+    values = tmp / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {"appDatabases": [{"name": a.name, "database": a.database, "username": a.username}
+                              for a in APPS]}  # fmt: skip
+        )
+    )
+    done = subprocess.run(  # noqa: S603 - our helm, our chart
+        [str(HELM), "template", "apps", str(ROOT / "helm" / "apps"), "-f", str(values),
+         "-s", "templates/postgresql.yaml"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def scram_verifier(password: str) -> str:
+    """The SCRAM-SHA-256 verifier (RFC 7677, PostgreSQL's stored form) of an ASCII password:
+    what CloudNativePG sends instead of the password (pkg/management/postgres/utils/password.go
+    EnsureEncryptedPassword at v1.30.0)."""
+    salt, iterations = secrets.token_bytes(16), 4096
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    stored = hashlib.sha256(client_key).digest()
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server_key)}"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def cnpg_role_sql(role: dict[str, Any], password: str) -> str:
+    """CREATE ROLE as CloudNativePG 1.30.0 builds it for a managed role
+    (internal/management/controller/roles/postgres.go: Create, appendRoleOptions - every
+    attribute spelled out, BYPASSRLS CREATEDB CREATEROLE INHERIT LOGIN REPLICATION SUPERUSER,
+    then CONNECTION LIMIT and the encoded PASSWORD)."""
+    options = [
+        ("BYPASSRLS", role.get("bypassrls", False)),
+        ("CREATEDB", role.get("createdb", False)),
+        ("CREATEROLE", role.get("createrole", False)),
+        ("INHERIT", role.get("inherit", True)),
+        ("LOGIN", role.get("login", False)),
+        ("REPLICATION", role.get("replication", False)),
+        ("SUPERUSER", role.get("superuser", False)),
+    ]
+    text = " ".join(name if on else "NO" + name for name, on in options)
+    return (
+        f"CREATE ROLE {quote_ident(role['name'])} {text} "
+        f"CONNECTION LIMIT {int(role.get('connectionLimit', -1))} "
+        f"PASSWORD {quote_literal(scram_verifier(password))}"
+    )
+
+
+def cnpg_database_sql(spec: dict[str, Any]) -> str:
+    """CREATE DATABASE as CloudNativePG 1.30.0 builds it for a Database with an owner
+    (internal/management/controller/database_controller_sql.go createDatabase)."""
+    return f"CREATE DATABASE {quote_ident(spec['name'])} OWNER {quote_ident(spec['owner'])}"
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    yield c
-    c.stop()
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    docs = render_chart(tmp_path_factory.mktemp("chart"))
+    (cluster,) = [d for d in docs if d["kind"] == "Cluster"]
+    databases = [d for d in docs if d["kind"] == "Database"]
+    return {"cluster": cluster, "databases": databases}
 
 
-@pytest.fixture
-def admin(cluster: Cluster) -> Iterator[Any]:
-    conn = cluster.admin()
-    yield conn
-    conn.close()
+@pytest.fixture(scope="module")
+def cluster(rendered: dict[str, Any]) -> Iterator[Cluster]:
+    """The server, with the chart's pg_hba, and the roles and databases CNPG would make."""
+    spec = rendered["cluster"]["spec"]
+    c = Cluster(spec["postgresql"]["pg_hba"])
+    try:
+        by_user = {a.username: a for a in APPS}
+        with c.admin() as conn:
+            conn.autocommit = True
+            conn.execute(
+                f"ALTER ROLE postgres PASSWORD {quote_literal(scram_verifier(SUPERUSER_PASSWORD))}"
+            )
+            for role in spec["managed"]["roles"]:
+                conn.execute(cnpg_role_sql(role, PASSWORDS[by_user[role["name"]].name]))
+            for db in rendered["databases"]:
+                conn.execute(cnpg_database_sql(db["spec"]))
+            # CNPG's initdb bootstrap: database "app" owned by role "app"
+            # (pkg/management/postgres/initdb.go at v1.30.0)
+            conn.execute("CREATE ROLE app LOGIN")
+            conn.execute("CREATE DATABASE app OWNER app")
+        yield c
+    finally:
+        c.stop()
 
 
-SPECIAL = "p@ss:w/rd?#%&=+ 'quote\"back\\slash$(x)"
+def url(app: AppDatabase, cluster: Cluster) -> str:
+    """The app's ``connection-string`` (its <app>-db Secret), pointed at the test server."""
+    return connection_string(app, PASSWORDS[app.name], Server("127.0.0.1", cluster.port))
 
 
-def _apps(prefix: str) -> list[AppDatabase]:
-    return [
-        AppDatabase(f"{prefix}-a", f"{prefix}_a_db", f"{prefix}_a_user", "apps"),
-        AppDatabase(f"{prefix}-b", f"{prefix}_b_db", f"{prefix}_b_user", "apps"),
-    ]
+# -- the tests ----------------------------------------------------------------------------------
 
 
-def test_provision_twice_second_run_changes_nothing(cluster: Cluster, admin: Any) -> None:
-    apps = _apps("twice")
-    passwords = {"twice-a": new_password(), "twice-b": new_password()}
-    first = provision(PsycopgExecutor(admin), apps, passwords)
-    descriptions = [a.description for a in first]
-    assert "create role twice_a_user" in descriptions
-    assert "create database twice_b_db owned by twice_b_user" in descriptions
-    assert "revoke PUBLIC access to database twice_a_db" in descriptions
-    for pw in passwords.values():
-        assert all(pw not in a.description for a in first)
-        assert pw not in repr(first)
-
-    assert provision(PsycopgExecutor(admin), apps, passwords) == []
-
-    # the role is what we declared: LOGIN, nothing else; the database is its own
-    with admin.cursor() as cur:
-        cur.execute(
-            "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, "
-            "rolbypassrls FROM pg_roles WHERE rolname = 'twice_a_user'"
-        )
-        assert cur.fetchone() == (True, False, False, False, False, False)
-        cur.execute(
-            "SELECT pg_get_userbyid(datdba), datacl::text[] FROM pg_database "
-            "WHERE datname = 'twice_a_db'"
-        )
-        owner, acl = cur.fetchone()
-        assert owner == "twice_a_user"
-        assert not any(item.startswith("=") for item in acl)  # no PUBLIC entry
+def test_chart_declares_one_database_per_app_owned_by_its_role(rendered: dict[str, Any]) -> None:
+    owners = {d["spec"]["name"]: d["spec"]["owner"] for d in rendered["databases"]}
+    assert owners == {a.database: a.username for a in APPS}
+    roles = rendered["cluster"]["spec"]["managed"]["roles"]
+    assert [r["name"] for r in roles] == [a.username for a in APPS]
 
 
-def test_plain_passwords_never_reach_the_server(cluster: Cluster, admin: Any) -> None:
-    apps = _apps("logged")
-    passwords = {"logged-a": new_password(), "logged-b": new_password()}
-    provision(PsycopgExecutor(admin), apps, passwords)
-    log = cluster.log()
-    assert 'CREATE ROLE "logged_a_user"' in log  # log_statement = 'all' is on
-    for pw in passwords.values():
-        assert pw not in log
+def test_each_role_is_login_and_nothing_else(cluster: Cluster) -> None:
+    with cluster.admin() as conn:
+        rows = conn.execute(
+            "SELECT rolname, rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, "
+            "rolbypassrls FROM pg_roles WHERE rolname = ANY(%s) ORDER BY rolname",
+            ([a.username for a in APPS],),
+        ).fetchall()
+    assert rows == [(a.username, True, False, False, False, False, False)
+                    for a in sorted(APPS, key=lambda a: a.username)]  # fmt: skip
 
 
-def test_app_role_cannot_reach_another_apps_database(cluster: Cluster, admin: Any) -> None:
-    apps = _apps("iso")
-    passwords = {"iso-a": new_password(), "iso-b": new_password()}
-    provision(PsycopgExecutor(admin), apps, passwords)
+def test_each_app_works_in_its_own_database_with_its_connection_string(cluster: Cluster) -> None:
+    for app in APPS:
+        with psycopg.connect(url(app, cluster), connect_timeout=5) as conn:
+            conn.execute("CREATE TABLE mine (id int)")  # the owner may create objects
+            conn.execute("INSERT INTO mine VALUES (1)")
+            row = conn.execute("SELECT current_user, current_database()").fetchone()
+        assert row == (app.username, app.database)
 
-    # A works in its own database (owner: can create objects)
-    with cluster.connect_as("iso_a_user", passwords["iso-a"], "iso_a_db") as conn:
-        conn.execute("CREATE TABLE mine (id int)")
-        conn.execute("INSERT INTO mine VALUES (1)")
-        conn.commit()
 
-    # A cannot connect to B's database at all
-    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
-        cluster.connect_as("iso_a_user", passwords["iso-a"], "iso_b_db")
-
-    # nor create objects in it (even if it could get in through the maintenance db, it is not
-    # the owner): prove with B's owner granting nothing, then A trying through a superuser-made
-    # CONNECT grant being revoked by the next provisioning run
-    with admin.cursor() as cur:
-        cur.execute('GRANT CONNECT ON DATABASE "iso_b_db" TO "iso_a_user"')
-    with cluster.connect_as("iso_a_user", passwords["iso-a"], "iso_b_db") as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("CREATE TABLE intruder (id int)")
-    again = provision(PsycopgExecutor(admin), apps, passwords)
-    assert [a.description for a in again] == ["revoke iso_a_user's access to database iso_b_db"]
-    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
-        cluster.connect_as("iso_a_user", passwords["iso-a"], "iso_b_db")
-
-    # a role with no password of ours cannot log in with a wrong one
+def test_an_app_role_cannot_reach_another_apps_database(cluster: Cluster) -> None:
+    a, b = APPS[1], APPS[2]
+    for user, other in ((a, b), (b, a), (a, APPS[0]), (APPS[0], a)):
+        with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects connection"):
+            cluster.connect_as(user.username, PASSWORDS[user.name], other.database)
+    # nor the maintenance database or CNPG's bootstrap one: an app has its own database only
+    for dbname in ("postgres", "app"):
+        with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects connection"):
+            cluster.connect_as(a.username, PASSWORDS[a.name], dbname)
+    # and a wrong password is refused in its own one
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        cluster.connect_as("iso_b_user", "wrong", "iso_b_db")
+        cluster.connect_as(a.username, "wrong", a.database)
 
 
-def test_special_character_password_through_connection_string(cluster: Cluster, admin: Any) -> None:
-    app = AppDatabase("special", "special_db", "special_user", "apps")
-    provision(PsycopgExecutor(admin), [app], {"special": SPECIAL})
-    url = connection_string(app, SPECIAL, Server("127.0.0.1", cluster.port))
-    assert SPECIAL not in url and "%40" in url  # '@' encoded
-    with psycopg.connect(url, connect_timeout=5) as conn:
-        row = conn.execute("SELECT current_user, current_database()").fetchone()
-    assert row == ("special_user", "special_db")
-    assert provision(PsycopgExecutor(admin), [app], {"special": SPECIAL}) == []
-
-
-def test_generated_passwords_work_and_rotation_is_one_action(cluster: Cluster, admin: Any) -> None:
-    app = AppDatabase("rot", "rot_db", "rot_user", "apps")
-    old, new = new_password(), new_password()
-    provision(PsycopgExecutor(admin), [app], {"rot": old})
-    actions = provision(PsycopgExecutor(admin), [app], {"rot": new})
-    assert [a.description for a in actions] == ["set password of role rot_user"]
-    url = connection_string(app, new, Server("127.0.0.1", cluster.port))
-    with psycopg.connect(url, connect_timeout=5):
-        pass
-    with pytest.raises(psycopg.OperationalError):
-        cluster.connect_as("rot_user", old, "rot_db")
-
-
-def test_drifted_role_and_owner_are_repaired(cluster: Cluster, admin: Any) -> None:
-    app = AppDatabase("drift", "drift_db", "drift_user", "apps")
-    pw = new_password()
-    provision(PsycopgExecutor(admin), [app], {"drift": pw})
-    with admin.cursor() as cur:
-        cur.execute('ALTER ROLE "drift_user" CREATEDB CREATEROLE')
-        cur.execute('ALTER DATABASE "drift_db" OWNER TO postgres')
-        cur.execute('GRANT CONNECT ON DATABASE "drift_db" TO PUBLIC')
-    actions = [a.description for a in provision(PsycopgExecutor(admin), [app], {"drift": pw})]
-    assert actions == [
-        "reset attributes of role drift_user",
-        "make drift_user the owner of database drift_db",
-        "revoke PUBLIC access to database drift_db",
-    ]
-    assert provision(PsycopgExecutor(admin), [app], {"drift": pw}) == []
-
-
-def test_scram_verifier_matches_what_postgres_stores(admin: Any) -> None:
-    pw = new_password()
-    with admin.cursor() as cur:
-        cur.execute("SET password_encryption = 'scram-sha-256'")
-        cur.execute("DROP ROLE IF EXISTS scram_probe")
-        cur.execute(f"CREATE ROLE scram_probe PASSWORD '{pw}'")  # noqa: S608 - test-only value
-        cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe'")
-        stored = cur.fetchone()[0]
-        cur.execute("DROP ROLE scram_probe")
-    assert password_matches(stored, pw, "scram_probe")
-    assert not password_matches(stored, pw + "x", "scram_probe")
-    assert password_matches(scram_verifier(pw), pw, "u")
-
-
-class LocalExec:
-    """Stands in for the API's exec stream: runs the pod command (the real POD_SCRIPT, psql and
-    `head -c`) as a local process with the container's environment, so the production executor
-    (PodPsql) is exercised against the real server."""
-
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603 - the script under test
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-        )
-        self.stdin = b""
-        self.out = self.err = ""
-        self.returncode: int | None = None
-
-    def write_stdin(self, data: bytes) -> None:
-        self.stdin += data
-
-    def run_forever(self, timeout: float) -> None:
-        # the exec protocol cannot close stdin: keep it open so `head -c` must end the input
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(self.stdin)
-        self.proc.stdin.flush()
-        out, err = b"", b""
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        out = self.proc.stdout.read()
-        err = self.proc.stderr.read()
-        self.returncode = self.proc.wait(timeout=timeout)
-        self.out, self.err = out.decode(), err.decode()
-
-    def read_stdout(self) -> str:
-        return self.out
-
-    def read_stderr(self) -> str:
-        return self.err
-
-    def close(self) -> None:
-        if self.proc.stdin and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        self.proc.wait(timeout=10)
-
-
-def test_pod_psql_script_against_the_real_server(cluster: Cluster, admin: Any) -> None:
-    from k3sfleet.databases import PodPsql
-
-    admin_pw = new_password()
-    with admin.cursor() as cur:
-        cur.execute(f"ALTER ROLE postgres PASSWORD '{scram_verifier(admin_pw)}'")  # noqa: S608
-    admin.commit()
-    # what the bitnami container has: the admin password in its environment, psql on PATH
-    env = {"PATH": os.environ["PATH"], "POSTGRES_PASSWORD": admin_pw, "PGPORT": str(cluster.port)}
-    argv_seen: list[list[str]] = []
-
-    def stream(func: Any, pod: str, ns: str, *, command: list[str], **kw: Any) -> LocalExec:
-        argv_seen.append(command)
-        return LocalExec(command, env)
-
-    psql = PodPsql(api=None, stream=stream)
-    psql._pod = "postgresql-0"
-    app = AppDatabase("viapod", "viapod_db", "viapod_user", "apps")
-    pw = new_password()
-    actions = provision(psql, [app], {"viapod": pw})
-    assert "create role viapod_user" in [a.description for a in actions]
-    assert provision(psql, [app], {"viapod": pw}) == []
-    assert all(pw not in " ".join(argv) and admin_pw not in " ".join(argv) for argv in argv_seen)
-    with psycopg.connect(
-        connection_string(app, pw, Server("127.0.0.1", cluster.port)), connect_timeout=5
-    ) as conn:
-        assert conn.execute("SELECT current_database()").fetchone() == ("viapod_db",)
-
-    # a failing statement stops the run with psql's message
-    with pytest.raises(Exception, match="does not exist"):
-        psql.execute(['ALTER DATABASE "no_such_db" OWNER TO viapod_user'])
+def test_postgres_reaches_every_app_database_as_pgadmin_does(cluster: Cluster) -> None:
+    for app in APPS:
+        with cluster.connect_as("postgres", SUPERUSER_PASSWORD, app.database) as conn:
+            row = conn.execute("SELECT current_user, current_database()").fetchone()
+        assert row == ("postgres", app.database)

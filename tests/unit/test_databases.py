@@ -1,11 +1,11 @@
 """k3sfleet.databases without a server: appDatabases and namespaces, passwords in the vault
-(`k3sfleet db generate-passwords`), the psql-in-pod executor's command, the SQL plan, the
+(`k3sfleet db generate-passwords`), the role's basic-auth Secret CloudNativePG reads and the
 <app>-db Secret, and deploys/databases.py through pyinfra against the stand-in API."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+from base64 import b64decode
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,14 +24,13 @@ from k3sfleet.databases import (
     PASSWORD_ALPHABET,
     VAULT_KEY,
     AppDatabase,
-    PodPsql,
     Server,
     connection_string,
     generate_passwords,
     load_apps,
     new_password,
-    plan_sql,
     preflight_problems,
+    role_secret_data,
     secret_data,
     template_namespace,
     with_new_passwords,
@@ -69,7 +68,7 @@ def make_project(tmp_path: Path, apps: list[dict[str, str]], templates: dict[str
         yaml.safe_dump(
             {
                 "appDatabases": apps,
-                "postgresql": {"fullnameOverride": "pg", "namespace": "db", "port": 5433},
+                "postgresql": {"clusterName": "postgresql", "namespace": "db", "port": 5433},
             }
         )
     )
@@ -101,8 +100,9 @@ def test_load_apps_names_every_problem(tmp_path: Path) -> None:
             {"name": "Bad_Name", "database": "x", "username": "y"},
             {"name": "evil", "database": 'x"; DROP', "username": "ok_user"},
             {"name": "dup", "database": "my_db", "username": "postgres"},
+            {"name": "op", "database": "template1", "username": "cnpg_x"},
         ],
-        {"myapp": APP_TEMPLATE, "dup": APP_TEMPLATE},
+        {"myapp": APP_TEMPLATE, "dup": APP_TEMPLATE, "op": APP_TEMPLATE},
     )
     with pytest.raises(ConfigError) as info:
         load_apps(project)
@@ -112,6 +112,9 @@ def test_load_apps_names_every_problem(tmp_path: Path) -> None:
     assert "database 'x\"; DROP' must be lower-case" in text
     assert "database 'my_db' is used more than once" in text
     assert "username 'postgres' is reserved" in text
+    # CloudNativePG's own (pkg/postgres/roles.go IsRoleReserved, Database CRD rules, v1.30.0)
+    assert "username 'cnpg_x' is reserved" in text
+    assert "database 'template1' is reserved" in text
 
 
 # -- passwords ------------------------------------------------------------------------------
@@ -197,93 +200,50 @@ def test_generate_passwords_in_an_inline_vault_stays_inline(project: Path) -> No
     assert load_vault(project / "vault.yml", b"pw")[VAULT_KEY]["myapp"] == stored
 
 
-# -- SQL plan and Secret --------------------------------------------------------------------
-
-
-def test_plan_sql_fresh_server_and_passwords_only_as_verifiers() -> None:
-    apps = [AppDatabase("a", "a_db", "a_user", "n"), AppDatabase("b", "b_db", "b_user", "n")]
-    pw = {"a": "secret-a-PW", "b": "secret-b-PW"}
-    actions = plan_sql({"version": 170002, "roles": {}, "databases": {}}, apps, pw)
-    assert [a.description for a in actions] == [
-        "create role a_user",
-        "create database a_db owned by a_user",
-        "revoke PUBLIC access to database a_db",
-        "create role b_user",
-        "create database b_db owned by b_user",
-        "revoke PUBLIC access to database b_db",
-    ]
-    sql = "\n".join(a.sql for a in actions)
-    assert "SCRAM-SHA-256$4096:" in sql and "secret-a-PW" not in sql
-    with pytest.raises(Exception, match="PostgreSQL 15"):
-        plan_sql({"version": 140000}, apps, pw)
+# -- the Secrets --------------------------------------------------------------------------
 
 
 def test_secret_data_and_connection_string() -> None:
     app = AppDatabase("myapp", "my_db", "my_user", "web")
     pw = "a@b:c/d?e#f%g"
-    data = secret_data(app, pw, Server("pg.db.svc.cluster.local", 5433))
-    assert data["host"] == "pg.db.svc.cluster.local" and data["port"] == "5433"
+    data = secret_data(app, pw, Server("pg-rw.db.svc.cluster.local", 5433, "pg", "db"))
+    assert data["host"] == "pg-rw.db.svc.cluster.local" and data["port"] == "5433"
     url = urlsplit(data["connection-string"])
     assert (url.scheme, url.hostname, url.port, url.path) == (
         "postgresql",
-        "pg.db.svc.cluster.local",
+        "pg-rw.db.svc.cluster.local",
         5433,
         "/my_db",
     )
     assert unquote(url.password or "") == pw and url.username == "my_user"
-    assert Server.from_chart(ROOT) == Server("postgresql.database.svc.cluster.local", 5432)
     assert connection_string(app, "x", Server("h", 1)) == "postgresql://my_user:x@h:1/my_db"
 
 
-class FakeWs:
-    """What kubernetes.stream returns with _preload_content=False."""
-
-    def __init__(self, stdout: str, rc: int, stderr: str = "") -> None:
-        self.stdin = b""
-        self._out, self._err, self.returncode = stdout, stderr, rc
-        self.closed = False
-
-    def write_stdin(self, data: bytes) -> None:
-        self.stdin += data
-
-    def run_forever(self, timeout: float) -> None:
-        pass
-
-    def read_stdout(self) -> str:
-        return self._out
-
-    def read_stderr(self) -> str:
-        return self._err
-
-    def close(self) -> None:
-        self.closed = True
+def test_server_is_the_cnpg_clusters_rw_service() -> None:
+    """The repository's chart: CloudNativePG Cluster "postgresql" in "database"; apps reach its
+    read-write Service <cluster>-rw (cloudnative-pg api/v1/cluster_types.go
+    ServiceReadWriteSuffix at v1.30.0)."""
+    server = Server.from_chart(ROOT)
+    assert server == Server(
+        "postgresql-rw.database.svc.cluster.local", 5432, "postgresql", "database"
+    )
+    app = AppDatabase("myapp", "my_db", "my_user", "web")
+    assert server.role_secret(app) == "postgresql-role-myapp"
+    assert role_secret_data(app, "pw") == {"username": "my_user", "password": "pw"}
 
 
-def test_pod_psql_sends_sql_on_stdin_only() -> None:
-    calls: list[dict[str, Any]] = []
-    ws = FakeWs('{"version": 170000}\n', 0)
-
-    def stream(func: Any, pod: str, ns: str, **kw: Any) -> FakeWs:
-        calls.append({"pod": pod, "ns": ns, **kw})
-        return ws
-
-    psql = PodPsql(api=None, stream=stream)
-    psql._pod = "postgresql-0"
-    secret_sql = "ALTER ROLE x PASSWORD 'SCRAM-SHA-256$4096:abc'"
-    psql.execute([secret_sql])
-    call = calls[0]
-    assert call["pod"] == "postgresql-0" and call["ns"] == "database"
-    assert call["container"] == "postgresql" and call["stdin"] and not call["tty"]
-    argv = call["command"]
-    assert argv[:2] == ["sh", "-c"] and not any("SCRAM" in a for a in argv)
-    assert argv[-1] == str(len(ws.stdin))  # head -c reads exactly the SQL
-    assert ws.stdin.decode() == secret_sql + ";\n" and ws.closed
-    assert psql.fetch_json("SELECT 1") == {"version": 170000}
-
-    failing = PodPsql(api=None, stream=lambda *a, **k: FakeWs("", 3, "ERROR: boom\n"))
-    failing._pod = "postgresql-0"
-    with pytest.raises(Exception, match="ERROR: boom"):
-        failing.execute(["SELECT 1"])
+def test_server_follows_the_values(tmp_path: Path) -> None:
+    project = make_project(tmp_path, [], {})
+    values = project / "helm" / "apps" / "values.yaml"
+    values.write_text(
+        yaml.safe_dump({"postgresql": {"clusterName": "pg", "namespace": "db", "port": 5433}})
+    )
+    server = Server.from_chart(project)
+    assert (server.host, server.port, server.namespace) == (
+        "pg-rw.db.svc.cluster.local",
+        5433,
+        "db",
+    )
 
 
 # -- preflight ------------------------------------------------------------------------------
@@ -304,33 +264,6 @@ def test_preflight_names_apps_without_passwords(project: Path) -> None:
 # -- the deploy, through pyinfra, against the stand-in API ---------------------------------------
 
 
-class FakeExecutor:
-    """A server that remembers what was created (SQL planning is tested on a real server)."""
-
-    def __init__(self) -> None:
-        self.state: dict[str, Any] = {"version": 170000, "roles": {}, "databases": {}}
-        self.executed: list[str] = []
-
-    def fetch_json(self, sql: str) -> Any:
-        return json.loads(json.dumps(self.state))
-
-    def execute(self, statements: list[str]) -> None:
-        self.executed += statements
-        for s in statements:
-            words = s.split()
-            if words[:2] == ["CREATE", "ROLE"]:
-                self.state["roles"][words[2].strip('"')] = {
-                    "login": True, "password": s.split("'")[1]
-                }  # fmt: skip
-            if words[:2] == ["CREATE", "DATABASE"]:
-                self.state["databases"][words[2].strip('"')] = {
-                    "owner": words[4].strip('"'), "acl": None
-                }  # fmt: skip
-            if words[:2] == ["REVOKE", "ALL"]:
-                db = self.state["databases"][words[4].strip('"')]
-                db["acl"] = [f"{db['owner']}=CTc/{db['owner']}"]
-
-
 def test_deploy_creates_db_secrets_and_second_run_changes_nothing(
     project: Path, tmp_path: Path
 ) -> None:
@@ -339,7 +272,6 @@ def test_deploy_creates_db_secrets_and_second_run_changes_nothing(
         values = Values(
             {"gitops_apps_path": "helm/apps"}, {}, {VAULT_KEY: {"myapp": "pw:@/x"}}, project
         )
-        executor = FakeExecutor()
 
         def run() -> State:
             names = ["@fake/s1"]
@@ -356,36 +288,38 @@ def test_deploy_creates_db_secrets_and_second_run_changes_nothing(
 
             from deploys.databases import databases
 
-            add_deploy(
-                state, databases, values=values, session=ApiSession(opener=opener),
-                executor=executor,
-            )  # fmt: skip
+            add_deploy(state, databases, values=values, session=ApiSession(opener=opener))
             run_ops(state)
             return state
 
         run()
-        assert any(s.startswith("CREATE ROLE") for s in executor.executed)
         with api.client() as c:
             secret = read_secret(c, "web", "myapp-db")
-        assert secret is not None
+            role = read_secret(c, "db", "postgresql-role-myapp")
+        assert secret is not None and role is not None
         assert set(secret["data"]) == {
             "host", "port", "database", "username", "password", "connection-string"
         }  # fmt: skip
+        assert b64decode(secret["data"]["host"]) == b"postgresql-rw.db.svc.cluster.local"
+        # what CloudNativePG's managed role reads: basic-auth, username = the role, reload label
+        assert role["type"] == "kubernetes.io/basic-auth"
+        assert {k: b64decode(v) for k, v in role["data"].items()} == {
+            "username": b"my_user",
+            "password": b"pw:@/x",
+        }
+        assert role["metadata"]["labels"]["cnpg.io/reload"] == "true"
         writes = len(api.writes())
-        executed = len(executor.executed)
         run()
-        assert len(api.writes()) == writes and len(executor.executed) == executed
+        assert len(api.writes()) == writes
     finally:
         api.server.stop()
 
 
-def test_provision_job_and_db_secrets_show_no_password() -> None:
-    from deploys.databases import ProvisionJob, db_secrets
+def test_db_secrets_show_no_password() -> None:
+    from deploys.databases import db_secrets
 
     app = AppDatabase("myapp", "my_db", "my_user", "web")
-    job = ProvisionJob(FakeExecutor(), [app], {"myapp": "Sup3r-S3cret"})
     secrets = db_secrets([app], {"myapp": "Sup3r-S3cret"}, Server())
-    for text in (repr(job), repr(secrets)):
-        assert "Sup3r-S3cret" not in text and "myapp" in text
-    assert secrets[0].ref == "web/myapp-db"
-    assert secrets[0].data["password"] == b"Sup3r-S3cret"
+    assert "Sup3r-S3cret" not in repr(secrets) and "myapp" in repr(secrets)
+    assert [s.ref for s in secrets] == ["database/postgresql-role-myapp", "web/myapp-db"]
+    assert all(s.data["password"] == b"Sup3r-S3cret" for s in secrets)

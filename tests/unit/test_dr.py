@@ -119,8 +119,20 @@ class FakeApi:
             raise ApiException(status=404, reason="Not Found")
         return self.objects[(plural, ns, name)]
 
-    def list_namespaced_custom_object(self, group, version, ns, plural, **kw):  # type: ignore[no-untyped-def]
-        return {"items": [o for (p, _, _), o in self.objects.items() if p == plural]}
+    def list_namespaced_custom_object(self, group, version, ns, plural, label_selector="", **kw):  # type: ignore[no-untyped-def]
+        want = dict(kv.split("=") for kv in label_selector.split(",") if kv)
+        return {
+            "items": [
+                o
+                for (p, _, _), o in self.objects.items()
+                if p == plural
+                and all(o["metadata"].get("labels", {}).get(k) == v for k, v in want.items())
+            ]
+        }
+
+    def delete_namespaced_custom_object(self, group, version, ns, plural, name):  # type: ignore[no-untyped-def]
+        self.writes.append(("delete_" + plural, ns, name))
+        del self.objects[(plural, ns, name)]
 
     def patch_namespaced_custom_object(self, group, version, ns, plural, name, body):  # type: ignore[no-untyped-def]
         self.writes.append(("patch_app", name, json.dumps(body, sort_keys=True)))
@@ -135,6 +147,15 @@ class FakeApi:
         body = backup_manifest(name, ["database"], labels={SERVICE_LABEL: service})
         body["status"] = {"phase": phase, "startTimestamp": started}
         self.objects[("backups", "velero", name)] = body
+
+
+def cnpg_cluster(name: str, **labels: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": name, "namespace": "database", "labels": labels},
+        "spec": {"affinity": {"nodeSelector": {"kubernetes.io/hostname": "node-a"}}},
+    }
 
 
 def api_with_backups() -> FakeApi:
@@ -155,6 +176,10 @@ def test_latest_is_the_newest_completed_backup_of_the_service() -> None:
 
 def test_restore_workload_writes_the_right_objects_in_order() -> None:
     api = api_with_backups()
+    api.objects[("clusters", "database", "pg")] = cnpg_cluster(
+        "pg", **{"app.kubernetes.io/instance": "pg"}
+    )
+    api.objects[("clusters", "database", "other")] = cnpg_cluster("other")
     plan = restore_plan(api, SERVICES, "postgresql", "latest", "node-b")
     lines: list[str] = []
     plan.apply(api, out=lines.append)
@@ -167,19 +192,23 @@ def test_restore_workload_writes_the_right_objects_in_order() -> None:
     modifier = restore["spec"]["resourceModifier"]
     cm = api.objects[("configmaps", "velero", modifier["name"])]
     rules = yaml.safe_load(cm["data"]["resourcemodifier.yaml"])["resourceModifierRules"]
-    assert {r["conditions"]["groupResource"] for r in rules} == {
-        "statefulsets.apps",
-        "deployments.apps",
+    paths = {r["conditions"]["groupResource"]: r["patches"][0] for r in rules}
+    assert {k: p["path"] for k, p in paths.items()} == {
+        "statefulsets.apps": "/spec/template/spec/nodeSelector",
+        "deployments.apps": "/spec/template/spec/nodeSelector",
+        # the CloudNativePG Cluster of the shared PostgreSQL pins its Pods here
+        "clusters.postgresql.cnpg.io": "/spec/affinity/nodeSelector",
     }
-    patch = rules[0]["patches"][0]
-    assert patch["path"] == "/spec/template/spec/nodeSelector"
-    assert json.loads(patch["value"]) == {"kubernetes.io/hostname": "node-b"}
+    for patch in paths.values():
+        assert json.loads(patch["value"]) == {"kubernetes.io/hostname": "node-b"}
     # order: pause sync, delete old objects, modifier, restore, then pin and resume
     kinds = [w[0] for w in api.writes]
     assert kinds.index("patch_app") < kinds.index("delete_pvc") < kinds.index("create")
     assert ("delete_pvc", "database", "data-pg-0") in api.writes
     assert ("delete_sts", "database", "pg") in api.writes
+    assert ("delete_clusters", "database", "pg") in api.writes
     assert "other" in api.pvcs  # only the service's claims
+    assert ("clusters", "database", "other") in api.objects  # and Clusters
     root = api.apps_objects[("argocd", "apps")]["spec"]
     assert {"name": "nodeOverrides.postgresql", "value": "node-b"} in root["source"]["helm"][
         "parameters"

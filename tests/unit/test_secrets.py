@@ -342,15 +342,17 @@ def test_pyinfra_ops_named_with_changes_on_first_server_only(api: StandinApi) ->
     assert sorted(w["name"] for w in api.writes() if w["kind"] == "Secret") == [
         "operator-oauth",
         "pgadmin4",
-        "postgresql",
+        "postgresql-superuser",
     ]
     count = len(api.writes())
     state = _pyinfra_run(api, specs, values({"POSTGRES_PASSWORD": "new"}))
     ops = _op_names(state, "@fake/s1")
     assert [n for n, changed in ops if changed] == [
-        "Kubernetes Secret database/postgresql: update; keys postgres-password"
+        "Kubernetes Secret database/postgresql-superuser: update; keys password"
     ]
-    assert [(w["verb"], w["name"]) for w in api.writes()[count:]] == [("update", "postgresql")]
+    assert [(w["verb"], w["name"]) for w in api.writes()[count:]] == [
+        ("update", "postgresql-superuser")
+    ]
     count = len(api.writes())
     state = _pyinfra_run(api, specs, values({"POSTGRES_PASSWORD": "new"}))
     assert not any(changed for _, changed in _op_names(state, "@fake/s1"))
@@ -403,7 +405,7 @@ def test_preflight_names_every_missing_variable_before_connecting(
     assert problems == [
         "R2_ACCESS_KEY_ID is not set (for Secret velero/velero-credentials) "
         "(needed by deploys/secrets.py)",
-        "POSTGRES_PASSWORD is not set (for Secret database/postgresql) "
+        "POSTGRES_PASSWORD is not set (for Secret database/postgresql-superuser) "
         "(needed by deploys/secrets.py)",
     ]
 

@@ -68,8 +68,8 @@ BUILTIN: tuple[ResourceType, ...] = (
     ),
 )
 
-# CRDs a k3s cluster running our GitOps stack has (k3s declares HelmChart itself; Argo CD and
-# Velero come with their charts, which the stand-in does not run).
+# CRDs a k3s cluster running our GitOps stack has (k3s declares HelmChart itself; Argo CD,
+# Velero and CloudNativePG come with their charts, which the stand-in does not run).
 DECLARED_CRDS: tuple[ResourceType, ...] = (
     _r("k3s.cattle.io", "v1", "addons", "Addon"),
     _r("helm.cattle.io", "v1", "helmcharts", "HelmChart"),
@@ -81,6 +81,10 @@ DECLARED_CRDS: tuple[ResourceType, ...] = (
     _r("velero.io", "v1", "backupstoragelocations", "BackupStorageLocation"),
     _r("velero.io", "v1", "volumesnapshotlocations", "VolumeSnapshotLocation"),
     _r("velero.io", "v1", "schedules", "Schedule"),
+    # CloudNativePG (helm/infrastructure cloudnativePg): the CRDs of cloudnative-pg/charts
+    # charts/cloudnative-pg/templates/crds/crds.yaml at cloudnative-pg-v0.29.0 (namespaced)
+    _r("postgresql.cnpg.io", "v1", "clusters", "Cluster"),
+    _r("postgresql.cnpg.io", "v1", "databases", "Database"),
 )
 
 
