@@ -439,6 +439,57 @@ def strings(obj: Any) -> list[str]:
 
 @needs_helm
 @pytest.mark.helm
+def test_no_bitnami_image_or_chart_in_our_templates(tmp_path: Path) -> None:
+    """Bitnami's Docker Hub images are gone or frozen: docker.io/bitnami/* versioned tags were
+    removed and the copies in bitnamilegacy get no updates (bitnami/containers#96169,
+    bitnami/charts#36327). Nothing we render may pull one or install a Bitnami catalog chart.
+    (sealed-secrets is bitnami-labs' own project and registry: unaffected per
+    bitnami/sealed-secrets#1785.)"""
+    docs = template(INFRA, tmp_path, INFRA_ALL_ON) + template(APPS, tmp_path)
+    text = [s for d in docs for s in strings(d)]
+    assert not [s for s in text if re.search(r"(docker\.io/)?bitnami(legacy)?/", s)
+                and "sealed-secrets" not in s]  # fmt: skip
+    assert not [s for s in text if "charts.bitnami.com" in s]
+    # Velero chart 11.4.0's own default kubectl image is docker.io/bitnamilegacy/kubectl
+    # (vmware-tanzu/helm-charts charts/velero/values.yaml at velero-11.4.0): ours replaces it.
+    velero = by_kind(docs, "Application")["velero"]["spec"]["source"]["helm"]["valuesObject"]
+    assert velero["kubectl"]["image"]["repository"] == "registry.k8s.io/kubectl"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", velero["kubectl"]["image"]["tag"])
+
+
+# The Rancher chart refuses clusters outside its Chart.yaml kubeVersion. Read at each tag of
+# rancher/rancher chart/Chart.yaml: v2.12.3 "< 1.34.0-0" (so 2.12 refuses our 1.34 line), v2.13.8
+# "< 1.35.0-0" (Rancher 2.13 supports Kubernetes 1.32-1.34, rancher/rancher#51253), v2.14.4
+# "< 1.36.0-0". Pinning another version means reading its Chart.yaml and adding it here.
+RANCHER_KUBE_VERSION = {
+    "2.12.3": "< 1.34.0-0",
+    "2.13.8": "< 1.35.0-0",
+    "2.14.4": "< 1.36.0-0",
+}
+
+
+def below(constraint: str, version: str) -> bool:
+    """Whether ``version`` (v1.34.2+k3s1) meets a ``< X.Y.Z-0`` constraint."""
+    m = re.fullmatch(r"<\s*(\d+)\.(\d+)\.(\d+)-0", constraint.strip())
+    assert m, f"unhandled kubeVersion constraint {constraint!r}"
+    v = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version)
+    assert v, version
+    return tuple(map(int, v.groups())) < tuple(map(int, m.groups()))
+
+
+def test_rancher_chart_admits_our_k3s_line() -> None:
+    from k3sfleet.settings import Settings
+
+    k3s = Settings.__dataclass_fields__["k3s_version"].default
+    assert isinstance(k3s, str) and k3s.startswith("v1.")
+    pinned = str(yaml.safe_load((INFRA / "values.yaml").read_text())["rancher"]["chart"]["version"])
+    assert pinned in RANCHER_KUBE_VERSION, f"read rancher/rancher chart/Chart.yaml at v{pinned}"
+    assert below(RANCHER_KUBE_VERSION[pinned], k3s), (pinned, RANCHER_KUBE_VERSION[pinned], k3s)
+    assert not below(RANCHER_KUBE_VERSION["2.12.3"], "v1.34.2+k3s1")  # what main pinned
+
+
+@needs_helm
+@pytest.mark.helm
 def test_pgadmin_tailscale_ingress(tmp_path: Path) -> None:
     docs = template(APPS, tmp_path)
     ingress = by_kind(docs, "Ingress")["pgadmin4-tailscale"]
