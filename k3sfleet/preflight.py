@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from k3sfleet.secret import reveal
+
 if TYPE_CHECKING:
     from k3sfleet.inventory import Node
     from k3sfleet.settings import Settings
@@ -32,9 +34,26 @@ def require(*names: str) -> Check:
 
 
 def tailscale_key_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
-    """The Tailscale auth key is needed by whoever runs `tailscale up`."""
-    if settings.tailscale_up_by == "deploy" or settings.k3s_vpn_auth:
-        return require("tailscale_auth_key")(settings, nodes)
+    """The Tailscale auth key is needed by whoever runs `tailscale up`; with vpn-auth it must
+    survive K3s's parser.
+
+    K3s (pkg/vpn/vpn.go ``getVPNAuthInfo``, v1.34.2+k3s1) splits the vpn-auth value on ``,``
+    and each item on ``=`` and keeps only the part after the first ``=``: a key with ``=`` is
+    silently cut, a key with ``,`` becomes an "unknown parameter" and K3s does not start.
+    """
+    if settings.tailscale_up_by != "deploy" and not settings.k3s_vpn_auth:
+        return []
+    missing = require("tailscale_auth_key")(settings, nodes)
+    if missing or not settings.k3s_vpn_auth:
+        return missing
+    key = reveal(settings.tailscale_auth_key)
+    bad = [repr(c) for c in (",", "=") if c in str(key)]
+    if bad:
+        return [
+            f"TAILSCALE_AUTH_KEY contains {' and '.join(bad)}, which K3s's vpn-auth parser "
+            "splits on (the key would reach Tailscale cut or not at all): make a new key, or "
+            "set K3S_VPN_AUTH=false"
+        ]
     return []
 
 

@@ -197,3 +197,16 @@ def test_pyinfra_inventory_for_the_python_api() -> None:
     assert agent.data.k3s_role == "agent"
     with pytest.raises(ConfigError, match="no server"):
         pyinfra_inventory(NODES[1:], settings(), entry_files=())
+
+
+@pytest.mark.parametrize("key", ["tskey-auth-abc,def", "tskey-auth-abc=", "tskey=a,b"])
+def test_vpn_auth_refuses_a_key_k3s_would_cut(key: str) -> None:
+    # K3s's vpn-auth parser (k3s-io/k3s pkg/vpn/vpn.go getVPNAuthInfo, v1.34.2+k3s1) splits the
+    # value on "," and each item on "=", keeping only what follows the first "=".
+    s = settings(tailscale_auth_key=Secret(key))
+    problems = validate(NODES, s, ["bootstrap", "cluster"])
+    assert len(problems) == 2 and all("K3s's vpn-auth parser" in p for p in problems)
+    assert not any(key in p for p in problems)  # the key itself is never printed
+    # Without vpn-auth the key only goes to `tailscale up --auth-key=file:...`: accepted.
+    assert validate(NODES, settings(tailscale_auth_key=Secret(key), k3s_vpn_auth=False),
+                    ["bootstrap", "cluster"]) == []
