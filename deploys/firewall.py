@@ -39,7 +39,12 @@ DATA_DEFAULTS: dict[str, Any] = {
     "firewall_ssh_ports": [],  # empty: the ports sshd listens on (sshd -T), else 22
     "firewall_trust_tailnet": True,
     # k3s ports, opened only on tailscale0.
-    "firewall_k3s_ports": ["6443/tcp", "10250/tcp", "8472/udp"],
+    "firewall_k3s_ports": ["6443/tcp", "10250/tcp"],
+    # Flannel's VXLAN port 8472/udp on tailscale0: None = only without vpn-auth. With
+    # K3S_VPN_AUTH, K3s replaces flannel's backend by Tailscale (pkg/executor/embed/embed.go:
+    # "It does not make sense to use VPN without its flannel backend"), an "extension" backend
+    # that only runs `tailscale set ...` (pkg/agent/flannel/setup.go): no VXLAN at all.
+    "firewall_vxlan_ports": None,
     # etcd ports for HA: None = when the inventory has more than one server.
     "firewall_ha_ports": None,
     # Flannel's WireGuard backend ports (only with --flannel-backend=wireguard-native).
@@ -140,6 +145,9 @@ def rule_problems(rules: Any) -> list[str]:
 
 def _ports(data: Mapping[str, Any], servers: int) -> list[str]:
     ports = list(data.get("firewall_k3s_ports") or [])
+    vxlan = data.get("firewall_vxlan_ports")
+    if vxlan or (vxlan is None and not data.get("k3s_vpn_auth", True)):
+        ports.append("8472/udp")
     ha = data.get("firewall_ha_ports")
     if ha or (ha is None and servers > 1):
         ports.append("2379:2380/tcp")

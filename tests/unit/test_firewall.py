@@ -58,8 +58,10 @@ def test_fresh_node_allows_ssh_first_and_enables_last() -> None:
     assert cmds[-1] == "ufw --force enable"
     assert cmds[-3:-1] == ["ufw default deny incoming", "ufw default allow outgoing"]
     assert "ufw allow in on tailscale0" in cmds
-    for port in ("6443 proto tcp", "10250 proto tcp", "8472 proto udp"):
+    for port in ("6443 proto tcp", "10250 proto tcp"):
         assert f"ufw allow in on tailscale0 to any port {port}" in cmds
+    # vpn-auth (the default): flannel's tailscale backend has no VXLAN, 8472/udp stays shut.
+    assert not any("8472" in c for c in cmds)
     # k3s ports never on the public side, no etcd ports with one server, no ingress ports.
     assert not any(c.startswith(("ufw allow 6443", "ufw allow 10250", "ufw allow 8472"))
                    for c in cmds)
@@ -166,3 +168,16 @@ def test_nothing_is_printed_when_rules_match(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level("INFO", logger="pyinfra"):
         generate(fw.firewall, converged({}))
     assert not any("ufw rules will change" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("data", "vxlan"),
+    [({}, False), ({"k3s_vpn_auth": True}, False), ({"k3s_vpn_auth": False}, True),
+     ({"k3s_vpn_auth": True, "firewall_vxlan_ports": True}, True),
+     ({"k3s_vpn_auth": False, "firewall_vxlan_ports": False}, False)],
+)
+def test_vxlan_port_only_without_vpn_auth(data: dict[str, Any], vxlan: bool) -> None:
+    # k3s-io/k3s v1.34.2+k3s1 pkg/executor/embed/embed.go: with vpn-auth the flannel backend is
+    # the VPN's ("tailscale"), pkg/agent/flannel/setup.go: an "extension" backend (no VXLAN).
+    rules = fw.wanted_rules({**fw.DATA_DEFAULTS, **data})
+    assert ("allow in on tailscale0 to any port 8472 proto udp" in rules) is vxlan
