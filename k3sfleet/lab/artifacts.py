@@ -448,12 +448,18 @@ def host_json(
     auth_keys: list[str],
     prefix: int = 24,
     tailnet_domain: str = "lab.ts.net",
+    auto_approved_routes: tuple[str, ...] = ("10.42.0.0/16",),
 ) -> dict[str, Any]:
-    """The /etc/k3sfleet-lab/host.json the stand-ins read (no key itself, only hashes)."""
+    """The /etc/k3sfleet-lab/host.json the stand-ins read (no key itself, only hashes).
+
+    ``auto_approved_routes`` is the lab tailnet's policy: the ``autoApprovers.routes`` the
+    README asks for (K3s's pod network), so advertised pod CIDRs become primary routes.
+    """
     return {
         "name": name,
         "tailnet_address": tailnet_address,
         "tailnet_prefix": prefix,
         "tailnet_domain": tailnet_domain,
         "auth_key_sha256": [auth_key_sha256(k) for k in auth_keys],
+        "auto_approved_routes": list(auto_approved_routes),
     }

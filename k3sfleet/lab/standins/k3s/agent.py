@@ -16,7 +16,7 @@ import time
 import urllib.error
 from typing import Any
 
-from . import log, node, pki, vpn
+from . import log, node, pki, podnet, vpn
 from .kubeclient import KubeClient, fetch_cacerts
 from .server import _read_token, data_dir
 
@@ -62,6 +62,8 @@ def run(config: dict[str, Any], version: str) -> int:
             time.sleep(2)
     else:
         log.fatal("failed to register node")
+    if vpn_auth:  # flannel's backend is Tailscale with vpn-auth (pkg/executor/embed/embed.go)
+        podnet.advertise_pod_cidr(client, own["metadata"]["name"], podnet.cluster_cidr(config))
     log.info(f"k3s agent {version} is up and running")
     log.notify_ready()
     node.keep_alive(client, own)

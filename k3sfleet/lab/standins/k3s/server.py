@@ -24,7 +24,7 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-from . import log, node, pki, vpn
+from . import log, node, pki, podnet, vpn
 from .apiserver import ApiServer, Upstream
 from .config import as_list
 from .kubeclient import KubeClient, fetch_cacerts
@@ -301,6 +301,14 @@ def run(config: dict[str, Any], version: str) -> int:
             daemon=True,
             name="node-lifecycle",
         ).start()
+        threading.Thread(
+            target=podnet.allocate_pod_cidrs,
+            args=(store, podnet.cluster_cidr(config), stop),
+            daemon=True,
+            name="node-ipam",
+        ).start()
+    if vpn_auth:  # flannel's backend is Tailscale with vpn-auth (pkg/executor/embed/embed.go)
+        podnet.advertise_pod_cidr(client, name, podnet.cluster_cidr(config))
     log.info(f"k3s {version} is up and running")
     log.notify_ready()
     node.keep_alive(client, own)

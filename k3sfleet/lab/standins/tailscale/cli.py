@@ -1,4 +1,5 @@
-"""The stand-in ``tailscale`` CLI: up, down, logout, status [--json], ip, version.
+"""The stand-in ``tailscale`` CLI: up, set, down, logout, status [--json], ip, debug prefs,
+version.
 
 ``up`` takes ``--auth-key=KEY`` or ``--auth-key=file:PATH`` (also ``--authkey``), ``--hostname``,
 ``--advertise-tags``, ``--accept-routes``, ``--reset``; a key is valid when its sha256 is in the
@@ -131,6 +132,7 @@ def up(args: list[str]) -> int:
             changed.append(f"--hostname={state.get('HostName', '')}")
         if "advertise-tags" in flags and tags != state.get("AdvertiseTags", []):
             changed.append(f"--advertise-tags={','.join(state.get('AdvertiseTags', []))}")
+        changed += _route_reverts(flags, state)
         if changed:
             return _fail(
                 "Error: changing settings via 'tailscale up' requires mentioning all\n"
@@ -138,6 +140,9 @@ def up(args: list[str]) -> int:
                 "or use the command below to explicitly mention the current value of "
                 f"all non-default settings:\n\n\ttailscale up {' '.join(changed)}"
             )
+    routes = _routes(flags, state)
+    if isinstance(routes, str):
+        return _fail(routes)
     key = flags.get("auth-key")
     if isinstance(key, str) and key:
         try:
@@ -160,11 +165,104 @@ def up(args: list[str]) -> int:
             if "advertise-tags" in flags or flags.get("reset")
             else state.get("AdvertiseTags", []),
             "AcceptRoutes": bool(flags.get("accept-routes")),
+            "AdvertiseRoutes": routes,
         }
     )
     save_state(state)
     apply_interface(state)
     return 0
+
+
+# -- subnet routes (what K3s's flannel tailscale backend uses) -------------------------------
+# Real sources, tailscale.com v1.102.5: cmd/tailscale/cli/up.go (--reset resets every setting
+# not given to its default, so advertised routes are dropped; without --reset a setting that
+# would change must be mentioned), cmd/tailscale/cli/set.go (`set` changes only the flags
+# given), net/netutil/routes.go CalcAdvertiseRoutes (comma-separated prefixes, deduplicated,
+# "%s has non-address bits set; expected %s"), ipn/ipnlocal/local.go Logout (deletes the
+# profile: every pref, routes included, is gone), ipn/ipnstate/ipnstate.go PeerStatus
+# PrimaryRoutes ("the routes this node is currently the primary subnet router for, as
+# determined by the control plane", omitted when empty).
+
+
+def _parse_routes(text: str) -> list[str] | str:
+    """``--advertise-routes`` as CalcAdvertiseRoutes reads it: sorted, unique; or an error."""
+    import ipaddress
+
+    routes: set[str] = set()
+    for item in (text.split(",") if text else []):
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+            given = ipaddress.ip_interface(item)
+        except ValueError:
+            return f"{item!r} is not a valid IP address or CIDR prefix"
+        if given.ip != network.network_address:
+            return f"{item} has non-address bits set; expected {network}"
+        routes.add(str(network))
+    return sorted(routes)
+
+
+def _routes(flags: dict[str, str | bool], state: dict[str, Any]) -> list[str] | str:
+    """The advertised routes after ``up``: the flag's, else none with --reset, else kept."""
+    if "advertise-routes" in flags:
+        return _parse_routes(str(flags["advertise-routes"] or ""))
+    return [] if flags.get("reset") else list(state.get("AdvertiseRoutes") or [])
+
+
+def _route_reverts(flags: dict[str, str | bool], state: dict[str, Any]) -> list[str]:
+    """What ``up`` without --reset would silently drop (the real CLI refuses it)."""
+    current = list(state.get("AdvertiseRoutes") or [])
+    return [f"--advertise-routes={','.join(current)}"] if current and (
+        "advertise-routes" not in flags) else []
+
+
+def approved_routes(routes: list[str]) -> list[str]:
+    """The routes the lab's tailnet policy approves (the lab's control plane).
+
+    A route is approved when it lies inside a prefix of ``auto_approved_routes`` in
+    /etc/k3sfleet-lab/host.json: the lab's ``autoApprovers.routes`` (its owners are not
+    modelled). Anything else stays pending, as on a tailnet without a matching policy.
+    """
+    import ipaddress
+
+    approvers = [ipaddress.ip_network(p) for p in host_info().get("auto_approved_routes") or []]
+    return [
+        r for r in routes
+        if any(ipaddress.ip_network(r).subnet_of(a) for a in approvers  # type: ignore[arg-type]
+               if ipaddress.ip_network(r).version == a.version)
+    ]
+
+
+def set_prefs(args: list[str]) -> int:
+    """``tailscale set``: change only the given settings of the current profile."""
+    flags = _flags(args)
+    state = load_state()
+    unknown = sorted(set(flags) - {"advertise-routes", "accept-routes", "hostname"})
+    if unknown:
+        return _fail(f"flag provided but not defined: -{unknown[0]}", 2)
+    if "advertise-routes" in flags:
+        routes = _parse_routes(str(flags["advertise-routes"] or ""))
+        if isinstance(routes, str):
+            return _fail(routes)
+        state["AdvertiseRoutes"] = routes
+    if "accept-routes" in flags:
+        state["AcceptRoutes"] = flags["accept-routes"] not in ("false", "0")
+    if "hostname" in flags:
+        state["HostName"] = str(flags["hostname"])
+    save_state(state)
+    return 0
+
+
+def prefs_json(state: dict[str, Any]) -> dict[str, Any]:
+    """``tailscale debug prefs``: ipn.Prefs as JSON (the fields k3sfleet and K3s read)."""
+    return {
+        "ControlURL": "https://controlplane.tailscale.com",
+        "RouteAll": bool(state.get("AcceptRoutes")),
+        "WantRunning": bool(state.get("WantRunning")),
+        "LoggedOut": not state.get("LoggedIn"),
+        "AdvertiseTags": state.get("AdvertiseTags") or None,
+        "Hostname": state.get("HostName") or "",
+        "AdvertiseRoutes": state.get("AdvertiseRoutes") or None,
+    }
 
 
 def status_json(state: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +280,9 @@ def status_json(state: dict[str, Any]) -> dict[str, Any]:
         "Online": running,
         "Tags": state.get("AdvertiseTags") or None,
     }
+    primary = approved_routes(list(state.get("AdvertiseRoutes") or [])) if running else []
+    if primary:
+        me["PrimaryRoutes"] = primary
     return {
         "Version": VERSION,
         "TUN": True,
@@ -206,30 +307,37 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("version", "--version"):
         print(f"{VERSION}\n  tailscale commit: standin\n  go version: go1.25.3")
         return 0
-    if command not in ("up", "down", "logout", "status", "ip"):
+    if command not in ("up", "set", "down", "logout", "status", "ip", "debug"):
         return _fail(
             f"tailscale: unknown subcommand: {command}\n"
-            "usage: tailscale [up|down|logout|status|ip|version]",
+            "usage: tailscale [up|set|down|logout|status|ip|debug|version]",
             2,
         )
     daemon_state = _daemon_state()
     if daemon_state is None:
         return _fail(NOT_RUNNING)
-    if command in ("up", "down", "logout") and os.geteuid() != 0:
+    if command in ("up", "set", "down", "logout") and os.geteuid() != 0:
         return _fail(
             "Access denied: prefs write access denied\n\nUse 'sudo tailscale " + command + "'."
         )
     state = load_state()
     if command == "up":
         return up(rest)
+    if command == "set":
+        return set_prefs(rest)
+    if command == "debug":
+        if rest[:1] != ["prefs"]:
+            return _fail("tailscale debug: the stand-in knows only `debug prefs`", 2)
+        print(json.dumps(prefs_json(daemon_state), indent="\t"))
+        return 0
     if command == "down":
         state["WantRunning"] = False
         save_state(state)
         apply_interface(state)
         return 0
     if command == "logout":
-        state.update({"LoggedIn": False, "WantRunning": False})
-        state.pop("NodeKey", None)
+        # Logout deletes the profile (ipn/ipnlocal/local.go): its prefs, routes included, go.
+        state = {"LoggedIn": False, "WantRunning": False}
         save_state(state)
         apply_interface(state)
         return 0

@@ -20,7 +20,9 @@ from types import FrameType
 
 from .common import SOCKET, apply_interface, load_state
 
-PUBLIC_STATE = ("LoggedIn", "WantRunning", "HostName", "AdvertiseTags", "AcceptRoutes")
+PUBLIC_STATE = (
+    "LoggedIn", "WantRunning", "HostName", "AdvertiseTags", "AcceptRoutes", "AdvertiseRoutes"
+)
 
 
 def main() -> int:
