@@ -1,4 +1,4 @@
-"""The pod network, as far as the lab needs it: pod CIDRs for Nodes, and flannel's Tailscale backend.
+"""The pod network as the lab needs it: pod CIDRs for Nodes, flannel's Tailscale backend.
 
 Real sources this imitates:
 
