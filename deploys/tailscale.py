@@ -22,7 +22,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from io import StringIO
 from typing import Any
 
@@ -35,7 +35,13 @@ from deploys.preread import deb_packages, downloaded_file, needs_read, systemd_u
 from facts.files import ManagedFiles, ManagedFilesData
 from facts.os import SystemInfo, SystemInfoData
 from facts.systemd import SystemdUnits, SystemdUnitsData
-from facts.tailscale import TailscaleStatus, TailscaleStatusData, logged_in_as
+from facts.tailscale import (
+    AdvertisedRoutes,
+    TailscaleStatus,
+    TailscaleStatusData,
+    logged_in_as,
+    routes_to_keep,
+)
 from k3sfleet.errors import ConfigError
 from k3sfleet.secret import Secret, reveal
 
@@ -70,16 +76,35 @@ def repo_urls(base_url: str, distro: str, codename: str) -> tuple[str, str]:
     return f"{base}/{codename}.noarmor.gpg", f"deb [signed-by={KEYRING}] {base} {codename} main"
 
 
-def up_flags(data: Mapping[str, Any], name: str) -> list[str]:
-    """The ``tailscale up`` flags besides the auth key, for node ``name``."""
+def up_flags(data: Mapping[str, Any], name: str, routes: Sequence[str] = ()) -> list[str]:
+    """The ``tailscale up`` flags besides the auth key, for node ``name``.
+
+    ``--reset`` sets every setting not given back to its default (tailscale.com v1.102.5
+    ``cmd/tailscale/cli/up.go``), so what K3s set is given again: ``routes`` (the node's
+    advertised routes and pod subnet, ``facts.tailscale.routes_to_keep``) and, with vpn-auth,
+    ``--accept-routes`` (K3s's flannel backend runs ``tailscale set --accept-routes
+    --advertise-routes=$SUBNET``, k3s-io/k3s v1.34.2+k3s1 ``pkg/agent/flannel/setup.go``).
+
+    Example::
+
+        up_flags({"k3s_vpn_auth": True}, "vps-1", ["10.42.1.0/24"])
+        # ["--reset", "--hostname=vps-1", "--accept-routes", "--advertise-routes=10.42.1.0/24"]
+    """
     flags = ["--reset", f"--hostname={name}"]
     tags = [t.strip() for t in str(data.get("tailscale_tags") or "").split(",") if t.strip()]
     if tags:
         flags.append(f"--advertise-tags={','.join(tags)}")
-    if data.get("tailscale_accept_routes"):
+    if data.get("tailscale_accept_routes") or data.get("k3s_vpn_auth"):
         flags.append("--accept-routes")
-    flags += [str(a) for a in data.get("tailscale_extra_args") or []]
-    return flags
+    extra = [str(a) for a in data.get("tailscale_extra_args") or []]
+    wanted = set(routes)
+    for arg in [a for a in extra if a.startswith("--advertise-routes=")]:
+        # the user's own routes join K3s's (a second --advertise-routes would replace them)
+        wanted.update(r for r in arg.partition("=")[2].split(",") if r)
+        extra.remove(arg)
+    if wanted:
+        flags.append(f"--advertise-routes={','.join(sorted(wanted))}")
+    return flags + extra
 
 
 def problems(data: Mapping[str, Any]) -> list[str]:
@@ -192,11 +217,15 @@ def tailscale(
         return
     if status is None:
         status = host.get_fact(TailscaleStatus)
+    # Only when `up` will run: the routes K3s advertised, kept across --reset (a converged
+    # node costs no extra read).
+    routes = [] if logged_in_as(status, host.name) else routes_to_keep(
+        host.get_fact(AdvertisedRoutes))
     key = data.tailscale_auth_key
     tailscale_up(
         name="tailscale up",
         auth_key=key if isinstance(key, Secret) else Secret(str(reveal(key))),
-        flags=up_flags(data.dict(), host.name),
+        flags=up_flags(data.dict(), host.name, routes),
         status=status,
         ssh_user=str(data.get("ssh_user") or "root"),
     )

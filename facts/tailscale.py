@@ -68,3 +68,71 @@ def logged_in_as(status: Any, name: str) -> bool:
     return bool(status) and status.get("backend_state") == "Running" and status.get(
         "hostname"
     ) == name
+
+
+class AdvertisedRoutesData(TypedDict):
+    advertised: list[str]
+    pod_subnet: str | None
+
+
+class AdvertisedRoutes(FactBase[AdvertisedRoutesData]):
+    """The subnet routes the node advertises (``tailscale debug prefs`` AdvertiseRoutes) and
+    its K3s pod subnet (flannel's ``/run/flannel/subnet.env``), to keep across ``tailscale up
+    --reset``.
+
+    K3s advertises the pod subnet once, when flannel starts (k3s-io/k3s v1.34.2+k3s1
+    ``pkg/agent/flannel/setup.go``: ``tailscale set --accept-routes --advertise-routes=$SUBNET``
+    plus what ``tailscale debug prefs`` already lists, ``pkg/vpn/vpn.go``). ``up --reset``
+    drops every route not given (tailscale.com v1.102.5 ``cmd/tailscale/cli/up.go``) and
+    ``tailscale logout`` deletes the profile with its routes (``ipn/ipnlocal/local.go``), so
+    the subnet file (flannel-io/flannel ``pkg/subnet/subnet.go`` ``WriteSubnetFile``:
+    ``FLANNEL_SUBNET`` is the lease's first address) is the one source left then.
+
+    Example output::
+
+        {"advertised": ["10.42.1.0/24"], "pod_subnet": "10.42.1.0/24"}
+    """
+
+    MARK = "--k3sfleet-flannel--"
+
+    def command(self) -> str:
+        return (
+            "(tailscale debug prefs 2>/dev/null || true); "
+            f"echo {self.MARK}; cat /run/flannel/subnet.env 2>/dev/null || true"
+        )
+
+    @staticmethod
+    def default() -> AdvertisedRoutesData:
+        return {"advertised": [], "pod_subnet": None}
+
+    def process(self, output: list[str]) -> AdvertisedRoutesData:
+        import ipaddress
+
+        mark = output.index(self.MARK) if self.MARK in output else len(output)
+        prefs_text = "\n".join(output[:mark]).strip()
+        try:
+            prefs: dict[str, Any] = json.loads(prefs_text) if prefs_text else {}
+        except ValueError as e:
+            raise FactProcessError(f"tailscale debug prefs: not JSON ({e})") from None
+        pod_subnet = None
+        for line in output[mark + 1 :]:
+            if line.startswith("FLANNEL_SUBNET="):
+                pod_subnet = str(ipaddress.ip_interface(line.split("=", 1)[1].strip()).network)
+        return {
+            "advertised": [str(r) for r in prefs.get("AdvertiseRoutes") or []],
+            "pod_subnet": pod_subnet,
+        }
+
+
+def routes_to_keep(routes: AdvertisedRoutesData) -> list[str]:
+    """The routes ``tailscale up --reset`` must advertise again: sorted, no repeats.
+
+    Example::
+
+        routes_to_keep({"advertised": ["192.168.7.0/24"], "pod_subnet": "10.42.1.0/24"})
+        # ["10.42.1.0/24", "192.168.7.0/24"]
+    """
+    wanted = set(routes.get("advertised") or [])
+    if routes.get("pod_subnet"):
+        wanted.add(str(routes["pod_subnet"]))
+    return sorted(wanted)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
 from bootstrap_harness import changed, files_fact, generate, managed_files, sha, systemd_units
 
 from deploys import tailscale as ts
-from facts.tailscale import TailscaleStatus
+from facts.tailscale import AdvertisedRoutes, TailscaleStatus, routes_to_keep
 from k3sfleet.errors import ConfigError
 from k3sfleet.secret import Secret
 
@@ -22,13 +23,14 @@ SOURCE = ts.repo_urls("https://pkgs.tailscale.com/stable", "debian", "bookworm")
 
 
 def facts(status: dict[str, Any] | None = None, installed: bool = False,
-          **info: Any) -> dict[str, Any]:
+          routes: dict[str, Any] | None = None, **info: Any) -> dict[str, Any]:
     """A fresh node, or (``installed``) one where the deploy ran: only the batched facts then,
     so a test fails if an operation reads one of pyinfra's own facts on a converged node."""
     batched = {
         "SystemInfo": {**DEBIAN, **info},
         "DebPackages": {"tailscale": {"1.90.0"}} if installed else {},
         "TailscaleStatus": status or TailscaleStatus.default(),
+        "AdvertisedRoutes": routes or AdvertisedRoutes.default(),
     }
     if installed:
         return {
@@ -156,8 +158,6 @@ def test_bad_settings_are_config_errors_naming_the_host(data: dict[str, Any], ne
 
 
 def test_called_alone_tailscale_reads_what_it_needs_once() -> None:
-    from collections import Counter
-
     reads: Counter[str] = Counter()
     ops = generate(ts.tailscale, facts(running_as("node-1"), installed=True), DATA, reads=reads)
     assert changed(ops) == {}
@@ -173,3 +173,61 @@ def test_a_missing_keyring_is_downloaded_and_an_existing_one_is_not() -> None:
     assert list(changed(generate(ts.tailscale, missing, DATA))) == [key]
     assert generate(ts.tailscale, missing, DATA)[key][0].startswith("curl -sSLf ")
     assert key not in changed(generate(ts.tailscale, converged, DATA))
+
+
+# -- K3s's routes across `tailscale up --reset` ----------------------------------------------
+POD = "10.42.1.0/24"
+
+
+@pytest.mark.parametrize(
+    ("status", "routes", "advertise"),
+    [
+        # logged out: the profile and its routes are gone (tailscale v1.102.5 Logout deletes
+        # the profile); flannel's subnet file still names the pod subnet
+        ({"backend_state": "NeedsLogin", "hostname": None, "ips": []},
+         {"advertised": [], "pod_subnet": POD}, POD),
+        # stopped or renamed: the prefs still list what K3s (and the user) advertised
+        ({"backend_state": "Stopped", "hostname": "node-1", "ips": []},
+         {"advertised": [POD, "192.168.7.0/24"], "pod_subnet": POD}, f"{POD},192.168.7.0/24"),
+        ({"backend_state": "Running", "hostname": "old-name", "ips": ["100.64.0.9"]},
+         {"advertised": [POD], "pod_subnet": None}, POD),
+    ],
+)
+def test_up_again_keeps_the_routes_k3s_advertised(
+    status: dict[str, Any], routes: dict[str, Any], advertise: str
+) -> None:
+    # --reset resets every setting not given (cmd/tailscale/cli/up.go): the pod subnet and
+    # accept-routes that K3s's flannel set (pkg/agent/flannel/setup.go) are given again.
+    data = {**DATA, "k3s_vpn_auth": True}
+    up = changed(generate(ts.tailscale, facts(status, installed=True, routes=routes), data))[UP]
+    assert f" --reset --hostname=node-1 --accept-routes --advertise-routes={advertise} ;" in up[3]
+
+
+def test_up_without_routes_or_vpn_auth_adds_no_route_flags() -> None:
+    up = generate(ts.tailscale, facts(), {**DATA, "k3s_vpn_auth": False})[UP][3]
+    assert "--advertise-routes" not in up and "--accept-routes" not in up
+
+
+def test_user_routes_join_the_kept_ones() -> None:
+    data = {**DATA, "tailscale_extra_args": ["--advertise-routes=192.168.9.0/24", "--ssh"]}
+    up = generate(ts.tailscale, facts(routes={"advertised": [], "pod_subnet": POD}), data)[UP][3]
+    assert f"--advertise-routes={POD},192.168.9.0/24 --ssh ;" in up
+    assert up.count("--advertise-routes") == 1
+
+
+def test_converged_node_reads_no_routes() -> None:
+    table = facts(running_as("node-1"), installed=True)
+    del table["AdvertisedRoutes"]  # the harness raises MissingFact if it were read
+    assert changed(generate(ts.tailscale, table, DATA)) == {}
+
+
+def test_advertised_routes_fact_reads_prefs_and_flannel_subnet() -> None:
+    fact = AdvertisedRoutes()
+    prefs = ['{', '\t"RouteAll": true,', '\t"AdvertiseRoutes": [', '\t\t"10.42.1.0/24"', '\t]', '}']
+    got = fact.process([*prefs, fact.MARK, "FLANNEL_NETWORK=10.42.0.0/16",
+                        "FLANNEL_SUBNET=10.42.2.1/24", "FLANNEL_MTU=1280"])
+    assert got == {"advertised": ["10.42.1.0/24"], "pod_subnet": "10.42.2.0/24"}
+    assert routes_to_keep(got) == ["10.42.1.0/24", "10.42.2.0/24"]
+    # tailscaled down and no k3s: nothing to keep
+    assert fact.process([fact.MARK]) == {"advertised": [], "pod_subnet": None}
+    assert fact.process(['{"AdvertiseRoutes": null}', fact.MARK]) == AdvertisedRoutes.default()
