@@ -3,9 +3,14 @@
     K3S_RESET_CONFIRM=yes-destroy-k3s pyinfra inventory.py deploys/reset.py
 
 Destroys the cluster's data on the nodes (the etcd datastore, volumes under
-/var/lib/rancher). Refused unless ``K3S_RESET_CONFIRM`` is ``yes-destroy-k3s``. Unlike
-``k3s-killall.sh`` it removes only K3s's own network interfaces and iptables rules, never
-the routes Tailscale manages. A node without K3s is left alone, so a re-run changes nothing.
+/var/lib/rancher). Refused unless ``K3S_RESET_CONFIRM`` is ``yes-destroy-k3s``. Cleans the
+network as ``k3s-killall.sh`` does (k3s-io/k3s v1.34.2+k3s1 ``install.sh`` ``create_killall``):
+the pods' veths on ``cni0`` and K3s's interfaces, the ``cni-*`` network namespaces (unmounted,
+then deleted), ``/var/lib/cni``, K3s's iptables rules, and every subnet route the node
+advertises on Tailscale (``tailscale set --advertise-routes=``): K3s's flannel advertises the
+pod subnet plus whatever is advertised already (``pkg/agent/flannel/setup.go``), so a route
+left behind would be advertised again by the next K3s on the node. Tailscale itself stays up.
+A node without K3s is left alone, so a re-run changes nothing.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ PATHS = (
     "/run/k3s",
     "/run/flannel",
     "/etc/modules-load.d/k3s.conf",
+    "/var/lib/cni",
 )
-LINKS = ("cni0", "flannel.1", "flannel-v6.1", "flannel-wg", "kube-ipvs0")
+LINKS = ("cni0", "flannel.1", "flannel-v6.1", "flannel-wg", "flannel-wg-v6", "kube-ipvs0")
 
 UNINSTALL_SCRIPT = "\n".join(
     [
@@ -43,9 +49,17 @@ UNINSTALL_SCRIPT = "\n".join(
         "for pid in $(pgrep -f '^/var/lib/rancher/k3s/data/[^ ]*/containerd-shim'); do",
         '  kill -9 "$pid" 2>/dev/null || true',
         "done",
-        "for m in $(awk '$2 ~ \"^/(run/k3s|var/lib/rancher/k3s|var/lib/kubelet)\" {print $2}' "
-        '/proc/self/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done',
+        "for m in $(awk '$2 ~ \"^/(run/k3s|var/lib/rancher/k3s|var/lib/kubelet|run/netns/cni-)\" "
+        "{print $2}' /proc/self/mounts | sort -r); do umount -l \"$m\" 2>/dev/null || true; done",
+        # the pods' network namespaces, then the veths still enslaved to cni0
+        "for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do",
+        '  ip netns delete "$ns" 2>/dev/null || true',
+        "done",
+        "for i in $(ip -o link show master cni0 2>/dev/null | awk -F': ' '{print $2}'); do",
+        '  ip link delete "${i%%@*}" 2>/dev/null || true',
+        "done",
         f'for link in {" ".join(LINKS)}; do ip link delete "$link" 2>/dev/null || true; done',
+        "if command -v tailscale >/dev/null; then tailscale set --advertise-routes= || true; fi",
         "if command -v iptables-save >/dev/null; then",
         "  for t in iptables ip6tables; do",
         "    $t-save 2>/dev/null | grep -v -E 'KUBE-|CNI-|FLANNEL|flannel' | $t-restore "

@@ -8,12 +8,13 @@ deploys use), reached over SSH with its user, key and known_hosts (host keys che
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from k3sfleet.kube import HostInfo, hosts_from_inventory
+from k3sfleet.kube import HostInfo, cluster_api, hosts_from_inventory
 from k3sfleet.verify import testinfra_host
 
 
@@ -92,3 +93,10 @@ def first_server_tailnet_address(nodes: list[HostInfo]) -> str | None:
     ips = tailscale_status(host_for(first)).get("Self", {}).get("TailscaleIPs") or []
     v4 = [ip for ip in ips if ":" not in ip]
     return v4[0] if v4 else None
+
+
+@pytest.fixture(scope="module")
+def api(nodes: list[HostInfo]) -> Iterator[Any]:
+    """A Kubernetes API client (k3sfleet.kube: SSH tunnel to a server)."""
+    with cluster_api(nodes) as api_client:
+        yield api_client

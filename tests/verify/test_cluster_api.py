@@ -3,20 +3,13 @@ registered and Ready at the expected version; Argo CD's objects exist once deplo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from k3sfleet.kube import HostInfo, cluster_api
-
-
-@pytest.fixture(scope="module")
-def api(nodes: list[HostInfo]) -> Iterator[Any]:
-    with cluster_api(nodes) as api_client:
-        yield api_client
+from k3sfleet.kube import HostInfo
 
 
 def ready(node: Any) -> str:
