@@ -51,6 +51,7 @@ SECRET_DIR = "/run/k3sfleet"
 UPLOAD_DIR = "/run/k3sfleet-upload"
 AUTH_KEY_FILE = f"{SECRET_DIR}/tailscale-authkey"
 DAEMON_UNIT = "tailscaled.service"
+PACKAGES = ("tailscale", "tailscale-archive-keyring")
 #: What ``tailscale`` reads in one ``ManagedFiles`` and one ``SystemdUnits`` fact.
 FILES: tuple[str, ...] = (KEYRING, SOURCES_LIST)
 UNITS: tuple[str, ...] = (DAEMON_UNIT,)
@@ -209,7 +210,10 @@ def tailscale(
         name="Tailscale apt repository", path=SOURCES_LIST, content=f"{source}\n",
         then=["apt-get update"], current=files[SOURCES_LIST],
     )
-    deb_packages(name="tailscale installed", packages=["tailscale"], installed=installed)
+    # The keyring package keeps the repository's signing key current (Tailscale's installer
+    # installs it with tailscale, tailscale.com v1.102.5 scripts/installer.sh; the tailscale
+    # package only Recommends it, which the nodes' apt policy does not install).
+    deb_packages(name="tailscale installed", packages=list(PACKAGES), installed=installed)
     systemd_unit(name="tailscaled running", unit=DAEMON_UNIT, state=units[DAEMON_UNIT],
                  running=True, enabled=True)
     if data.tailscale_up_by == "k3s":

@@ -7,6 +7,7 @@ Laid out like the real download locations, so deploys use them by base URL alone
     tailscale/debian/dists/bookworm/{InRelease,Release,Release.gpg}
     tailscale/debian/dists/bookworm/main/binary-amd64/Packages(.gz)
     tailscale/debian/pool/tailscale_<version>_amd64.deb
+    tailscale/debian/pool/tailscale-archive-keyring_1.35.181_all.deb
 
 The stand-in k3s executables are zipapps of k3sfleet.lab.standins.k3s with the version baked in
 (byte-for-byte reproducible, so a rebuilt lab serves the same checksums). The apt repository is
@@ -152,7 +153,7 @@ def build_tailscale_deb(outdir: Path, version: str = LAB_TAILSCALE_VERSION) -> P
         lib.mkdir(parents=True)
         for path in sorted((STANDINS / "tailscale").glob("*.py")):
             shutil.copy(path, lib / path.name)
-        files = {
+        files: dict[str, tuple[str | bytes, int]] = {
             "usr/bin/tailscale": (_LAUNCHER.format(name="tailscale", module="cli"), 0o755),
             "usr/sbin/tailscaled": (_LAUNCHER.format(name="tailscaled", module="daemon"), 0o755),
             "lib/systemd/system/tailscaled.service": (_UNIT, 0o644),
@@ -164,31 +165,67 @@ def build_tailscale_deb(outdir: Path, version: str = LAB_TAILSCALE_VERSION) -> P
                 f"Package: tailscale\nVersion: {version}\nSection: net\nPriority: extra\n"
                 "Architecture: amd64\nMaintainer: k3sfleet lab <lab@k3sfleet.invalid>\n"
                 "Depends: python3, iproute2\nReplaces: tailscale-relay\n"
+                # as the real package (tailscale.com v1.102.5 release/dist/unixpkgs/pkgs.go)
+                f"Recommends: tailscale-archive-keyring (>= {LAB_KEYRING_VERSION})\n"
                 "Description: The easiest, most secure, cross platform way to use WireGuard\n"
                 " Stand-in for the k3sfleet lab: same CLI surface for what k3sfleet uses,\n"
                 " no WireGuard; brings tailscale0 up with the host's lab tailnet address.\n",
                 0o644,
             ),
         }
-        for name, (text, mode) in files.items():
-            path = root / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            path.chmod(mode)
-        for directory in [root, *root.rglob("*")]:
-            if directory.is_dir():
-                directory.chmod(0o755)
-            os.utime(directory, (1735689600, 1735689600), follow_symlinks=False)
-        outdir.mkdir(parents=True, exist_ok=True)
-        deb = outdir / f"tailscale_{version}_amd64.deb"
-        env = {**os.environ, "SOURCE_DATE_EPOCH": "1735689600"}
-        subprocess.run(
-            ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(deb)],
-            check=True,
-            capture_output=True,
-            env=env,
-        )
+        return _pack(root, files, outdir / f"tailscale_{version}_amd64.deb")
+
+
+def _pack(root: Path, files: dict[str, tuple[str | bytes, int]], deb: Path) -> Path:
+    """Write ``files`` (path -> content, mode) under ``root`` and build ``deb`` reproducibly."""
+    for name, (content, mode) in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        path.chmod(mode)
+    for directory in [root, *root.rglob("*")]:
+        if directory.is_dir():
+            directory.chmod(0o755)
+        os.utime(directory, (1735689600, 1735689600), follow_symlinks=False)
+    deb.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1735689600"}
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(deb)],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     return deb
+
+
+#: The keyring package's version: the one the real tailscale package recommends at least
+#: (tailscale.com v1.102.5 release/dist/unixpkgs/pkgs.go: "tailscale-archive-keyring (>=
+#: 1.35.181)").
+LAB_KEYRING_VERSION = "1.35.181"
+
+
+def build_keyring_deb(outdir: Path, keyring: bytes, version: str = LAB_KEYRING_VERSION) -> Path:
+    """tailscale-archive-keyring_<version>_all.deb: the repository's signing key at the path
+    apt's ``signed-by`` names, as Tailscale's own package ships it (its installer,
+    tailscale.com v1.102.5 scripts/installer.sh, installs it next to ``tailscale`` so a key
+    rotation arrives as a package upgrade)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files: dict[str, tuple[str | bytes, int]] = {
+            "usr/share/keyrings/tailscale-archive-keyring.gpg": (keyring, 0o644),
+            "DEBIAN/control": (
+                f"Package: tailscale-archive-keyring\nVersion: {version}\nSection: misc\n"
+                "Priority: optional\nArchitecture: all\n"
+                "Maintainer: k3sfleet lab <lab@k3sfleet.invalid>\n"
+                "Description: GnuPG keys of the Tailscale package repository\n"
+                " Stand-in for the k3sfleet lab: the lab repository's signing key.\n",
+                0o644,
+            ),
+        }
+        return _pack(Path(tmp) / "pkg", files,
+                     outdir / f"tailscale-archive-keyring_{version}_all.deb")
 
 
 # -- signing ---------------------------------------------------------------------------------
@@ -286,22 +323,24 @@ def build_apt_repository(directory: Path, cache: Path) -> tuple[Path, str]:
     if debian.exists():
         shutil.rmtree(debian)
     deb = build_tailscale_deb(debian / "pool")
-    packages = subprocess.run(
-        ["dpkg-scanpackages", "--multiversion", "pool", "/dev/null"],
-        cwd=debian,
-        capture_output=True,
-        check=True,
-    ).stdout
-    binary = debian / "dists" / DIST / "main" / "binary-amd64"
-    binary.mkdir(parents=True)
-    (binary / "Packages").write_bytes(packages)
-    (binary / "Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
-    dist = debian / "dists" / DIST
-    (dist / "Release").write_text(
-        _release(dist, ["main/binary-amd64/Packages", "main/binary-amd64/Packages.gz"])
-    )
     with _locked(cache / "apt-gpg.lock"):  # labs are built in parallel; one gpg home
         key = signing_key(cache)
+        exported = key.gpg("--export", key.fingerprint)
+        build_keyring_deb(debian / "pool", exported)
+        packages = subprocess.run(
+            ["dpkg-scanpackages", "--multiversion", "pool", "/dev/null"],
+            cwd=debian,
+            capture_output=True,
+            check=True,
+        ).stdout
+        binary = debian / "dists" / DIST / "main" / "binary-amd64"
+        binary.mkdir(parents=True)
+        (binary / "Packages").write_bytes(packages)
+        (binary / "Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
+        dist = debian / "dists" / DIST
+        (dist / "Release").write_text(
+            _release(dist, ["main/binary-amd64/Packages", "main/binary-amd64/Packages.gz"])
+        )
         try:
             key.gpg(
                 "--local-user",
@@ -327,7 +366,7 @@ def build_apt_repository(directory: Path, cache: Path) -> tuple[Path, str]:
         finally:
             key.stop_agent()
         keyring = debian / f"{DIST}.noarmor.gpg"
-        keyring.write_bytes(key.gpg("--export", key.fingerprint))
+        keyring.write_bytes(exported)
         (debian / f"{DIST}.gpg").write_bytes(key.gpg("--armor", "--export", key.fingerprint))
     (debian / f"{DIST}.tailscale-keyring.list").write_text(
         "# Tailscale packages for debian bookworm (k3sfleet lab stand-in)\n"

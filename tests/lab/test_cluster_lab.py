@@ -12,6 +12,7 @@ agent proves a single ``cluster-init`` and that a wiped first server rejoins the
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -236,6 +237,38 @@ def test_kubeconfig_merges_a_working_context_and_keeps_others(
     assert {"lab-server-1", "lab-agent-1", "lab-agent-2"} <= names
 
 
+def pod_routes(lab: Any, host: Any) -> tuple[list[str] | None, list[str], bool]:
+    """(advertised routes, primary routes, accept-routes) as the node's Tailscale reports them."""
+    prefs = json.loads(sudo(lab, host, "tailscale debug prefs"))
+    status = json.loads(sudo(lab, host, "tailscale status --json"))
+    return prefs["AdvertiseRoutes"], status["Self"].get("PrimaryRoutes") or [], prefs["RouteAll"]
+
+
+def test_k3s_advertises_each_pod_cidr_and_a_new_tailscale_up_keeps_it(
+    cluster: dict[str, Any],
+) -> None:
+    """Each node advertises its own pod CIDR (stand-in k3s as pkg/agent/flannel/setup.go), the
+    lab's policy makes it primary; `tailscale logout` (the README's way to change tags) drops
+    it (tailscale v1.102.5 deletes the profile) and re-running bootstrap's `tailscale up
+    --reset` brings it back, with accept-routes, without restarting K3s."""
+    lab = cluster["lab"]
+    cidrs = {}
+    for host in lab.hosts:
+        advertised, primary, accept = pod_routes(lab, host)
+        assert advertised and len(advertised) == 1 and advertised == primary and accept, (
+            host.name, advertised, primary, accept)
+        cidrs[host.name] = advertised[0]
+    assert len(set(cidrs.values())) == len(cidrs), cidrs  # one /24 per node
+    agent = lab.agents[0]
+    before = started_at(lab)[agent.name]
+    sudo(lab, agent, "tailscale logout")
+    assert pod_routes(lab, agent)[0] is None
+    again = pyinfra(cluster["inventory"], "deploys/bootstrap.py", "-y", "--limit", agent.name)
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert pod_routes(lab, agent) == ([cidrs[agent.name]], [cidrs[agent.name]], True)
+    assert started_at(lab)[agent.name] == before
+
+
 def test_reset_is_refused_without_confirmation_then_uninstalls(cluster: dict[str, Any]) -> None:
     """Last test of the module: it takes K3s away from the lab's hosts."""
     lab, work = cluster["lab"], cluster["work"]
@@ -243,16 +276,21 @@ def test_reset_is_refused_without_confirmation_then_uninstalls(cluster: dict[str
     assert refused.returncode != 0 and "K3S_RESET_CONFIRM" in refused.stdout
     assert sudo(lab, lab.servers[0], "systemctl is-active k3s").strip() == "active"
     confirmed = lab.write_inventory(work / "reset.py", {"k3s_reset_confirm": "yes-destroy-k3s"})
+    for host in lab.hosts:  # what pods leave behind on a real node (k3s-killall.sh's targets)
+        sudo(lab, host, "ip netns add cni-k3sfleet-test && mkdir -p /var/lib/cni/networks/cbr0")
     done = pyinfra(confirmed, "deploys/reset.py", "-y")
     assert done.returncode == 0, done.stdout[-4000:]
     for host in lab.hosts:
         left = sudo(
             lab, host,
-            "ls -d /usr/local/bin/k3s /etc/rancher/k3s /var/lib/rancher/k3s "
-            f"/etc/systemd/system/{service(host)}.service 2>/dev/null || true",
+            "ls -d /usr/local/bin/k3s /etc/rancher/k3s /var/lib/rancher/k3s /var/lib/cni "
+            f"/run/netns/cni-k3sfleet-test /etc/systemd/system/{service(host)}.service "
+            "2>/dev/null || true",
         )
         assert left.strip() == "", f"{host.name} still has {left}"
+        assert "cni-" not in sudo(lab, host, "ip netns list")
         assert sudo(lab, host, "tailscale ip -4").strip() == host.tailnet_ip
+        assert pod_routes(lab, host)[:2] == (None, [])  # no route left to re-advertise
     again = pyinfra(confirmed, "deploys/reset.py", "-y")
     assert again.returncode == 0 and grand_total(again.stdout)["success"] == 0
 

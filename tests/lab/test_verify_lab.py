@@ -96,6 +96,15 @@ def test_broken_hosts_fail_exactly_the_matching_checks(
             "sudo chmod 0644 /var/lib/rancher/k3s/server/node-token",
             "sudo chmod 0600 /var/lib/rancher/k3s/server/node-token",
         ),
+        # the lab's tailnet policy stops approving the pod network (no autoApprovers)
+        (
+            server,
+            "sudo cp /etc/k3sfleet-lab/host.json /etc/k3sfleet-lab/host.json.bak && sudo python3 "
+            "-c \"import json, pathlib; p = pathlib.Path('/etc/k3sfleet-lab/host.json'); "
+            "d = json.loads(p.read_text()); d['auto_approved_routes'] = []; "
+            "p.write_text(json.dumps(d))\"",
+            "sudo mv /etc/k3sfleet-lab/host.json.bak /etc/k3sfleet-lab/host.json",
+        ),
     ]
     try:
         for host, breaking, _ in breakages:
@@ -111,6 +120,7 @@ def test_broken_hosts_fail_exactly_the_matching_checks(
         f"test_firewall::test_k3s_ports_only_on_tailnet[{agents[0].name}]",
         f"test_k3s::test_service_active[{agents[1].name}]",
         f"test_k3s::test_secret_files_private[{server.name}]",
+        f"test_tailscale::test_pod_cidr_is_a_primary_route[{server.name}]",
     }
     # A stopped agent also goes NotReady in the API once its heartbeat is 40 s old; on a slow
     # machine the API check may see that too, and then it must name that agent.
@@ -121,3 +131,5 @@ def test_broken_hosts_fail_exactly_the_matching_checks(
     assert "6443" in failed[f"test_firewall::test_k3s_ports_only_on_tailnet[{agents[0].name}]"]
     assert "k3s-agent is not running" in failed[f"test_k3s::test_service_active[{agents[1].name}]"]
     assert "node-token is 0o644" in failed[f"test_k3s::test_secret_files_private[{server.name}]"]
+    route = failed[f"test_tailscale::test_pod_cidr_is_a_primary_route[{server.name}]"]
+    assert "10.42.0.0/24 is not a primary Tailscale route" in route and "autoApprovers" in route

@@ -259,7 +259,7 @@ def _converged_entry_facts(name: str = "node-1") -> dict[str, Any]:
     facts["SystemdUnits"] = systemd_units({c.TIMESYNC_UNIT: (True, True),
                                            ts.DAEMON_UNIT: (True, True)})
     facts["DebPackages"] = {**facts["DebPackages"], "ufw": {"0.36.2-1"},
-                            "tailscale": {"1.90.0"}}
+                            "tailscale": {"1.90.0"}, "tailscale-archive-keyring": {"1.35.181"}}
     return facts
 
 

@@ -28,7 +28,8 @@ def facts(status: dict[str, Any] | None = None, installed: bool = False,
     so a test fails if an operation reads one of pyinfra's own facts on a converged node."""
     batched = {
         "SystemInfo": {**DEBIAN, **info},
-        "DebPackages": {"tailscale": {"1.90.0"}} if installed else {},
+        "DebPackages": {"tailscale": {"1.90.0"}, "tailscale-archive-keyring": {"1.35.181"}}
+        if installed else {},
         "TailscaleStatus": status or TailscaleStatus.default(),
         "AdvertisedRoutes": routes or AdvertisedRoutes.default(),
     }
@@ -71,7 +72,9 @@ def test_fresh_node_gets_repo_package_daemon_and_up() -> None:
         f"deb [signed-by={ts.KEYRING}] https://pkgs.tailscale.com/stable/debian bookworm main\n"
     )
     assert ops["k3sfleet tailscale | Tailscale apt repository"][-1] == "apt-get update"
-    assert ops["k3sfleet tailscale | tailscale installed"][0].endswith("install tailscale")
+    # with the keyring package, so the signing key rotates (scripts/installer.sh, v1.102.5)
+    assert ops["k3sfleet tailscale | tailscale installed"][0].endswith(
+        "install tailscale tailscale-archive-keyring")
     assert ops["k3sfleet tailscale | tailscaled running"] == [
         "systemctl start tailscaled.service", "systemctl enable tailscaled.service"]
     up = ops[UP]
@@ -231,3 +234,12 @@ def test_advertised_routes_fact_reads_prefs_and_flannel_subnet() -> None:
     # tailscaled down and no k3s: nothing to keep
     assert fact.process([fact.MARK]) == {"advertised": [], "pod_subnet": None}
     assert fact.process(['{"AdvertiseRoutes": null}', fact.MARK]) == AdvertisedRoutes.default()
+
+
+def test_a_node_with_tailscale_but_no_keyring_package_gets_it() -> None:
+    table = facts(running_as("node-1"), installed=True)
+    table["DebPackages"] = {"tailscale": {"1.90.0"}}
+    ops = changed(generate(ts.tailscale, table, DATA))
+    assert list(ops) == ["k3sfleet tailscale | tailscale installed"]
+    assert ops["k3sfleet tailscale | tailscale installed"][0].endswith(
+        "install tailscale-archive-keyring")
