@@ -281,6 +281,20 @@ def test_tailscale_up_with_the_lab_key_and_key_never_shown(boot: dict[str, Any])
         assert rc != 0, "the key file is removed after `tailscale up`"
 
 
+def test_the_keyring_package_owns_the_signing_key(boot: dict[str, Any]) -> None:
+    """tailscale-archive-keyring is installed with tailscale (as Tailscale's installer does,
+    tailscale.com v1.102.5 scripts/installer.sh) and owns the keyring apt checks, so a new
+    signing key arrives as a package upgrade."""
+    lab = boot["lab"]
+    for host in lab.hosts:
+        rc, out, err = sudo(lab, host, "dpkg-query -W -f '${Status} ${Version}' "
+                            "tailscale-archive-keyring && dpkg -S "
+                            "/usr/share/keyrings/tailscale-archive-keyring.gpg")
+        assert rc == 0, f"{host.name}: {out}{err}"
+        assert out.startswith("install ok installed 1.35.181")
+        assert "tailscale-archive-keyring: /usr/share/keyrings/" in out
+
+
 def test_invalid_key_fails_naming_the_host_and_leaves_no_key(boot: dict[str, Any]) -> None:
     lab = boot["lab"]
     host = lab.agents[1]
