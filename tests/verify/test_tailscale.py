@@ -35,7 +35,7 @@ def test_pod_cidr_is_a_primary_route(node: Any, host: Any, api: Any) -> None:
     if node.data.get("k3s_vpn_auth") is False:
         pytest.skip("K3S_VPN_AUTH=false: flannel does not route pods over Tailscale")
     spec = client.CoreV1Api(api).read_node(node.name).spec
-    cidrs = list(spec.pod_cid_rs or ([spec.pod_cidr] if spec.pod_cidr else []))
+    cidrs = list(spec.pod_cidrs or ([spec.pod_cidr] if spec.pod_cidr else []))
     assert cidrs, f"{node.name}: the Node has no spec.podCIDR yet; is K3s running?"
     primary = tailscale_status(host).get("Self", {}).get("PrimaryRoutes") or []
     missing = [c for c in cidrs if c not in primary]
