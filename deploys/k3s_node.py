@@ -39,13 +39,12 @@ from facts.k3s import (
     K3S_BIN,
     NODE_TOKEN,
     VPN_AUTH_FILE,
-    K3sNodeToken,
     K3sState,
 )
 from facts.tailscale import TailscaleStatus
 from k3sfleet.errors import ConfigError
 from k3sfleet.k3s_plan import joining_servers, plan_servers
-from k3sfleet.secret import Secret, reveal
+from k3sfleet.secret import Secret, read_secret_file, reveal
 from k3sfleet.templating import environment
 from k3sfleet.versions import refusal
 
@@ -201,8 +200,7 @@ class ClusterPlan:
         """The node-token of server ``name``, read once it exists."""
         with self._lock(f"token:{name}"):
             if name not in self.tokens:
-                other = inventory.get_host(name)
-                token = other.get_fact(K3sNodeToken, _sudo=use_sudo(other.data))
+                token = node_token(inventory.get_host(name))
                 if token is None:
                     return None
                 self.tokens[name] = token
@@ -211,6 +209,12 @@ class ClusterPlan:
 
 _PLAN_ATTR = "_k3sfleet_cluster_plan"
 _plan_lock = gevent.lock.Semaphore()
+
+
+def node_token(h: Any) -> Secret | None:
+    """Server ``h``'s node-token, read so that no pyinfra verbosity prints it (not a fact:
+    ``k3sfleet.secret.read_secret_file`` says why)."""
+    return read_secret_file(h, NODE_TOKEN, sudo=use_sudo(h.data))
 
 
 def node_state(h: Any) -> dict[str, Any]:
@@ -254,9 +258,7 @@ def _read_concurrently(
         f"state:{h.name}": functools.partial(node_state, h) for h in hosts
     }
     if token_host is not None:
-        reads["token"] = functools.partial(
-            token_host.get_fact, K3sNodeToken, _sudo=use_sudo(token_host.data)
-        )
+        reads["token"] = functools.partial(node_token, token_host)
     values = read_at_once(reads)
     return {h.name: values[f"state:{h.name}"] for h in hosts}, values.get("token")
 

@@ -9,7 +9,9 @@ Example::
     state = host.get_fact(K3sState, _sudo=True)
     state["version"]        # "v1.34.2+k3s1" or None
     state["datastore"]      # "etcd", "sqlite", "other" or None
-    token = host.get_fact(K3sNodeToken, _sudo=True)   # Secret or None
+
+There is no fact for the node-token: pyinfra prints every fact's output at ``-vvv``, so the
+token is read with ``k3sfleet.secret.read_secret_file`` (see ``deploys.k3s_node.node_token``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 from pyinfra.api import FactBase, QuoteString, StringCommand
-
-from k3sfleet.secret import Secret
 
 K3S_BIN = "/usr/local/bin/k3s"
 CONFIG = "/etc/rancher/k3s/config.yaml"
@@ -105,22 +105,6 @@ class K3sDirectories(FactBase[dict[str, dict[str, str] | None]]):
 
     def process(self, output: list[str]) -> dict[str, dict[str, str] | None]:
         return _parse_directories(output)
-
-
-class K3sNodeToken(FactBase[Secret | None]):
-    """The cluster join token a server wrote (``node-token``), as a ``Secret``; ``None`` if absent.
-
-    .. code:: python
-
-        host.get_fact(K3sNodeToken, _sudo=True)   # Secret('*MASKED*')
-    """
-
-    def command(self) -> str:
-        return f"cat {NODE_TOKEN} 2>/dev/null || true"
-
-    def process(self, output: list[str]) -> Secret | None:
-        text = "".join(output).strip()
-        return Secret(text) if text else None
 
 
 class K3sServiceStatus(FactBase[dict[str, str]]):

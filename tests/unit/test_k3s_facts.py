@@ -11,14 +11,12 @@ from facts.k3s import (
     DB_DIR,
     K3sDatastore,
     K3sDirectories,
-    K3sNodeToken,
     K3sServerUrl,
     K3sServiceStatus,
     K3sState,
     K3sVersion,
     parse_version,
 )
-from k3sfleet.secret import Secret
 
 
 def run_in(root: Path, command: str) -> list[str]:
@@ -40,13 +38,6 @@ def test_version_parsing() -> None:
         "v1.34.2+k3s1"
     )
     assert K3sVersion().process([]) is None
-
-
-def test_node_token_is_a_secret() -> None:
-    token = K3sNodeToken().process(["K10abc::server:s3cret"])
-    assert isinstance(token, Secret) and token.unmask() == "K10abc::server:s3cret"
-    assert "s3cret" not in str(token)
-    assert K3sNodeToken().process([]) is None
 
 
 @pytest.mark.parametrize(

@@ -34,16 +34,20 @@ def fake_inventory(monkeypatch: pytest.MonkeyPatch, answers: dict[str, Any]) -> 
             gevent.sleep(0.01)  # a remote command: other greenlets run meanwhile
             return answers[fact.__name__]
 
+    def node_token(h: Host) -> Any:
+        return h.get_fact(type("node_token", (), {}))
+
     monkeypatch.setattr(k3s_node, "inventory", SimpleNamespace(get_host=Host))
+    monkeypatch.setattr(k3s_node, "node_token", node_token)
     return reads
 
 
 def test_concurrent_agents_read_the_servers_token_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    reads = fake_inventory(monkeypatch, {"K3sNodeToken": Secret("K10abc::server:pw")})
+    reads = fake_inventory(monkeypatch, {"node_token": Secret("K10abc::server:pw")})
     p = plan()
     jobs = [gevent.spawn(p.token_of, "s1") for _ in range(8)]
     gevent.joinall(jobs, raise_error=True)
-    assert reads == ["s1:K3sNodeToken"]
+    assert reads == ["s1:node_token"]
     assert {job.value.unmask() for job in jobs} == {"K10abc::server:pw"}
 
 
@@ -71,11 +75,12 @@ def test_plan_reads_every_node_and_the_token_at_once(monkeypatch: pytest.MonkeyP
             running.append(f"{self.name}:{fact.__name__}")
             gevent.sleep(0.02)
             overlap.append(len(running))
-            if fact.__name__ == "K3sNodeToken":
+            if fact.__name__ == "node_token":
                 return Secret("K10abc::server:pw")
             return {"datastore": "etcd", "join": "cluster-init", "tailnet_ip": "100.64.0.1"}
 
     hosts = [Host("s1", "server"), *(Host(f"a{i}", "agent") for i in range(4))]
+    monkeypatch.setattr(k3s_node, "node_token", lambda h: h.get_fact(type("node_token", (), {})))
 
     class Inventory:
         def __iter__(self) -> Any:
@@ -89,8 +94,8 @@ def test_plan_reads_every_node_and_the_token_at_once(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(k3s_node, "inventory", Inventory())
     p = k3s_node._compute_plan()
-    assert sorted(running) == ["a1:K3sState", "a2:K3sState", "a3:K3sState", "s1:K3sNodeToken",
-                               "s1:K3sState"]  # fmt: skip
+    assert sorted(running) == ["a1:K3sState", "a2:K3sState", "a3:K3sState", "s1:K3sState",
+                               "s1:node_token"]  # fmt: skip
     assert min(overlap) == len(running)  # every read had started before the first one ended
     assert set(p.states) == {"s1", "a1", "a2", "a3"} and p.token_of("s1") is not None
     assert len(running) == 5  # token_of answered from the plan
