@@ -45,7 +45,7 @@ def k3s_agent(plan: ClusterPlan | None = None) -> None:
     """Install and converge the K3s agent on this host (see the module docstring)."""
     data = host.data
     plan = plan or cluster_plan()
-    version_guard(data)
+    version_guard(data, server=False)
     converge_node(
         "agent",
         plan,

@@ -46,7 +46,7 @@ from k3sfleet.errors import ConfigError
 from k3sfleet.k3s_plan import joining_servers, plan_servers
 from k3sfleet.secret import Secret, read_secret_file, reveal
 from k3sfleet.templating import environment
-from k3sfleet.versions import refusal
+from k3sfleet.versions import etcd_on_tailnet, refusal
 
 API_PORT = 6443
 SERVICE = {"server": "k3s", "agent": "k3s-agent"}
@@ -139,12 +139,14 @@ def node_settings(data: Any, address: str | None, name: str) -> tuple[dict[str, 
     return settings, extra
 
 
-def version_guard(data: Any) -> None:
-    """Refuse a known-bad ``k3s_version`` (see ``k3sfleet.versions``)."""
+def version_guard(data: Any, server: bool) -> None:
+    """Refuse a ``k3s_version`` that is known bad for this node's configuration (see
+    ``k3sfleet.versions``); agents run no etcd."""
     problem = refusal(
         str(data.get("k3s_version")),
         allow=str(data.get("k3s_allow_versions") or ""),
         vpn_auth=bool(data.get("k3s_vpn_auth")),
+        etcd_on_tailnet=not server or etcd_on_tailnet(data),
     )
     if problem:
         raise ConfigError(problem)

@@ -29,11 +29,12 @@ from deploys.k3s_node import (
     node_settings,
     version_guard,
 )
+from k3sfleet.versions import TAILNET_INTERFACE
 
 SERVER_DEFAULTS: dict[str, Any] = {
     "k3s_disable": ["traefik"],
     "k3s_tls_san": [],
-    "k3s_flannel_iface": "tailscale0",
+    "k3s_flannel_iface": TAILNET_INTERFACE,
     "k3s_extra_config": {},
     "k3s_health_timeout": 120,
 }
@@ -77,7 +78,7 @@ def k3s_server(plan: ClusterPlan | None = None) -> None:
     """Install and converge the K3s server on this host (see the module docstring)."""
     data = host.data
     plan = plan or cluster_plan()
-    version_guard(data)
+    version_guard(data, server=True)
     state = plan.state_of(host.name)
     join = plan.joins[host.name]
     converge_node(

@@ -73,11 +73,15 @@ def argocd_oidc_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
 
 
 def k3s_version_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
-    """K3S_VERSION must be a k3s release and not on the known-bad list (k3sfleet.versions)."""
-    from k3sfleet.versions import refusal
+    """K3S_VERSION must be a k3s release and not known bad for the servers' configuration
+    (k3sfleet.versions)."""
+    from k3sfleet.versions import etcd_on_tailnet, refusal
 
     problem = refusal(
-        settings.k3s_version, allow=settings.k3s_allow_versions, vpn_auth=settings.k3s_vpn_auth
+        settings.k3s_version,
+        allow=settings.k3s_allow_versions,
+        vpn_auth=settings.k3s_vpn_auth,
+        etcd_on_tailnet=all(etcd_on_tailnet(n.data) for n in nodes if n.role == "server"),
     )
     return [problem] if problem else []
 

@@ -174,15 +174,20 @@ def test_ha_one_cluster_init_and_a_wiped_first_server_rejoins() -> None:
 
 
 def test_known_bad_version_is_refused_before_anything_runs() -> None:
+    """k3s#14515 moves etcd onto the VPN address: refused for servers whose etcd is not on the
+    tailnet already (no ``flannel-iface: tailscale0``), allowed with our default config."""
     sim = SimCluster.fresh(servers=1, agents=0)
-    result = sim.run("deploys/cluster.py", data={"k3s_version": "v1.35.5+k3s1"})
+    off_tailnet = {"k3s_version": "v1.35.5+k3s1", "k3s_flannel_iface": ""}
+    result = sim.run("deploys/cluster.py", data=off_tailnet)
     assert not result.ok and "k3s#14515" in (result.error or "")
     assert sim.nodes["server-1"].version is None
     ok = sim.run(
-        "deploys/cluster.py",
-        data={"k3s_version": "v1.35.5+k3s1", "k3s_allow_versions": "v1.35.5+k3s1"},
+        "deploys/cluster.py", data={**off_tailnet, "k3s_allow_versions": "v1.35.5+k3s1"}
     )
     assert ok.ok and sim.nodes["server-1"].version == "v1.35.5+k3s1"
+    fresh = SimCluster.fresh(servers=1, agents=0)
+    ours = fresh.run("deploys/cluster.py", data={"k3s_version": "v1.35.5+k3s1"})
+    assert ours.ok and fresh.nodes["server-1"].version == "v1.35.5+k3s1"
 
 
 def test_upgrade_of_the_pinned_version_reinstalls_and_restarts(converged: SimCluster) -> None:

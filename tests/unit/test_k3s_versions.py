@@ -1,4 +1,11 @@
-"""Known-bad K3s versions (k3sfleet.versions) and the preflight checks of the cluster entries."""
+"""Known-bad K3s versions (k3sfleet.versions) and the preflight checks of the cluster entries.
+
+k3s#14515 (etcd moved onto the VPN address since k3s#14000) is refused only where etcd was not
+on the tailnet address already: with vpn-auth and without ``flannel-iface: tailscale0`` (or
+with a ``node-ip``). K3s's server.go takes node-ip, and from it etcd's address, from
+flannel-iface when node-ip is unset, so our default config has etcd on the tailnet address
+before and after the change (see the comment above ``KNOWN_BAD``).
+"""
 
 from __future__ import annotations
 
@@ -7,32 +14,47 @@ import pytest
 from k3sfleet.inventory import Node
 from k3sfleet.preflight import entry_problems
 from k3sfleet.settings import Settings
-from k3sfleet.versions import KNOWN_BAD, parse, refusal
+from k3sfleet.versions import KNOWN_BAD, etcd_on_tailnet, parse, refusal
 
 
 @pytest.mark.parametrize(
     "version",
     ["v1.36.1+k3s1", "v1.36.3+k3s1", "v1.35.5+k3s1", "v1.35.6+k3s1", "v1.34.8+k3s1"],
 )
-def test_etcd_on_vpn_ip_regression_is_refused(version: str) -> None:
-    problem = refusal(version, vpn_auth=True)
+def test_etcd_on_vpn_ip_regression_is_refused_where_etcd_moves(version: str) -> None:
+    problem = refusal(version, vpn_auth=True, etcd_on_tailnet=False)
     assert problem is not None
     assert "k3s#14515" in problem and "K3S_ALLOW_VERSIONS" in problem and version in problem
+    assert "flannel-iface: tailscale0" in problem  # says which configuration is safe
+
+
+@pytest.mark.parametrize("version", ["v1.36.1+k3s1", "v1.35.5+k3s1", "v1.34.8+k3s1"])
+def test_etcd_already_on_the_tailnet_is_not_refused(version: str) -> None:
+    assert refusal(version, vpn_auth=True, etcd_on_tailnet=True) is None
+
+
+def test_which_servers_have_etcd_on_the_tailnet() -> None:
+    assert etcd_on_tailnet({})  # the deploy default: flannel-iface tailscale0
+    assert etcd_on_tailnet({"k3s_flannel_iface": "tailscale0", "k3s_extra_config": {}})
+    assert not etcd_on_tailnet({"k3s_flannel_iface": "eth1"})
+    assert not etcd_on_tailnet({"k3s_flannel_iface": ""})
+    assert not etcd_on_tailnet({"k3s_extra_config": {"node-ip": "10.0.0.5"}})
 
 
 @pytest.mark.parametrize(
     "version", ["v1.36.0+k3s1", "v1.35.4+k3s1", "v1.34.7+k3s1", "v1.34.2+k3s1", "v1.33.6+k3s1"]
 )
 def test_releases_before_the_regression_pass(version: str) -> None:
-    assert refusal(version, vpn_auth=True) is None
+    assert refusal(version, vpn_auth=True, etcd_on_tailnet=False) is None
 
 
 def test_regression_only_matters_with_vpn_auth() -> None:
-    assert refusal("v1.35.5+k3s1", vpn_auth=False) is None
+    assert refusal("v1.35.5+k3s1", vpn_auth=False, etcd_on_tailnet=False) is None
 
 
 def test_allow_list_overrides() -> None:
-    assert refusal("v1.35.5+k3s1", allow="v1.34.8+k3s1, v1.35.5+k3s1", vpn_auth=True) is None
+    allow = "v1.34.8+k3s1, v1.35.5+k3s1"
+    assert refusal("v1.35.5+k3s1", allow=allow, vpn_auth=True, etcd_on_tailnet=False) is None
     assert refusal("v1.36.1+k3s1", allow="v1.35.5+k3s1", vpn_auth=True) is not None
 
 
@@ -57,7 +79,13 @@ def settings(**env: str) -> Settings:
 
 def test_preflight_refuses_bad_version_for_cluster_and_init() -> None:
     s = settings(K3S_VERSION="v1.35.5+k3s1")
-    problems = [p for p in entry_problems(["cluster", "init_cluster"], s, NODES) if "K3S_" in p]
+    assert not [p for p in entry_problems(["cluster"], s, NODES) if "K3S_" in p]  # defaults
+    moved = [
+        Node("s1", role="server", address="192.0.2.1", ssh_user="root",
+             data={"k3s_flannel_iface": "eth1"}),
+        Node("a1", role="agent", address="192.0.2.2", ssh_user="root"),
+    ]  # fmt: skip
+    problems = [p for p in entry_problems(["cluster", "init_cluster"], s, moved) if "K3S_" in p]
     assert len(problems) == 2
     assert all("known bad" in p for p in problems)
     assert problems[0].endswith("(needed by deploys/cluster.py)")
