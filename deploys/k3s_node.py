@@ -46,6 +46,7 @@ from k3sfleet.errors import ConfigError
 from k3sfleet.k3s_plan import joining_servers, plan_servers
 from k3sfleet.secret import Secret, read_secret_file, reveal
 from k3sfleet.templating import environment
+from k3sfleet.token import notice as token_notice
 from k3sfleet.versions import etcd_on_tailnet, refusal
 
 API_PORT = 6443
@@ -288,6 +289,8 @@ def _compute_plan() -> ClusterPlan:
     )
     if len(names) > 1:
         logger.warning("k3sfleet: " + ETCD_WAN_WARNING.format(servers=", ".join(names)))
+    if servers and not servers[0].data.get("k3s_token"):
+        logger.warning(token_notice(names[0]))
     return ClusterPlan(
         servers=names,
         agents=[h.name for h in agents],

@@ -116,6 +116,8 @@ def test_dry_run_on_a_fresh_cluster_says_the_token_comes_at_run_time(
     assert result.ok
     assert "will come from @fake/server-1 at run time" in caplog.text
     assert sim.nodes["server-1"].version is None  # nothing executed
+    # the token is kept nowhere yet: the run says so and names the command that keeps it
+    assert "K3S_TOKEN is not set" in caplog.text and "`k3sfleet token save`" in caplog.text
 
 
 def test_dry_run_on_a_converged_cluster_shows_no_change(
@@ -143,10 +145,25 @@ def test_vault_token_is_used_everywhere_and_known_up_front(
     with caplog.at_level(logging.INFO):
         result = sim.run("deploys/cluster.py", data={"k3s_token": token})
     assert result.ok, (result.error, sim.stderr)
-    assert "at run time" not in caplog.text
+    assert "at run time" not in caplog.text and "k3sfleet token save" not in caplog.text
     assert config_of(sim, "server-1")["token"] == token.unmask()
     assert config_of(sim, "agent-1")["token"] == token.unmask()
     assert token.unmask() not in all_commands(sim)
+
+
+def test_the_saved_token_changes_no_joined_node(converged: SimCluster) -> None:
+    """``k3sfleet token save`` stores the node-token the joined nodes already use: with it in
+    the vault only the first server's config changes (it gains ``token:``), once."""
+    sim = converged
+    token = Secret(sim.nodes["server-1"].token)
+    agents = {n: sim.nodes[n].files[CONFIG] for n in ("agent-1", "agent-2")}
+    result = sim.run("deploys/cluster.py", data={"k3s_token": token})
+    assert result.ok, (result.error, sim.stderr)
+    assert {n: sim.nodes[n].files[CONFIG] for n in agents} == agents
+    assert k3s_changes(result, sim)["agent-1"] == []
+    assert config_of(sim, "server-1")["token"] == token.unmask()
+    again = sim.run("deploys/cluster.py", data={"k3s_token": token})
+    assert again.ok and k3s_changes(again, sim) == {name: [] for name in sim.nodes}
 
 
 def test_ha_one_cluster_init_and_a_wiped_first_server_rejoins() -> None:
