@@ -7,7 +7,14 @@ its scheduled snapshots (``etcd-snapshot-<node>-<unix time>``) and on-demand one
 
 Restoring uses ``k3s server --cluster-reset --cluster-reset-restore-path=<snapshot>
 --etcd-s3``: the S3 settings and keys are read from config.yaml, so no secret is ever on a
-command line.
+command line. K3s refuses ``--cluster-reset`` while ``server:`` is set ("cannot perform
+cluster-reset while server URL is set - remove server from configuration before resetting",
+k3s-io/k3s pkg/cli/server/server.go, the ``cfg.ClusterReset`` block), which a rebuilt first
+server has (it joined the others). The reset therefore runs with config.yaml's ``server:``
+line moved aside and put back right after, whatever the reset's outcome; K3s ignores
+``server:`` on a server whose etcd is initialized (pkg/etcd/etcd.go ``Start``: "Starting etcd
+for existing cluster member"). The other servers then join the restored one through
+``deploys/cluster.py``, which points every server without a datastore at the server holding it.
 
 Example::
 
@@ -28,6 +35,7 @@ from k3sfleet.backup import BackupError, bucket_objects, human_size
 
 SNAPSHOT = re.compile(r"^(?P<kind>etcd-snapshot|on-demand)-(?P<node>.+)-(?P<ts>\d{9,11})(\.zip)?$")
 DB_DIR = "/var/lib/rancher/k3s/server/db"
+CONFIG = "/etc/rancher/k3s/config.yaml"
 
 
 @dataclass
@@ -96,6 +104,29 @@ class RestoreStep:
     commands: list[str]
 
 
+def reset_commands(
+    snapshot: str, config: str = CONFIG, s3: bool = True, sudo: str = "sudo "
+) -> list[str]:
+    """The commands that reset etcd from ``snapshot`` on one server, with config.yaml's
+    ``server:`` line out of the way for the reset only (K3s refuses the reset while it is set).
+
+    Example::
+
+        reset_commands("etcd-snapshot-s1-1767225600")
+    """
+    q = shlex.quote
+    kept = f"{config}.pre-restore"
+    reset = f"{sudo}k3s server --cluster-reset{' --etcd-s3' if s3 else ''}"
+    if config != CONFIG:
+        reset += f" --config={q(config)}"
+    return [
+        f"{sudo}cp -p {q(config)} {q(kept)}",
+        f"{sudo}sed -i -e '/^server:/d' {q(config)}",
+        f"{reset} --cluster-reset-restore-path={q(snapshot)}; "
+        f"rc=$?; {sudo}mv -f {q(kept)} {q(config)}; test $rc -eq 0",
+    ]
+
+
 def restore_steps(snapshot: str, servers: Sequence[str]) -> list[RestoreStep]:
     """The k3s restore procedure for ``snapshot`` on ``servers`` (the first one resets).
 
@@ -114,22 +145,25 @@ def restore_steps(snapshot: str, servers: Sequence[str]) -> list[RestoreStep]:
         ),
         RestoreStep(
             first,
-            "reset the cluster from the snapshot (S3 settings and keys come from config.yaml)",
-            [
-                "sudo k3s server --cluster-reset --etcd-s3 "
-                f"--cluster-reset-restore-path={shlex.quote(snapshot)}"
-            ],
+            "reset the cluster from the snapshot (S3 settings and keys come from config.yaml; "
+            "its server: line, which K3s refuses during a reset, is set aside and put back)",
+            reset_commands(snapshot),
         ),
         RestoreStep(first, "start k3s again", ["sudo systemctl start k3s"]),
     ]
     if others:
-        steps.append(
+        steps += [
             RestoreStep(
                 ", ".join(others),
-                "on each other server: remove the old etcd data, then rejoin",
-                [f"sudo rm -rf {DB_DIR}", "sudo systemctl start k3s"],
-            )
-        )
+                "on each other server: remove the old etcd data (k3s stays stopped)",
+                [f"sudo rm -rf {DB_DIR}"],
+            ),
+            RestoreStep(
+                "control machine",
+                f"the other servers join {first} (their config is pointed at it)",
+                ["pyinfra inventory.py deploys/cluster.py"],
+            ),
+        ]
     steps.append(
         RestoreStep(
             "control machine",

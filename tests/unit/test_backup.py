@@ -286,16 +286,23 @@ def test_etcd_restore_commands_keep_secrets_off_the_command_line() -> None:
     steps = restore_steps("etcd-snapshot-s1-1767312000", ["s1", "s2", "s3"])
     text = render_restore(steps)
     reset = next(c for st in steps for c in st.commands if "--cluster-reset" in c)
-    assert reset == (
+    assert reset.startswith(
         "sudo k3s server --cluster-reset --etcd-s3 "
-        "--cluster-reset-restore-path=etcd-snapshot-s1-1767312000"
+        "--cluster-reset-restore-path=etcd-snapshot-s1-1767312000;"
     )
     assert steps[1].where == "s1" and "s2, s3" in text
     assert text.index("systemctl stop k3s") < text.index("--cluster-reset")
+    # K3s refuses the reset while server: is set: it is set aside first and put back after
+    assert text.index("sed -i -e '/^server:/d' /etc/rancher/k3s/config.yaml") < text.index(
+        "--cluster-reset"
+    )
+    assert "mv -f /etc/rancher/k3s/config.yaml.pre-restore /etc/rancher/k3s/config.yaml" in reset
     assert text.index("--cluster-reset") < text.index("rm -rf /var/lib/rancher/k3s/server/db")
+    # the others rejoin the restored server through the deploy, which points them at it
+    assert text.index("rm -rf") < text.index("pyinfra inventory.py deploys/cluster.py")
     assert "access-key" not in text and "secret" not in text
     single = render_restore(restore_steps("snap", ["s1"]))
-    assert "rm -rf" not in single
+    assert "rm -rf" not in single and "deploys/cluster.py" not in single
 
 
 def _cli_env(monkeypatch: pytest.MonkeyPatch, s3: dict[str, Any], **extra: str) -> None:

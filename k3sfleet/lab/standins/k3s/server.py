@@ -189,8 +189,14 @@ def run(config: dict[str, Any], version: str) -> int:
     name = node.node_name(config)
     internal, external = node.node_addresses(config)
     password = server_password(config, server_dir)
-    joining = bool(config.get("server"))
     db = server_dir / "db"
+    # A server whose etcd is initialized starts from its own data whatever server: says
+    # (k3s-io/k3s pkg/cluster/bootstrap.go shouldBootstrapLoad: "Managed etcd cluster bootstrap
+    # already complete and initialized"; pkg/etcd/etcd.go Start: "Starting etcd for existing
+    # cluster member"). Here a member that joined keeps following its cluster's first server
+    # (joined.json); a server made the only member by --cluster-reset no longer does.
+    initialized = (db / "etcd").is_dir()
+    joining = bool(config.get("server")) and (not initialized or (db / "joined.json").exists())
     db.mkdir(parents=True, exist_ok=True, mode=0o700)
     db.chmod(0o700)
     if joining:

@@ -63,9 +63,27 @@ def run(args: list[str], config: dict[str, Any]) -> int:
 
 
 def cluster_reset(config: dict[str, Any]) -> int:
-    """--cluster-reset [--cluster-reset-restore-path P]: restore the datastore, then exit."""
-    db, _ = _dirs(config)
+    """--cluster-reset [--cluster-reset-restore-path P]: restore the datastore, then exit.
+
+    As k3s-io/k3s pkg/cli/server/server.go (the ``cfg.ClusterReset`` block) does: refused while
+    a server URL is set (config or flag), and a restore without a token needs server/token.
+    Afterwards this server is the only member of its cluster (pkg/etcd/etcd.go ``Reset``:
+    "Managed etcd cluster membership has been reset"), so it no longer follows the server it
+    had joined.
+    """
+    if config.get("server"):
+        log.fatal(
+            "cannot perform cluster-reset while server URL is set - remove server from "
+            "configuration before resetting"
+        )
     source = config.get("cluster-reset-restore-path")
+    token_file = data_dir(config) / "server" / "token"
+    if source and not config.get("token") and not config.get("token-file"):
+        if not token_file.exists():
+            log.fatal(
+                f"{token_file} does not exist, please pass --token to complete the restoration"
+            )
+    db, _ = _dirs(config)
     if source and not Path(str(source)).is_file():
         where = (
             "S3 (the lab stand-in restores only local snapshots)"
@@ -76,6 +94,7 @@ def cluster_reset(config: dict[str, Any]) -> int:
     if source:
         shutil.copy2(str(source), db / "state.json")
         (db / "state.json").chmod(0o600)
+    (db / "joined.json").unlink(missing_ok=True)
     log.info(
         "Managed etcd cluster membership has been reset, restart without --cluster-reset "
         "flag now. Backup and delete ${datadir}/server/db on each peer etcd server and "
