@@ -115,7 +115,10 @@ class Settings:
         "https://github.com/k3s-io/k3s/releases/download", "Base URL of K3s releases"
     )
     k3s_token: Secret | None = setting(
-        None, "Cluster token; empty: read from the first server at run time", secret=True
+        None,
+        "Cluster token (vault_k3s_token; `k3sfleet token save` stores it); empty: read from "
+        "the first server at run time",
+        secret=True,
     )
     k3s_vpn_auth: bool = setting(True, "Join nodes through k3s's Tailscale integration (vpn-auth)")
     k3s_allow_versions: str = setting(
