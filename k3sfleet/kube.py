@@ -332,18 +332,33 @@ def parse_kubeconfig(text: str | bytes, source: str = "kubeconfig") -> Credentia
     )
 
 
-def read_kubeconfig(ssh: paramiko.SSHClient, host: HostInfo) -> Credentials:
-    """Read k3s's admin kubeconfig on ``host`` over ``ssh`` (``sudo -n cat``)."""
-    command = f"{sudo_prefix(host)}cat {shlex.quote(KUBECONFIG_PATH)}"
+def read_root_file(
+    ssh: paramiko.SSHClient,
+    host: HostInfo,
+    path: str,
+    error: type[K3sfleetError] = KubeAccessError,
+) -> bytes:
+    """The bytes of root-only ``path`` on ``host``, read over ``ssh`` (``sudo -n cat``); a
+    failure raises ``error`` naming the file, the host and the first line of stderr.
+
+    Example::
+
+        read_root_file(ssh, host, "/var/lib/rancher/k3s/server/node-token")
+    """
+    command = f"{sudo_prefix(host)}cat {shlex.quote(path)}"
     try:
         rc, out, err = run(ssh, command, timeout=DEFAULT_TIMEOUT)
     except (OSError, paramiko.SSHException) as e:
-        raise KubeAccessError(f"reading {KUBECONFIG_PATH} on {host.name}: {e}") from None
+        raise error(f"reading {path} on {host.name}: {e}") from None
     if rc != 0:
         reason = err.decode("utf-8", "replace").strip().splitlines()[:1]
-        raise KubeAccessError(
-            f"cannot read {KUBECONFIG_PATH} on {host.name} (exit {rc}): {' '.join(reason)}"
-        )
+        raise error(f"cannot read {path} on {host.name} (exit {rc}): {' '.join(reason)}")
+    return out
+
+
+def read_kubeconfig(ssh: paramiko.SSHClient, host: HostInfo) -> Credentials:
+    """Read k3s's admin kubeconfig on ``host`` over ``ssh`` (``sudo -n cat``)."""
+    out = read_root_file(ssh, host, KUBECONFIG_PATH)
     return parse_kubeconfig(out, f"{KUBECONFIG_PATH} on {host.name}")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import yaml
 
 from k3sfleet.errors import K3sfleetError
-from k3sfleet.kube import KUBECONFIG_PATH, HostInfo, run, ssh_client, sudo_prefix
+from k3sfleet.kube import KUBECONFIG_PATH, HostInfo, read_root_file, run, ssh_client
 
 SECTIONS = (("clusters", "cluster"), ("users", "user"), ("contexts", "context"))
 
@@ -39,15 +38,9 @@ def fetch(server: HostInfo) -> str:
     """The text of k3s.yaml on ``server`` (``sudo -n cat`` over SSH)."""
     ssh = ssh_client(server)
     try:
-        rc, out, err = run(ssh, f"{sudo_prefix(server)}cat {shlex.quote(KUBECONFIG_PATH)}")
+        return read_root_file(ssh, server, KUBECONFIG_PATH, KubeconfigError).decode()
     finally:
         ssh.close()
-    if rc != 0:
-        first = err.decode("utf-8", "replace").strip().splitlines()[:1]
-        raise KubeconfigError(
-            f"cannot read {KUBECONFIG_PATH} on {server.name} (exit {rc}): {' '.join(first)}"
-        )
-    return out.decode()
 
 
 def tailnet_address(server: HostInfo) -> str | None:

@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,20 +39,15 @@ class TokenError(K3sfleetError):
 
 def fetch(server: HostInfo) -> Secret:
     """The node-token of ``server`` (``sudo -n cat`` over SSH), as a ``Secret``."""
-    from k3sfleet.kube import run, ssh_client, sudo_prefix
+    from k3sfleet.kube import read_root_file, ssh_client
 
     ssh = ssh_client(server)
     try:
-        rc, out, err = run(ssh, f"{sudo_prefix(server)}cat {shlex.quote(NODE_TOKEN)}")
+        text = read_root_file(ssh, server, NODE_TOKEN, TokenError).decode().strip()
     finally:
         ssh.close()
-    text = out.decode("utf-8", "replace").strip()
-    if rc != 0 or not text:
-        first = " ".join(err.decode("utf-8", "replace").strip().splitlines()[:1])
-        raise TokenError(
-            f"k3sfleet: cannot read {NODE_TOKEN} on {server.name} (exit {rc}): "
-            f"{first or 'empty file'}; has K3s started there?"
-        )
+    if not text:
+        raise TokenError(f"{NODE_TOKEN} on {server.name} is empty; has K3s started there?")
     return Secret(text)
 
 
