@@ -9,10 +9,10 @@ Addresses and SSH users come from the vault maps ``vault_ansible_hosts`` / ``vau
 
 from k3sfleet.inventory import Node, groups
 
-NODES = [
+_NODES = [
     Node("vps-aws-1", role="server", provider="aws"),
     Node("vps-hetzner-1", role="agent", provider="hetzner", labels={"k3sfleet/ingress": "true"}),
     Node("vps-vultr-1", role="agent", provider="vultr"),
 ]
 
-k3s_servers, k3s_agents = groups(NODES)
+k3s_servers, k3s_agents = groups(_NODES)

@@ -18,7 +18,7 @@ release.
 
 Example (your own deploy)::
 
-    from deploys.argocd import argocd
+    from k3sfleet.deploys.argocd import argocd
 
     argocd(_sudo=True)
 """

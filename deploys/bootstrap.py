@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any
 from pyinfra import host
 from pyinfra.facts.deb import DebPackages
 
-from deploys import common as common_module
-from deploys import firewall as firewall_module
-from deploys import tailscale as tailscale_module
-from deploys.preread import read_at_once
-from facts.files import ManagedFiles
-from facts.os import SystemInfo
-from facts.systemd import SystemdUnits
-from facts.tailscale import TailscaleStatus
-from facts.ufw import UfwStatus
+from k3sfleet.deploys import common as common_module
+from k3sfleet.deploys import firewall as firewall_module
+from k3sfleet.deploys import tailscale as tailscale_module
+from k3sfleet.deploys.preread import read_at_once
 from k3sfleet.entry import under_pyinfra
+from k3sfleet.facts.files import ManagedFiles
+from k3sfleet.facts.os import SystemInfo
+from k3sfleet.facts.systemd import SystemdUnits
+from k3sfleet.facts.tailscale import TailscaleStatus
+from k3sfleet.facts.ufw import UfwStatus
 
 if TYPE_CHECKING:
     from k3sfleet.inventory import Node

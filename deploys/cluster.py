@@ -14,10 +14,10 @@ from k3sfleet.entry import under_pyinfra
 if under_pyinfra():
     from pyinfra import host
 
-    from deploys.k3s_agent import k3s_agent
-    from deploys.k3s_node import cluster_plan, phase
-    from deploys.k3s_prereq import k3s_prereq
-    from deploys.k3s_server import k3s_server
+    from k3sfleet.deploys.k3s_agent import k3s_agent
+    from k3sfleet.deploys.k3s_node import cluster_plan, phase
+    from k3sfleet.deploys.k3s_prereq import k3s_prereq
+    from k3sfleet.deploys.k3s_server import k3s_server
 
     plan = cluster_plan()
     role = host.data.get("k3s_role")

@@ -11,7 +11,7 @@ user of the running session, and TCP forwarding stays on (k3sfleet's API tunnel 
 
 Example::
 
-    from deploys.common import common
+    from k3sfleet.deploys.common import common
 
     common(_sudo=True)
 """
@@ -33,7 +33,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, server
 from pyinfra.operations.util.files import generate_color_diff
 
-from deploys.preread import (
+from k3sfleet.deploys.preread import (
     UNSET,
     absent_file,
     deb_packages,
@@ -43,10 +43,10 @@ from deploys.preread import (
     symlink,
     systemd_unit,
 )
-from facts.files import FileState, ManagedFiles, ManagedFilesData
-from facts.os import HOSTS_LINE_RE, SystemInfo, SystemInfoData, unsupported_os
-from facts.systemd import SystemdUnits, SystemdUnitsData
 from k3sfleet.errors import ConfigError, K3sfleetError
+from k3sfleet.facts.files import FileState, ManagedFiles, ManagedFilesData
+from k3sfleet.facts.os import HOSTS_LINE_RE, SystemInfo, SystemInfoData, unsupported_os
+from k3sfleet.facts.systemd import SystemdUnits, SystemdUnitsData
 
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-k3sfleet.conf"
 SUDOERS_FILE = "/etc/sudoers.d/90-k3sfleet-admins"

@@ -18,7 +18,7 @@ This replaces the Ansible repository's ``setup-secrets-database.yml``.
 
 Example (your own deploy)::
 
-    from deploys.databases import databases
+    from k3sfleet.deploys.databases import databases
 
     databases()
 """

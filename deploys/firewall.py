@@ -11,7 +11,7 @@ deleted on the next run (declare it in ``firewall_extra_rules`` instead).
 
 Example::
 
-    from deploys.firewall import firewall
+    from k3sfleet.deploys.firewall import firewall
 
     firewall(_sudo=True)
 """
@@ -28,9 +28,9 @@ from pyinfra import host, logger
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
 
-from deploys.preread import deb_packages
-from facts.ufw import UfwStatus, UfwStatusData
+from k3sfleet.deploys.preread import deb_packages
 from k3sfleet.errors import ConfigError
+from k3sfleet.facts.ufw import UfwStatus, UfwStatusData
 
 TAILNET_INTERFACE = "tailscale0"
 

@@ -6,7 +6,7 @@ config is written, so a fresh cluster comes up in one run.
 
 Example::
 
-    from deploys.k3s_agent import k3s_agent
+    from k3sfleet.deploys.k3s_agent import k3s_agent
 
     k3s_agent()
 """
@@ -18,7 +18,7 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.k3s_node import (
+from k3sfleet.deploys.k3s_node import (
     ClusterPlan,
     cluster_plan,
     converge_node,

@@ -23,7 +23,7 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
-from deploys.preread import UNSET
+from k3sfleet.deploys.preread import UNSET
 from k3sfleet.secret import Secret, reveal
 
 

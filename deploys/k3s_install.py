@@ -8,7 +8,7 @@ already installed. ``deploys/upgrade.py`` reuses ``k3s_binary``.
 
 Example::
 
-    from deploys.k3s_install import k3s_binary
+    from k3sfleet.deploys.k3s_install import k3s_binary
 
     k3s_binary(
         name="Install k3s v1.34.2+k3s1",
@@ -28,8 +28,8 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.server import Arch
 
-from deploys.preread import UNSET
-from facts.k3s import K3S_BIN, K3sVersion
+from k3sfleet.deploys.preread import UNSET
+from k3sfleet.facts.k3s import K3S_BIN, K3sVersion
 
 # `uname -m` -> (binary name in the release, sha256 file suffix)
 ARCHES = {

@@ -31,18 +31,18 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_state
 
-from deploys.k3s_files import managed_file, private_file
-from deploys.k3s_install import k3s_binary
-from deploys.preread import UNSET, read_at_once
-from facts.k3s import (
+from k3sfleet.deploys.k3s_files import managed_file, private_file
+from k3sfleet.deploys.k3s_install import k3s_binary
+from k3sfleet.deploys.preread import UNSET, read_at_once
+from k3sfleet.errors import ConfigError
+from k3sfleet.facts.k3s import (
     CONFIG,
     K3S_BIN,
     NODE_TOKEN,
     VPN_AUTH_FILE,
     K3sState,
 )
-from facts.tailscale import TailscaleStatus
-from k3sfleet.errors import ConfigError
+from k3sfleet.facts.tailscale import TailscaleStatus
 from k3sfleet.k3s_plan import joining_servers, plan_servers
 from k3sfleet.secret import Secret, read_secret_file, reveal
 from k3sfleet.templating import environment

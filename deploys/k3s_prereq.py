@@ -6,7 +6,7 @@ modes that keep the secrets in them private (their files are 0600 anyway).
 
 Example::
 
-    from deploys.k3s_prereq import k3s_prereq
+    from k3sfleet.deploys.k3s_prereq import k3s_prereq
 
     k3s_prereq()                          # reads the directories' state itself
     k3s_prereq(state=plan.state_of(host.name))   # deploys/cluster.py: the K3sState it read
@@ -20,8 +20,8 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
-from facts.k3s import DIRECTORIES as K3S_DIRECTORIES
-from facts.k3s import K3sDirectories
+from k3sfleet.facts.k3s import DIRECTORIES as K3S_DIRECTORIES
+from k3sfleet.facts.k3s import K3sDirectories
 
 #: K3s's directories (the paths K3sState reads) and their modes
 DIRECTORIES = dict.fromkeys(K3S_DIRECTORIES, "755")

@@ -9,7 +9,7 @@ and tailnet URL read when the join runs. The config also carries the tailnet add
 
 Example::
 
-    from deploys.k3s_server import k3s_server
+    from k3sfleet.deploys.k3s_server import k3s_server
 
     k3s_server()              # plans the cluster itself
     k3s_server(plan=plan)     # deploys/cluster.py passes the run's plan
@@ -22,7 +22,7 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.k3s_node import (
+from k3sfleet.deploys.k3s_node import (
     ClusterPlan,
     cluster_plan,
     converge_node,

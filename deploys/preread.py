@@ -28,8 +28,8 @@ from pyinfra.facts.apt import noninteractive_apt
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util.packaging import ensure_packages
 
-from facts.files import FileState
-from facts.systemd import UnitState
+from k3sfleet.facts.files import FileState
+from k3sfleet.facts.systemd import UnitState
 
 #: Default of a ``current=`` / ``installed=`` parameter: the caller did not read the value, so
 #: the operation reads it (``None`` is a value: "the file does not exist").

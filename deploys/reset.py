@@ -21,9 +21,9 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 
-from facts.k3s import K3sState
 from k3sfleet.entry import under_pyinfra
 from k3sfleet.errors import ConfigError
+from k3sfleet.facts.k3s import K3sState
 
 CONFIRM = "yes-destroy-k3s"
 PATHS = (

@@ -12,7 +12,7 @@ This replaces the Ansible repository's ``setup-secrets.yml`` and
 
 Example (your own deploy)::
 
-    from deploys.secrets import SECRETS, secrets
+    from k3sfleet.deploys.secrets import SECRETS, secrets
 
     secrets(specs=[s for s in SECRETS if s.namespace != "velero"])
 """

@@ -14,7 +14,7 @@ removes every route Tailscale advertises.
 
 Example::
 
-    from deploys.tailscale import tailscale
+    from k3sfleet.deploys.tailscale import tailscale
 
     tailscale(_sudo=True)
 """
@@ -30,19 +30,19 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
 
-from deploys.common import config_file
-from deploys.preread import deb_packages, downloaded_file, needs_read, systemd_unit
-from facts.files import ManagedFiles, ManagedFilesData
-from facts.os import SystemInfo, SystemInfoData
-from facts.systemd import SystemdUnits, SystemdUnitsData
-from facts.tailscale import (
+from k3sfleet.deploys.common import config_file
+from k3sfleet.deploys.preread import deb_packages, downloaded_file, needs_read, systemd_unit
+from k3sfleet.errors import ConfigError
+from k3sfleet.facts.files import ManagedFiles, ManagedFilesData
+from k3sfleet.facts.os import SystemInfo, SystemInfoData
+from k3sfleet.facts.systemd import SystemdUnits, SystemdUnitsData
+from k3sfleet.facts.tailscale import (
     AdvertisedRoutes,
     TailscaleStatus,
     TailscaleStatusData,
     logged_in_as,
     routes_to_keep,
 )
-from k3sfleet.errors import ConfigError
 from k3sfleet.secret import Secret, reveal
 
 KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"

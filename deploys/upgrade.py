@@ -28,9 +28,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python, systemd
 
-from deploys.k3s_install import k3s_binary
-from facts.k3s import K3sVersion
+from k3sfleet.deploys.k3s_install import k3s_binary
 from k3sfleet.entry import under_pyinfra
+from k3sfleet.facts.k3s import K3sVersion
 
 
 @deploy("Upgrade K3s on a node", data_defaults={"k3s_upgrade_restart": True})

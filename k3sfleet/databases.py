@@ -35,6 +35,7 @@ from urllib.parse import quote
 import yaml
 
 from k3sfleet.errors import ConfigError
+from k3sfleet.project import chart_dir
 
 VAULT_KEY = "vault_app_db_passwords"
 PASSWORD_LENGTH = 32
@@ -99,7 +100,7 @@ def template_namespace(text: str) -> str | None:
 def load_apps(project_dir: Path | str = ".", apps_path: str = "helm/apps") -> list[AppDatabase]:
     """The ``appDatabases`` of the apps chart, with namespaces; one ``ConfigError`` naming
     every problem (bad names, duplicates, missing template or namespace)."""
-    chart = Path(project_dir) / apps_path
+    chart = chart_dir(project_dir, apps_path)
     values_file = chart / "values.yaml"
     if not values_file.is_file():
         raise ConfigError(f"{values_file} does not exist (GITOPS_APPS_PATH)")
@@ -206,7 +207,7 @@ class Server:
 
     @classmethod
     def from_chart(cls, project_dir: Path | str = ".", apps_path: str = "helm/apps") -> Server:
-        path = Path(project_dir) / apps_path / "values.yaml"
+        path = chart_dir(project_dir, apps_path) / "values.yaml"
         pg = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("postgresql") or {}
         cluster = str(pg.get("clusterName") or "postgresql")
         namespace = str(pg.get("namespace") or "database")

@@ -51,6 +51,7 @@ from k3sfleet.backup import (
     new_name,
 )
 from k3sfleet.errors import K3sfleetError
+from k3sfleet.project import chart_dir
 
 ARGOCD_NAMESPACE = "argocd"
 ROOT_APP = "apps"
@@ -89,7 +90,7 @@ class StatefulService:
 
 def load_services(project_dir: Path | str = ".") -> dict[str, StatefulService]:
     """``statefulServices`` of helm/apps/values.yaml, with ``nodeOverrides`` applied."""
-    path = Path(project_dir) / "helm" / "apps" / "values.yaml"
+    path = chart_dir(project_dir, "helm/apps") / "values.yaml"
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as e:

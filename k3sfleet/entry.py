@@ -1,12 +1,12 @@
 """Entry files (``deploys/cluster.py`` and friends) run their deploys only under pyinfra.
 
-pyinfra executes an entry file with a state in context; a plain ``import deploys.cluster``
+pyinfra executes an entry file with a state in context; a plain ``import k3sfleet.deploys.cluster``
 (a user's own code, or the wheel check) does nothing, so importing never runs an operation.
 
 Example (an entry file)::
 
     from k3sfleet.entry import under_pyinfra
-    from deploys.common import common
+    from k3sfleet.deploys.common import common
 
     if under_pyinfra():
         common()

@@ -8,7 +8,12 @@ from pyinfra.api.exceptions import PyinfraError
 
 
 class K3sfleetError(PyinfraError):
-    """Base class: a problem the user can act on, printed without a traceback."""
+    """Base class: a problem the user can act on, printed without a traceback.
+
+    ``exit_code`` is what the ``k3sfleet`` command exits with: 1, the operation failed.
+    """
+
+    exit_code = 1
 
 
 class ConfigError(K3sfleetError):
@@ -18,6 +23,8 @@ class ConfigError(K3sfleetError):
 
         raise ConfigError(["TAILSCALE_AUTH_KEY is not set", "no server in the inventory"])
     """
+
+    exit_code = 3  # bad input, found before any host was contacted
 
     def __init__(self, problems: Iterable[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)

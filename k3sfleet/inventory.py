@@ -12,11 +12,11 @@ Example (``inventory.py``)::
 
     from k3sfleet.inventory import Node, groups
 
-    NODES = [
+    _NODES = [
         Node("vps-hetzner-1", role="server", provider="hetzner"),
         Node("vps-vultr-1", role="agent", provider="vultr", labels={"k3sfleet/ingress": "true"}),
     ]
-    k3s_servers, k3s_agents = groups(NODES)
+    k3s_servers, k3s_agents = groups(_NODES)
 """
 
 from __future__ import annotations
@@ -147,6 +147,12 @@ def validate(
     tailnet = settings.k3sfleet_connect == "tailnet"
     known = set(names)
     from_vault = [n for n in nodes if n.address is None]
+    missing_file = settings.vault_path is not None and not settings.vault_path.exists()
+    if missing_file and (from_vault or any(n.ssh_user is None for n in nodes)):
+        problems.append(
+            f"the vault file {settings.vault_path} does not exist (`k3sfleet init` writes one; "
+            "K3SFLEET_VAULT_FILE names another)"
+        )
     maps: dict[str, Mapping[str, Any] | None] = {}
     for key in ("vault_ansible_hosts", "vault_ansible_users", "vault_tailscale_hosts"):
         value = vault.get(key)

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import yaml
 
 from k3sfleet.errors import ConfigError, K3sfleetError
+from k3sfleet.project import chart_dir
 from k3sfleet.secret import reveal
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "k3sfleet"}
@@ -221,7 +222,7 @@ class Values:
         """A value of a chart's ``values.yaml`` (``helm_value("gitops_apps_path",
         "pgadmin4.enabled")``); the chart path is the setting's value under the project."""
         chart = self.settings.get(chart_setting) or ""
-        path = self.project_dir / str(chart) / "values.yaml"
+        path = chart_dir(self.project_dir, str(chart)) / "values.yaml"
         if not path.is_file():
             return default
         node: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -701,7 +702,7 @@ def project_dir() -> Path:
 def preflight_problems(settings: Any, project: Path | None = None) -> list[str]:
     """What ``deploys/secrets.py`` would miss, from the settings the inventory loaded and the
     project's ``.envrc`` files (the working directory): every unset variable at once."""
-    from deploys.secrets import SECRETS
+    from k3sfleet.deploys.secrets import SECRETS
     from k3sfleet.settings import load_env_files
 
     project = project or Path.cwd()

@@ -46,7 +46,7 @@ import paramiko
 import yaml
 from kubernetes import client as k8s
 
-from k3sfleet.errors import K3sfleetError
+from k3sfleet.errors import ConfigError, K3sfleetError
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,7 @@ def inventory_from_file(path: str | os.PathLike[str]) -> Any:
     from pyinfra.api import Inventory
 
     path = Path(path)
-    try:
-        namespace = _exec_file(path)
-    except OSError as e:
-        raise K3sfleetError(f"k3sfleet: cannot read the inventory {path}: {e.strerror}") from None
+    namespace = _exec_file(path)
     groups = {
         key: value
         for key, value in namespace.items()
@@ -155,13 +152,31 @@ def inventory_from_file(path: str | os.PathLike[str]) -> Any:
     return Inventory((all_hosts, all_data), **final)
 
 
+def check_syntax(path: str | os.PathLike[str]) -> Any:
+    """``path`` compiled, or one ``ConfigError`` naming its file, line and Python's message
+    (pyinfra's CLI reports a syntax error in an inventory as an internal error).
+
+    Example::
+
+        check_syntax("inventory.py")
+        # ConfigError: inventory.py line 12: invalid syntax. Perhaps you forgot a comma?
+    """
+    path = Path(path)
+    try:
+        return compile(path.read_text(encoding="utf-8"), str(path), "exec")
+    except OSError as e:
+        raise ConfigError(f"cannot read the inventory {path}: {e.strerror}") from None
+    except SyntaxError as e:
+        where = f"{path} line {e.lineno}" if e.lineno else str(path)
+        raise ConfigError(f"{where}: {e.msg} (not valid Python)") from None
+
+
 def _exec_file(path: Path) -> dict[str, Any]:
     namespace: dict[str, Any] = {
         "__file__": str(path),
         "__name__": f"k3sfleet_inventory_{path.stem}",
     }
-    code = compile(path.read_text(encoding="utf-8"), str(path), "exec")
-    exec(code, namespace)  # noqa: S102 - the user's own inventory, as pyinfra runs it
+    exec(check_syntax(path), namespace)  # noqa: S102 - the user's own inventory, as pyinfra runs it
     return namespace
 
 

@@ -59,7 +59,7 @@ def tailscale_key_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
 
 def bootstrap_data_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     """The bootstrap deploys' host data: admins, sshd options, firewall rules, root login."""
-    from deploys.bootstrap import data_problems
+    from k3sfleet.deploys.bootstrap import data_problems
 
     return data_problems(settings, nodes)
 

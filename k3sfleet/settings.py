@@ -179,6 +179,8 @@ class Settings:
     vault: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     # False when a vault file exists but could not be read (then ``vault`` is empty)
     vault_readable: bool = field(default=True, repr=False, compare=False)
+    # The vault file looked for (read when it exists): what `k3sfleet config` names
+    vault_path: Path | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -248,7 +250,7 @@ class Settings:
             env_name = f.name.upper()
             if env_name in layered and layered[env_name] != "":
                 raw, sources[f.name] = layered[env_name], layered.source(env_name)
-            elif f"vault_{f.name}" in vault:
+            elif vault.get(f"vault_{f.name}") not in (None, ""):  # "" in the vault: unset
                 raw, sources[f.name] = vault[f"vault_{f.name}"], "vault"
             if raw is None:
                 continue
@@ -256,7 +258,11 @@ class Settings:
                 values[f.name] = _coerce(f, raw)
             except ValueError as e:
                 problems.append(f"{env_name}: {e}")
-        return cls(**values, sources=sources, vault=vault, vault_readable=readable), problems
+        settings = cls(
+            **values, sources=sources, vault=vault, vault_readable=readable,
+            vault_path=vault_path if use_vault else None,
+        )
+        return settings, problems
 
     def as_host_data(self) -> dict[str, Any]:
         """The settings as pyinfra host data (field name -> value)."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import jinja2
 
-import templates
+from k3sfleet import templates
 
 TEMPLATES_DIR = Path(templates.__file__).resolve().parent
 

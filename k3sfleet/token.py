@@ -22,8 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from facts.k3s import NODE_TOKEN
 from k3sfleet.errors import K3sfleetError
+from k3sfleet.facts.k3s import NODE_TOKEN
 from k3sfleet.secret import Secret
 
 if TYPE_CHECKING:  # imported when used: deploys/cluster.py needs only ``notice``

@@ -35,6 +35,8 @@ VAULT_TAG = "!vault"
 class VaultError(K3sfleetError):
     """The vault could not be read: no password, a wrong password, or malformed content."""
 
+    exit_code = 3
+
 
 def find_vault_file(project: Path, configured: str | None) -> Path:
     """The vault file of ``project``: ``configured`` (K3SFLEET_VAULT_FILE) if set, else
@@ -55,14 +57,28 @@ def needs_password(path: Path) -> bool:
     return is_encrypted(text) or VAULT_TAG in text
 
 
+_ASKED: list[bytes] = []  # the password typed at --ask-vault-pass, for this command only
+
+
+def use_password(password: bytes | None) -> None:
+    """Use ``password`` (typed at ``--ask-vault-pass``) instead of any password file, until
+    called with ``None``."""
+    _ASKED.clear()
+    if password is not None:
+        _ASKED.append(password)
+
+
 def resolve_password(
     explicit_file: str | None, environ: Mapping[str, str], base: Path | None = None
 ) -> bytes:
-    """The vault password from ``explicit_file``, ``K3SFLEET_VAULT_PASSWORD_FILE`` or
-    ``ANSIBLE_VAULT_PASSWORD_FILE``. An executable file is run and its output used, as Ansible does.
-    A relative name that is not found from the current folder is looked up under ``base`` (the
+    """The vault password typed at ``--ask-vault-pass``, else from ``explicit_file``,
+    ``K3SFLEET_VAULT_PASSWORD_FILE`` or ``ANSIBLE_VAULT_PASSWORD_FILE``. An executable file is
+    run and its output used, as Ansible does (also by a relative name such as ``pw.sh``). A
+    relative name that is not found from the current folder is looked up under ``base`` (the
     project, whose ``.envrc`` may name it).
     """
+    if _ASKED:
+        return _ASKED[0]
     name = (
         explicit_file
         or environ.get("K3SFLEET_VAULT_PASSWORD_FILE")
@@ -71,7 +87,8 @@ def resolve_password(
     if not name:
         raise VaultError(
             "the vault is encrypted but no password file is set "
-            "(K3SFLEET_VAULT_PASSWORD_FILE, ANSIBLE_VAULT_PASSWORD_FILE or --vault-password-file)"
+            "(K3SFLEET_VAULT_PASSWORD_FILE, ANSIBLE_VAULT_PASSWORD_FILE, --vault-password-file "
+            "or --ask-vault-pass)"
         )
     path = Path(name).expanduser()
     if not path.is_absolute() and not path.exists() and base is not None:
@@ -80,7 +97,10 @@ def resolve_password(
         raise VaultError(f"vault password file {path} does not exist")
     if os.access(path, os.X_OK):
         try:
-            run = subprocess.run([str(path)], capture_output=True, check=False, timeout=60)
+            # absolute: a bare relative name ("pw.sh") would be looked up on $PATH
+            run = subprocess.run(
+                [str(path.absolute())], capture_output=True, check=False, timeout=60
+            )
         except (OSError, subprocess.TimeoutExpired) as e:
             raise VaultError(f"vault password script {path} could not run: {e}") from None
         if run.returncode != 0:

@@ -1,6 +1,6 @@
 """testinfra hosts from a pyinfra inventory file, with the same SSH settings and strict host keys.
 
-``tests/verify/`` (run with ``pytest tests/verify --inventory inventory.py`` or
+``k3sfleet/verify_suite/`` (run with ``pytest k3sfleet/verify_suite --inventory inventory.py`` or
 ``k3sfleet verify``) checks a live cluster against what the deploys promise. Its hosts come from
 the same ``inventory.py`` the deploys use (``k3sfleet.kube.hosts_from_inventory``): no second
 host list.

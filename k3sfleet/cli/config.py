@@ -5,6 +5,7 @@
 Example::
 
     k3sfleet config
+    vault file                         vault.yml (read)
     K3S_VERSION                        v1.34.2+k3s1                   (default)
     TAILSCALE_AUTH_KEY                 *MASKED*                       (vault)
 """
@@ -18,8 +19,8 @@ from k3sfleet.settings import Settings, readme_rows, setting_fields
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("config", help="show the settings in force and their sources")
-    parser.add_argument(
-        "--readme-table", action="store_true", help="print the README settings table rows"
+    parser.add_argument(  # for development: the README's table is generated from the code
+        "--readme-table", action="store_true", help=argparse.SUPPRESS
     )
     parser.set_defaults(func=run)
 
@@ -30,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(readme_rows()))
         return 0
     settings = Settings.load(args.project_dir, vault_password_file=args.vault_password_file)
+    vault = settings.vault_path
+    if vault is not None and vault.exists():
+        print(f"{'vault file':34} {vault} (read)")
+    else:
+        print(f"{'vault file':34} none ({vault or 'vault.yml'} does not exist)")
     for f in setting_fields():
         value = getattr(settings, f.name)
         source = settings.sources.get(f.name, "default")

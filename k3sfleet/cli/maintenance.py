@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploys.maintenance import maintenance_engine, pending_work
+    from k3sfleet.deploys.maintenance import maintenance_engine, pending_work
     from k3sfleet.rolling import ApiSession, StateRunner
 
     inventory = _inventory(args)

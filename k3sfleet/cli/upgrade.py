@@ -3,7 +3,7 @@
 Example::
 
     k3sfleet upgrade --dry          # the plan: order, and which nodes are already at K3S_VERSION
-    k3sfleet upgrade                # roll; exit code 2 and the failing node's state on failure
+    k3sfleet upgrade                # roll; exit code 1 and the failing node's state on failure
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _inventory(args: argparse.Namespace) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploys.upgrade import upgrade_engine
+    from k3sfleet.deploys.upgrade import upgrade_engine
     from k3sfleet.rolling import ApiSession, StateRunner
 
     inventory = _inventory(args)

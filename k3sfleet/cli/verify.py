@@ -1,4 +1,11 @@
-"""``k3sfleet verify``: run the testinfra checks of tests/verify against the inventory's nodes."""
+"""``k3sfleet verify``: run the testinfra checks of the verify suite (``k3sfleet.verify_suite``,
+shipped with the package) against the inventory's nodes.
+
+Example::
+
+    k3sfleet verify                        # every check, every node of inventory.py
+    k3sfleet verify -- -k firewall         # arguments after -- go to pytest
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from k3sfleet.errors import K3sfleetError
+from k3sfleet.errors import ConfigError
+from k3sfleet.project import PACKAGE_DIR
+
+SUITE = PACKAGE_DIR / "verify_suite"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,9 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     project = Path(args.project_dir).resolve()
-    suite = project / "tests" / "verify"
-    if not suite.is_dir():
-        raise K3sfleetError(f"k3sfleet verify: no tests/verify in {project} (run it from a clone)")
     inventory = (project / args.inventory).resolve()
-    command = [sys.executable, "-m", "pytest", str(suite), "--inventory", str(inventory)]
+    if not inventory.is_file():
+        raise ConfigError(f"k3sfleet verify: no inventory {inventory}")
+    command = [
+        sys.executable, "-m", "pytest", str(SUITE), "--inventory", str(inventory),
+        "--rootdir", str(project), "-p", "no:cacheprovider",  # nothing written into the package
+    ]
     return subprocess.call([*command, *args.pytest_args], cwd=project)

@@ -17,7 +17,12 @@ import pytest
 import yaml
 from labcli import deploy_cluster
 
-from deploys.argocd import ArgocdConfig, argocd_values, helmchart_manifest, root_apps_manifest
+from k3sfleet.deploys.argocd import (
+    ArgocdConfig,
+    argocd_values,
+    helmchart_manifest,
+    root_apps_manifest,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = "/var/lib/rancher/k3s/server/manifests"

@@ -249,5 +249,5 @@ def test_restore_workload_latest_and_refusals(cluster: Any, velero: None) -> Non
         "--target-node",
         target,
     )
-    assert refused.returncode == 2
+    assert refused.returncode == 1
     assert "PartiallyFailed, not Completed" in refused.stderr

@@ -134,8 +134,9 @@ def test_facts_read_the_real_hosts(boot: dict[str, Any]) -> None:
     """SshdConfig, UfwStatus, TailscaleStatus and SystemInfo through `pyinfra ... fact`."""
     exe = Path(sys.executable).with_name("pyinfra")
     run = subprocess.run(  # noqa: S603
-        [str(exe), "--sudo", str(boot["inventory"]), "fact", "facts.sshd.SshdConfig",
-         "facts.ufw.UfwStatus", "facts.tailscale.TailscaleStatus", "facts.os.SystemInfo"],
+        [str(exe), "--sudo", str(boot["inventory"]), "fact", "k3sfleet.facts.sshd.SshdConfig",
+         "k3sfleet.facts.ufw.UfwStatus", "k3sfleet.facts.tailscale.TailscaleStatus",
+         "k3sfleet.facts.os.SystemInfo"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
         stdin=subprocess.DEVNULL,
     )

@@ -17,13 +17,13 @@ pytestmark = pytest.mark.lab
 
 
 def verify(inventory: Path, report: Path) -> dict[str, str]:
-    """Run tests/verify against ``inventory``; return {test id: "passed"|"failed: message"}."""
+    """Run the verify suite against ``inventory``; return {test id: "passed"|"failed: ..."}."""
     subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
-            "tests/verify",
+            "k3sfleet/verify_suite",
             "--inventory",
             str(inventory),
             "-p",

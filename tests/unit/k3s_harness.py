@@ -41,7 +41,7 @@ from pyinfra.connectors.fake import FakeConnector
 from pyinfra.connectors.util import CommandOutput, OutputLine
 from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
-from facts.k3s import DIRECTORIES as K3S_DIRECTORIES
+from k3sfleet.facts.k3s import DIRECTORIES as K3S_DIRECTORIES
 from k3sfleet.secret import Secret
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -347,5 +347,5 @@ def test_cli_bad_credentials_exit_non_zero_with_a_clear_message(
     _cli_env(monkeypatch, s3, R2_SECRET_ACCESS_KEY="wrong-secret-value")
     code = main(["--project-dir", str(tmp_path), "backup", "list", "--from-bucket"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     assert "R2 refused the credentials" in err and "wrong-secret-value" not in err

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from facts.files import ManagedFiles
-from facts.systemd import SystemdUnits
+from k3sfleet.facts.files import ManagedFiles
+from k3sfleet.facts.systemd import SystemdUnits
 
 
 def run(command: str, env: dict[str, str] | None = None) -> list[str]:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from facts.os import SystemInfo, unsupported_os
-from facts.sshd import SshdConfig
-from facts.tailscale import TailscaleStatus, logged_in_as
-from facts.ufw import RULES_MARKER, UfwRules, UfwStatus
+from k3sfleet.facts.os import SystemInfo, unsupported_os
+from k3sfleet.facts.sshd import SshdConfig
+from k3sfleet.facts.tailscale import TailscaleStatus, logged_in_as
+from k3sfleet.facts.ufw import RULES_MARKER, UfwRules, UfwStatus
 from k3sfleet.inventory import Node
 from k3sfleet.preflight import entry_problems
 from k3sfleet.secret import Secret
@@ -177,7 +177,7 @@ def test_supported_releases(release: tuple[str, str], supported: bool) -> None:
 
 
 def test_importing_the_entry_file_runs_nothing() -> None:
-    module = importlib.import_module("deploys.bootstrap")
+    module = importlib.import_module("k3sfleet.deploys.bootstrap")
     assert callable(module.run)
 
 
@@ -220,7 +220,7 @@ def _entry_facts() -> dict[str, Any]:
 def test_entry_file_runs_common_firewall_tailscale_in_order(user: str, sudo: bool) -> None:
     from bootstrap_harness import generate
 
-    from deploys.bootstrap import run
+    from k3sfleet.deploys.bootstrap import run
 
     used: dict[str, bool] = {}
     data = {"ssh_user": user, "common_ssh_permit_root_login": "prohibit-password",
@@ -246,8 +246,8 @@ def _converged_entry_facts(name: str = "node-1") -> dict[str, Any]:
     import test_tailscale
     from bootstrap_harness import managed_files, systemd_units
 
-    from deploys import common as c
-    from deploys import tailscale as ts
+    from k3sfleet.deploys import common as c
+    from k3sfleet.deploys import tailscale as ts
 
     facts = {**test_tailscale.facts(test_tailscale.running_as(name), installed=True),
              **test_firewall.converged({}), **test_common.converged_facts({}, name=name)}
@@ -273,7 +273,7 @@ def test_a_converged_bootstrap_reads_each_fact_once_and_changes_nothing() -> Non
 
     from bootstrap_harness import changed, generate
 
-    from deploys.bootstrap import run
+    from k3sfleet.deploys.bootstrap import run
 
     reads: Counter[str] = Counter()
     ops = generate(run, _converged_entry_facts(), ENTRY_DATA, reads=reads)
@@ -288,7 +288,7 @@ def test_a_fresh_bootstrap_reads_the_batched_facts_once_too() -> None:
 
     from bootstrap_harness import changed, generate
 
-    from deploys.bootstrap import run
+    from k3sfleet.deploys.bootstrap import run
 
     reads: Counter[str] = Counter()
     ops = changed(generate(run, _entry_facts(), ENTRY_DATA, reads=reads))
@@ -302,7 +302,7 @@ def test_with_tailscale_up_by_k3s_the_entry_does_not_read_tailscale_status() -> 
 
     from bootstrap_harness import generate
 
-    from deploys.bootstrap import run
+    from k3sfleet.deploys.bootstrap import run
 
     reads: Counter[str] = Counter()
     facts = {k: v for k, v in _converged_entry_facts().items() if k != "TailscaleStatus"}

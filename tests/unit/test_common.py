@@ -10,7 +10,7 @@ import pytest
 from bootstrap_harness import changed, files_fact, generate, managed_files, sha, systemd_units
 from pyinfra.api import Config
 
-from deploys import common as c
+from k3sfleet.deploys import common as c
 from k3sfleet.errors import ConfigError
 
 DEBIAN: dict[str, Any] = {

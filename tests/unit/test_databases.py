@@ -286,7 +286,7 @@ def test_deploy_creates_db_secrets_and_second_run_changes_nothing(
                 with api.client() as c:
                     yield c
 
-            from deploys.databases import databases
+            from k3sfleet.deploys.databases import databases
 
             add_deploy(state, databases, values=values, session=ApiSession(opener=opener))
             run_ops(state)
@@ -316,7 +316,7 @@ def test_deploy_creates_db_secrets_and_second_run_changes_nothing(
 
 
 def test_db_secrets_show_no_password() -> None:
-    from deploys.databases import db_secrets
+    from k3sfleet.deploys.databases import db_secrets
 
     app = AppDatabase("myapp", "my_db", "my_user", "web")
     secrets = db_secrets([app], {"myapp": "Sup3r-S3cret"}, Server())

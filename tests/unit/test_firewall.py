@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from bootstrap_harness import changed, generate
 
-from deploys import firewall as fw
-from facts.ufw import UfwStatus
+from k3sfleet.deploys import firewall as fw
 from k3sfleet.errors import ConfigError
+from k3sfleet.facts.ufw import UfwStatus
 
 OP = "k3sfleet firewall | ufw rules and policy"
 

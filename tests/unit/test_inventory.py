@@ -176,7 +176,7 @@ def test_the_projects_inventory_file_declares_valid_nodes() -> None:
     source = (ROOT / "inventory.py").read_text()
     namespace: dict[str, Any] = {}
     exec(compile(source.split("k3s_servers, k3s_agents")[0], "inventory.py", "exec"), namespace)
-    nodes = namespace["NODES"]
+    nodes = namespace["_NODES"]
     vault = {
         "vault_ansible_hosts": {n.name: "192.0.2.1" for n in nodes},
         "vault_ansible_users": {n.name: "admin" for n in nodes},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from facts.k3s import (
+from k3sfleet.facts.k3s import (
     DB_DIR,
     K3sDatastore,
     K3sDirectories,

@@ -8,8 +8,8 @@ from typing import Any
 import gevent
 import pytest
 
-import deploys.k3s_node as k3s_node
-from deploys.k3s_node import ClusterPlan
+import k3sfleet.deploys.k3s_node as k3s_node
+from k3sfleet.deploys.k3s_node import ClusterPlan
 from k3sfleet.secret import Secret
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploys.k3s_install import install_script, release_asset_url
-from deploys.k3s_node import restart_script
+from k3sfleet.deploys.k3s_install import install_script, release_asset_url
+from k3sfleet.deploys.k3s_node import restart_script
 
 VERSION = "v1.34.2+k3s1"
 

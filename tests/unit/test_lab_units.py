@@ -117,7 +117,7 @@ def test_without_root_the_lab_says_why(monkeypatch: pytest.MonkeyPatch,
     assert labmod.unavailable_reason() == (
         "the lab needs root (systemd-nspawn, network namespaces, overlay mounts)"
     )
-    assert main(["lab", "up", "--agents", "1"]) == 2
+    assert main(["lab", "up", "--agents", "1"]) == 1
     assert "k3sfleet lab: the lab needs root" in capsys.readouterr().err
 
 
@@ -137,7 +137,7 @@ def test_status_and_inventory_without_a_lab(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("K3SFLEET_LAB_DIR", str(tmp_path / "labs"))
     assert main(["--project-dir", str(tmp_path), "lab", "status"]) == 0
     assert capsys.readouterr().out.strip() == "no lab is running"
-    assert main(["--project-dir", str(tmp_path), "lab", "inventory"]) == 2
+    assert main(["--project-dir", str(tmp_path), "lab", "inventory"]) == 1
     assert "none is running" in capsys.readouterr().err
 
 

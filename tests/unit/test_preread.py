@@ -11,8 +11,8 @@ import pytest
 from bootstrap_harness import generate, managed_files, sha
 from pyinfra.operations import apt, files, systemd
 
-from deploys import common as c
-from deploys import preread as p
+from k3sfleet.deploys import common as c
+from k3sfleet.deploys import preread as p
 
 OP = "op"
 

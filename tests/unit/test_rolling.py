@@ -426,7 +426,7 @@ def commands(state: Any) -> list[str]:
 
 @pytest.mark.parametrize("role,service", [("server", "k3s"), ("agent", "k3s-agent")])
 def test_k3s_upgrade_installs_through_the_cluster_install_code(role: str, service: str) -> None:
-    from deploys.upgrade import k3s_upgrade
+    from k3sfleet.deploys.upgrade import k3s_upgrade
     from k3sfleet.rolling import StateRunner
 
     state = StateRunner(fake_inventory(role)).deploy(["@fake/node-1"], k3s_upgrade)
@@ -440,7 +440,7 @@ def test_k3s_upgrade_installs_through_the_cluster_install_code(role: str, servic
 
 
 def test_k3s_upgrade_failure_names_the_operation_and_the_error() -> None:
-    from deploys.upgrade import k3s_upgrade
+    from k3sfleet.deploys.upgrade import k3s_upgrade
     from k3sfleet.rolling import StateRunner
 
     inventory = fake_inventory(
@@ -460,7 +460,7 @@ def test_k3s_upgrade_failure_names_the_operation_and_the_error() -> None:
 
 @pytest.mark.parametrize("mode,expected", [("all", "dist-upgrade"), ("security", "unattended")])
 def test_os_maintenance_commands(mode: str, expected: str) -> None:
-    from deploys.maintenance import os_maintenance
+    from k3sfleet.deploys.maintenance import os_maintenance
     from k3sfleet.rolling import StateRunner
 
     state = StateRunner(fake_inventory(maintenance_upgrade=mode)).deploy(
@@ -476,7 +476,7 @@ def test_os_maintenance_commands(mode: str, expected: str) -> None:
 
 
 def test_pending_maintenance_fact() -> None:
-    from deploys.maintenance import PendingMaintenance
+    from k3sfleet.deploys.maintenance import PendingMaintenance
 
     fact = PendingMaintenance()
     assert "grep -i security" in str(fact.command(security_only=True))
@@ -667,7 +667,7 @@ NESTED_DEPLOY = """
 from pyinfra import host
 from pyinfra.operations import python
 
-from deploys.upgrade import k3s_upgrade
+from k3sfleet.deploys.upgrade import k3s_upgrade
 from k3sfleet.rolling import NestedRunner, NodeActionFailed
 
 

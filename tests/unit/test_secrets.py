@@ -18,7 +18,7 @@ from pyinfra.api.deploy import add_deploy, deploy
 from pyinfra.api.operations import run_ops
 from standin_api import StandinApi
 
-from deploys.secrets import SECRETS
+from k3sfleet.deploys.secrets import SECRETS
 from k3sfleet.errors import ConfigError
 from k3sfleet.k8s_secrets import (
     ApiSession,

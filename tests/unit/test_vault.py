@@ -245,15 +245,15 @@ def test_cli_set_reads_stdin_and_view_decrypts(tmp_path: Path, pw_file: Path) ->
     extra = k3sfleet(tmp_path, "vault", "set", "k", "value-on-argv", env=env)
     assert extra.returncode != 0
     empty = k3sfleet(tmp_path, "vault", "set", "k", stdin="", env=env)
-    assert empty.returncode == 2 and "no value for k" in empty.stderr
+    assert empty.returncode == 3 and "no value for k" in empty.stderr
 
 
-def test_cli_wrong_password_exits_2(tmp_path: Path) -> None:
+def test_cli_wrong_password_exits_3(tmp_path: Path) -> None:
     set_value(tmp_path / "vault.yml", "k", "v", b"right")
     wrong = tmp_path / "wrong-pass"
     wrong.write_text("wrong\n")
     run = k3sfleet(tmp_path, "--vault-password-file", str(wrong), "vault", "view")
-    assert run.returncode == 2
+    assert run.returncode == 3
     assert "wrong vault password" in run.stderr
     assert "Traceback" not in run.stderr
 
@@ -318,7 +318,7 @@ def test_cli_edit_with_bad_yaml_leaves_the_vault_unchanged(tmp_path: Path, pw_fi
         "EDITOR": str(editor), "REPORT": str(tmp_path / "report"),
         "K3SFLEET_VAULT_PASSWORD_FILE": str(pw_file),
     })
-    assert run.returncode == 2
+    assert run.returncode == 3
     assert "not valid YAML" in run.stderr
     assert vault.read_text() == before
 

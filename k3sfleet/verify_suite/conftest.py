@@ -1,4 +1,5 @@
-"""Verification of a live cluster: ``pytest tests/verify --inventory inventory.py``.
+"""Verification of a live cluster: ``k3sfleet verify``, in a clone also
+``pytest k3sfleet/verify_suite --inventory inventory.py``.
 
 The hosts come from the pyinfra inventory file given with ``--inventory`` (the same one the
 deploys use), reached over SSH with its user, key and known_hosts (host keys checked). Without

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import tailscale_status
 from kubernetes import client
+
+from k3sfleet.verify_suite.conftest import tailscale_status
 
 
 def test_tailscale_running_as_node(node: Any, host: Any) -> None:
