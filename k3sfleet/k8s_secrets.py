@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -701,15 +702,24 @@ def project_dir() -> Path:
 
 def preflight_problems(settings: Any, project: Path | None = None) -> list[str]:
     """What ``deploys/secrets.py`` would miss, from the settings the inventory loaded and the
-    project's ``.envrc`` files (the working directory): every unset variable at once."""
-    from k3sfleet.deploys.secrets import SECRETS
+    project's ``.envrc`` files (the working directory): every unset variable at once. The list
+    is the project's own ``deploys/secrets.py`` (``k3sfleet init`` copies it) when it has one."""
     from k3sfleet.settings import load_env_files
 
     project = project or Path.cwd()
+    own = project / "deploys" / "secrets.py"
+    if own.is_file():
+        spec = importlib.util.spec_from_file_location("k3sfleet_project_secrets", own)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # an entry file: importing it runs nothing
+        specs: Sequence[SecretSpec] = module.SECRETS
+    else:
+        from k3sfleet.deploys.secrets import SECRETS as specs
     values = Values(
         settings.as_host_data(),
         dict(load_env_files(project, os.environ)),
         settings.vault,
         project,
     )
-    return missing_problems(SECRETS, values)
+    return missing_problems(specs, values)

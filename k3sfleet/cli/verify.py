@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from k3sfleet.errors import ConfigError
+from k3sfleet.kube import check_syntax
 from k3sfleet.project import PACKAGE_DIR
 
 SUITE = PACKAGE_DIR / "verify_suite"
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     inventory = (project / args.inventory).resolve()
     if not inventory.is_file():
         raise ConfigError(f"k3sfleet verify: no inventory {inventory}")
+    check_syntax(inventory)
     command = [
         sys.executable, "-m", "pytest", str(SUITE), "--inventory", str(inventory),
         "--rootdir", str(project), "-p", "no:cacheprovider",  # nothing written into the package
