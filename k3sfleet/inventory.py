@@ -21,6 +21,8 @@ Example (``inventory.py``)::
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import re
 import sys
 import types
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from k3sfleet.errors import ConfigError, K3sfleetError
-from k3sfleet.settings import Settings
+from k3sfleet.settings import Settings, setting_fields
 
 ROLE_ALIASES = {"master": "server", "worker": "agent"}
 GROUP_ALIASES = {"k3s_masters": "k3s_servers", "k3s_workers": "k3s_agents"}
@@ -101,6 +103,96 @@ def entry_files_from_argv(argv: Sequence[str] | None = None) -> list[str]:
 
 NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 TAINT = re.compile(r"^[^=:\s]+(=[^=:\s]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$")
+# Kubernetes label syntax, k8s.io/apimachinery pkg/util/validation/validation.go
+# (IsQualifiedName, IsValidLabelValue, IsDNS1123Subdomain): a key is [prefix/]name, the prefix a
+# DNS-1123 subdomain of at most 253 characters, the name and the value at most 63 characters of
+# [A-Za-z0-9-_.] starting and ending alphanumeric; a value may be empty.
+QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# A host name (RFC 1123 labels); an address made of digits and dots only must be an IPv4 address
+HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)"
+                      r"(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\.?$")
+# Host data keys k3sfleet's deploys read besides the settings (each deploy's DATA_DEFAULTS and
+# what host_data sets; tests/unit/test_first_day.py keeps this in step with the deploys).
+DATA_KEYS = frozenset({
+    "common_apt_cache_time", "common_packages", "common_admin_users", "common_ssh_allow_users",
+    "common_sshd_options", "common_kernel_modules", "common_sysctls", "common_swap_off",
+    "firewall_ssh_ports", "firewall_trust_tailnet", "firewall_k3s_ports", "firewall_ha_ports",
+    "firewall_wireguard_ports", "firewall_cluster_cidrs", "firewall_ingress_label",
+    "firewall_ingress_ports", "firewall_extra_rules", "firewall_default_incoming",
+    "firewall_default_outgoing", "tailscale_extra_args",
+    "argocd_namespace", "argocd_manifests_dir", "argocd_hostname", "argocd_admin_enabled",
+    "argocd_rbac_policy_csv", "argocd_rbac_policy_default", "argocd_rbac_scopes",
+    "argocd_server", "databases_postgres_namespace", "databases_postgres_selector",
+    "databases_postgres_container", "k3s_role", "k3s_node_name", "k3s_node_labels",
+    "k3s_node_taints", "k3s_upgrade_restart", "k3sfleet_provider", "k3sfleet_tailnet_address",
+    "k3sfleet_project_dir", "maintenance_reboot_timeout", "k3s_extra_config", "k3s_disable",
+    "k3s_tls_san", "k3s_flannel_iface", "rolling_ready_timeout",
+})
+# Prefixes of k3sfleet's own data: an unknown key with one of them is a typo, not user data
+DATA_PREFIXES = ("common_", "firewall_", "tailscale_", "k3s_", "k3sfleet_", "argocd_",
+                 "databases_", "rolling_", "maintenance_", "ssh_")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the closest of ``known``, or nothing."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def label_problems(node: Node) -> list[str]:
+    """Labels that K3s would refuse or pass on as something else (``True`` is not ``"true"``)."""
+    problems = []
+    labels = node.labels if isinstance(node.labels, Mapping) else {}
+    if not isinstance(node.labels, Mapping):
+        problems.append(f"node {node.name}: labels must be a map of key to string value")
+    for key, value in labels.items():
+        where = f"node {node.name}: label {key!r}"
+        prefix, _, name = str(key).rpartition("/")
+        if not isinstance(key, str) or not (
+            QUALIFIED_NAME.match(name) and len(name) <= 63
+            and (not prefix or (DNS1123_SUBDOMAIN.match(prefix) and len(prefix) <= 253))
+            and str(key).count("/") <= 1
+        ):
+            problems.append(f"{where}: a key is [prefix/]name: a DNS subdomain, then at most 63 "
+                            "of A-Z a-z 0-9 - _ . starting and ending alphanumeric")
+        if not isinstance(value, str):
+            shown = str(value).lower() if isinstance(value, bool) else str(value)
+            problems.append(f'{where}: the value must be a string, write "{shown}" not {value!r}')
+        elif value and not (QUALIFIED_NAME.match(value) and len(value) <= 63):
+            problems.append(f"{where}: value {value!r} must be empty or at most 63 of "
+                            "A-Z a-z 0-9 - _ . starting and ending alphanumeric")
+    return problems
+
+
+def address_problem(address: Any) -> str | None:
+    """Why ``address`` is neither an IP address nor a host name, or ``None``."""
+    text = str(address)
+    try:
+        ipaddress.ip_address(text)
+        return None
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", text):
+        return f"{text!r} is not an IPv4 address"
+    if not HOSTNAME.match(text):
+        return f"{text!r} is neither an IP address nor a host name (no scheme, user, port or space)"
+    return None
+
+
+def data_key_problems(node: Node) -> list[str]:
+    """Host data keys of ``node`` that look like k3sfleet's but are not (typos)."""
+    from pyinfra.connectors.ssh import ConnectorData
+
+    known = DATA_KEYS | {f.name for f in setting_fields()} | set(ConnectorData.__annotations__)
+    problems = []
+    for key in node.data:
+        if key in known or key.startswith("_"):
+            continue
+        hint = did_you_mean(key, known)
+        if hint or key.startswith(DATA_PREFIXES):
+            problems.append(f"node {node.name}: unknown host data key {key!r}{hint}")
+    return problems
 
 
 def validate(
@@ -132,6 +224,12 @@ def validate(
             )
         if n.role not in ROLES:
             problems.append(f"node {n.name}: role must be server or agent, not {n.role!r}")
+        problems += label_problems(n) + data_key_problems(n)
+        for attr in ("address", "tailnet_address"):
+            value = getattr(n, attr)
+            problem = address_problem(value) if value is not None else None
+            if problem:
+                problems.append(f"node {n.name}: {attr} {problem}")
         for taint in n.taints:
             if not TAINT.match(taint):
                 problems.append(
@@ -184,6 +282,11 @@ def validate(
     for key, mapping in maps.items():
         for extra in sorted(set(mapping or ()) - known):
             problems.append(f"vault {key} names {extra}, which the inventory lacks")
+    for key in ("vault_ansible_hosts", "vault_tailscale_hosts"):
+        for name, value in (maps[key] or {}).items():
+            problem = address_problem(value) if value and name in known else None
+            if problem:
+                problems.append(f"vault {key}: node {name}: {problem}")
     problems.extend(entry_problems(entry_files, settings, nodes))
     return list(dict.fromkeys(problems))  # a duplicated node is named once per problem
 

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import re
@@ -243,6 +244,7 @@ class Settings:
                 problems.append(str(e))
                 readable = False
 
+        problems += unknown_names(layered)
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for f in setting_fields():
@@ -271,6 +273,20 @@ class Settings:
     def missing(self, *names: str) -> list[str]:
         """The environment names of those settings that are unset."""
         return [n.upper() for n in names if getattr(self, n) in (None, "")]
+
+
+def unknown_names(layered: LayeredEnv) -> list[str]:
+    """Names set in the project's files (``.envrc`` ...) that are close to a setting's name but
+    are none (``K3S_VERISON``): a typo would otherwise leave the setting at its default. Other
+    names are left alone (the Secrets list reads any variable)."""
+    names = {f.name.upper() for f in setting_fields()}
+    problems = []
+    for layer, source in zip(layered.maps[1:], layered.names[1:], strict=True):
+        for key in sorted(set(layer) - names):
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.85)
+            if close:
+                problems.append(f"{key} in {source} is not a setting (did you mean {close[0]}?)")
+    return problems
 
 
 def setting_fields() -> list[Any]:

@@ -210,3 +210,88 @@ def test_vpn_auth_refuses_a_key_k3s_would_cut(key: str) -> None:
     # Without vpn-auth the key only goes to `tailscale up --auth-key=file:...`: accepted.
     assert validate(NODES, settings(tailscale_auth_key=Secret(key), k3s_vpn_auth=False),
                     ["bootstrap", "cluster"]) == []
+
+
+def test_labels_are_checked_with_kubernetes_syntax_and_string_values() -> None:
+    """k8s.io/apimachinery pkg/util/validation/validation.go: IsQualifiedName for keys,
+    IsValidLabelValue for values. ``True`` would reach K3s as ``True`` and keep the firewall's
+    ingress ports closed (it compares with ``"true"``)."""
+    nodes = [
+        Node("vps-aws-1", role="server", labels={
+            "k3sfleet/ingress": True, "bad key": "x", "a/b/c": "x", "Example.com/x": "y",
+            "ok.example.com/zone": "eu-1", "tier": "-edge", "long": "v" * 64, "empty": "",
+        }),
+    ]
+    problems = "\n".join(validate(nodes, settings(), check_vault=False))
+    assert """label 'k3sfleet/ingress': the value must be a string, write "true" not True""" \
+        in problems
+    for bad in ("'bad key': a key", "'a/b/c': a key", "'Example.com/x': a key",
+                "'tier': value '-edge'", f"'long': value '{'v' * 64}'"):
+        assert bad in problems, bad
+    for good in ("'ok.example.com/zone'", "'empty'"):
+        assert good not in problems, good
+
+
+def test_addresses_must_be_an_ip_or_a_host_name() -> None:
+    vault = {
+        "vault_ansible_hosts": {"vps-aws-1": "192.0.2.300", "vps-hetzner-1": "ssh://root@h"},
+        "vault_ansible_users": {"vps-aws-1": "admin", "vps-hetzner-1": "root"},
+        "vault_tailscale_hosts": {"vps-aws-1": "100.64.0.1", "vps-hetzner-1": "my host"},
+    }
+    problems = validate(NODES, settings(vault))
+    assert problems == [
+        "vault vault_ansible_hosts: node vps-aws-1: '192.0.2.300' is not an IPv4 address",
+        "vault vault_ansible_hosts: node vps-hetzner-1: 'ssh://root@h' is neither an IP address "
+        "nor a host name (no scheme, user, port or space)",
+        "vault vault_tailscale_hosts: node vps-hetzner-1: 'my host' is neither an IP address "
+        "nor a host name (no scheme, user, port or space)",
+    ]
+    own = [Node("a", role="server", address="10.0.0.1 "), Node("b", role="agent",
+                                                               address="node-b.example.org")]
+    assert validate(own, settings(), check_vault=False) == [
+        "node a: address '10.0.0.1 ' is neither an IP address nor a host name "
+        "(no scheme, user, port or space)"
+    ]
+
+
+def test_unknown_host_data_keys_say_what_was_meant() -> None:
+    nodes = [Node("vps-aws-1", role="server", data={
+        "firewal_extra_rules": [], "common_sshd_option": {}, "k3s_whatever": 1,
+        "team": "blue", "_sudo": True, "ssh_connect_retries": 2, "firewall_extra_rules": [],
+    })]
+    assert validate(nodes, settings(), check_vault=False) == [
+        "node vps-aws-1: unknown host data key 'firewal_extra_rules' "
+        "(did you mean firewall_extra_rules?)",
+        "node vps-aws-1: unknown host data key 'common_sshd_option' "
+        "(did you mean common_sshd_options?)",
+        "node vps-aws-1: unknown host data key 'k3s_whatever'",
+    ]
+
+
+def test_data_keys_are_in_step_with_the_deploys() -> None:
+    """Every key a deploy declares in DATA_DEFAULTS or reads from host data is known."""
+    import importlib
+    import re
+
+    from k3sfleet.inventory import DATA_KEYS
+    from k3sfleet.settings import setting_fields
+
+    known = DATA_KEYS | {f.name for f in setting_fields()}
+    for name in ("argocd", "common", "databases", "firewall", "tailscale"):
+        module = importlib.import_module(f"k3sfleet.deploys.{name}")
+        assert set(module.DATA_DEFAULTS) <= known, set(module.DATA_DEFAULTS) - known
+    read = set()
+    for path in [*(ROOT / "deploys").glob("*.py"), *(ROOT / "k3sfleet").glob("*.py")]:
+        read |= set(re.findall(r"\bdata\.get\(\s*\"([a-z0-9_]+)\"", path.read_text()))
+    read -= {"ssh_hostname", "ssh_port", "ssh_user", "ssh_key", "ssh_known_hosts_file",
+             "vault_ansible_hosts"}
+    assert read <= known, read - known
+
+
+def test_misspelt_setting_in_a_project_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / ".envrc").write_text('export K3S_VERISON="v1.34.2+k3s1"\nexport MY_TOOL=1\n')
+    with pytest.raises(ConfigError) as err:
+        Settings.load(tmp_path, environ={"K3S_VERISONX_FROM_SHELL": "ignored"})
+    assert err.value.problems == [
+        "K3S_VERISON in .envrc is not a setting (did you mean K3S_VERSION?)"
+    ]
