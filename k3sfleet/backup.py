@@ -267,8 +267,13 @@ def latest_completed(backups: Iterable[BackupInfo]) -> BackupInfo | None:
 
 def r2_client(settings: Any) -> Any:
     """A boto3 S3 client for R2 from the settings (``R2_ENDPOINT``, ``R2_ACCESS_KEY_ID``...)."""
-    import boto3
-    from botocore.config import Config
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise BackupError(
+            "k3sfleet: reading R2 needs boto3, an extra: pip install 'k3sfleet[backup]'"
+        ) from None
 
     missing = settings.missing("r2_endpoint", "r2_access_key_id", "r2_secret_access_key")
     if missing:

@@ -300,3 +300,57 @@ def test_strict_undefined_is_what_the_templates_get() -> None:
     assert env.undefined is jinja2.StrictUndefined
     with pytest.raises(jinja2.UndefinedError):
         env.from_string("{{ missing }}").render()
+
+
+@pytest.mark.package
+def test_wheel_and_sdist_carry_the_licence_and_metadata(installed: dict[str, Path]) -> None:
+    import tarfile
+    import zipfile
+
+    wheel = zipfile.ZipFile(installed["wheel"])
+    names = wheel.namelist()
+    [licence] = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    text = wheel.read(licence).decode()
+    assert "GNU GENERAL PUBLIC LICENSE" in text and "Version 3, 29 June 2007" in text
+    assert "k3sfleet/py.typed" in names
+    [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+    meta = wheel.read(metadata).decode()
+    assert "License-Expression: GPL-3.0-or-later" in meta
+    assert "Project-URL: Repository, " in meta and "Classifier: Typing :: Typed" in meta
+    requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist: boto3")]
+    assert requires and all("extra == \"backup\"" in line for line in requires), requires
+
+    sdist_dir = installed["tmp"] / "sdist"
+    run(sys.executable, "-c", "import sys; from setuptools import build_meta; "
+        f"build_meta.build_sdist({str(sdist_dir)!r})", cwd=installed["tmp"] / "src")
+    [sdist] = sdist_dir.glob("k3sfleet-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        members = tar.getnames()
+    assert any(m.endswith("/LICENSE") for m in members), members[:20]
+
+
+def test_dependency_ranges_stay_inside_pyinfras() -> None:
+    """pip backtracks when our range allows versions pyinfra refuses (paramiko: pyinfra 3.10
+    requires paramiko<5,>=2.11, its METADATA)."""
+    import tomllib
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    ours = {Requirement(r).name.lower(): Requirement(r).specifier for r in tomllib.loads(
+        (ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    theirs = {Requirement(r).name.lower(): Requirement(r).specifier
+              for r in requires("pyinfra") or [] if "extra ==" not in r}
+    probes = [f"{major}.{minor}" for major in range(0, 12) for minor in (0, 5)]
+    for name in sorted(set(ours) & set(theirs)):
+        outside = [v for v in probes if v in ours[name] and v not in theirs[name]]
+        assert outside == [], f"{name}: ours {ours[name]} allows {outside}, pyinfra {theirs[name]}"
+    assert "boto3" not in ours  # an extra: `pip install 'k3sfleet[backup]'`
+
+
+def test_backup_without_boto3_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from k3sfleet.backup import BackupError, r2_client
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ImportError
+    with pytest.raises(BackupError, match=r"pip install 'k3sfleet\[backup\]'"):
+        r2_client(object())
