@@ -1,4 +1,5 @@
-"""``k3sfleet vault view | edit | set KEY``: the project's Ansible Vault, like ``ansible-vault``.
+"""``k3sfleet vault view [FILE] | edit [FILE] | set KEY``: the project's Ansible Vault (or FILE),
+like ``ansible-vault``.
 
 ``edit`` opens the decrypted text in ``$VISUAL`` / ``$EDITOR`` (a 0600 file in a private folder,
 removed afterwards) and re-encrypts it; a whole-file vault keeps its vault id, an inline
@@ -8,6 +9,7 @@ creates the vault (format 1.1, mode 0600) when it does not exist yet.
 Example::
 
     k3sfleet vault view
+    k3sfleet vault view group_vars/all/vault.yml --ask-vault-pass
     printf '%s' "$KEY" | k3sfleet vault set vault_tailscale_auth_key
     EDITOR=nano k3sfleet vault edit
 """
@@ -42,9 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("vault", help="view, edit or set values of the Ansible Vault")
     actions = parser.add_subparsers(dest="vault_command", metavar="ACTION")
     actions.required = True
-    view = actions.add_parser("view", help="print the decrypted vault")
+    view = actions.add_parser("view", help="print the decrypted vault (or FILE)")
+    view.add_argument("file", nargs="?", default=None, help="a vault file (default: the project's)")
     view.set_defaults(func=run_view)
     edit = actions.add_parser("edit", help="edit the decrypted vault in $EDITOR, re-encrypt it")
+    edit.add_argument("file", nargs="?", default=None, help="a vault file (default: the project's)")
     edit.set_defaults(func=run_edit)
     put = actions.add_parser("set", help="set KEY to the value read from stdin")
     put.add_argument("key", help="top-level key, for example vault_tailscale_auth_key")
@@ -54,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _vault_path(args: argparse.Namespace) -> tuple[Path, Mapping[str, str]]:
     project = Path(args.project_dir)
     env = load_env_files(project, os.environ)
+    if getattr(args, "file", None):  # as `ansible-vault view FILE`: relative to the current folder
+        return Path(args.file), env
     return find_vault_file(project, env.get("K3SFLEET_VAULT_FILE")), env
 
 

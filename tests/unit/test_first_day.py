@@ -200,3 +200,18 @@ def test_vault_skeleton_lists_every_node_of_the_inventory_skeleton(project: Path
     for name in skeleton["vault_ansible_hosts"]:
         assert f'Node("{name}"' in inventory
     assert load_vault(project / "vault.yml", PASSWORD.encode())["vault_ansible_users"]
+
+
+def test_vault_view_takes_a_file_as_ansible_vault_does(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from k3sfleet.vault import set_value
+
+    other = tmp_path / "elsewhere" / "secrets.yml"
+    other.parent.mkdir()
+    set_value(other, "vault_other", "from-the-other-file", PASSWORD.encode())
+    capsys.readouterr()
+    assert main(["vault", "view", str(other), "--project-dir", str(project),
+                 "--vault-password-file", str(project / "pw")]) == 0
+    out = capsys.readouterr().out
+    assert "from-the-other-file" in out and "tskey-auth-x" not in out
