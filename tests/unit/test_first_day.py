@@ -110,7 +110,7 @@ def test_ask_vault_pass_prompts(project: Path, monkeypatch: pytest.MonkeyPatch,
 
 def test_syntax_error_in_the_inventory_is_one_message(project: Path) -> None:
     (project / "inventory.py").write_text("from k3sfleet.inventory import Node\n_NODES = [\n")
-    for args in (("check", "cluster"), ("upgrade", "--dry"), ("verify",)):
+    for args in (("check", "cluster"), ("upgrade", "--dry"), ("verify",), ("deploy", "cluster")):
         run = k3sfleet(project, *args)
         assert run.returncode == 3, (args, run.stderr)
         assert "inventory.py line 2: '[' was never closed (not valid Python)" in run.stderr
