@@ -277,15 +277,22 @@ def test_data_keys_are_in_step_with_the_deploys() -> None:
     from k3sfleet.settings import setting_fields
 
     known = DATA_KEYS | {f.name for f in setting_fields()}
-    for name in ("argocd", "common", "databases", "firewall", "tailscale"):
-        module = importlib.import_module(f"k3sfleet.deploys.{name}")
-        assert set(module.DATA_DEFAULTS) <= known, set(module.DATA_DEFAULTS) - known
-    read = set()
+    declared: set[str] = set()
+    for path in (ROOT / "deploys").glob("*.py"):
+        module = importlib.import_module(f"k3sfleet.deploys.{path.stem}")
+        declared |= set(getattr(module, "DATA_DEFAULTS", {}))
+    assert declared and declared <= known, declared - known
+    read, sources = set(), ""
     for path in [*(ROOT / "deploys").glob("*.py"), *(ROOT / "k3sfleet").glob("*.py")]:
+        sources += path.read_text()
         read |= set(re.findall(r"\bdata\.get\(\s*\"([a-z0-9_]+)\"", path.read_text()))
     read -= {"ssh_hostname", "ssh_port", "ssh_user", "ssh_key", "ssh_known_hosts_file",
              "vault_ansible_hosts"}
     assert read <= known, read - known
+    # and no key is listed that nothing declares, reads or sets any more (DATA_KEYS names it once)
+    stale = {k for k in DATA_KEYS - declared - read
+             if len(re.findall(rf"\b{k}\b", sources)) <= 1}
+    assert stale == set(), stale
 
 
 def test_misspelt_setting_in_a_project_file_is_named(tmp_path: Path) -> None:
