@@ -3,8 +3,10 @@
 Addresses and SSH users come from the vault maps ``vault_ansible_hosts`` / ``vault_ansible_users``
 (``vault_tailscale_hosts`` with ``K3SFLEET_CONNECT=tailnet``), so no address is committed.
 
-    pyinfra inventory.py deploys/bootstrap.py      # fresh VPSes, public addresses
-    K3SFLEET_CONNECT=tailnet pyinfra inventory.py deploys/cluster.py
+    k3sfleet check bootstrap && k3sfleet hostkeys    # before the first run on fresh VPSes
+    k3sfleet deploy bootstrap                       # fresh VPSes, public addresses
+    K3SFLEET_CONNECT=tailnet k3sfleet deploy cluster
+    (in a clone also: pyinfra inventory.py deploys/bootstrap.py)
 """
 
 from k3sfleet.inventory import Node, groups
