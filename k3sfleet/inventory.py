@@ -21,7 +21,9 @@ Example (``inventory.py``)::
 
 from __future__ import annotations
 
+import ast
 import difflib
+import functools
 import ipaddress
 import re
 import sys
@@ -112,22 +114,33 @@ DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 # A host name (RFC 1123 labels); an address made of digits and dots only must be an IPv4 address
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)"
                       r"(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\.?$")
-# Host data keys k3sfleet's deploys read besides the settings (each deploy's DATA_DEFAULTS and
-# what host_data sets; tests/unit/test_first_day.py keeps this in step with the deploys).
-DATA_KEYS = frozenset({
-    "common_apt_cache_time", "common_packages", "common_admin_users", "common_ssh_allow_users",
-    "common_sshd_options", "common_kernel_modules", "common_sysctls", "common_swap_off",
-    "firewall_ssh_ports", "firewall_trust_tailnet", "firewall_k3s_ports", "firewall_ha_ports",
-    "firewall_wireguard_ports", "firewall_cluster_cidrs", "firewall_ingress_label",
-    "firewall_ingress_ports", "firewall_extra_rules", "firewall_default_incoming",
-    "firewall_default_outgoing", "tailscale_extra_args",
-    "argocd_namespace", "argocd_manifests_dir", "argocd_hostname", "argocd_admin_enabled",
-    "argocd_rbac_policy_csv", "argocd_rbac_policy_default", "argocd_rbac_scopes",
-    "argocd_server", "k3s_role", "k3s_node_name", "k3s_node_labels",
-    "k3s_node_taints", "k3s_upgrade_restart", "k3sfleet_provider", "k3sfleet_tailnet_address",
-    "k3sfleet_project_dir", "maintenance_reboot_timeout", "k3s_extra_config", "k3s_disable",
-    "k3s_tls_san", "k3s_flannel_iface", "rolling_ready_timeout",
+# Host data keys the deploys read that no deploy declares in its DATA_DEFAULTS and that are not
+# settings: what host_data sets, and keys read with a default in place (tests/unit/
+# test_inventory.py keeps this in step with the deploys).
+READ_DATA_KEYS = frozenset({
+    "k3s_role", "k3s_node_name", "k3s_node_labels", "k3s_node_taints", "k3s_upgrade_restart",
+    "k3sfleet_provider", "k3sfleet_tailnet_address", "k3sfleet_project_dir",
+    "maintenance_reboot_timeout", "k3s_extra_config", "k3s_disable", "k3s_tls_san",
+    "k3s_flannel_iface", "rolling_ready_timeout",
 })
+
+
+@functools.cache
+def declared_data_keys() -> frozenset[str]:
+    """The keys of every deploy's ``DATA_DEFAULTS``, read from the deploy files' source (the
+    inventory is checked before any deploy is imported, and k3sfleet does not import deploys)."""
+    keys: set[str] = set()
+    for path in sorted((Path(__file__).resolve().parent / "deploys").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            target = node.target if isinstance(node, ast.AnnAssign) else (
+                node.targets[0] if isinstance(node, ast.Assign) else None)
+            value = getattr(node, "value", None)
+            if isinstance(target, ast.Name) and target.id == "DATA_DEFAULTS" and isinstance(
+                value, ast.Dict
+            ):
+                keys |= {k.value for k in value.keys
+                         if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+    return frozenset(keys)
 # Prefixes of k3sfleet's own data: an unknown key with one of them is a typo, not user data
 DATA_PREFIXES = ("common_", "firewall_", "tailscale_", "k3s_", "k3sfleet_", "argocd_",
                  "databases_", "rolling_", "maintenance_", "ssh_")
@@ -183,7 +196,8 @@ def data_key_problems(node: Node) -> list[str]:
     """Host data keys of ``node`` that look like k3sfleet's but are not (typos)."""
     from pyinfra.connectors.ssh import ConnectorData
 
-    known = DATA_KEYS | {f.name for f in setting_fields()} | set(ConnectorData.__annotations__)
+    known = (declared_data_keys() | READ_DATA_KEYS | {f.name for f in setting_fields()}
+             | set(ConnectorData.__annotations__))
     problems = []
     for key in node.data:
         if key in known or key.startswith("_"):
