@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from k3sfleet.errors import K3sfleetError
+from k3sfleet.errors import ConfigError
 from k3sfleet.kube import hosts_from_inventory
 from k3sfleet.settings import load_env_files
 from k3sfleet.token import VAULT_KEY, save
@@ -40,7 +40,7 @@ def run_save(args: argparse.Namespace) -> int:
     if args.server:
         servers = [h for h in servers if h.name == args.server]
     if not servers:
-        raise K3sfleetError(f"k3sfleet: no server {args.server or ''} in {inventory}")
+        raise ConfigError(f"k3sfleet: no server {args.server or ''} in {inventory}")
     env = load_env_files(project, os.environ)
     vault = find_vault_file(project, env.get("K3SFLEET_VAULT_FILE"))
     password = resolve_password(args.vault_password_file, env, project)

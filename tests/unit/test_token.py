@@ -110,7 +110,7 @@ def test_a_different_token_in_the_vault_is_never_overwritten(
     write_vault(project, {"vault_k3s_token": "the-token-the-cluster-started-with"})
     before = (project / "vault.yml").read_bytes()
     fake_server(monkeypatch, TOKEN)
-    assert save(project) == 2
+    assert save(project) == 1  # refused: the operation failed
     err = capsys.readouterr().err
     assert "not the token of s1" in err and "nothing was changed" in err
     assert TOKEN not in err and "the-token-the-cluster-started-with" not in err
@@ -121,7 +121,7 @@ def test_server_option_and_unknown_server(
     project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     read = fake_server(monkeypatch, TOKEN)
-    assert save(project, "--server", "a1") == 2  # an agent holds no token
+    assert save(project, "--server", "a1") == 3  # bad input: an agent holds no token
     assert "no server a1" in capsys.readouterr().err and read == []
 
 
