@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = datetime.timedelta(days=3650)
@@ -213,3 +213,20 @@ def ensure_client(
             *issue(*tls.pair("client-ca"), common_name, organization=organization, client=True),
         )
     return tls.pair(name)
+
+
+def ensure_service_key(tls: ClusterTLS) -> Path:
+    """``service.key``: the RSA key that signs and verifies service-account tokens (K3s's
+    ``runtime.ServiceKey``, passed to kube-apiserver and kube-controller-manager)."""
+    path = tls.directory / "service.key"
+    if not path.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        write_private(
+            path,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            ),
+        )
+    return path
