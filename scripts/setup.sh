@@ -48,7 +48,7 @@ fi
 # kube-scheduler from k8s.io/kubernetes, kine, kwok), built from source once per version into
 # the lab cache (K3SFLEET_LAB_CACHE_DIR): about 12 minutes on a fresh 2-core machine, under a
 # second once cached. Progress every 30 s.
-if command -v go >/dev/null 2>&1; then
+if command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ]; then
   .venv/bin/python -m k3sfleet.lab.gobuild
 else
   echo "setup: no Go toolchain on PATH: tests marked k8s will be skipped" >&2

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -254,8 +255,15 @@ class Lab:
             )
             host.host_key = rootfs.prepare_host(root, ident)
         host.supervisor_pid = hostproc.start_host(hdir, host.name, host.netns,
-                                                  self.directory / "lxcfs")
+                                                  self.directory / "lxcfs", self._binds)
         hostproc.wait_ssh(host.public_ip)
+
+    @functools.cached_property
+    def _binds(self) -> list[tuple[Path, str]]:
+        """The built control plane, bound read-only into every host (none until built)."""
+        from k3sfleet.lab import controlplane
+
+        return controlplane.host_binds(self.cache)
 
     def _ssh_keypair(self) -> None:
         key = self.ssh_key

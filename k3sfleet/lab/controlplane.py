@@ -131,3 +131,20 @@ def cached_binaries(cache: Path) -> Binaries | None:
 def ensure_binaries(cache: Path, say: Say = print) -> Binaries:
     """Build whatever is missing (minutes on a fresh machine) and return the binaries."""
     return Binaries({build.name: ensure(build, cache, say) for build in BUILDS})
+
+
+# Where lab hosts see each build's cache entry, bound read-only (docs/lab-contract.md).
+HOST_DIR = "/opt/k3sfleet-standin/go"
+
+
+def host_binds(cache: Path) -> list[tuple[Path, str]]:
+    """(cache entry, path in a lab host) for each build, or none while any is not built."""
+    binaries = cached_binaries(cache)
+    if binaries is None:
+        return []
+    return [(directory, f"{HOST_DIR}/{name}") for name, directory in binaries.directories.items()]
+
+
+def host_binaries() -> Binaries:
+    """The binaries as a lab host sees them (under :data:`HOST_DIR`)."""
+    return Binaries({build.name: Path(HOST_DIR) / build.name for build in BUILDS})

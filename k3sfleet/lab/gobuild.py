@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import importlib
 import json
@@ -31,8 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,8 +84,8 @@ class GoBuild:
             flags.append("-ldflags=" + " ".join(self.ldflags))
         if self.module_dir is None:
             # `go install pkg@version` writes to GOBIN under the command's own name.
-            return ["go", "install", *flags, self.package]
-        return ["go", "build", *flags, "-o", str(output), self.package]
+            return [_go(), "install", *flags, self.package]
+        return [_go(), "build", *flags, "-o", str(output), self.package]
 
 
 def installed_name(package: str) -> str:
@@ -98,10 +96,23 @@ def installed_name(package: str) -> str:
     return parts[-1]
 
 
+def go_binary() -> str | None:
+    """The ``go`` command: on PATH, else Go's default /usr/local/go/bin/go; None if neither."""
+    found = shutil.which("go") or "/usr/local/go/bin/go"
+    return found if Path(found).exists() else None
+
+
+def _go() -> str:
+    go = go_binary()
+    if go is None:
+        raise FileNotFoundError("no Go toolchain: install Go or put `go` on PATH")
+    return go
+
+
 def go_version() -> str:
     """The Go toolchain's version (``go1.26.8``), part of every cache key."""
     result = subprocess.run(  # noqa: S603
-        ["go", "env", "GOVERSION"], check=True, capture_output=True, text=True  # noqa: S607
+        [_go(), "env", "GOVERSION"], check=True, capture_output=True, text=True
     )
     return result.stdout.strip()
 
@@ -154,21 +165,10 @@ def _complete(build: GoBuild, directory: Path) -> bool:
 def module_source(module: str) -> Path:
     """The source directory of ``module`` (``path@version``), downloaded if needed."""
     result = subprocess.run(  # noqa: S603
-        ["go", "mod", "download", "-json", module],  # noqa: S607
+        [_go(), "mod", "download", "-json", module],
         check=True, capture_output=True, text=True, cwd=tempfile.gettempdir(),
     )
     return Path(json.loads(result.stdout)["Dir"])
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _run_go(build: GoBuild, workdir: Path, say: Say, every: float) -> None:
@@ -214,6 +214,8 @@ def ensure(build: GoBuild, cache: Path, say: Say = print, every: float = 30.0) -
     directory = entry_dir(build, cache, toolchain)
     if _complete(build, directory):
         return directory
+    from k3sfleet.lab.artifacts import _locked  # one lock helper for the cache
+
     with _locked(directory.with_suffix(".lock")):
         if _complete(build, directory):
             return directory  # another process built it while we waited
@@ -267,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", help="cache directory (default: K3SFLEET_LAB_CACHE_DIR)")
     parser.add_argument("names", nargs="*", help="only these builds (default: all)")
     args = parser.parse_args(argv)
-    if shutil.which("go") is None:
-        print("gobuild: no `go` on PATH: the lab's Go programs cannot be built", file=sys.stderr)
+    if go_binary() is None:
+        print("gobuild: no Go toolchain: the lab's Go programs cannot be built", file=sys.stderr)
         return 1
     if args.cache is None:
         from k3sfleet.settings import Settings

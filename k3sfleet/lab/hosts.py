@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -171,26 +172,32 @@ def mount_overlay(lower: Path, hdir: Path) -> Path:
     return root
 
 
-def nspawn_argv(root: Path, name: str, netns: str, lxcfs: Path) -> list[str]:
+def nspawn_argv(
+    root: Path, name: str, netns: str, lxcfs: Path, binds: Sequence[tuple[Path, str]] = ()
+) -> list[str]:
     """The systemd-nspawn command line of one host (flags from docs/lab-contract.md).
 
     The machine name is the namespace name (``k3fl<I>-<host>``), unique on the machine: nspawn
     keys /run/systemd/nspawn/propagate/<machine> by it, and hosts of parallel labs share host
-    names. The host's own hostname comes from its /etc/hostname.
+    names. The host's own hostname comes from its /etc/hostname. ``binds`` are (directory on
+    the machine, path in the host) pairs bound read-only (the lab's built Go programs).
     """
     return [
         "systemd-nspawn", "--boot", f"--directory={root}", f"--machine={netns}",
         "--register=no", "--keep-unit", f"--network-namespace-path=/run/netns/{netns}",
         "--capability=CAP_NET_ADMIN", f"--bind-ro={lxcfs}:/run/lxcfs",
+        *(f"--bind-ro={source}:{target}" for source, target in binds),
         "--console=read-only", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
     ]
 
 
-def start_host(hdir: Path, name: str, netns: str, lxcfs: Path) -> int:
+def start_host(
+    hdir: Path, name: str, netns: str, lxcfs: Path, binds: Sequence[tuple[Path, str]] = ()
+) -> int:
     """Boot the host in ``hdir`` under a detached supervisor; return the supervisor's PID."""
     env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
     argv = [sys.executable, "-m", "k3sfleet.lab.supervise", str(hdir / "nspawn.pid"), netns, "--",
-            *nspawn_argv(hdir / "root", name, netns, lxcfs)]
+            *nspawn_argv(hdir / "root", name, netns, lxcfs, binds)]
     return detached(argv, hdir / "console.log", env)
 
 

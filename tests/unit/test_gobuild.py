@@ -5,15 +5,14 @@ Builds a tiny program of our own (no network: standard library only) with ``go b
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from k3sfleet.lab.gobuild import GoBuild, cache_key, cached, ensure, installed_name
+from k3sfleet.lab.gobuild import GoBuild, cache_key, cached, ensure, go_binary, installed_name
 
-needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="no `go` on PATH")
+needs_go = pytest.mark.skipif(go_binary() is None, reason="no Go toolchain")
 
 MAIN = 'package main\n\nimport "fmt"\n\nvar stamp = "unset"\n\nfunc main() { fmt.Println(stamp) }\n'
 
