@@ -7,7 +7,10 @@ version; kwok keeps a Node Ready with a Lease; a Deployment's pods are scheduled
 scheduler onto that Node and marked Running by kwok; the disruption controller computes a
 PodDisruptionBudget's status; the real eviction API refuses (429) an eviction that would
 violate it, and once the budget allows one, evicts, kwok finalises the pod and the ReplicaSet
-controller replaces it. Every process is ended by its PID at the end.
+controller replaces it; an exec into a simulated pod travels API server -> the Node's kubelet
+endpoint (kwok, TLS from the cluster's server CA) and runs a local command (kwok's
+ClusterExec), the path the databases deploy's ``psql`` will take. Every process is ended by its
+PID at the end.
 
 Skipped (with the reason) when the binaries are not built: ``scripts/setup.sh`` builds them
 (``python -m k3sfleet.lab.gobuild``).
@@ -26,8 +29,10 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from kubernetes.stream import stream
 
 from k3sfleet.lab.controlplane import K3S_VERSION, Binaries, cached_binaries
+from k3sfleet.lab.standins.k3s import pki
 from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS, ControlPlane
 from k3sfleet.settings import Settings
 
@@ -100,10 +105,25 @@ def api(plane: ControlPlane) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(plane.admin_kubeconfig))
 
 
+# Every pod's exec runs as a local command where kwok runs (kwok's ClusterExec, v1alpha1).
+CLUSTER_EXEC = """\
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterExec
+metadata:
+  name: local
+spec:
+  execs:
+  - local:
+      workDir: {workdir}
+"""
+
+
 @pytest.fixture(scope="module")
 def kwok(plane: ControlPlane, binaries: Binaries, api: client.ApiClient) -> Iterator[int]:
     """kwok managing ``NODE`` (created here as an agent registers itself, with K3s's
-    kubeletVersion); yields kwok's PID and ends it by that PID."""
+    kubeletVersion) and serving the kubelet API on 127.0.0.1 with a
+    certificate of the cluster's server CA, as a kubelet's is; yields kwok's PID and ends it
+    by that PID."""
     client.CoreV1Api(api).create_node(
         client.V1Node(
             metadata=client.V1ObjectMeta(name=NODE, labels={"kubernetes.io/hostname": NODE}),
@@ -113,10 +133,17 @@ def kwok(plane: ControlPlane, binaries: Binaries, api: client.ApiClient) -> Iter
                     architecture="amd64", operating_system="linux", boot_id="", machine_id="",
                     system_uuid="", container_runtime_version="", kernel_version="",
                     os_image="",
-                )
+                ),
             ),
         )
     )
+    kwok_dir = plane.server_dir / "kwok"
+    kwok_dir.mkdir()
+    plane.tls.store_pair(
+        "serving-kwok", *pki.issue(*plane.tls.pair("server-ca"), NODE, server_names=["127.0.0.1"])
+    )
+    (kwok_dir / "cluster-exec.yaml").write_text(CLUSTER_EXEC.format(workdir=kwok_dir))
+    port = _free_port()
     log = plane.log("kwok").open("ab")
     argv = [
         str(binaries.path("kwok")),
@@ -125,7 +152,14 @@ def kwok(plane: ControlPlane, binaries: Binaries, api: client.ApiClient) -> Iter
         # kubelet's default; kwok keeps no Lease without it (its option defaults to 0 when
         # no KwokConfiguration is given: sigs.k8s.io/kwok pkg/kwok/controllers/controller.go)
         "--node-lease-duration-seconds=40",
+        # the address kwok reports for the Node (as kubelet's --node-ip) and its kubelet port
+        "--node-ip=127.0.0.1",
+        f"--node-port={port}",
+        f"--server-address=127.0.0.1:{port}",
+        f"--tls-cert-file={plane.tls.directory / 'serving-kwok.crt'}",
+        f"--tls-private-key-file={plane.tls.directory / 'serving-kwok.key'}",
         *(f"--config={stage}" for stage in binaries.kwok_stages),
+        f"--config={kwok_dir / 'cluster-exec.yaml'}",
     ]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     yield proc.pid
@@ -279,6 +313,19 @@ def test_pdb_status_is_computed_and_eviction_refused(api: client.ApiClient, kwok
     wait_for("the evicted pod finalised", victim_gone)
     replaced = wait_for("a replacement pod Running", lambda: _running(api, 3), 120)
     assert victim not in {p.metadata.name for p in replaced}
+
+
+def test_exec_into_a_simulated_pod_runs_a_local_command(api: client.ApiClient, kwok: int) -> None:
+    """kubectl exec's path: the real API server upgrades the request and forwards it to the
+    node's kubelet endpoint (kwok), which runs the command where kwok runs (ClusterExec)."""
+    pod = wait_for("3 web pods Running", lambda: _running(api, 3), 120)[0].metadata.name
+    out = stream(
+        client.CoreV1Api(api).connect_get_namespaced_pod_exec, pod, NAMESPACE,
+        command=["sh", "-c", "echo $((6 * 7)) in $(pwd)"],
+        stderr=True, stdin=False, stdout=True, tty=False,
+    )
+    assert out.strip().startswith("42 in "), out
+    assert out.strip().endswith("/kwok"), out
 
 
 def test_processes_are_separate_and_alive(plane: ControlPlane, kwok: int) -> None:
