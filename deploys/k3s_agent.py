@@ -33,9 +33,10 @@ AGENT_DEFAULTS: dict[str, Any] = {
 }
 
 
-def agent_settings(data: Any, address: str | None) -> dict[str, Any]:
-    """Every config.yaml key of an agent except ``server``/``token``."""
-    settings, extra = node_settings(data, address, host.name)
+def agent_settings(data: Any, address: str | None = None) -> dict[str, Any]:
+    """Every config.yaml key of an agent except ``server``/``token`` (none depends on the
+    agent's own tailnet ``address``: with vpn-auth k3s takes the node IP from the VPN)."""
+    settings, extra = node_settings(data, host.name, agent=True)
     settings.update(extra)
     return settings
 

@@ -34,6 +34,7 @@ from pyinfra.context import ctx_state
 from k3sfleet.deploys.k3s_files import managed_file, private_file
 from k3sfleet.deploys.k3s_install import k3s_binary
 from k3sfleet.deploys.preread import UNSET, read_at_once
+from k3sfleet.deploys.tailscale import up_flags
 from k3sfleet.errors import ConfigError
 from k3sfleet.facts.k3s import (
     CONFIG,
@@ -43,6 +44,7 @@ from k3sfleet.facts.k3s import (
     K3sState,
 )
 from k3sfleet.facts.tailscale import TailscaleStatus
+from k3sfleet.inventory import is_ingress
 from k3sfleet.k3s_plan import joining_servers, plan_servers
 from k3sfleet.secret import Secret, read_secret_file, reveal
 from k3sfleet.templating import environment
@@ -76,9 +78,28 @@ def render_unit(role: str, after_tailscale: bool = True) -> str:
     return template.render(k3s_bin=K3S_BIN, after_tailscale=after_tailscale)
 
 
-def vpn_auth_text(auth_key: Secret | str) -> Secret:
-    """The vpn-auth file content: ``name=tailscale,joinKey=<key>``."""
-    return Secret(f"name=tailscale,joinKey={reveal(auth_key)}\n")
+def vpn_auth_text(auth_key: Secret | str, up_args: Iterable[str] = ()) -> Secret:
+    """The vpn-auth file content: ``name=tailscale,joinKey=<key>[,extraArgs=<args>]``.
+
+    k3s's ``tailscale up`` passes only what follows ``,extraArgs=`` (the last item: k3s
+    v1.34.2+k3s1 ``pkg/vpn/vpn.go`` ``processCLIArgs`` splits the value at ``,extraArgs=`` and
+    that part at whitespace with ``strings.Fields``, so the args may hold commas, never spaces).
+
+    Example::
+
+        vpn_auth_text("tskey-1", ["--hostname=vps-1"]).unmask()
+        # "name=tailscale,joinKey=tskey-1,extraArgs=--hostname=vps-1\n"
+    """
+    args = " ".join(up_args)
+    extra = f",extraArgs={args}" if args else ""
+    return Secret(f"name=tailscale,joinKey={reveal(auth_key)}{extra}\n")
+
+
+def vpn_up_args(data: Any, name: str) -> list[str]:
+    """What k3s's own ``tailscale up`` must add (vpn-auth ``extraArgs``): the same flags as the
+    deploy's ``tailscale up`` (hostname, tags, accept-routes, ``tailscale_extra_args``) except
+    ``--reset``, which k3s always passes (``pkg/vpn/vpn.go`` ``StartVPN``)."""
+    return [f for f in up_flags(data, name) if f != "--reset"]
 
 
 def server_url(address: str, port: int = API_PORT) -> str:
@@ -111,22 +132,44 @@ PROTECTED_KEYS = frozenset(
 )
 
 
-def node_settings(data: Any, address: str | None, name: str) -> tuple[dict[str, Any], dict]:
+#: servicelb runs its svclb pods only on nodes labelled ``...=true`` once any node has the
+#: label (k3s v1.34.2+k3s1 ``pkg/cloudprovider/servicelb.go`` ``nodeHasDaemonSetLabel``).
+SERVICELB_LABEL = "svccontroller.k3s.cattle.io/enablelb"
+
+
+def node_settings(
+    data: Any, name: str, *, agent: bool = False
+) -> tuple[dict[str, Any], dict]:
     """The config keys servers and agents share, and the ``k3s_extra_config`` passthrough.
+
+    Only an ingress node (``k3sfleet/ingress: "true"``, where the firewall opens 80/443) gets
+    ``node-external-ip`` (its public address) and runs the service load balancer
+    (``svccontroller.k3s.cattle.io/enablelb=true``; every other node ``false``): servicelb
+    reports the ExternalIPs of the nodes running its pods as the load balancer's addresses,
+    Traefik copies them to the Gateway, and external-dns publishes them
+    (``pkg/cloudprovider/servicelb.go`` ``podIPs``). An agent with vpn-auth gets no
+    ``flannel-iface``: k3s resolves it before it starts the VPN (``pkg/cli/agent/agent.go``
+    ``Run``) and takes the interface from the VPN anyway (``pkg/executor/embed/embed.go``).
 
     Raises ``ConfigError`` when the passthrough sets a key k3sfleet manages (join, token,
     vpn-auth, node name).
+
+    Example::
+
+        node_settings(host.data, "vps-1", agent=True)[0]["node-label"]
+        # ["k3sfleet/ingress=true", "svccontroller.k3s.cattle.io/enablelb=true"]
     """
     settings: dict[str, Any] = {"node-name": data.get("k3s_node_name") or name}
-    if address:
-        settings["node-external-ip"] = address
-    if data.get("k3s_flannel_iface"):
+    labels = dict(data.get("k3s_node_labels") or {})
+    ingress = is_ingress(labels, data)
+    if ingress and data.get("k3sfleet_public_address"):
+        settings["node-external-ip"] = data.get("k3sfleet_public_address")
+    if data.get("k3s_flannel_iface") and not (agent and data.get("k3s_vpn_auth")):
         settings["flannel-iface"] = data.get("k3s_flannel_iface")
     if data.get("k3s_vpn_auth"):
         settings["vpn-auth-file"] = VPN_AUTH_FILE
-    labels = data.get("k3s_node_labels") or {}
-    if labels:
-        settings["node-label"] = [f"{k}={v}" for k, v in sorted(labels.items())]
+    labels.setdefault(SERVICELB_LABEL, "true" if ingress else "false")
+    settings["node-label"] = [f"{k}={v}" for k, v in sorted(labels.items())]
     taints = data.get("k3s_node_taints") or []
     if taints:
         settings["node-taint"] = list(taints)
@@ -471,7 +514,7 @@ def converge_node(
             private_file(
                 name="K3s vpn-auth file",
                 path=VPN_AUTH_FILE,
-                content=vpn_auth_text(data.tailscale_auth_key),
+                content=vpn_auth_text(data.tailscale_auth_key, vpn_up_args(data, host.name)),
                 current_sha256=state["vpn_auth_sha256"],
                 _sudo=sudo,
             )

@@ -2,9 +2,10 @@
 
 The server that starts the cluster gets ``cluster-init`` (only when no server holds a
 datastore); the others join the server ``deploys.k3s_node.cluster_plan`` names, with its token
-and tailnet URL read when the join runs. The config also carries the tailnet address as
-``node-external-ip``, ``flannel-iface``, ``tls-san`` (tailnet address, MagicDNS name,
-``k3s_tls_san``), components to disable, labels, taints, etcd snapshots to R2 when
+and tailnet URL read when the join runs. The config also carries ``flannel-iface``, the public
+address as ``node-external-ip`` on ingress nodes only (``deploys.k3s_node.node_settings``), the
+tailnet address as ``advertise-address`` without vpn-auth, ``tls-san`` (tailnet address,
+MagicDNS name, ``k3s_tls_san``), components to disable, labels, taints, etcd snapshots to R2 when
 ``k3s_etcd_s3`` is on, and ``k3s_extra_config`` passed through.
 
 Example::
@@ -63,7 +64,13 @@ def server_settings(data: Any, address: str | None) -> dict[str, Any]:
     if domain:
         sans.append(f"{data.get('k3s_node_name') or host.name}.{domain}")
     sans += [s for s in data.get("k3s_tls_san") or [] if s not in sans]
-    settings, extra = node_settings(data, address, host.name)
+    settings, extra = node_settings(data, host.name)
+    if address and not data.get("k3s_vpn_auth"):
+        # Without vpn-auth k3s takes a server's advertise address (the in-cluster `kubernetes`
+        # endpoint) from node-external-ip before node-ip (k3s v1.34.2+k3s1
+        # pkg/cli/server/server.go `run`): on an ingress node that is its public address,
+        # which the firewall closes to 6443. With vpn-auth k3s sets it to the VPN address.
+        settings["advertise-address"] = address
     settings["tls-san"] = sans
     if data.get("k3s_disable"):
         settings["disable"] = list(data.get("k3s_disable"))

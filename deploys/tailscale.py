@@ -7,10 +7,11 @@ already logged in as itself (``TailscaleStatus``: Running, HostName = inventory 
 alone: no re-authentication, no new node key.
 
 ``TAILSCALE_UP_BY=k3s`` installs and enables tailscaled only and leaves ``up`` to k3s's
-vpn-auth. k3s runs ``tailscale up`` only when Tailscale is not already up, so with ``deploy``
-(the default) k3s's own flags for Tailscale are never applied; with ``k3s`` the node is not on
-the tailnet until k3s starts (the firewall's tailnet rules wait for it), and ``k3s-killall.sh``
-removes every route Tailscale advertises.
+vpn-auth. k3s runs ``tailscale up`` only when Tailscale is not already up, with the flags the
+vpn-auth file gives as ``extraArgs`` (``deploys.k3s_node.vpn_up_args``: the same hostname, tags,
+accept-routes and extra args as here, without ``--reset``, which k3s adds); with ``k3s`` the
+node is not on the tailnet until k3s starts (the firewall's tailnet rules wait for it), and
+``k3s-killall.sh`` removes every route Tailscale advertises.
 
 Example::
 
@@ -124,7 +125,21 @@ def problems(data: Mapping[str, Any]) -> list[str]:
     for arg in data.get("tailscale_extra_args") or []:
         if not str(arg).startswith("--") or "auth-key" in str(arg) or "authkey" in str(arg):
             found.append(f"tailscale_extra_args: {arg!r} must be a --flag, and not the auth key")
-    return found
+    return found + vpn_args_problems(data)
+
+
+def vpn_args_problems(data: Mapping[str, Any]) -> list[str]:
+    """With vpn-auth the ``tailscale up`` flags also go to k3s as vpn-auth ``extraArgs``, which
+    k3s splits at whitespace (k3s v1.34.2+k3s1 ``pkg/vpn/vpn.go`` ``processCLIArgs``): a flag
+    holding whitespace would reach ``tailscale up`` cut in pieces."""
+    if not data.get("k3s_vpn_auth"):
+        return []
+    return [
+        f"tailscale_extra_args: {arg!r} holds whitespace, which k3s's vpn-auth extraArgs "
+        "cannot carry"
+        for arg in data.get("tailscale_extra_args") or []
+        if len(str(arg).split()) != 1
+    ]
 
 
 @operation()

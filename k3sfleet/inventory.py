@@ -103,6 +103,39 @@ def entry_files_from_argv(argv: Sequence[str] | None = None) -> list[str]:
     ]
 
 
+INGRESS_LABEL = "k3sfleet/ingress"
+
+
+def is_ingress(labels: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
+    """Whether a node with ``labels`` (and host ``data``) is an ingress node: its
+    ``firewall_ingress_label`` (default ``k3sfleet/ingress``) is ``"true"``, the nodes where the
+    firewall opens 80/443.
+
+    Example::
+
+        is_ingress({"k3sfleet/ingress": "true"}, {})   # True
+    """
+    return str(labels.get(data.get("firewall_ingress_label") or INGRESS_LABEL, "")) == "true"
+
+
+def public_address(node: Node, vault: Mapping[str, Any]) -> str | None:
+    """The node's public address: its own ``address``, else its ``vault_ansible_hosts`` entry
+    (the address k3sfleet reaches it at with ``K3SFLEET_CONNECT=public``)."""
+    if node.address is not None:
+        return node.address
+    hosts = vault.get("vault_ansible_hosts")
+    found = hosts.get(node.name) if isinstance(hosts, Mapping) else None
+    return str(found) if found else None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 TAINT = re.compile(r"^[^=:\s]+(=[^=:\s]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$")
 # Kubernetes label syntax, k8s.io/apimachinery pkg/util/validation/validation.go
@@ -292,6 +325,20 @@ def validate(
             for n in need_user:
                 if not users.get(n.name):
                     problems.append(f"node {n.name} has no SSH user in vault vault_ansible_users")
+    for n in nodes:
+        if not is_ingress(n.labels, n.data):
+            continue
+        public = public_address(n, vault)
+        if public is None and tailnet:  # (with public, the missing address is named above)
+            problems.append(
+                f"ingress node {n.name} has no public address in vault vault_ansible_hosts "
+                "(its node-external-ip, published in DNS)"
+            )
+        elif public is not None and not _is_ip(public):
+            problems.append(
+                f"ingress node {n.name}: public address {public!r} in vault_ansible_hosts must "
+                "be an IP address (it becomes node-external-ip, published in DNS)"
+            )
     for key, mapping in maps.items():
         for extra in sorted(set(mapping or ()) - known):
             problems.append(f"vault {key} names {extra}, which the inventory lacks")
@@ -341,6 +388,9 @@ def host_data(node: Node, settings: Settings) -> dict[str, Any]:
     )
     if node.tailnet_address:
         data["k3sfleet_tailnet_address"] = node.tailnet_address
+    public = public_address(node, vault)
+    if public is not None:
+        data["k3sfleet_public_address"] = public
     if user:
         data["ssh_user"] = str(user)
     if node.ssh_port:

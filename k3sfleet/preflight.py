@@ -57,6 +57,14 @@ def tailscale_key_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     return []
 
 
+def vpn_args_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """The ``tailscale up`` flags k3s gets through vpn-auth ``extraArgs`` (no whitespace)."""
+    from deploys.bootstrap import node_data
+    from deploys.tailscale import vpn_args_problems
+
+    return [f"{n.name}: {p}" for n in nodes for p in vpn_args_problems(node_data(settings, n))]
+
+
 def bootstrap_data_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     """The bootstrap deploys' host data: admins, sshd options, firewall rules, root login."""
     from k3sfleet.deploys.bootstrap import data_problems
@@ -123,7 +131,7 @@ ENTRY_CHECKS: dict[str, list[Check]] = {
         require("gitops_repo_url", "domain", "velero_bucket", "r2_endpoint"),
     ],
     "bootstrap": [tailscale_key_check, bootstrap_data_check],
-    "cluster": [tailscale_key_check, *K3S_CHECKS],
+    "cluster": [tailscale_key_check, vpn_args_check, *K3S_CHECKS],
     "databases": [databases_check],
     "init_cluster": [tailscale_key_check, bootstrap_data_check, *K3S_CHECKS],
     "reset": [k3s_reset_confirm_check],

@@ -139,6 +139,15 @@ class RunResult:
         return names
 
 
+def vpn_join_key(text: str) -> str | None:
+    """The joinKey of a vpn-auth value as k3s v1.34.2+k3s1 reads it (``pkg/vpn/vpn.go``: the
+    file is trimmed (``pkg/util`` ``ReadFile``), ``,extraArgs=`` and what follows is split off,
+    the rest is ``key=value`` pairs separated by commas)."""
+    command = text.strip().split(",extraArgs=")[0]
+    pairs = dict(item.split("=", 1) for item in command.split(",") if "=" in item)
+    return pairs.get("joinKey") if pairs.get("name") == "tailscale" else None
+
+
 class SimCluster:
     """The simulated nodes and their K3s behaviour (see the module docstring)."""
 
@@ -316,9 +325,7 @@ class SimCluster:
         cfg = yaml.safe_load(node.files.get(CONFIG, "")) or {}
         if "bad-setting" in cfg:
             return "unknown flag --bad-setting"
-        if cfg.get("vpn-auth-file") and node.files.get(VPN_AUTH, "").strip() != (
-            f"name=tailscale,joinKey={AUTH_KEY}"
-        ):
+        if cfg.get("vpn-auth-file") and vpn_join_key(node.files.get(VPN_AUTH, "")) != AUTH_KEY:
             return "vpn-auth file unreadable"
         if node.role == "server" and node.datastore and node.token:
             pass  # restarts from its own data

@@ -83,9 +83,11 @@ def test_tailnet_switch_uses_tailscale_map_then_magicdns() -> None:
     # without a domain, the bare MagicDNS name
     s = settings(VAULT, k3sfleet_connect="tailnet")
     assert host_data(NODES[1], s)["ssh_hostname"] == "vps-hetzner-1"
-    # tailnet mode does not need vault_ansible_hosts at all
+    # tailnet mode does not need vault_ansible_hosts, except for ingress nodes (their public
+    # address is their node-external-ip, published in DNS)
     no_public = {"vault_ansible_users": VAULT["vault_ansible_users"]}
-    assert validate(NODES, settings(no_public, k3sfleet_connect="tailnet")) == []
+    plain = [dataclasses.replace(n, labels={}) for n in NODES]
+    assert validate(plain, settings(no_public, k3sfleet_connect="tailnet")) == []
     assert validate(NODES, settings(no_public)) == [
         "vault has no vault_ansible_hosts map (needed for 2 node(s))"
     ]
@@ -303,3 +305,23 @@ def test_misspelt_setting_in_a_project_file_is_named(tmp_path: Path) -> None:
     assert err.value.problems == [
         "K3S_VERISON in .envrc is not a setting (did you mean K3S_VERSION?)"
     ]
+
+
+def test_the_public_address_reaches_the_host_data_in_both_connect_modes() -> None:
+    for connect in ("public", "tailnet"):
+        servers, agents = groups(NODES, settings(k3sfleet_connect=connect), entry_files=())
+        assert agents[0][1]["k3sfleet_public_address"] == "203.0.113.20"
+        assert servers[0][1]["k3sfleet_public_address"] == "203.0.113.10"
+
+
+def test_an_ingress_node_needs_a_public_ip_address() -> None:
+    no_entry = {**VAULT, "vault_ansible_hosts": {"vps-aws-1": "203.0.113.10"}}
+    problems = validate(NODES, settings(vault=no_entry, k3sfleet_connect="tailnet"))
+    assert any("ingress node vps-hetzner-1 has no public address" in p for p in problems)
+    named = {**VAULT, "vault_ansible_hosts": {**VAULT["vault_ansible_hosts"],
+                                              "vps-hetzner-1": "vps1.example.net"}}
+    problems = validate(NODES, settings(vault=named))
+    assert any("public address 'vps1.example.net'" in p and "IP address" in p for p in problems)
+    # a node that is not an ingress node needs no public IP for DNS
+    plain = [dataclasses.replace(n, labels={}) for n in NODES]
+    assert not [p for p in validate(plain, settings(vault=named)) if "public address" in p]

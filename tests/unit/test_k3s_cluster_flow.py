@@ -44,9 +44,10 @@ def test_one_run_brings_up_a_fresh_cluster_with_the_servers_token(converged: Sim
         cfg = config_of(sim, agent)
         assert cfg["server"] == server.url  # the tailnet URL
         assert cfg["token"] == server.token  # read from the server at run time
-        assert cfg["node-external-ip"] == node.tailnet_ip
-        assert cfg["flannel-iface"] == "tailscale0"
+        assert "node-external-ip" not in cfg  # not an ingress node
+        assert "flannel-iface" not in cfg  # an agent with vpn-auth: k3s takes tailscale0 itself
         assert cfg["vpn-auth-file"] == VPN_AUTH
+    assert config_of(sim, "server-1")["flannel-iface"] == "tailscale0"
 
 
 def test_second_run_changes_nothing_and_restarts_nothing(converged: SimCluster) -> None:
@@ -100,7 +101,9 @@ def test_secrets_are_in_private_files_only(converged: SimCluster) -> None:
     commands = all_commands(sim)
     assert token not in commands and AUTH_KEY not in commands
     for node in sim.nodes.values():
-        assert node.files[VPN_AUTH].strip() == f"name=tailscale,joinKey={AUTH_KEY}"
+        assert node.files[VPN_AUTH].strip() == (
+            f"name=tailscale,joinKey={AUTH_KEY},extraArgs=--hostname=@fake/{node.name}"
+        )
         unit = node.files[UNITS[node.service]]
         assert token not in unit and AUTH_KEY not in unit and "Type=notify" in unit
     # Written through a 0600 staging file (install -m 600) and renamed into place.
@@ -234,9 +237,7 @@ def test_tailnet_address_known_only_at_run_time_is_still_written_once() -> None:
     result = sim.run("deploys/cluster.py")
     assert result.ok, (result.error, sim.stderr)
     server = config_of(sim, "server-1")
-    assert server["node-external-ip"] == sim.nodes["server-1"].tailnet_ip
     assert server["tls-san"][0] == sim.nodes["server-1"].tailnet_ip
-    assert config_of(sim, "agent-1")["node-external-ip"] == sim.nodes["agent-1"].tailnet_ip
     sim.tailnet_late = False
     again = sim.run("deploys/cluster.py")
     assert again.ok and k3s_changes(again, sim) == {name: [] for name in sim.nodes}

@@ -243,3 +243,10 @@ def test_a_node_with_tailscale_but_no_keyring_package_gets_it() -> None:
     assert list(ops) == ["k3sfleet tailscale | tailscale installed"]
     assert ops["k3sfleet tailscale | tailscale installed"][0].endswith(
         "install tailscale-archive-keyring")
+
+
+def test_extra_args_with_whitespace_are_refused_with_vpn_auth() -> None:
+    bad = {"tailscale_extra_args": ["--operator=alice smith"], "k3s_vpn_auth": True}
+    base = {**DATA, "tailscale_apt_url": "https://pkgs.tailscale.com/stable"}
+    assert any("whitespace" in p for p in ts.problems({**base, **bad}))
+    assert not [p for p in ts.problems({**base, **bad, "k3s_vpn_auth": False})]
