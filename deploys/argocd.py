@@ -25,8 +25,9 @@ Example (your own deploy)::
 
 from __future__ import annotations
 
+import dataclasses
 import io
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from pyinfra.operations import files
 
 from k3sfleet.entry import under_pyinfra
 from k3sfleet.errors import K3sfleetError
+from k3sfleet.inventory import is_ingress
 from k3sfleet.templating import environment
 
 MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
@@ -90,6 +92,7 @@ class ArgocdConfig:
     apps_path: str = "helm/apps"
     velero_bucket: str | None = None
     r2_endpoint: str | None = None
+    public_addresses: tuple[str, ...] = ()
 
     @classmethod
     def from_data(cls, data: Any) -> ArgocdConfig:
@@ -213,7 +216,8 @@ def root_apps_manifest(cfg: ArgocdConfig) -> str:
     """The root Applications ``infrastructure`` and ``apps`` (YAML text, two documents).
 
     Each passes the settings its chart needs as Helm values (``global.domain``, Velero's R2
-    bucket and endpoint, the repository for apps that live in it).
+    bucket and endpoint, the ingress nodes' public addresses for DNS, the repository for apps
+    that live in it).
     """
     infra_values: dict[str, Any] = {"global": {"domain": cfg.domain or "example.com"}}
     velero: dict[str, Any] = {}
@@ -223,6 +227,8 @@ def root_apps_manifest(cfg: ArgocdConfig) -> str:
         velero["s3Url"] = cfg.r2_endpoint
     if velero:
         infra_values["velero"] = velero
+    if cfg.public_addresses:
+        infra_values["gateway"] = {"publicAddresses": list(cfg.public_addresses)}
     apps_values = {
         "global": {
             "domain": cfg.domain or "example.com",
@@ -247,6 +253,24 @@ def root_apps_manifest(cfg: ArgocdConfig) -> str:
     return text
 
 
+def ingress_addresses(hosts: Iterable[Any]) -> tuple[str, ...]:
+    """The public addresses of the ingress nodes among ``hosts`` (pyinfra hosts), sorted: what
+    DNS points at (``gateway.publicAddresses``).
+
+    Example::
+
+        ingress_addresses(host.inventory)   # ("198.51.100.11", "203.0.113.21")
+    """
+    found = {
+        str(h.data.get("k3sfleet_public_address"))
+        for h in hosts
+        if h.data.get("k3s_role")
+        and is_ingress(h.data.get("k3s_node_labels") or {}, h.data)
+        and h.data.get("k3sfleet_public_address")
+    }
+    return tuple(sorted(found))
+
+
 def is_target_server(host_name: str, servers: list[str], chosen: str | None) -> bool:
     """Whether ``host_name`` gets the manifests: the chosen server, else the first server."""
     if chosen:
@@ -260,7 +284,9 @@ def argocd() -> None:
     servers = [h.name for h in host.inventory.get_group("k3s_servers", [])]
     if not is_target_server(host.name, servers, host.data.get("argocd_server")):
         return
-    cfg = ArgocdConfig.from_data(host.data)
+    cfg = dataclasses.replace(
+        ArgocdConfig.from_data(host.data), public_addresses=ingress_addresses(host.inventory)
+    )
     problems = config_problems(cfg)
     if problems:
         # preflight stops the CLI before connecting; this guards use from Python.

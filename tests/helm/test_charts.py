@@ -290,6 +290,62 @@ def test_gateway_and_routes(tmp_path: Path) -> None:
     assert argocd["spec"]["rules"][0]["backendRefs"][0] == {"name": "argocd-server", "port": 80}
 
 
+TARGET = "external-dns.alpha.kubernetes.io/target"
+
+
+def published_targets(docs: list[dict], status_addresses: list[str]) -> dict[str, list[str]]:
+    """Host name -> the targets external-dns v0.19.0 publishes for the rendered routes, given
+    the Gateway's ``status.addresses`` (source/gateway.go ``resolve``: the parent Gateway's
+    target annotation, when set, replaces its status addresses)."""
+    gateways = by_kind(docs, "Gateway")
+    published: dict[str, list[str]] = {}
+    for route in by_kind(docs, "HTTPRoute").values():
+        for parent in route["spec"]["parentRefs"]:
+            gateway = gateways[parent["name"]]
+            override = (gateway["metadata"].get("annotations") or {}).get(TARGET)
+            targets = override.split(",") if override else status_addresses
+            for name in route["spec"].get("hostnames") or []:
+                published[name] = sorted(set(published.get(name, [])) | set(targets))
+    return published
+
+
+@needs_helm
+@pytest.mark.helm
+def test_external_dns_publishes_the_ingress_nodes_public_addresses(tmp_path: Path) -> None:
+    """The root Application's values (deploys/argocd.py, from the inventory's ingress nodes),
+    rendered by the real helm: every public name gets exactly the ingress nodes' public
+    addresses, whatever the Gateway status says (servicelb may list a tailnet address there)."""
+    from deploys.argocd import ArgocdConfig, root_apps_manifest
+
+    cfg = ArgocdConfig(
+        chart_repo="https://argoproj.github.io/argo-helm",
+        chart_version="9.1.4",
+        domain="fleet.example.net",
+        repo_url="https://git.example.net/fleet.git",
+        public_addresses=("198.51.100.11", "203.0.113.21"),
+    )
+    infra = next(
+        d for d in yaml.safe_load_all(root_apps_manifest(cfg))
+        if d and d["metadata"]["name"] == "infrastructure"
+    )
+    docs = template(INFRA, tmp_path, infra["spec"]["source"]["helm"]["valuesObject"])
+    gateway = by_kind(docs, "Gateway")["public"]
+    assert gateway["metadata"]["annotations"][TARGET] == "198.51.100.11,203.0.113.21"
+    published = published_targets(docs, status_addresses=["100.64.0.21"])
+    assert published["argocd.fleet.example.net"] == ["198.51.100.11", "203.0.113.21"]
+    assert all(targets == ["198.51.100.11", "203.0.113.21"] for targets in published.values())
+    # Traefik copies its LoadBalancer Service's status (servicelb: the ingress nodes' ExternalIPs)
+    # to the Gateway: chart 37.2.0 providers.kubernetesGateway.statusAddress.service (default on)
+    traefik = by_kind(docs, "Application")["traefik"]["spec"]["source"]["helm"]["valuesObject"]
+    assert traefik["service"]["type"] == "LoadBalancer"
+    assert "statusAddress" not in traefik["providers"]["kubernetesGateway"]
+    dns = by_kind(docs, "Application")["external-dns"]["spec"]["source"]["helm"]["valuesObject"]
+    assert "gateway-httproute" in dns["sources"]
+    # without ingress addresses nothing overrides the status (no svclb runs, nothing published)
+    bare = template(INFRA, tmp_path)
+    assert TARGET not in (by_kind(bare, "Gateway")["public"]["metadata"].get("annotations") or {})
+
+
 # -- apps ---------------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from k3sfleet.deploys.argocd import (
     argocd_values,
     config_problems,
     helmchart_manifest,
+    ingress_addresses,
     is_target_server,
     oidc_problems,
     root_apps_manifest,
@@ -358,3 +359,27 @@ def test_new_chart_version_uploads_only_the_helmchart() -> None:
     uploads = [c for c in commands["@fake/s1"] if c.startswith("FileUploadCommand")]
     assert len(uploads) == 1
     assert uploads[0].endswith(f"{MANIFESTS_DIR}/argocd.yaml)")
+
+
+def test_dns_targets_are_the_public_addresses_of_the_ingress_nodes() -> None:
+    ingress = {"k3s_node_labels": {"k3sfleet/ingress": "true"}}
+    hosts = [
+        ("@fake/s1", {"k3s_role": "server", "k3sfleet_public_address": "198.51.100.11"}),
+        ("@fake/a1", {"k3s_role": "agent", "k3sfleet_public_address": "203.0.113.21",
+                      "k3sfleet_tailnet_address": "100.64.0.21", **ingress}),
+        ("@fake/a2", {"k3s_role": "agent", "k3sfleet_public_address": "192.0.2.22", **ingress}),
+        # a relabelled firewall_ingress_label is followed as the firewall follows it
+        ("@fake/a3", {"k3s_role": "agent", "k3sfleet_public_address": "192.0.2.23",
+                      "firewall_ingress_label": "edge", "k3s_node_labels": {"edge": "true"}}),
+    ]
+    inventory = Inventory(([(n, d) for n, d in hosts], {}))
+    assert ingress_addresses(inventory) == ("192.0.2.22", "192.0.2.23", "203.0.113.21")
+    cfg = ArgocdConfig(**BASE, public_addresses=ingress_addresses(inventory))
+    infra = next(
+        d for d in yaml.safe_load_all(root_apps_manifest(cfg))
+        if d and d["metadata"]["name"] == "infrastructure"
+    )
+    values = infra["spec"]["source"]["helm"]["valuesObject"]
+    assert values["gateway"] == {"publicAddresses": ["192.0.2.22", "192.0.2.23", "203.0.113.21"]}
+    assert "100.64.0.21" not in root_apps_manifest(cfg)
+
