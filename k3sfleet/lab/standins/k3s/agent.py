@@ -28,10 +28,14 @@ def run(config: dict[str, Any], version: str) -> int:
     token = pki.parse_token(_read_token(config, "token", "token-file") or "")
     if not token.password:
         log.fatal("--token is required")
+    # k3s v1.34.2+k3s1 pkg/cli/agent/agent.go `Run`: flannel-iface's address is resolved (when
+    # node-ip is unset) BEFORE the VPN is started, so an interface the VPN brings up fails here.
+    if config.get("flannel-iface") and not config.get("node-ip"):
+        config = {**config, "node-ip": node.flannel_iface_ip(str(config["flannel-iface"]))}
+    log.info(f"Starting k3s agent {version}")
     vpn_auth = vpn.vpn_settings(config)
-    vpn_ip = vpn.require_tailscale_up(vpn_auth) if vpn_auth else None
-    if vpn_ip and not config.get("node-ip"):
-        config = {**config, "node-ip": vpn_ip}
+    if vpn_auth:
+        config = vpn.with_vpn_node_ip(config, vpn.require_tailscale_up(vpn_auth))
     while True:
         try:
             cacerts = fetch_cacerts(url)

@@ -45,6 +45,49 @@ def interface_ipv4(interface: str) -> str | None:
     return None
 
 
+def flannel_iface_ip(interface: str) -> str:
+    """The node IP k3s takes from ``flannel-iface`` when ``node-ip`` is unset, or a fatal error.
+
+    As k3s v1.34.2+k3s1 ``pkg/util/net.go`` ``GetIPFromInterface``: the interface must exist and
+    be up and have exactly one global unicast IPv4 (the stand-in knows no IPv6 here); otherwise
+    ``interface X does not have a correct global unicast ip: <why>``.
+    """
+    try:
+        link = subprocess.run(
+            ["ip", "-o", "link", "show", "dev", interface],
+            capture_output=True, text=True, timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        link = None
+    prefix = f"interface {interface} does not have a correct global unicast ip"
+    if link is None or link.returncode != 0:
+        log.fatal(f"{prefix}: route ip+net: no such network interface")
+    flags = link.stdout.split("<", 1)[-1].split(">", 1)[0].split(",")
+    if "UP" not in flags:
+        log.fatal(f"{prefix}: the interface {interface} is not up")
+    try:
+        out = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "dev", interface, "scope", "global"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    found = [
+        line.split()[line.split().index("inet") + 1].split("/")[0]
+        for line in out.splitlines()
+        if "inet" in line.split()
+    ]
+    if len(found) > 1:
+        log.fatal(
+            f"{prefix}: multiple global unicast addresses defined for {interface}, "
+            f"please set ip from one of {found}"
+        )
+    if not found:
+        log.fatal(f"{prefix}: can't find ip for interface {interface}")
+    log.info(f"Found ip {found[0]} from iface {interface}")
+    return found[0]
+
+
 def node_name(config: dict[str, Any]) -> str:
     return str(config.get("node-name") or socket.gethostname())
 

@@ -182,10 +182,15 @@ def run(config: dict[str, Any], version: str) -> int:
     """Run the server until killed."""
     base = data_dir(config)
     server_dir = base / "server"
+    # k3s v1.34.2+k3s1 pkg/cli/server/server.go `run`: the VPN is started first, then
+    # flannel-iface's address becomes node-ip (when unset); the VPN address then overrides the
+    # node IP (pkg/executor/embed/embed.go).
     vpn_auth = vpn.vpn_settings(config)
     vpn_ip = vpn.require_tailscale_up(vpn_auth) if vpn_auth else None
-    if vpn_ip and not config.get("node-ip"):
-        config = {**config, "node-ip": vpn_ip}
+    if config.get("flannel-iface") and not config.get("node-ip"):
+        config = {**config, "node-ip": node.flannel_iface_ip(str(config["flannel-iface"]))}
+    if vpn_ip:
+        config = vpn.with_vpn_node_ip(config, vpn_ip)
     name = node.node_name(config)
     internal, external = node.node_addresses(config)
     password = server_password(config, server_dir)

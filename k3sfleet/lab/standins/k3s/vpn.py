@@ -1,9 +1,11 @@
 """k3s's Tailscale integration (``vpn-auth`` / ``vpn-auth-file``), as far as the lab needs it.
 
-Real k3s parses ``name=tailscale,joinKey=KEY[,controlServerURL=URL][,extraArgs=...]``, accepts
-only the ``tailscale`` provider, needs Tailscale installed and up, and then uses the Tailscale
-IPv4 as the node IP. The stand-in refuses to start unless ``tailscale status --json`` reports
-BackendState Running. The join key is never logged.
+Real k3s parses ``name=tailscale,joinKey=KEY[,controlServerURL=URL][,extraArgs=ARGS]`` (ARGS
+space-separated, last), accepts only the ``tailscale`` provider, runs ``tailscale up`` when
+Tailscale is not up yet, and then uses the Tailscale IPv4 as the node IP, overriding a
+configured ``node-ip`` (k3s v1.34.2+k3s1 ``pkg/vpn/vpn.go``, ``pkg/executor/embed/embed.go``).
+The stand-in refuses to start unless ``tailscale status --json`` then reports BackendState
+Running. The join key is never logged.
 
 Example::
 
@@ -21,23 +23,25 @@ from typing import Any
 from . import log
 
 
-def parse_vpn_auth(text: str) -> dict[str, str]:
-    """``name=tailscale,joinKey=K,extraArgs=--a=b,--c`` (extraArgs last, may contain commas)."""
-    settings: dict[str, str] = {}
-    rest = text.strip()
-    while rest:
-        if rest.startswith("extraArgs="):
-            settings["extraArgs"] = rest[len("extraArgs=") :]
-            break
-        item, _, rest = rest.partition(",")
-        key, sep, value = item.partition("=")
-        if not sep:
-            log.fatal("vpn-auth: invalid format, expected key=value pairs separated by commas")
-        settings[key.strip()] = value.strip()
+def parse_vpn_auth(text: str) -> dict[str, Any]:
+    """``name=tailscale,joinKey=K,extraArgs=--a=b --c=d,e`` as k3s v1.34.2+k3s1 reads it
+    (``pkg/vpn/vpn.go`` ``getVPNAuthInfo`` / ``processCLIArgs``): the part after
+    ``,extraArgs=`` is split at whitespace (``strings.Fields``; commas stay inside an arg), the
+    rest at ``,`` into ``key=value`` pairs; an unknown key is an error. ``extraArgs`` is a list.
+    """
+    command, sep, extra = text.strip().partition(",extraArgs=")
+    settings: dict[str, Any] = {"extraArgs": extra.split() if sep else []}
+    for item in command.split(","):
+        key, _, value = item.partition("=")
+        if key not in ("name", "joinKey", "controlServerURL"):
+            log.fatal(
+                "VPN Error. The passed VPN auth info includes an unknown parameter: " + key
+            )
+        settings[key] = value
     return settings
 
 
-def vpn_settings(config: dict[str, Any]) -> dict[str, str] | None:
+def vpn_settings(config: dict[str, Any]) -> dict[str, Any] | None:
     """The vpn-auth settings from the config (or the file it names), or None when not set."""
     if config.get("vpn-auth-file"):
         path = Path(str(config["vpn-auth-file"]))
@@ -78,7 +82,7 @@ def _ipv4(status: dict[str, Any]) -> str | None:
     return str(ips[0]) if ips else None
 
 
-def require_tailscale_up(settings: dict[str, str]) -> str:
+def require_tailscale_up(settings: dict[str, Any]) -> str:
     """Bring Tailscale up like k3s does, unless it already is; return the Tailscale IPv4.
 
     Real k3s runs ``tailscale up --authkey <joinKey> --timeout=30s --reset [--login-server URL]
@@ -91,8 +95,7 @@ def require_tailscale_up(settings: dict[str, str]) -> str:
         args = ["tailscale", "up", "--authkey", settings["joinKey"], "--timeout=30s", "--reset"]
         if settings.get("controlServerURL"):
             args += ["--login-server", settings["controlServerURL"]]
-        if settings.get("extraArgs"):
-            args += [a for a in settings["extraArgs"].split(",") if a]
+        args += settings["extraArgs"]
         try:
             done = subprocess.run(args, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as error:
@@ -109,3 +112,15 @@ def require_tailscale_up(settings: dict[str, str]) -> str:
         log.fatal("vpn-auth: tailscale is up but has no IPv4 address")
     log.info(f"Tailscale is up, using VPN IP {address} as the node IP")
     return address
+
+
+def with_vpn_node_ip(config: dict[str, Any], vpn_ip: str) -> dict[str, Any]:
+    """``config`` with the node IP the VPN gives: k3s overrides a configured ``node-ip`` (and
+    says so) but keeps ``node-external-ip`` (only a warning), k3s v1.34.2+k3s1
+    ``pkg/executor/embed/embed.go`` ``Bootstrap``."""
+    log.info(f"Node-ip changed to [{vpn_ip}] due to VPN")
+    if config.get("node-ip") and config.get("node-ip") not in (vpn_ip, [vpn_ip]):
+        log.warning("VPN provider overrides configured node-ip parameter")
+    if config.get("node-external-ip"):
+        log.warning("VPN provider overrides node-external-ip parameter")
+    return {**config, "node-ip": vpn_ip}
