@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 from labcli import pyinfra
+
+from k3sfleet.kube import cluster_api
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.lab
+LB_CHECK = "test_cluster_api::test_load_balancers_and_dns_targets_are_the_ingress_public_addresses"
 
 
 def verify(inventory: Path, report: Path) -> dict[str, str]:
@@ -106,14 +110,27 @@ def test_broken_hosts_fail_exactly_the_matching_checks(
             "sudo mv /etc/k3sfleet-lab/host.json.bak /etc/k3sfleet-lab/host.json",
         ),
     ]
+    # a load balancer reporting a tailnet address, as servicelb does when node-external-ip is
+    # the tailnet address (k3s pkg/cloudprovider/servicelb.go podIPs)
+    lb = client.V1Service(
+        metadata=client.V1ObjectMeta(name="leaky-lb", namespace="default"),
+        spec=client.V1ServiceSpec(type="LoadBalancer", ports=[client.V1ServicePort(port=443)]),
+    )
+    status = {"status": {"loadBalancer": {"ingress": [{"ip": agents[0].tailnet_ip}]}}}
     try:
         for host, breaking, _ in breakages:
             rc, out, err = lab.ssh(host, breaking)
             assert rc == 0, f"could not break {host.name}: {out}{err}"
+        with cluster_api(str(inventory)) as api:
+            core = client.CoreV1Api(api)
+            core.create_namespaced_service("default", lb)
+            core.patch_namespaced_service_status("leaky-lb", "default", status)
         results = verify(inventory, tmp_path / "broken.xml")
     finally:
         for host, _, repair in breakages:
             lab.ssh(host, repair)
+        with cluster_api(str(inventory)) as api:
+            client.CoreV1Api(api).delete_namespaced_service("leaky-lb", "default")
 
     failed = {k: v for k, v in results.items() if v.startswith("failed")}
     expected = {
@@ -121,6 +138,7 @@ def test_broken_hosts_fail_exactly_the_matching_checks(
         f"test_k3s::test_service_active[{agents[1].name}]",
         f"test_k3s::test_secret_files_private[{server.name}]",
         f"test_tailscale::test_pod_cidr_is_a_primary_route[{server.name}]",
+        LB_CHECK,
     }
     # A stopped agent also goes NotReady in the API once its heartbeat is 40 s old; on a slow
     # machine the API check may see that too, and then it must name that agent.
@@ -133,3 +151,5 @@ def test_broken_hosts_fail_exactly_the_matching_checks(
     assert "node-token is 0o644" in failed[f"test_k3s::test_secret_files_private[{server.name}]"]
     route = failed[f"test_tailscale::test_pod_cidr_is_a_primary_route[{server.name}]"]
     assert "10.42.0.0/24 is not a primary Tailscale route" in route and "autoApprovers" in route
+    assert "default/leaky-lb" in failed[LB_CHECK] and agents[0].tailnet_ip in failed[LB_CHECK]
+    assert "tailnet addresses would be published in DNS" in failed[LB_CHECK]
