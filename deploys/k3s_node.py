@@ -147,9 +147,11 @@ def node_settings(
     (``svccontroller.k3s.cattle.io/enablelb=true``; every other node ``false``): servicelb
     reports the ExternalIPs of the nodes running its pods as the load balancer's addresses,
     Traefik copies them to the Gateway, and external-dns publishes them
-    (``pkg/cloudprovider/servicelb.go`` ``podIPs``). An agent with vpn-auth gets no
-    ``flannel-iface``: k3s resolves it before it starts the VPN (``pkg/cli/agent/agent.go``
-    ``Run``) and takes the interface from the VPN anyway (``pkg/executor/embed/embed.go``).
+    (``pkg/cloudprovider/servicelb.go`` ``podIPs``). An agent whose vpn-auth brings Tailscale up
+    (``TAILSCALE_UP_BY=k3s``) gets no ``flannel-iface``: k3s resolves it before it starts the
+    VPN (``pkg/cli/agent/agent.go`` ``Run``), so ``tailscale0`` has no address yet, and it takes
+    the interface from the VPN anyway (``pkg/executor/embed/embed.go``). Where Tailscale is up
+    before k3s (``deploy``), the interface keeps pinning the node IP to the tailnet.
 
     Raises ``ConfigError`` when the passthrough sets a key k3sfleet manages (join, token,
     vpn-auth, node name).
@@ -164,7 +166,8 @@ def node_settings(
     ingress = is_ingress(labels, data)
     if ingress and data.get("k3sfleet_public_address"):
         settings["node-external-ip"] = data.get("k3sfleet_public_address")
-    if data.get("k3s_flannel_iface") and not (agent and data.get("k3s_vpn_auth")):
+    k3s_brings_vpn_up = bool(data.get("k3s_vpn_auth")) and data.get("tailscale_up_by") == "k3s"
+    if data.get("k3s_flannel_iface") and not (agent and k3s_brings_vpn_up):
         settings["flannel-iface"] = data.get("k3s_flannel_iface")
     if data.get("k3s_vpn_auth"):
         settings["vpn-auth-file"] = VPN_AUTH_FILE

@@ -112,9 +112,8 @@ def test_one_run_registers_both_agents_with_the_servers_token(cluster: dict[str,
         config = yaml.safe_load(sudo(lab, agent, f"cat {CONFIG}"))
         assert config["server"] == f"https://{server.tailnet_ip}:6443"
         assert config["token"] == token
-        # not an ingress node: no external address (and never the tailnet one); with vpn-auth
-        # k3s takes the flannel interface from the VPN (it would resolve flannel-iface first)
-        assert "node-external-ip" not in config and "flannel-iface" not in config
+        # not an ingress node: no external address (and never the tailnet one)
+        assert "node-external-ip" not in config and config["flannel-iface"] == "tailscale0"
         assert "svccontroller.k3s.cattle.io/enablelb=false" in config["node-label"]
     server_config = yaml.safe_load(sudo(lab, server, f"cat {CONFIG}"))
     assert server_config["cluster-init"] is True and "server" not in server_config

@@ -93,7 +93,9 @@ def test_without_vpn_auth_an_ingress_server_advertises_its_tailnet_address() -> 
     assert config_of(sim, "agent-1")["flannel-iface"] == "tailscale0"
 
 
-def test_agents_with_vpn_auth_get_no_flannel_iface_servers_keep_it() -> None:
+def test_agents_whose_k3s_brings_tailscale_up_get_no_flannel_iface() -> None:
+    deploy = run(set())
+    assert config_of(deploy, "agent-1")["flannel-iface"] == "tailscale0"
     sim = run(set(), data={"tailscale_up_by": "k3s"})
     assert config_of(sim, "server-1")["flannel-iface"] == "tailscale0"
     for name in ("agent-1", "agent-2"):

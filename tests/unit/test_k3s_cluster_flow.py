@@ -45,7 +45,7 @@ def test_one_run_brings_up_a_fresh_cluster_with_the_servers_token(converged: Sim
         assert cfg["server"] == server.url  # the tailnet URL
         assert cfg["token"] == server.token  # read from the server at run time
         assert "node-external-ip" not in cfg  # not an ingress node
-        assert "flannel-iface" not in cfg  # an agent with vpn-auth: k3s takes tailscale0 itself
+        assert cfg["flannel-iface"] == "tailscale0"  # Tailscale is up before k3s (deploy)
         assert cfg["vpn-auth-file"] == VPN_AUTH
     assert config_of(sim, "server-1")["flannel-iface"] == "tailscale0"
 
