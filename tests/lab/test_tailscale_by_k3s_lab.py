@@ -69,7 +69,8 @@ def test_agents_join_when_k3s_brings_tailscale_up(
     rc, argv_log = sudo(lab, agent, "cat /var/lib/tailscale/argv.log")
     ups = [json.loads(line)["argv"] for line in argv_log.splitlines() if '"up"' in line]
     assert rc == 0 and len(ups) == 1, "k3s ran `tailscale up` once on the agent"
-    assert ups[0][-2:] == [f"--hostname={agent.name}", "--advertise-tags=tag:k3s"]
+    wanted = [f"--hostname={agent.name}", "--advertise-tags=tag:k3s", "--accept-routes"]
+    assert ups[0][-3:] == wanted
 
     before = started_at(lab)
     again = run_pyinfra(lab, "deploys/cluster.py", data=DATA)

@@ -102,7 +102,8 @@ def test_secrets_are_in_private_files_only(converged: SimCluster) -> None:
     assert token not in commands and AUTH_KEY not in commands
     for node in sim.nodes.values():
         assert node.files[VPN_AUTH].strip() == (
-            f"name=tailscale,joinKey={AUTH_KEY},extraArgs=--hostname=@fake/{node.name}"
+            f"name=tailscale,joinKey={AUTH_KEY},extraArgs=--hostname=@fake/{node.name} "
+            "--accept-routes"
         )
         unit = node.files[UNITS[node.service]]
         assert token not in unit and AUTH_KEY not in unit and "Type=notify" in unit
