@@ -44,6 +44,7 @@ from k3sfleet.facts.tailscale import (
     logged_in_as,
     routes_to_keep,
 )
+from k3sfleet.preflight import vpn_args_problems
 from k3sfleet.secret import Secret, reveal
 
 KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
@@ -126,20 +127,6 @@ def problems(data: Mapping[str, Any]) -> list[str]:
         if not str(arg).startswith("--") or "auth-key" in str(arg) or "authkey" in str(arg):
             found.append(f"tailscale_extra_args: {arg!r} must be a --flag, and not the auth key")
     return found + vpn_args_problems(data)
-
-
-def vpn_args_problems(data: Mapping[str, Any]) -> list[str]:
-    """With vpn-auth the ``tailscale up`` flags also go to k3s as vpn-auth ``extraArgs``, which
-    k3s splits at whitespace (k3s v1.34.2+k3s1 ``pkg/vpn/vpn.go`` ``processCLIArgs``): a flag
-    holding whitespace would reach ``tailscale up`` cut in pieces."""
-    if not data.get("k3s_vpn_auth"):
-        return []
-    return [
-        f"tailscale_extra_args: {arg!r} holds whitespace, which k3s's vpn-auth extraArgs "
-        "cannot carry"
-        for arg in data.get("tailscale_extra_args") or []
-        if len(str(arg).split()) != 1
-    ]
 
 
 @operation()

@@ -152,7 +152,8 @@ HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9]
 # test_inventory.py keeps this in step with the deploys).
 READ_DATA_KEYS = frozenset({
     "k3s_role", "k3s_node_name", "k3s_node_labels", "k3s_node_taints", "k3s_upgrade_restart",
-    "k3sfleet_provider", "k3sfleet_tailnet_address", "k3sfleet_project_dir",
+    "k3sfleet_provider", "k3sfleet_tailnet_address", "k3sfleet_public_address",
+    "k3sfleet_project_dir",
     "maintenance_reboot_timeout", "k3s_extra_config", "k3s_disable", "k3s_tls_san",
     "k3s_flannel_iface", "rolling_ready_timeout",
 })
@@ -334,7 +335,8 @@ def validate(
                 f"ingress node {n.name} has no public address in vault vault_ansible_hosts "
                 "(its node-external-ip, published in DNS)"
             )
-        elif public is not None and not _is_ip(public):
+        elif public is not None and not _is_ip(public) and address_problem(public) is None:
+            # (a malformed address is named with the vault map's problems)
             problems.append(
                 f"ingress node {n.name}: public address {public!r} in vault_ansible_hosts must "
                 "be an IP address (it becomes node-external-ip, published in DNS)"

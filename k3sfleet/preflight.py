@@ -12,8 +12,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from k3sfleet.secret import reveal
 
@@ -57,12 +57,33 @@ def tailscale_key_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     return []
 
 
+def vpn_args_problems(data: Mapping[str, Any]) -> list[str]:
+    """With vpn-auth the ``tailscale up`` flags also go to k3s as vpn-auth ``extraArgs``, which
+    k3s splits at whitespace (k3s v1.34.2+k3s1 ``pkg/vpn/vpn.go`` ``processCLIArgs``): a flag
+    holding whitespace would reach ``tailscale up`` cut in pieces.
+
+    Example::
+
+        vpn_args_problems({"k3s_vpn_auth": True, "tailscale_extra_args": ["--a b"]})
+        # ["tailscale_extra_args: '--a b' holds whitespace, which k3s's vpn-auth ..."]
+    """
+    if not data.get("k3s_vpn_auth"):
+        return []
+    return [
+        f"tailscale_extra_args: {arg!r} holds whitespace, which k3s's vpn-auth extraArgs "
+        "cannot carry"
+        for arg in data.get("tailscale_extra_args") or []
+        if len(str(arg).split()) != 1
+    ]
+
+
 def vpn_args_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     """The ``tailscale up`` flags k3s gets through vpn-auth ``extraArgs`` (no whitespace)."""
-    from deploys.bootstrap import node_data
-    from deploys.tailscale import vpn_args_problems
-
-    return [f"{n.name}: {p}" for n in nodes for p in vpn_args_problems(node_data(settings, n))]
+    return [
+        f"{n.name}: {p}"
+        for n in nodes
+        for p in vpn_args_problems({**settings.as_host_data(), **n.data})
+    ]
 
 
 def bootstrap_data_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:

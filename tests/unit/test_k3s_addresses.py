@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from k3s_harness import AUTH_KEY, CONFIG, VPN_AUTH, SimCluster
 
-from deploys.k3s_node import SERVICELB_LABEL
+from k3sfleet.deploys.k3s_node import SERVICELB_LABEL
 
 INGRESS = {"k3s_node_labels": {"k3sfleet/ingress": "true"}}
 PUBLIC = {"server-1": "198.51.100.11", "agent-1": "203.0.113.21", "agent-2": "203.0.113.22"}
