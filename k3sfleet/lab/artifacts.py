@@ -46,6 +46,7 @@ from typing import Any
 
 from k3sfleet.lab.standins import LAB_K3S_VERSIONS, LAB_TAILSCALE_VERSION, RUNTIME_PYTHON
 from k3sfleet.lab.standins.k3s.main import version_text
+from k3sfleet.lab.tailnet import TailscaleBinaries
 
 STANDINS = Path(__file__).parent / "standins"
 DIST = "bookworm"
@@ -228,6 +229,66 @@ def build_keyring_deb(outdir: Path, keyring: bytes, version: str = LAB_KEYRING_V
                      outdir / f"tailscale-archive-keyring_{version}_all.deb")
 
 
+# -- the real tailscale package (built from tailscale.com by k3sfleet.lab.gobuild) -----------
+#: Where tailscale.com's release/dist/unixpkgs/pkgs.go (v1.102.5, the deb target) puts each file:
+#: (source in the module, path in the package, mode, conffile).
+REAL_DEB_FILES: tuple[tuple[str, str, int, bool], ...] = (
+    ("cmd/tailscaled/tailscaled.service", "lib/systemd/system/tailscaled.service", 0o644, False),
+    ("cmd/tailscaled/tailscale-online.target", "lib/systemd/system/tailscale-online.target",
+     0o644, False),
+    ("cmd/tailscaled/tailscale-wait-online.service",
+     "lib/systemd/system/tailscale-wait-online.service", 0o644, False),
+    ("cmd/tailscaled/tailscaled.defaults", "etc/default/tailscaled", 0o644, True),
+    ("release/deb/debian.postinst.sh", "DEBIAN/postinst", 0o755, False),
+    ("release/deb/debian.prerm.sh", "DEBIAN/prerm", 0o755, False),
+    ("release/deb/debian.postrm.sh", "DEBIAN/postrm", 0o755, False),
+)
+
+
+def _real_control(version: str) -> str:
+    """The control file: pkgs.go's nfpm.Info for the deb (Maintainer says who built it)."""
+    return (
+        f"Package: tailscale\nVersion: {version}\nSection: net\nPriority: extra\n"
+        "Architecture: amd64\nMaintainer: k3sfleet lab <lab@k3sfleet.invalid>\n"
+        f"Depends: iptables\nRecommends: tailscale-archive-keyring (>= {LAB_KEYRING_VERSION}), "
+        "iproute2\nReplaces: tailscale-relay\nConflicts: tailscale-relay\n"
+        "Homepage: https://www.tailscale.com\n"
+        "Description: The easiest, most secure, cross platform way to use WireGuard + oauth2 + "
+        "2FA/SSO\n Built for the k3sfleet lab from the tailscale.com Go module.\n"
+    )
+
+
+def build_real_tailscale_deb(outdir: Path, binaries: TailscaleBinaries) -> Path:
+    """tailscale_<version>_amd64.deb laid out as Tailscale's own package (REAL_DEB_FILES, plus
+    /usr/bin/tailscale and /usr/sbin/tailscaled)."""
+    files: dict[str, tuple[str | bytes, int]] = {
+        "usr/bin/tailscale": (binaries.tailscale.read_bytes(), 0o755),
+        "usr/sbin/tailscaled": (binaries.tailscaled.read_bytes(), 0o755),
+        **{dst: (binaries.upstream(src).read_bytes(), mode)
+           for src, dst, mode, _ in REAL_DEB_FILES},
+        "DEBIAN/conffiles": ("".join(f"/{dst}\n" for _, dst, _, conf in REAL_DEB_FILES
+                                     if conf), 0o644),
+        "DEBIAN/control": (_real_control(binaries.version), 0o644),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        return _pack(Path(tmp) / "pkg", files,
+                     outdir / f"tailscale_{binaries.version}_amd64.deb")
+
+
+def cached_real_tailscale_deb(binaries: TailscaleBinaries) -> Path:
+    """The real package, built once beside the binaries it is made of (xz of ~50 MB of Go
+    binaries takes a minute on a loaded machine; every lab serves the same file)."""
+    folder = binaries.directory / "deb"
+    deb = folder / f"tailscale_{binaries.version}_amd64.deb"
+    if not deb.exists():
+        with _locked(binaries.directory / "deb.lock"):
+            if not deb.exists():
+                with tempfile.TemporaryDirectory(dir=binaries.directory) as tmp:
+                    built = build_real_tailscale_deb(Path(tmp) / "deb", binaries)
+                    built.parent.rename(folder)
+    return deb
+
+
 # -- signing ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SigningKey:
@@ -317,12 +378,22 @@ def _release(dist_dir: Path, indexes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_apt_repository(directory: Path, cache: Path) -> tuple[Path, str]:
-    """A signed repository like pkgs.tailscale.com/stable/debian; returns (keyring, fingerprint)."""
+def build_apt_repository(
+    directory: Path, cache: Path, binaries: TailscaleBinaries | None = None
+) -> tuple[Path, str]:
+    """A signed repository like pkgs.tailscale.com/stable/debian; returns (keyring, fingerprint).
+
+    With ``binaries`` (k3sfleet.lab.gobuild) it holds the real tailscale package, else the
+    stand-in."""
     debian = directory / "debian"
     if debian.exists():
         shutil.rmtree(debian)
-    deb = build_tailscale_deb(debian / "pool")
+    if binaries is not None:
+        deb = debian / "pool" / cached_real_tailscale_deb(binaries).name
+        deb.parent.mkdir(parents=True)
+        shutil.copyfile(cached_real_tailscale_deb(binaries), deb)
+    else:
+        deb = build_tailscale_deb(debian / "pool")
     with _locked(cache / "apt-gpg.lock"):  # labs are built in parallel; one gpg home
         key = signing_key(cache)
         exported = key.gpg("--export", key.fingerprint)
@@ -426,14 +497,19 @@ def restore_checksum(root: Path, version: str) -> None:
 
 
 def build_artifacts(
-    outdir: Path, cache: Path, versions: tuple[str, ...] = LAB_K3S_VERSIONS
+    outdir: Path,
+    cache: Path,
+    versions: tuple[str, ...] = LAB_K3S_VERSIONS,
+    tailscale: TailscaleBinaries | None = None,
 ) -> Artifacts:
-    """Lay out the k3s mirror and the signed Tailscale apt repository under ``outdir``."""
+    """Lay out the k3s mirror and the signed Tailscale apt repository under ``outdir``
+    (the real tailscale package when ``tailscale`` binaries are given, else the stand-in)."""
     outdir, cache = Path(outdir), Path(cache).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     shas = {version: write_k3s_release(outdir / "k3s", version) for version in versions}
-    keyring, fingerprint = build_apt_repository(outdir / "tailscale", cache)
-    return Artifacts(outdir, tuple(versions), shas, LAB_TAILSCALE_VERSION, keyring, fingerprint)
+    keyring, fingerprint = build_apt_repository(outdir / "tailscale", cache, tailscale)
+    version = tailscale.version if tailscale is not None else LAB_TAILSCALE_VERSION
+    return Artifacts(outdir, tuple(versions), shas, version, keyring, fingerprint)
 
 
 # -- serving ---------------------------------------------------------------------------------

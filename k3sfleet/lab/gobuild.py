@@ -40,7 +40,7 @@ RECIPE = "1"
 GO_SOURCES = Path(__file__).parent / "go"
 
 # Modules whose ``BUILDS`` tuple lists the lab's Go programs (``python -m k3sfleet.lab.gobuild``).
-PROVIDERS: tuple[str, ...] = ("k3sfleet.lab.controlplane",)
+PROVIDERS: tuple[str, ...] = ("k3sfleet.lab.controlplane", "k3sfleet.lab.tailnet")
 
 Say = Callable[[str], None]
 
@@ -56,7 +56,10 @@ class GoBuild:
     their behaviour by ``os.Args[0]``). ``files`` are copied from the source of ``module``
     (``path@version``, as the Go module proxy serves it) into the entry, keeping their paths:
     data a program needs that its project ships beside the code (never copied into this
-    repository).
+    repository). ``additions`` (path in ``module`` -> file of ours in ``module_dir``) builds
+    against a copy of ``module`` with those files added (``go build -modfile`` replacing it;
+    ``-overlay`` refuses files in GOMODCACHE): code of ours that must live in one of its
+    packages.
 
     Example::
 
@@ -74,10 +77,13 @@ class GoBuild:
     versions: Mapping[str, str] = field(default_factory=dict)
     module: str | None = None
     files: tuple[str, ...] = ()
+    additions: Mapping[str, str] = field(default_factory=dict)
 
-    def argv(self, output: Path) -> list[str]:
+    def argv(self, output: Path, modfile: Path | None = None) -> list[str]:
         """The ``go`` command line that builds the first output at ``output``."""
         flags = ["-trimpath", "-v"]
+        if modfile is not None:
+            flags.append(f"-modfile={modfile}")
         if self.tags:
             flags.append("-tags=" + ",".join(self.tags))
         if self.ldflags:
@@ -139,6 +145,7 @@ def cache_key(build: GoBuild, toolchain: str) -> str:
         "sources": _tree_digest(build.module_dir) if build.module_dir else None,
         "module": build.module,
         "files": list(build.files),
+        "additions": dict(sorted(build.additions.items())),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -171,9 +178,37 @@ def module_source(module: str) -> Path:
     return Path(json.loads(result.stdout)["Dir"])
 
 
+def _modfile_with_additions(build: GoBuild, workdir: Path) -> Path:
+    """A copy of ``build.module`` with ``build.additions`` in it, and a go.mod (returned) of
+    ``build.module_dir`` that replaces the module with the copy."""
+    assert build.module and build.module_dir, f"{build.name}: additions= need module="
+    path = build.module.split("@")[0]
+    copy = workdir / "module"
+    shutil.copytree(module_source(build.module), copy)
+    for item in [copy, *copy.rglob("*")]:
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    for inside, ours in build.additions.items():
+        shutil.copyfile(build.module_dir / ours, copy / inside)
+    modfile = workdir / "go.mod"
+    modfile.write_text((build.module_dir / "go.mod").read_text() + f"\nreplace {path} => {copy}\n")
+    shutil.copyfile(build.module_dir / "go.sum", workdir / "go.sum")
+    return modfile
+
+
 def _run_go(build: GoBuild, workdir: Path, say: Say, every: float) -> None:
     env = {**os.environ, **build.env, "GOBIN": str(workdir), "GOFLAGS": "-trimpath"}
-    argv = build.argv(workdir / build.outputs[0])
+    patched = Path(tempfile.mkdtemp(dir=workdir.parent, prefix=f".{build.name}-module-"))
+    try:
+        modfile = _modfile_with_additions(build, patched) if build.additions else None
+        _run_go_argv(build, build.argv(workdir / build.outputs[0], modfile), workdir, env, say,
+                     every)
+    finally:
+        shutil.rmtree(patched, ignore_errors=True)
+
+
+def _run_go_argv(
+    build: GoBuild, argv: list[str], workdir: Path, env: dict[str, str], say: Say, every: float
+) -> None:
     cwd = build.module_dir or workdir
     log = workdir / "build.log"
     compiled = 0

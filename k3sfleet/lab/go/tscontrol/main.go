@@ -1,0 +1,201 @@
+// Command tscontrol is the k3sfleet lab's Tailscale control server: tailscale.com's own
+// tstest/integration/testcontrol (in memory, one tailnet, allow-all packet filter) with a DERP
+// relay and a STUN server, all on the lab's bridge address, for real tailscaled clients.
+//
+// Usage:
+//
+//	tscontrol -config /var/lib/k3sfleet-lab/lab1/tscontrol.json -ready .../tscontrol.ready
+//
+// The config file (JSON, re-read when it changes) holds:
+//
+//	{"address": "10.123.1.1", "auth_key_sha256": ["<hex>"],
+//	 "addresses": {"lab-server-1": "100.64.1.11"}}
+//
+// New node keys must register with an auth key whose sha256 is listed (a registered node key
+// re-registers without one, as with Tailscale's control server). A node whose hostname is in
+// "addresses" gets that tailnet address (Tailscale's admin console lets an admin set a node's
+// address the same way); any other node keeps testcontrol's 100.64.0.<node ID>. When the
+// servers listen, the ready file gets {"control_url", "derp_port", "stun_port"}.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"tailscale.com/derp/derpserver"
+	"tailscale.com/net/stunserver"
+	"tailscale.com/net/tsaddr"
+	"tailscale.com/tailcfg"
+	"tailscale.com/tstest/integration/testcontrol"
+	"tailscale.com/types/key"
+)
+
+type config struct {
+	Address       string            `json:"address"`
+	AuthKeySHA256 []string          `json:"auth_key_sha256"`
+	Addresses     map[string]string `json:"addresses"`
+}
+
+// labConfig is the config file, re-read when its modification time changes.
+type labConfig struct {
+	path string
+	mu   sync.Mutex
+	mod  time.Time
+	cur  config
+}
+
+func (c *labConfig) get() config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, err := os.Stat(c.path)
+	if err != nil || st.ModTime().Equal(c.mod) {
+		return c.cur
+	}
+	data, err := os.ReadFile(c.path)
+	if err != nil {
+		return c.cur
+	}
+	var next config
+	if err := json.Unmarshal(data, &next); err != nil {
+		log.Printf("tscontrol: %s: %v (keeping the previous config)", c.path, err)
+		return c.cur
+	}
+	c.cur, c.mod = next, st.ModTime()
+	return c.cur
+}
+
+func (c *labConfig) validKey(authKey string) bool {
+	if authKey == "" {
+		return false
+	}
+	sum := sha256.Sum256([]byte(authKey))
+	return slices.Contains(c.get().AuthKeySHA256, hex.EncodeToString(sum[:]))
+}
+
+func prefixes(v4 netip.Addr) []netip.Prefix {
+	return []netip.Prefix{netip.PrefixFrom(v4, 32), netip.PrefixFrom(tsaddr.Tailscale4To6(v4), 128)}
+}
+
+// assignAddress gives the node of nodeKey the address its hostname has in the config; another
+// node holding that address (an older registration of the same host) goes back to
+// testcontrol's default 100.64.0.<node ID>.
+func assignAddress(control *testcontrol.Server, conf *labConfig, nodeKey key.NodePublic) {
+	node := control.Node(nodeKey)
+	if node == nil || !node.Hostinfo.Valid() {
+		return
+	}
+	want, err := netip.ParseAddr(conf.get().Addresses[node.Hostinfo.Hostname()])
+	if err != nil || (len(node.Addresses) > 0 && node.Addresses[0].Addr() == want) {
+		return
+	}
+	for _, other := range control.AllNodes() {
+		if other.Key != nodeKey && len(other.Addresses) > 0 && other.Addresses[0].Addr() == want {
+			id := int(other.ID)
+			other.Addresses = prefixes(netip.AddrFrom4([4]byte{100, 64, byte(id >> 8), byte(id)}))
+			other.AllowedIPs = other.Addresses
+			control.UpdateNode(other)
+		}
+	}
+	node.Addresses = prefixes(want)
+	node.AllowedIPs = node.Addresses
+	control.UpdateNode(node)
+	log.Printf("tscontrol: %s (%s) has tailnet address %s", node.Hostinfo.Hostname(), nodeKey.ShortString(), want)
+}
+
+func writeReady(path string, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		log.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func main() {
+	configPath := flag.String("config", "", "path of the JSON config file (required)")
+	readyPath := flag.String("ready", "", "file to write the control URL and ports to once listening")
+	flag.Parse()
+	conf := &labConfig{path: *configPath}
+	addr := conf.get().Address
+	if *configPath == "" || addr == "" {
+		log.Fatal("tscontrol: -config with an \"address\" is required")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	// DERP over TLS (self-signed; the DERP map marks the node InsecureForTests, as
+	// tstest/integration.RunDERPAndSTUN does) and STUN, on the bridge address.
+	derp := derpserver.New(key.NewNode(), log.Printf)
+	derpLn, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	derpSrv := httptest.NewUnstartedServer(derpserver.Handler(derp))
+	derpSrv.Listener.Close()
+	derpSrv.Listener = derpLn
+	derpSrv.StartTLS()
+	stun := stunserver.New(ctx)
+	if err := stun.Listen(net.JoinHostPort(addr, "0")); err != nil {
+		log.Fatal(err)
+	}
+	go stun.Serve()
+	derpPort := derpLn.Addr().(*net.TCPAddr).Port
+	stunPort := stun.LocalAddr().(*net.UDPAddr).Port
+
+	ctlLn, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	baseURL := "http://" + ctlLn.Addr().String()
+	control := &testcontrol.Server{
+		DERPMap: &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{1: {
+			RegionID: 1, RegionCode: "lab", RegionName: "k3sfleet lab",
+			Nodes: []*tailcfg.DERPNode{{
+				Name: "1a", RegionID: 1, HostName: addr, IPv4: addr, IPv6: "none",
+				DERPPort: derpPort, STUNPort: stunPort, STUNTestIP: addr, InsecureForTests: true,
+			}},
+		}}},
+		ExplicitBaseURL:  baseURL,
+		AllNodesSameUser: true,
+		AllOnline:        true,
+		Logf:             log.Printf,
+	}
+	control.GateRegister(conf.validKey)
+	control.HoldMapRequest = func(req *tailcfg.MapRequest) func() {
+		assignAddress(control, conf, req.NodeKey)
+		return nil
+	}
+	srv := &http.Server{Handler: control}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+		derpSrv.Close()
+		derp.Close()
+	}()
+	if *readyPath != "" {
+		writeReady(*readyPath, map[string]any{"control_url": baseURL, "derp_port": derpPort, "stun_port": stunPort})
+	}
+	log.Printf("tscontrol: control %s, DERP %s:%d, STUN %s:%d", baseURL, addr, derpPort, addr, stunPort)
+	if err := srv.Serve(ctlLn); err != nil && err != http.ErrServerClosed {
+		log.Fatal(err)
+	}
+}
