@@ -45,9 +45,10 @@ if [ ! -x "$TOOLS/bin/helm" ]; then
 fi
 
 # The lab's real Kubernetes control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler from k8s.io/kubernetes, kine, kwok), built from source once per version into
-# the lab cache (K3SFLEET_LAB_CACHE_DIR): about 12 minutes on a fresh 2-core machine, under a
-# second once cached. Progress every 30 s.
+# kube-scheduler from k8s.io/kubernetes, kine, kwok) and real Tailscale (tailscaled, tailscale,
+# the lab control server tscontrol, from tailscale.com), built from source once per version
+# into the lab cache (K3SFLEET_LAB_CACHE_DIR): about 12 minutes (+ ~8 for Tailscale) on a fresh
+# 2-core machine, under a second once cached. Progress every 30 s.
 if command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ]; then
   .venv/bin/python -m k3sfleet.lab.gobuild
 else

@@ -141,6 +141,9 @@ class Lab:
     timings: dict[str, float] = field(default_factory=dict)
     built: dict[str, Any] = field(default_factory=dict)
     uid: str = ""
+    tailscale: str = "standin"
+    control_pid: int | None = None
+    control_url: str = ""
     is_down: bool = False
     _clients: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _ssh_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -156,13 +159,23 @@ class Lab:
         lab_dir: str | Path | None = None,
         cache_dir: str | Path | None = None,
         log: Callable[[str], None] | None = None,
+        tailscale: str | None = None,
     ) -> Lab:
-        """Boot a lab of ``servers`` + ``agents`` hosts (in parallel); tear it down on failure."""
+        """Boot a lab of ``servers`` + ``agents`` hosts (in parallel); tear it down on failure.
+
+        ``tailscale``: ``"real"`` (tailscaled built from tailscale.com, the lab's control
+        server) or ``"standin"``; default: the K3SFLEET_LAB_TAILSCALE setting."""
         reason = unavailable_reason()
         if reason:
             raise LabError(f"k3sfleet lab: {reason}")
         if servers < 1 or agents < 0:
             raise LabError("k3sfleet lab: at least one server, and no negative agent count")
+        if tailscale is None:
+            from k3sfleet.settings import Settings
+
+            tailscale = Settings.load(".", use_vault=False).k3sfleet_lab_tailscale
+        if tailscale not in ("real", "standin"):
+            raise LabError(f"k3sfleet lab: tailscale must be real or standin, not {tailscale!r}")
         say = log or (lambda _msg: None)
         top = _lab_root(lab_dir)
         top.mkdir(parents=True, exist_ok=True)
@@ -174,7 +187,8 @@ class Lab:
         index, directory = network.claim_index(top, name, uid)
         name = directory.name
         directory.mkdir(parents=True, exist_ok=True)
-        lab = cls(name=name, index=index, directory=directory, cache=cache, uid=uid)
+        lab = cls(name=name, index=index, directory=directory, cache=cache, uid=uid,
+                  tailscale=tailscale)
         lab.auth_keys = _lab_auth_keys(name)
         lab.save()
         try:
@@ -211,9 +225,9 @@ class Lab:
         t = time.monotonic()
         for change in hostproc.raise_inotify_limits():
             say(f"lab {self.name}: raised {change}")
-        network.create_bridges(net)
+        network.create_bridges(net, tailnet=not self.real_tailscale)
         self._ssh_keypair()
-        self._serve(image)
+        self._serve(image, say)
         self.lxcfs_pid = hostproc.start_lxcfs(self.directory / "lxcfs", self.directory /
                                               "logs/lxcfs.log")
         self.save()
@@ -221,6 +235,7 @@ class Lab:
         t = time.monotonic()
         roles = ["server"] * servers + ["agent"] * agents
         new = [self._new_host(role) for role in roles]
+        self._write_control_config()
         self.save()
         say(f"lab {self.name}: booting {len(new)} hosts")
         _parallel(self._start, new)
@@ -243,7 +258,7 @@ class Lab:
     def _start(self, host: LabHost) -> None:
         net = self.net
         hdir = self.host_dir(host)
-        network.create_host_links(net, host.number, host.name)
+        network.create_host_links(net, host.number, host.name, tailnet=not self.real_tailscale)
         root = hostproc.mount_overlay(self.directory / "lower", hdir)
         if not host.host_key:
             ident = rootfs.HostIdentity(
@@ -254,6 +269,8 @@ class Lab:
                 host_json=_host_json(host.name, host.tailnet_ip, self.auth_keys),
             )
             host.host_key = rootfs.prepare_host(root, ident)
+            if self.real_tailscale:
+                self._tailscale_host_files(root)
         host.supervisor_pid = hostproc.start_host(hdir, host.name, host.netns,
                                                   self.directory / "lxcfs", self._binds)
         hostproc.wait_ssh(host.public_ip)
@@ -273,7 +290,61 @@ class Lab:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",  # noqa: S603
                         f"k3sfleet-{self.name}", "-f", str(key)], check=True)
 
-    def _serve(self, image: rootfs.RootImage) -> None:
+    @property
+    def real_tailscale(self) -> bool:
+        """Whether the hosts run the real tailscaled (``tailscale="real"``)."""
+        return self.tailscale == "real"
+
+    @property
+    def control_config(self) -> Path:
+        """The lab control server's config (tscontrol -config; no secret, only key hashes)."""
+        return self.directory / "tscontrol.json"
+
+    def _write_control_config(self) -> None:
+        if not self.real_tailscale:
+            return
+        from k3sfleet.lab.artifacts import auth_key_sha256
+
+        config = {"address": self.net.gateway,
+                  "auth_key_sha256": [auth_key_sha256(k) for k in self.auth_keys],
+                  "addresses": {h.name: h.tailnet_ip for h in self.hosts}}
+        tmp = self.control_config.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config, indent=2))
+        tmp.rename(self.control_config)
+
+    def _start_control(self, tscontrol: Path) -> None:
+        """Start the lab's Tailscale control server (DERP and STUN beside it) on the bridge."""
+        self._write_control_config()
+        ready = self.directory / "tscontrol.ready"
+        ready.unlink(missing_ok=True)
+        marker = str(self.control_config)
+        self.control_pid = hostproc.detached(
+            [str(tscontrol), "-config", marker, "-ready", str(ready)],
+            self.directory / "logs/tscontrol.log",
+        )
+        deadline = time.monotonic() + 10
+        while not ready.exists():
+            if time.monotonic() > deadline or not hostproc.alive(self.control_pid, marker):
+                raise LabError(f"tscontrol did not start; see {self.directory}/logs")
+            time.sleep(0.05)
+        self.control_url = json.loads(ready.read_text())["control_url"]
+
+    def _tailscale_host_files(self, root: Path) -> None:
+        """Point the host's tailscaled at the lab control server, the way an admin would:
+        the system policy file tailscaled reads (tailscale.com v1.102.5
+        cmd/tailscaled/syspolicy.go: /etc/tailscale/syspolicy.json; util/syspolicy/pkey:
+        ControlURL is the key "LoginURL"), and a drop-in that makes tailscaled panic rather
+        than reach Tailscale's own control server (control/controlclient/direct.go
+        TS_PANIC_IF_HIT_MAIN_CONTROL) and upload no logs (envknob TS_NO_LOGS_NO_SUPPORT)."""
+        policy = root / "etc/tailscale/syspolicy.json"
+        policy.parent.mkdir(parents=True, exist_ok=True)
+        policy.write_text(json.dumps({"LoginURL": self.control_url}) + "\n")
+        dropin = root / "etc/systemd/system/tailscaled.service.d/k3sfleet-lab.conf"
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        dropin.write_text("[Service]\nEnvironment=TS_PANIC_IF_HIT_MAIN_CONTROL=1\n"
+                          "Environment=TS_NO_LOGS_NO_SUPPORT=true\n")
+
+    def _serve(self, image: rootfs.RootImage, say: Callable[[str], None]) -> None:
         www = self.directory / "www"
         www.mkdir(exist_ok=True)
         debian = www / "debian"
@@ -284,7 +355,13 @@ class Lab:
         except ImportError:
             artifacts = None  # type: ignore[assignment]
         if artifacts is not None:
-            built = artifacts.build_artifacts(www, self.cache)
+            binaries = None
+            if self.real_tailscale:
+                from k3sfleet.lab import gobuild
+
+                binaries = gobuild.ensure_tailscale(self.cache, log=say)
+                self._start_control(binaries.tscontrol)
+            built = artifacts.build_artifacts(www, self.cache, tailscale=binaries)
             self.k3s_versions = list(built.k3s_versions)
             self.built = {
                 "k3s_sha256": dict(built.k3s_sha256),
@@ -322,6 +399,8 @@ class Lab:
             "server_pid": self.server_pid, "artifact_port": self.artifact_port,
             "auth_keys": self.auth_keys, "k3s_versions": self.k3s_versions,
             "timings": self.timings, "built": self.built, "uid": self.uid,
+            "tailscale": self.tailscale, "control_pid": self.control_pid,
+            "control_url": self.control_url,
         }
         path = self.directory / "state.json"
         tmp = path.with_suffix(".tmp")
@@ -345,6 +424,8 @@ class Lab:
             artifact_port=state["artifact_port"], auth_keys=state["auth_keys"],
             k3s_versions=state["k3s_versions"], timings=state.get("timings", {}),
             built=state.get("built", {}), uid=state.get("uid", ""),
+            tailscale=state.get("tailscale", "standin"), control_pid=state.get("control_pid"),
+            control_url=state.get("control_url", ""),
         )
 
     @staticmethod
@@ -439,6 +520,7 @@ class Lab:
             raise LabError(f"role must be server or agent, not {role!r}")
         t = time.monotonic()
         host = self._new_host(role)
+        self._write_control_config()
         self.save()
         self._start(host)
         self._write_known_hosts()
@@ -625,6 +707,12 @@ class Lab:
         if self.server_pid and hostproc.alive(self.server_pid, www):
             os.kill(self.server_pid, 15)
             hostproc.wait_gone(self.server_pid, www, 5)
+        control = str(self.control_config)
+        if self.control_pid and hostproc.alive(self.control_pid, control):
+            os.kill(self.control_pid, 15)
+            if not hostproc.wait_gone(self.control_pid, control, 5):
+                os.kill(self.control_pid, 9)
+                hostproc.wait_gone(self.control_pid, control, 5)
         hostproc.stop_lxcfs(self.lxcfs_pid, self.directory / "lxcfs")
         for h in hosts:
             network.delete_host_links(net, h.number, h.name)

@@ -197,25 +197,31 @@ def delete_guard(net: LabNet) -> None:
                        capture_output=True)
 
 
-def create_bridges(net: LabNet) -> None:
-    """Create both bridges with the machine's addresses and the forwarding guard."""
+def create_bridges(net: LabNet, tailnet: bool = True) -> None:
+    """Create the bridges with the machine's addresses and the forwarding guard (the tailnet
+    bridge only with ``tailnet``: a real tailscaled makes its own tailscale0)."""
     create_guard(net)
-    for name, address in ((net.public_bridge, net.gateway),
-                          (net.tailnet_bridge, net.tailnet_gateway)):
+    bridges = [(net.public_bridge, net.gateway)]
+    if tailnet:
+        bridges.append((net.tailnet_bridge, net.tailnet_gateway))
+    for name, address in bridges:
         if not link_exists(name):
             ip("link", "add", name, "type", "bridge")
             ip("addr", "add", f"{address}/{PREFIX}", "dev", name)
         ip("link", "set", name, "up")
 
 
-def create_host_links(net: LabNet, number: int, host: str) -> str:
-    """Create host ``number``'s namespace: eth0 (up, addressed) and tailscale0 (down, bare)."""
+def create_host_links(net: LabNet, number: int, host: str, tailnet: bool = True) -> str:
+    """Create host ``number``'s namespace: eth0 (up, addressed) and, with ``tailnet``,
+    tailscale0 (down, bare) on the tailnet bridge."""
     ns = net.netns(host)
     pub, tail = net.veths(number)
     if not netns_exists(ns):
         ip("netns", "add", ns)
-    for veth, inner, bridge in ((pub, "eth0", net.public_bridge),
-                                (tail, "tailscale0", net.tailnet_bridge)):
+    links = [(pub, "eth0", net.public_bridge)]
+    if tailnet:
+        links.append((tail, "tailscale0", net.tailnet_bridge))
+    for veth, inner, bridge in links:
         if not link_exists(veth):
             ip("link", "add", veth, "type", "veth", "peer", "name", inner, "netns", ns)
         ip("link", "set", veth, "master", bridge, "up")

@@ -14,7 +14,8 @@
 // New node keys must register with an auth key whose sha256 is listed (a registered node key
 // re-registers without one, as with Tailscale's control server). A node whose hostname is in
 // "addresses" gets that tailnet address (Tailscale's admin console lets an admin set a node's
-// address the same way); any other node keeps testcontrol's 100.64.0.<node ID>. When the
+// address the same way; a newer registration of that host replaces the older); any other node
+// keeps testcontrol's 100.64.0.<node ID>. When the
 // servers listen, the ready file gets {"control_url", "derp_port", "stun_port"}.
 package main
 
@@ -38,7 +39,6 @@ import (
 
 	"tailscale.com/derp/derpserver"
 	"tailscale.com/net/stunserver"
-	"tailscale.com/net/tsaddr"
 	"tailscale.com/tailcfg"
 	"tailscale.com/tstest/integration/testcontrol"
 	"tailscale.com/types/key"
@@ -86,34 +86,27 @@ func (c *labConfig) validKey(authKey string) bool {
 	return slices.Contains(c.get().AuthKeySHA256, hex.EncodeToString(sum[:]))
 }
 
-func prefixes(v4 netip.Addr) []netip.Prefix {
-	return []netip.Prefix{netip.PrefixFrom(v4, 32), netip.PrefixFrom(tsaddr.Tailscale4To6(v4), 128)}
-}
-
-// assignAddress gives the node of nodeKey the address its hostname has in the config; another
-// node holding that address (an older registration of the same host) goes back to
-// testcontrol's default 100.64.0.<node ID>.
+// assignAddress gives the node of nodeKey the address its hostname has in the config (an
+// address in 100.64.0.0/16, as the lab's are): as node ID, since testcontrol derives a node's
+// own address from its ID.
 func assignAddress(control *testcontrol.Server, conf *labConfig, nodeKey key.NodePublic) {
 	node := control.Node(nodeKey)
 	if node == nil || !node.Hostinfo.Valid() {
 		return
 	}
-	want, err := netip.ParseAddr(conf.get().Addresses[node.Hostinfo.Hostname()])
-	if err != nil || (len(node.Addresses) > 0 && node.Addresses[0].Addr() == want) {
+	name := node.Hostinfo.Hostname()
+	want, err := netip.ParseAddr(conf.get().Addresses[name])
+	if err != nil {
 		return
 	}
-	for _, other := range control.AllNodes() {
-		if other.Key != nodeKey && len(other.Addresses) > 0 && other.Addresses[0].Addr() == want {
-			id := int(other.ID)
-			other.Addresses = prefixes(netip.AddrFrom4([4]byte{100, 64, byte(id >> 8), byte(id)}))
-			other.AllowedIPs = other.Addresses
-			control.UpdateNode(other)
-		}
+	b := want.As4()
+	if !want.Is4() || b[0] != 100 || b[1] != 64 || (b[2] == 0 && b[3] == 0) {
+		log.Printf("tscontrol: %s: %s is not in 100.64.0.0/16; keeping %v", name, want, node.Addresses)
+		return
 	}
-	node.Addresses = prefixes(want)
-	node.AllowedIPs = node.Addresses
-	control.UpdateNode(node)
-	log.Printf("tscontrol: %s (%s) has tailnet address %s", node.Hostinfo.Hostname(), nodeKey.ShortString(), want)
+	if control.AssignNodeID(nodeKey, tailcfg.NodeID(int(b[2])<<8|int(b[3]))) {
+		log.Printf("tscontrol: %s (%s) has tailnet address %s", name, nodeKey.ShortString(), want)
+	}
 }
 
 func writeReady(path string, v any) {
