@@ -745,4 +745,5 @@ class Lab:
             "netns": network.lab_netns(self.net),
             "links": network.lab_links(self.net),
             "nftables": [network.guard_table(self.net)] if network.guard_exists(self.net) else [],
+            "routes": [self.net.tailnet_subnet] if network.tailnet_blocked(self.net) else [],
         }

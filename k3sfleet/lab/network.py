@@ -61,6 +61,10 @@ class LabNet:
     def tailnet_gateway(self) -> str:
         return f"100.64.{self.index}.1"
 
+    @property
+    def tailnet_subnet(self) -> str:
+        return f"100.64.{self.index}.0/{PREFIX}"
+
     def public_ip(self, number: int) -> str:
         return f"10.123.{self.index}.{10 + number}"
 
@@ -199,11 +203,15 @@ def delete_guard(net: LabNet) -> None:
 
 def create_bridges(net: LabNet, tailnet: bool = True) -> None:
     """Create the bridges with the machine's addresses and the forwarding guard (the tailnet
-    bridge only with ``tailnet``: a real tailscaled makes its own tailscale0)."""
+    bridge only with ``tailnet``: a real tailscaled makes its own tailscale0; without it the
+    machine gets an ``unreachable`` route for the lab's tailnet subnet, so nothing it sends to a
+    host's tailnet address leaves by its default route)."""
     create_guard(net)
     bridges = [(net.public_bridge, net.gateway)]
     if tailnet:
         bridges.append((net.tailnet_bridge, net.tailnet_gateway))
+    else:
+        ip("route", "replace", "unreachable", net.tailnet_subnet)
     for name, address in bridges:
         if not link_exists(name):
             ip("link", "add", name, "type", "bridge")
@@ -245,7 +253,14 @@ def delete_bridges(net: LabNet) -> None:
     for name in (net.public_bridge, net.tailnet_bridge):
         if link_exists(name):
             ip("link", "del", name, check=False)
+    if tailnet_blocked(net):
+        ip("route", "del", "unreachable", net.tailnet_subnet, check=False)
     delete_guard(net)
+
+
+def tailnet_blocked(net: LabNet) -> bool:
+    """Whether the machine has create_bridges' ``unreachable`` route for the tailnet subnet."""
+    return f"unreachable {net.tailnet_subnet}" in ip("-4", "route", "show", check=False).stdout
 
 
 def lab_links(net: LabNet) -> list[str]:

@@ -162,7 +162,7 @@ def test_lab_down_leaves_nothing_behind(lab_factory) -> None:  # type: ignore[no
     assert done.returncode == 0, done.stderr
     left = lab.leftovers()
     assert left == {"processes": [], "cgroups": [], "mounts": [], "netns": [], "links": [],
-                    "nftables": []}
+                    "nftables": [], "routes": []}
     assert not [pid for pid in pids if hostproc.alive(pid, "k3sfleet.lab.supervise")]
     net = lab.net
     assert not network.link_exists(net.public_bridge)
@@ -229,7 +229,7 @@ def test_a_failed_create_cleans_up_and_keeps_the_logs(monkeypatch: pytest.Monkey
     try:
         assert (kept / "lab-server-1-console.log").exists()
         assert lab.leftovers() == {"processes": [], "cgroups": [], "mounts": [], "netns": [],
-                                   "links": [], "nftables": []}
+                                   "links": [], "nftables": [], "routes": []}
         assert not lab.directory.exists()
     finally:
         shutil.rmtree(kept, ignore_errors=True)
