@@ -30,6 +30,7 @@ import fcntl
 import gzip
 import hashlib
 import io
+import json
 import os
 import secrets
 import shutil
@@ -277,8 +278,10 @@ def build_real_tailscale_deb(outdir: Path, binaries: TailscaleBinaries) -> Path:
 
 def cached_real_tailscale_deb(binaries: TailscaleBinaries) -> Path:
     """The real package, built once beside the binaries it is made of (xz of ~50 MB of Go
-    binaries takes a minute on a loaded machine; every lab serves the same file)."""
-    folder = binaries.directory / "deb"
+    binaries takes a minute on a loaded machine; every lab serves the same file), in a folder
+    named by a hash of the package's recipe (REAL_DEB_FILES and the control file)."""
+    recipe = json.dumps([REAL_DEB_FILES, _real_control(binaries.version)]).encode()
+    folder = binaries.directory / f"deb-{hashlib.sha256(recipe).hexdigest()[:12]}"
     deb = folder / f"tailscale_{binaries.version}_amd64.deb"
     if not deb.exists():
         with _locked(binaries.directory / "deb.lock"):
