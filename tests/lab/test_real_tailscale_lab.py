@@ -62,6 +62,10 @@ def test_hosts_run_the_real_stamped_tailscale_from_the_signed_repo(real: dict[st
         rc, out, _ = lab.ssh(host, "systemctl cat tailscaled.service")
         # the unit Tailscale's package ships (cmd/tailscaled/tailscaled.service, v1.102.5)
         assert "ExecStopPost=/usr/sbin/tailscaled --cleanup" in out and "Type=notify" in out
+        # the lab's drop-in: never Tailscale's own control server, no log uploads
+        rc, out, _ = lab.ssh(host, "systemctl show -p Environment tailscaled")
+        assert out.split("=", 1)[1].split() == ["TS_PANIC_IF_HIT_MAIN_CONTROL=1",
+                                                "TS_NO_LOGS_NO_SUPPORT=true"], out
 
 
 def test_hosts_log_in_to_the_lab_control_server_with_their_addresses(

@@ -15,7 +15,7 @@
 // re-registers without one, as with Tailscale's control server). A node whose hostname is in
 // "addresses" gets that tailnet address (Tailscale's admin console lets an admin set a node's
 // address the same way; a newer registration of that host replaces the older); any other node
-// keeps testcontrol's 100.64.0.<node ID>. When the
+// keeps testcontrol's 100.64.0.<node ID>. Advertised routes are approved (primary) at once. When the
 // servers listen, the ready file gets {"control_url", "derp_port", "stun_port"}.
 package main
 
@@ -109,6 +109,32 @@ func assignAddress(control *testcontrol.Server, conf *labConfig, nodeKey key.Nod
 	}
 }
 
+// routeApprover makes the routes a node advertises (Hostinfo.RoutableIPs) its primary routes,
+// as a tailnet policy file's "autoApprovers": {"routes": ...} does when it names everyone;
+// testcontrol serves a node's PrimaryRoutes only once SetSubnetRoutes was called for it.
+type routeApprover struct {
+	mu       sync.Mutex
+	approved map[key.NodePublic][]netip.Prefix
+}
+
+func (a *routeApprover) sync(control *testcontrol.Server, nodeKey key.NodePublic) {
+	node := control.Node(nodeKey)
+	if node == nil || !node.Hostinfo.Valid() {
+		return
+	}
+	want := node.Hostinfo.RoutableIPs().AsSlice()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if have, ok := a.approved[nodeKey]; ok && slices.Equal(have, want) {
+		return
+	}
+	if a.approved == nil {
+		a.approved = map[key.NodePublic][]netip.Prefix{}
+	}
+	a.approved[nodeKey] = want
+	control.SetSubnetRoutes(nodeKey, want)
+}
+
 func writeReady(path string, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -173,9 +199,12 @@ func main() {
 		Logf:             log.Printf,
 	}
 	control.GateRegister(conf.validKey)
+	routes := &routeApprover{}
 	control.HoldMapRequest = func(req *tailcfg.MapRequest) func() {
 		assignAddress(control, conf, req.NodeKey)
-		return nil
+		routes.sync(control, req.NodeKey)
+		// after the request: a map update may have brought new Hostinfo (advertised routes)
+		return func() { routes.sync(control, req.NodeKey) }
 	}
 	srv := &http.Server{Handler: control}
 	go func() {
