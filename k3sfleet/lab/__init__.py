@@ -357,9 +357,9 @@ class Lab:
         if artifacts is not None:
             binaries = None
             if self.real_tailscale:
-                from k3sfleet.lab import gobuild
+                from k3sfleet.lab.tailnet import ensure_tailscale
 
-                binaries = gobuild.ensure_tailscale(self.cache, log=say)
+                binaries = ensure_tailscale(self.cache, say)
                 self._start_control(binaries.tscontrol)
             built = artifacts.build_artifacts(www, self.cache, tailscale=binaries)
             self.k3s_versions = list(built.k3s_versions)

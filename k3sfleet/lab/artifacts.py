@@ -230,7 +230,7 @@ def build_keyring_deb(outdir: Path, keyring: bytes, version: str = LAB_KEYRING_V
                      outdir / f"tailscale-archive-keyring_{version}_all.deb")
 
 
-# -- the real tailscale package (built from tailscale.com by k3sfleet.lab.gobuild) -----------
+# -- the real tailscale package (built from tailscale.com by k3sfleet.lab.tailnet) -----------
 #: Where tailscale.com's release/dist/unixpkgs/pkgs.go (v1.102.5, the deb target) puts each file:
 #: (source in the module, path in the package, mode, conffile).
 REAL_DEB_FILES: tuple[tuple[str, str, int, bool], ...] = (
@@ -280,7 +280,8 @@ def cached_real_tailscale_deb(binaries: TailscaleBinaries) -> Path:
     """The real package, built once beside the binaries it is made of (xz of ~50 MB of Go
     binaries takes a minute on a loaded machine; every lab serves the same file), in a folder
     named by a hash of the package's recipe (REAL_DEB_FILES and the control file)."""
-    recipe = json.dumps([REAL_DEB_FILES, _real_control(binaries.version)]).encode()
+    recipe = json.dumps([REAL_DEB_FILES, _real_control(binaries.version),
+                         binaries.tailscale.parent.name]).encode()
     folder = binaries.directory / f"deb-{hashlib.sha256(recipe).hexdigest()[:12]}"
     deb = folder / f"tailscale_{binaries.version}_amd64.deb"
     if not deb.exists():
@@ -386,7 +387,7 @@ def build_apt_repository(
 ) -> tuple[Path, str]:
     """A signed repository like pkgs.tailscale.com/stable/debian; returns (keyring, fingerprint).
 
-    With ``binaries`` (k3sfleet.lab.gobuild) it holds the real tailscale package, else the
+    With ``binaries`` (k3sfleet.lab.tailnet) it holds the real tailscale package, else the
     stand-in."""
     debian = directory / "debian"
     if debian.exists():

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from k3sfleet.lab import Lab, LabHost
-from k3sfleet.lab.gobuild import TAILSCALE_VERSION
+from k3sfleet.lab.tailnet import TAILSCALE_VERSION
 from tests.lab.labcli import output, pyinfra
 
 pytestmark = pytest.mark.lab
