@@ -2,7 +2,8 @@
 
 Sources, in rising precedence: the defaults below, the vault (key ``vault_<name>``), ``.envrc``,
 ``.envrc.local``, ``.env``, then the process environment. The direnv files are parsed with
-python-dotenv, so ``export KEY=value`` and ``${VAR:-default}`` work as direnv would.
+python-dotenv and their values expanded with expandvars, so ``export KEY=value``, ``$VAR`` and
+``${VAR:-default}`` work as direnv would.
 
 Each setting's environment variable is its field name in upper case (``k3s_version`` ->
 ``K3S_VERSION``) and it reaches every host as host data under the field name, so deploys read
@@ -17,10 +18,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import os
-import re
 import types
 import typing
 from collections import ChainMap
@@ -30,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from dotenv.parser import parse_stream
+from expandvars import ExpandvarsException, expand
 
 from k3sfleet.errors import ConfigError
 from k3sfleet.secret import Secret
 
 ENV_FILES = (".envrc", ".envrc.local", ".env")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PARAM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-=+])(.*))?", re.S)
 
 
 def setting(default: Any, doc: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:
@@ -372,62 +372,18 @@ class LayeredEnv(ChainMap[str, str]):
         raise KeyError(key)
 
 
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Expand ``$VAR``, ``${VAR}``, ``${VAR:-word}``, ``${VAR-word}``, ``${VAR:+word}`` (the
-    word expanded too) and ``\\$`` as bash does inside double quotes.
-
-    Example::
-
-        expand("velero-${BUCKET:-$DOMAIN}", {"DOMAIN": "example.org"})   # 'velero-example.org'
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\" and text.startswith("$", i + 1):
-            out.append("$")
-            i += 2
-            continue
-        if char == "$" and text.startswith("{", i + 1):
-            depth, j = 0, i + 1
-            while j < len(text):
-                depth += {"{": 1, "}": -1}.get(text[j], 0)
-                if depth == 0:
-                    break
-                j += 1
-            param = _PARAM.fullmatch(text[i + 2 : j]) if j < len(text) else None
-            if param is None:
-                out.append(text[i : j + 1])
-                i = j + 1
-                continue
-            name, op, word = param.groups()
-            value = env.get(name)
-            if op is None:
-                out.append(value or "")
-            elif op in (":-", ":="):
-                out.append(value if value else expand(word, env))
-            elif op in ("-", "="):
-                out.append(value if value is not None else expand(word, env))
-            elif op == ":+":
-                out.append(expand(word, env) if value else "")
-            else:  # "+"
-                out.append(expand(word, env) if value is not None else "")
-            i = j + 1
-            continue
-        if char == "$" and (bare := _NAME.match(text, i + 1)):
-            out.append(env.get(bare.group(0)) or "")
-            i = bare.end()
-            continue
-        out.append(char)
-        i += 1
-    return "".join(out)
-
-
 def load_env_files(project: Path, environ: Mapping[str, str]) -> LayeredEnv:
     """Read the direnv/dotenv files of ``project`` layered under ``environ``.
 
     ``${VAR:-default}`` in a file sees the process environment first, then the files before it,
-    then the lines above it in the same file, as direnv's bash would.
+    then the lines above it in the same file, as direnv's bash would. A single-quoted value is
+    literal; a value bash could not expand (``${VAR``, ``${VAR:?}`` unset) is kept as written.
+
+    python-dotenv's own interpolation is not enough (dotenv/variables.py, 1.2.4: only
+    ``${VAR}`` and ``${VAR:-default}``, no ``$VAR``, the default not expanded, and
+    ``resolve_variables`` in dotenv/main.py reads ``os.environ``, not the layers given here), so
+    values are expanded with expandvars, a bash parameter-expansion parser that takes the
+    environment as an argument.
     """
     layers: list[dict[str, str]] = []
     for name in ENV_FILES:
@@ -444,7 +400,8 @@ def load_env_files(project: Path, environ: Mapping[str, str]) -> LayeredEnv:
                 value = binding.value or ""
                 quoted = binding.original.string.split("=", 1)[-1].lstrip().startswith("'")
                 if not quoted:
-                    value = expand(value, context)
+                    with contextlib.suppress(ExpandvarsException):
+                        value = expand(value, environ=context)
                 values[binding.key] = value
         layers.append(values)
     return LayeredEnv(
