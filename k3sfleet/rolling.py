@@ -554,11 +554,12 @@ def _sub_inventory(inventory: Any, names: Sequence[str]) -> Any:
 def _failure_reason(state: Any, host: Any) -> str:
     for op_hash in state.get_op_order():
         meta = state.ops.get(host, {}).get(op_hash)
-        if meta is None or meta.operation_meta._success is not False:
+        # OperationMeta's public is_complete/did_error/stderr_lines (pyinfra/api/operation.py)
+        result = meta.operation_meta if meta is not None else None
+        if result is None or not result.is_complete() or not result.did_error():
             continue
         names = ", ".join(sorted(state.get_op_meta(op_hash).names))
-        output = meta.operation_meta._combined_output
-        lines = [line for line in (output.stderr_lines if output else []) if line.strip()]
+        lines = [line for line in result.stderr_lines if line.strip()]
         return f"operation {names!r} failed" + (f": {lines[-1].strip()}" if lines else "")
     return "failed (connection or operation error; see the output above)"
 
