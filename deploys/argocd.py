@@ -39,6 +39,7 @@ from pyinfra.operations import files
 from k3sfleet.entry import under_pyinfra
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.inventory import is_ingress
+from k3sfleet.preflight import argocd_oidc_check, require
 from k3sfleet.templating import environment
 
 MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
@@ -309,6 +310,12 @@ def argocd() -> None:
         mode="0600",
     )
 
+
+# Checked before any host is contacted (k3sfleet.preflight)
+PREFLIGHT = [
+    argocd_oidc_check,
+    require("gitops_repo_url", "domain", "velero_bucket", "r2_endpoint"),
+]
 
 if under_pyinfra():
     argocd(_sudo=True)

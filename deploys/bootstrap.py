@@ -4,7 +4,7 @@
 
 Run as the VPS's initial sudo user (``vault_ansible_users``); everything runs with sudo unless
 that user is root. Importing this module does nothing (see ``k3sfleet.entry``);
-``data_problems`` is the check ``k3sfleet.preflight`` runs before pyinfra connects.
+``PREFLIGHT`` (the auth key and ``data_problems``) is checked before pyinfra connects.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from k3sfleet.facts.os import SystemInfo
 from k3sfleet.facts.systemd import SystemdUnits
 from k3sfleet.facts.tailscale import TailscaleStatus
 from k3sfleet.facts.ufw import UfwStatus
+from k3sfleet.preflight import tailscale_key_check
 
 if TYPE_CHECKING:
     from k3sfleet.inventory import Node
@@ -94,6 +95,9 @@ def run() -> None:
                              installed=installed, _sudo=sudo)
     tailscale_module.tailscale(info=info, status=state.get("tailscale"), installed=installed,
                                files=files, units=units, _sudo=sudo)
+
+# Checked before any host is contacted (k3sfleet.preflight)
+PREFLIGHT = [tailscale_key_check, data_problems]
 
 if under_pyinfra():
     run()

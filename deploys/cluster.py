@@ -10,6 +10,15 @@ cluster says the token will come from the first server at run time.
 """
 
 from k3sfleet.entry import under_pyinfra
+from k3sfleet.preflight import (
+    k3s_etcd_s3_check,
+    k3s_version_check,
+    tailscale_key_check,
+    vpn_args_check,
+)
+
+# Checked before any host is contacted (k3sfleet.preflight)
+PREFLIGHT = [tailscale_key_check, vpn_args_check, k3s_version_check, k3s_etcd_s3_check]
 
 if under_pyinfra():
     from pyinfra import host

@@ -50,6 +50,7 @@ from k3sfleet.k8s_secrets import (
     project_dir,
     secrets_ops,
 )
+from k3sfleet.preflight import databases_check
 
 BASIC_AUTH = "kubernetes.io/basic-auth"
 # CloudNativePG applies a change of a Secret carrying this label at once
@@ -105,6 +106,9 @@ def databases(values: Values | None = None, session: ApiSession | None = None) -
     server = Server.from_chart(values.project_dir, apps_path)
     secrets_ops(db_secrets(apps, passwords, server), session or ApiSession(), label="Secret")
 
+
+# Checked before any host is contacted (k3sfleet.preflight)
+PREFLIGHT = [databases_check]
 
 if under_pyinfra():
     databases()

@@ -7,9 +7,18 @@ Runs deploys/bootstrap.py (common, firewall, Tailscale), then deploys/cluster.py
 deploys/argocd.py when it exists, each step finishing on every host before the next.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from k3sfleet.entry import under_pyinfra
+from k3sfleet.preflight import steps_problems
+
+if TYPE_CHECKING:
+    from k3sfleet.inventory import Node
+    from k3sfleet.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 STEPS = ("bootstrap.py", "cluster.py", "argocd.py")
@@ -23,6 +32,15 @@ def steps() -> list[Path]:
         raise FileNotFoundError(f"deploys/init_cluster.py needs deploys/{', '.join(missing)}")
     return found
 
+
+
+def steps_preflight(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """What each step needs: the PREFLIGHT of bootstrap.py, cluster.py and argocd.py."""
+    return steps_problems(steps(), settings, nodes)
+
+
+# Checked before any host is contacted (k3sfleet.preflight)
+PREFLIGHT = [steps_preflight]
 
 if under_pyinfra():
     from pyinfra import local

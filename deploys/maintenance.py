@@ -26,7 +26,7 @@ from pyinfra.api import FactBase, QuoteString, StringCommand, deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, python, server
 
-from k3sfleet.entry import under_pyinfra
+from k3sfleet.entry import executed_by_pyinfra
 
 REBOOT_REQUIRED = "/var/run/reboot-required"
 _SIMULATE = "apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst '"
@@ -146,18 +146,6 @@ def _drive(state: Any, host: Any) -> None:
         engine.run()
 
 
-def _executed_by_pyinfra() -> bool:
-    """pyinfra runs this file as the entry (importing ``os_maintenance`` elsewhere runs nothing)."""
-    if not under_pyinfra():
-        return False
-    from pathlib import Path
-
-    from pyinfra import state as current
-
-    running = getattr(current, "current_exec_filename", None)
-    return bool(running) and Path(str(running)).resolve() == Path(__file__).resolve()
-
-
 def _print_plan(state: Any) -> None:
     """The plan from the apt lists as they are now (the run refreshes them first)."""
     from k3sfleet.kube import cluster_api
@@ -174,7 +162,7 @@ def _print_plan(state: Any) -> None:
     print(plan.render() + "\n(from the current apt lists; the run refreshes them first)")
 
 
-if _executed_by_pyinfra():
+if executed_by_pyinfra(globals()):  # not when a deploy of yours imports this file
     from pyinfra import inventory, state
 
     first_server = (inventory.get_group("k3s_servers") or list(inventory))[0]

@@ -24,6 +24,7 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from k3sfleet.entry import under_pyinfra
 from k3sfleet.errors import ConfigError
 from k3sfleet.facts.k3s import K3sState
+from k3sfleet.preflight import k3s_reset_confirm_check
 
 CONFIRM = "yes-destroy-k3s"
 PATHS = (
@@ -99,6 +100,9 @@ def confirm(data: Any) -> None:
             "to confirm"
         )
 
+
+# Checked before any host is contacted (k3sfleet.preflight)
+PREFLIGHT = [k3s_reset_confirm_check]
 
 if under_pyinfra():
     confirm(host.data)

@@ -33,6 +33,7 @@ from k3sfleet.k8s_secrets import (
     secrets_deploy,
     template,
 )
+from k3sfleet.preflight import secrets_check
 
 # Velero's "cloud" key is an AWS credentials file (the aws plugin reads R2 through it).
 VELERO_CLOUD = """[default]
@@ -142,6 +143,9 @@ def secrets(
     first, one API session, one operation per Secret named with what changes."""
     secrets_deploy(SECRETS if specs is None else specs, values=values, session=session)
 
+
+# Checked before any host is contacted (k3sfleet.preflight): every variable SECRETS needs
+PREFLIGHT = [secrets_check(SECRETS)]
 
 if under_pyinfra():
     secrets()

@@ -29,8 +29,9 @@ from pyinfra.api import deploy
 from pyinfra.operations import python, systemd
 
 from k3sfleet.deploys.k3s_install import k3s_binary
-from k3sfleet.entry import under_pyinfra
+from k3sfleet.entry import executed_by_pyinfra
 from k3sfleet.facts.k3s import K3sVersion
+from k3sfleet.preflight import k3s_version_check
 
 
 @deploy("Upgrade K3s on a node", data_defaults={"k3s_upgrade_restart": True})
@@ -103,19 +104,10 @@ def _print_plan(inventory: Any) -> None:
         print(upgrade_engine(api, inventory, None).plan().render(), flush=True)
 
 
-def _executed_by_pyinfra() -> bool:
-    """pyinfra runs this file as the entry (importing ``k3s_upgrade`` elsewhere runs nothing)."""
-    if not under_pyinfra():
-        return False
-    from pathlib import Path
+# Checked before any host is contacted (k3sfleet.preflight)
+PREFLIGHT = [k3s_version_check]
 
-    from pyinfra import state as current
-
-    running = getattr(current, "current_exec_filename", None)
-    return bool(running) and Path(str(running)).resolve() == Path(__file__).resolve()
-
-
-if _executed_by_pyinfra():
+if executed_by_pyinfra(globals()):  # not when a deploy of yours imports this file
     from pyinfra import inventory, state
 
     first_server = (inventory.get_group("k3s_servers") or list(inventory))[0]

@@ -1,12 +1,17 @@
 """Entry files (``deploys/cluster.py`` and friends) run their deploys only under pyinfra.
 
 pyinfra executes an entry file with a state in context; a plain ``import k3sfleet.deploys.cluster``
-(a user's own code, or the wheel check) does nothing, so importing never runs an operation.
+(a user's own code, or the wheel check) does nothing, so importing never runs an operation. An
+entry file declares the checks it needs before any host is contacted in ``PREFLIGHT`` (see
+``k3sfleet.preflight``, which reads it with ``under_pyinfra()`` false).
 
 Example (an entry file)::
 
     from k3sfleet.entry import under_pyinfra
     from k3sfleet.deploys.common import common
+    from k3sfleet.preflight import tailscale_key_check
+
+    PREFLIGHT = [tailscale_key_check]
 
     if under_pyinfra():
         common()
@@ -14,9 +19,13 @@ Example (an entry file)::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pyinfra.context import ctx_host, ctx_state
 
 from k3sfleet.connect import set_host_tcp_nodelay
+from k3sfleet.preflight import reading_declarations
 
 
 def under_pyinfra() -> bool:
@@ -25,7 +34,25 @@ def under_pyinfra() -> bool:
     Under pyinfra it also turns TCP_NODELAY on for the host's SSH connection before the entry
     file reads any fact (see ``k3sfleet.connect``).
     """
-    if not (ctx_state.isset() and ctx_host.isset()):
+    if reading_declarations.get() or not (ctx_state.isset() and ctx_host.isset()):
         return False
     set_host_tcp_nodelay(ctx_host.get())
     return True
+
+
+def executed_by_pyinfra(namespace: Mapping[str, Any]) -> bool:
+    """Whether pyinfra executes the file whose ``globals()`` is ``namespace`` as a deploy file,
+    rather than someone importing it while pyinfra runs (a deploy of their own importing
+    ``k3s_upgrade`` from ``deploys/upgrade.py``).
+
+    pyinfra executes a deploy file, and ``local.include`` an included one, with ``exec`` over a
+    fresh namespace holding only ``__file__`` (pyinfra_cli/util.py ``exec_file``, called from
+    pyinfra_cli/cli.py and pyinfra/local.py ``include``, 3.10); an imported module always has a
+    ``__spec__`` (the import system sets it: Python reference, "The import system", 5.4.4).
+
+    Example (an entry file)::
+
+        if executed_by_pyinfra(globals()):
+            k3s_upgrade_everywhere()
+    """
+    return namespace.get("__spec__") is None and under_pyinfra()

@@ -24,16 +24,24 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
+import inspect
 import ipaddress
 import re
 import sys
 import types
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+import click
+from pyinfra.api import Inventory
+from pyinfra.connectors.ssh import ConnectorData
+
 from k3sfleet.errors import ConfigError, K3sfleetError
+from k3sfleet.preflight import entry_problems
 from k3sfleet.settings import Settings, setting_fields
 
 ROLE_ALIASES = {"master": "server", "worker": "agent"}
@@ -95,12 +103,50 @@ def nodes_from_groups(**groups: Iterable[str | tuple[str, dict[str, Any]]]) -> l
     return nodes
 
 
-def entry_files_from_argv(argv: Sequence[str] | None = None) -> list[str]:
-    """The stems of the ``deploys/*.py`` entry files on a pyinfra command line."""
-    argv = sys.argv if argv is None else argv
-    return [
-        Path(a).stem for a in argv[1:] if a.endswith(".py") and Path(a).parent.name == "deploys"
-    ]
+# The entry files being run, for commands that execute an inventory file themselves (``k3sfleet
+# check``, ``k3sfleet upgrade``): set with ``running(...)``.
+_running: ContextVar[tuple[str, ...] | None] = ContextVar("k3sfleet_running", default=None)
+
+
+@contextmanager
+def running(entries: Sequence[str | Path]) -> Iterator[None]:
+    """Run ``groups()`` of an inventory file executed inside this block for ``entries``.
+
+    Example::
+
+        with running(["deploys/bootstrap.py"]):
+            inventory_from_file("inventory.py")   # ConfigError when bootstrap's checks fail
+    """
+    token = _running.set(tuple(str(e) for e in entries))
+    try:
+        yield
+    finally:
+        _running.reset(token)
+
+
+def entries_being_run() -> list[str]:
+    """The entry files being run: those given to ``running()``, else the OPERATIONS of the
+    pyinfra command line loading this inventory (its deploy files, or the function of
+    ``pyinfra INVENTORY module.function``; nothing for ``fact``, ``exec`` or
+    ``debug-inventory``).
+
+    pyinfra's CLI is a click command whose OPERATIONS argument is ``operations``
+    (pyinfra_cli/cli.py in pyinfra 3.10: ``@click.argument("operations", nargs=-1, ...)``;
+    ``_validate_operations`` there tells deploy files, which all end with ``.py``, from a
+    ``module.function``); click's public ``get_current_context`` gives its parsed value.
+    """
+    given = _running.get()
+    if given is not None:
+        return list(given)
+    context = click.get_current_context(silent=True)
+    operations = [str(o) for o in context.params.get("operations") or ()] if context else []
+    if operations and all(o.endswith(".py") for o in operations):
+        return operations
+    if operations and operations[0] not in ("fact", "exec", "debug-inventory") and (
+        "." in operations[0] or ":" in operations[0]
+    ):
+        return operations[:1]
+    return []
 
 
 INGRESS_LABEL = "k3sfleet/ingress"
@@ -228,8 +274,6 @@ def address_problem(address: Any) -> str | None:
 
 def data_key_problems(node: Node) -> list[str]:
     """Host data keys of ``node`` that look like k3sfleet's but are not (typos)."""
-    from pyinfra.connectors.ssh import ConnectorData
-
     known = (declared_data_keys() | READ_DATA_KEYS | {f.name for f in setting_fields()}
              | set(ConnectorData.__annotations__))
     problems = []
@@ -245,7 +289,7 @@ def data_key_problems(node: Node) -> list[str]:
 def validate(
     nodes: Sequence[Node],
     settings: Settings,
-    entry_files: Sequence[str] = (),
+    entry_files: Sequence[str | Path] = (),
     *,
     check_vault: bool = True,
 ) -> list[str]:
@@ -257,8 +301,6 @@ def validate(
         validate([Node("a", role="agent")], settings)
         # ['the inventory has no server (role=\'server\')', 'node a has no address in ...']
     """
-    from k3sfleet.preflight import entry_problems
-
     problems: list[str] = []
     names = [n.name for n in nodes]
     for name in sorted({n for n in names if names.count(n) > 1}):
@@ -408,7 +450,7 @@ def groups(
     settings: Settings | None = None,
     *,
     project_dir: Path | str | None = None,
-    entry_files: Sequence[str] | None = None,
+    entry_files: Sequence[str | Path] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
     """The ``(k3s_servers, k3s_agents)`` pyinfra groups for ``nodes``.
@@ -418,17 +460,18 @@ def groups(
     ``ConfigError`` listing every problem, before any host is contacted. Under the pyinfra CLI
     the error points at the line of the inventory file that called ``groups``.
     """
-    caller = sys._getframe(1)
+    caller = inspect.currentframe()
+    caller = caller.f_back if caller is not None else None
     problems: list[str] = []
     if settings is None:
         if project_dir is None:
-            caller_file = caller.f_globals.get("__file__")
+            caller_file = caller.f_globals.get("__file__") if caller else None
             project_dir = Path(caller_file).resolve().parent if caller_file else Path.cwd()
         try:
             settings, problems = Settings.load_partial(project_dir)
         except K3sfleetError as e:
             _raise_in_caller(ConfigError(str(e)), caller)
-    entries = entry_files_from_argv() if entry_files is None else entry_files
+    entries = entries_being_run() if entry_files is None else entry_files
     if settings.vault_readable:
         problems.extend(validate(nodes, settings, entries))
     else:  # still name the problems of the nodes themselves
@@ -445,14 +488,14 @@ def groups(
     return servers, agents
 
 
-def _raise_in_caller(error: Exception, frame: types.FrameType) -> NoReturn:
-    """Raise ``error`` from a frame that carries the caller's file name and line, so pyinfra's
-    CLI (which names the innermost frame outside pyinfra) reports ``inventory.py line N``
-    rather than a line inside k3sfleet."""
-    filename, lineno = frame.f_code.co_filename, frame.f_lineno
-    code = compile("\n" * (lineno - 1) + "raise error", filename, "exec")
-    exec(code, {"error": error})  # noqa: S102 - a constant statement, only the location varies
-    raise error  # unreachable: keeps type checkers satisfied
+def _raise_in_caller(error: Exception, frame: types.FrameType | None) -> NoReturn:
+    """Raise ``error`` with the caller's frame as its innermost traceback entry, so pyinfra's
+    CLI (which names the innermost frame outside pyinfra: pyinfra_cli/exceptions.py
+    ``get_frame_line_from_tb``, 3.10) reports ``inventory.py line N`` rather than a line inside
+    k3sfleet. A traceback entry is made with ``types.TracebackType`` (public since Python 3.7)."""
+    if frame is None:
+        raise error
+    raise error.with_traceback(types.TracebackType(None, frame, frame.f_lasti, frame.f_lineno))
 
 
 def pyinfra_inventory(
@@ -460,7 +503,7 @@ def pyinfra_inventory(
     settings: Settings | None = None,
     *,
     project_dir: Path | str = ".",
-    entry_files: Sequence[str] = (),
+    entry_files: Sequence[str | Path] = (),
 ) -> Any:
     """A pyinfra ``Inventory`` of ``nodes`` with the ``k3s_servers`` / ``k3s_agents`` groups,
     for the Python API (validated like ``groups``).
@@ -469,8 +512,6 @@ def pyinfra_inventory(
 
         state = State(pyinfra_inventory(NODES, entry_files=["bootstrap"]), Config())
     """
-    from pyinfra.api import Inventory
-
     servers, agents = groups(nodes, settings, project_dir=project_dir, entry_files=entry_files)
     return Inventory(
         ([*servers, *agents], {}),

@@ -29,7 +29,6 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -44,6 +43,7 @@ import yaml
 from k3sfleet.errors import ConfigError, K3sfleetError
 from k3sfleet.project import chart_dir
 from k3sfleet.secret import reveal
+from k3sfleet.settings import Settings, load_env_files, setting_fields
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "k3sfleet"}
 
@@ -174,8 +174,6 @@ class Values:
         overrides: Mapping[str, Any] | None = None,
     ) -> Values:
         """Settings, env files and vault of ``project_dir``; ``overrides`` (host data) win."""
-        from k3sfleet.settings import Settings, load_env_files, setting_fields
-
         project = Path(project_dir)
         environ = dict(os.environ if environ is None else environ)
         settings = Settings.load(project, environ)
@@ -700,22 +698,13 @@ def project_dir() -> Path:
     return Path(configured) if configured else Path.cwd()
 
 
-def preflight_problems(settings: Any, project: Path | None = None) -> list[str]:
-    """What ``deploys/secrets.py`` would miss, from the settings the inventory loaded and the
-    project's ``.envrc`` files (the working directory): every unset variable at once. The list
-    is the project's own ``deploys/secrets.py`` (``k3sfleet init`` copies it) when it has one."""
-    from k3sfleet.settings import load_env_files
-
+def preflight_problems(
+    settings: Any, specs: Sequence[SecretSpec], project: Path | None = None
+) -> list[str]:
+    """What applying ``specs`` (an entry file's Secrets list, such as ``deploys/secrets.py``'s
+    ``SECRETS``) would miss, from the settings the inventory loaded and the project's
+    ``.envrc`` files (the working directory): every unset variable at once."""
     project = project or Path.cwd()
-    own = project / "deploys" / "secrets.py"
-    if own.is_file():
-        spec = importlib.util.spec_from_file_location("k3sfleet_project_secrets", own)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)  # an entry file: importing it runs nothing
-        specs: Sequence[SecretSpec] = module.SECRETS
-    else:
-        from k3sfleet.deploys.secrets import SECRETS as specs
     values = Values(
         settings.as_host_data(),
         dict(load_env_files(project, os.environ)),

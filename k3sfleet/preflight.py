@@ -1,10 +1,15 @@
-"""What each entry file needs before any host is contacted.
+"""Checks that run before any host is contacted, declared by each entry file itself.
 
-``ENTRY_CHECKS`` maps an entry file's stem (``deploys/cluster.py`` -> ``cluster``) to functions
-that return problems as text. ``inventory.groups`` runs the checks for the entry files on the
-pyinfra command line, so a missing setting stops the run before pyinfra connects.
+An entry file lists what it needs in a module-level ``PREFLIGHT`` (functions of the settings and
+the nodes that return problems as text); ``inventory.groups`` runs the ``PREFLIGHT`` of the
+entry files being run, so a missing setting stops the run before pyinfra connects. An entry is
+found however it is named: a path (``deploys/cluster.py``, a copy anywhere), pyinfra's function
+form (``k3sfleet.deploys.bootstrap.run``, ``module:function``) or a bare name (``bootstrap``: the
+project's ``deploys/`` first, then the installed entry file, as ``k3sfleet deploy`` finds it).
 
-Example::
+Example (an entry file)::
+
+    PREFLIGHT = [require("gitops_repo_url"), tailscale_key_check]
 
     entry_problems(["bootstrap"], settings, nodes)
     # ['TAILSCALE_AUTH_KEY is not set (needed by deploys/bootstrap.py)']
@@ -12,16 +17,29 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import ast
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from k3sfleet import databases, k8s_secrets
+from k3sfleet.project import entry_file
 from k3sfleet.secret import reveal
+from k3sfleet.versions import etcd_on_tailnet, refusal
 
 if TYPE_CHECKING:
     from k3sfleet.inventory import Node
     from k3sfleet.settings import Settings
 
 Check = Callable[["Settings", Sequence["Node"]], list[str]]
+
+# True while an entry file is executed only to read its PREFLIGHT (k3sfleet.entry.under_pyinfra
+# is then False, so reading a declaration never runs an operation).
+reading_declarations: ContextVar[bool] = ContextVar("reading_declarations", default=False)
 
 
 def require(*names: str) -> Check:
@@ -86,13 +104,6 @@ def vpn_args_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     ]
 
 
-def bootstrap_data_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
-    """The bootstrap deploys' host data: admins, sshd options, firewall rules, root login."""
-    from k3sfleet.deploys.bootstrap import data_problems
-
-    return data_problems(settings, nodes)
-
-
 def argocd_oidc_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     """With ARGOCD_OIDC_ENABLED, the issuer URL and client ID are needed (both named)."""
     if not settings.argocd_oidc_enabled:
@@ -104,8 +115,6 @@ def argocd_oidc_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
 def k3s_version_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     """K3S_VERSION must be a k3s release and not known bad for the servers' configuration
     (k3sfleet.versions)."""
-    from k3sfleet.versions import etcd_on_tailnet, refusal
-
     problem = refusal(
         settings.k3s_version,
         allow=settings.k3s_allow_versions,
@@ -130,48 +139,106 @@ def k3s_reset_confirm_check(settings: Settings, nodes: Sequence[Node]) -> list[s
     return ["K3S_RESET_CONFIRM is not yes-destroy-k3s (reset destroys K3s and its data)"]
 
 
-K3S_CHECKS: list[Check] = [k3s_version_check, k3s_etcd_s3_check]
-
-def secrets_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
-    """Every variable deploys/secrets.py's list needs (all unset ones named)."""
-    from k3sfleet.k8s_secrets import preflight_problems
-
-    return preflight_problems(settings)
-
-
 def databases_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     """appDatabases well formed, each app's namespace found, each app's password in the vault."""
-    from k3sfleet.databases import preflight_problems
-
-    return preflight_problems(settings)
+    return databases.preflight_problems(settings)
 
 
-ENTRY_CHECKS: dict[str, list[Check]] = {
-    "argocd": [
-        argocd_oidc_check,
-        require("gitops_repo_url", "domain", "velero_bucket", "r2_endpoint"),
-    ],
-    "bootstrap": [tailscale_key_check, bootstrap_data_check],
-    "cluster": [tailscale_key_check, vpn_args_check, *K3S_CHECKS],
-    "databases": [databases_check],
-    "init_cluster": [tailscale_key_check, bootstrap_data_check, *K3S_CHECKS],
-    "reset": [k3s_reset_confirm_check],
-    "secrets": [secrets_check],
-    "upgrade": [k3s_version_check],
-}
-# deploys/init_cluster.py runs bootstrap, cluster and argocd: it needs what each of them needs.
-ENTRY_CHECKS["init_cluster"] += ENTRY_CHECKS["argocd"]
+def secrets_check(specs: Sequence[k8s_secrets.SecretSpec]) -> Check:
+    """A check that every variable ``specs`` (an entry file's Secrets list) needs is set."""
+
+    def check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+        return k8s_secrets.preflight_problems(settings, specs)
+
+    return check
+
+
+def entry_path(entry: str | Path) -> Path:
+    """The file of ``entry``: a path, a ``module.function`` / ``module:function`` (pyinfra's
+    function form: the module's file) or a bare name (see the module docstring).
+
+    Example::
+
+        entry_path("k3sfleet.deploys.bootstrap.run")   # .../deploys/bootstrap.py
+    """
+    text = str(entry)
+    if text.endswith(".py") or Path(text).is_file():
+        return Path(text)
+    if ":" in text or "." in text:
+        module = text.rsplit(":", 1)[0] if ":" in text else text.rsplit(".", 1)[0]
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(f"no module {module} (for {text})")
+        return Path(spec.origin)
+    return entry_file(text, Path.cwd())
+
+
+@contextmanager
+def _declarations_only() -> Iterator[None]:
+    token = reading_declarations.set(True)
+    try:
+        yield
+    finally:
+        reading_declarations.reset(token)
+
+
+def declares_preflight(path: Path) -> bool:
+    """Whether the file at ``path`` assigns ``PREFLIGHT`` at module level (read with ``ast``,
+    so a plain deploy file that runs operations as it is executed is never executed here)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else [])
+        if any(isinstance(t, ast.Name) and t.id == "PREFLIGHT" for t in targets):
+            return True
+    return False
+
+
+def declared_checks(entry: str | Path) -> list[Check]:
+    """The ``PREFLIGHT`` that ``entry``'s file declares (none when it declares none).
+
+    A file that declares one is executed as a fresh module with ``under_pyinfra()`` false (its
+    operations sit under ``if under_pyinfra():``), so reading it runs no operation and a copy
+    of an entry file declares what the original does.
+    """
+    path = entry_path(entry)
+    if not declares_preflight(path):
+        return []
+    spec = importlib.util.spec_from_file_location(f"k3sfleet_entry_{path.stem}", path)
+    assert spec is not None and spec.loader is not None  # a .py file that ast could read
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in the file look their module up there
+    try:
+        with _declarations_only():
+            spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return list(module.PREFLIGHT)
 
 
 def entry_problems(
-    entry_files: Sequence[str], settings: Settings, nodes: Sequence[Node]
+    entries: Sequence[str | Path], settings: Settings, nodes: Sequence[Node]
 ) -> list[str]:
-    """Problems of every entry file in ``entry_files``, each naming the file, without repeats."""
+    """Problems of every entry in ``entries``, each naming the file, without repeats."""
     problems: list[str] = []
-    for entry in entry_files:
-        for check in ENTRY_CHECKS.get(entry, []):
+    for entry in entries:
+        path = entry_path(entry)
+        for check in declared_checks(path):
             for problem in check(settings, nodes):
-                line = f"{problem} (needed by deploys/{entry}.py)"
+                line = f"{problem} (needed by {path.parent.name}/{path.name})"
                 if line not in problems:
                     problems.append(line)
     return problems
+
+
+def steps_problems(
+    steps: Sequence[Path], settings: Settings, nodes: Sequence[Node]
+) -> list[str]:
+    """For an entry file that runs other entry files (``init_cluster.py``): what each declares.
+
+    Example::
+
+        PREFLIGHT = [lambda settings, nodes: steps_problems(steps(), settings, nodes)]
+    """
+    found = [p for step in steps for c in declared_checks(step) for p in c(settings, nodes)]
+    return list(dict.fromkeys(found))

@@ -44,9 +44,11 @@ VAULT_SKELETON = SKELETON_DIR / "vault.skeleton.yml"
 
 def entry_names() -> list[str]:
     """The entry files people run (``bootstrap``, ``cluster`` ...): the modules of the
-    installed ``deploys`` that act under pyinfra (``k3sfleet.entry.under_pyinfra``)."""
+    installed ``deploys`` that act under pyinfra (``k3sfleet.entry.under_pyinfra`` or
+    ``executed_by_pyinfra``)."""
     return sorted(
-        p.stem for p in ENTRY_DIR.glob("*.py") if "under_pyinfra()" in p.read_text("utf-8")
+        p.stem for p in ENTRY_DIR.glob("*.py")
+        if any(mark in p.read_text("utf-8") for mark in ("under_pyinfra()", "executed_by_pyinfra("))
     )
 
 

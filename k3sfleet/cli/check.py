@@ -1,8 +1,9 @@
 """``k3sfleet check [ENTRY]``: every check that runs before a host is contacted, and nothing else.
 
-The inventory is executed as pyinfra would execute it for ``pyinfra inventory.py ENTRY_FILE``
-(so ``groups()`` runs the entry file's own checks, see ``k3sfleet.preflight``): settings, vault,
-nodes, labels, addresses, host data and what the entry file needs. No connection is made.
+The inventory is executed as pyinfra would execute it for ``pyinfra inventory.py ENTRY_FILE``,
+inside ``k3sfleet.inventory.running`` (so ``groups()`` runs the entry file's own ``PREFLIGHT``):
+settings, vault, nodes, labels, addresses, host data and what the entry file needs. No
+connection is made.
 
 Example::
 
@@ -13,9 +14,9 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from k3sfleet.inventory import running
 from k3sfleet.kube import check_syntax, inventory_from_file
 from k3sfleet.project import entry_file
 
@@ -35,13 +36,8 @@ def run(args: argparse.Namespace) -> int:
     entry = entry_file(args.entry, project) if args.entry else None
     if entry is not None:
         check_syntax(entry)
-    saved = sys.argv
-    # the command line pyinfra would have: the inventory's groups() reads the entry file from it
-    sys.argv = ["pyinfra", str(inventory), *([str(entry)] if entry else [])]
-    try:
+    with running([entry] if entry else []):
         hosts = list(inventory_from_file(inventory))
-    finally:
-        sys.argv = saved
     what = f"{args.inventory} for {entry.name}" if entry else args.inventory
     print(f"k3sfleet check: {what}: no problems, {len(hosts)} host(s); no host was contacted")
     return 0

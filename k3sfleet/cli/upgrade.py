@@ -9,8 +9,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from k3sfleet.inventory import running
+from k3sfleet.kube import inventory_from_file
+from k3sfleet.project import entry_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,11 +31,10 @@ def add_rolling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _inventory(args: argparse.Namespace) -> object:
-    from k3sfleet.kube import inventory_from_file
-
-    path = (Path(args.project_dir) / args.inventory).resolve()
-    sys.argv = [sys.argv[0], str(path), f"deploys/{args.command}.py"]  # entry checks
-    return inventory_from_file(str(path))
+    """The inventory, checked for the entry file of ``args.command`` (its ``PREFLIGHT``)."""
+    project = Path(args.project_dir)
+    with running([entry_file(args.command, project)]):
+        return inventory_from_file((project / args.inventory).resolve())
 
 
 def run(args: argparse.Namespace) -> int:

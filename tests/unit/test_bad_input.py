@@ -90,8 +90,12 @@ def make_project(
             "vault_ansible_users": {name: "k3sfleet" for name, _ in nodes},
         }
     (root / "deploys").mkdir()
-    (root / "deploys" / "bootstrap.py").write_text(
-        "from pyinfra.operations import server\n\nserver.shell(commands=['true'])\n"
+    (root / "deploys" / "bootstrap.py").write_text(  # a stub that declares bootstrap's check
+        "from pyinfra.operations import server\n\n"
+        "from k3sfleet.entry import under_pyinfra\n"
+        "from k3sfleet.preflight import tailscale_key_check\n\n"
+        "PREFLIGHT = [tailscale_key_check]\n\n"
+        "if under_pyinfra():\n    server.shell(commands=['true'])\n"
     )
     (root / "inventory.py").write_text(inventory_source(nodes, port))
     text = vault if isinstance(vault, str) else yaml.safe_dump(vault)
@@ -228,6 +232,24 @@ def test_bad_input_stops_before_any_connection(
     project = make_project(tmp_path, listener.port, **spec)
     run = pyinfra(project, "inventory.py", "deploys/bootstrap.py")
     assert_stopped(run, listener, expected, project)
+
+
+@pytest.mark.parametrize("how", ["copy elsewhere", "module.function", "module:function"])
+def test_entry_checks_run_however_the_entry_file_is_named(
+    how: str, tmp_path: Path, listener: Listener
+) -> None:
+    """Issue 17: the entry file's own PREFLIGHT runs for a copy of it in any folder and for
+    pyinfra's function form, not only for a file in a folder named deploys."""
+    (tmp_path / "project").mkdir()
+    project = make_project(tmp_path / "project", listener.port, envrc="")
+    copy = tmp_path / "mine" / "first_run.py"
+    copy.parent.mkdir()
+    copy.write_text((ROOT / "deploys" / "bootstrap.py").read_text())
+    operation = {"copy elsewhere": str(copy), "module.function": "k3sfleet.deploys.bootstrap.run",
+                 "module:function": "k3sfleet.deploys.bootstrap:run"}[how]
+    run = pyinfra(project, "inventory.py", operation)
+    out = assert_stopped(run, listener, ["TAILSCALE_AUTH_KEY is not set (needed by "], project)
+    assert ("mine/first_run.py" if how == "copy elsewhere" else "deploys/bootstrap.py") in out
 
 
 def test_secrets_are_masked_in_verbose_output_and_debug_inventory(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ import pytest
 from k3sfleet.errors import ConfigError
 from k3sfleet.inventory import (
     Node,
-    entry_files_from_argv,
+    entries_being_run,
     groups,
     host_data,
     nodes_from_groups,
+    running,
     validate,
 )
 from k3sfleet.secret import Secret
@@ -130,13 +131,19 @@ def test_validation_names_every_problem() -> None:
     assert err.value.problems == problems
 
 
-def test_entry_file_requirements() -> None:
+def test_entry_file_requirements(tmp_path: Path) -> None:
     problems = validate(NODES, settings(), ["bootstrap"])
     assert problems == ["TAILSCALE_AUTH_KEY is not set (needed by deploys/bootstrap.py)"]
     assert validate(NODES, settings(tailscale_auth_key=Secret("tskey-x")), ["bootstrap"]) == []
-    assert entry_files_from_argv(
-        ["pyinfra", "inventory.py", "deploys/cluster.py", "/x/deploys/bootstrap.py", "other.py"]
-    ) == ["cluster", "bootstrap"]
+    # a copy of the entry file anywhere declares the same checks (no folder name involved)
+    copy = tmp_path / "mine" / "first_run.py"
+    copy.parent.mkdir()
+    copy.write_text((Path(__file__).resolve().parents[2] / "deploys" / "bootstrap.py").read_text())
+    assert validate(NODES, settings(), [str(copy)]) == [
+        "TAILSCALE_AUTH_KEY is not set (needed by mine/first_run.py)"]
+    with running(["deploys/cluster.py", "/x/mine/bootstrap.py"]):
+        assert entries_being_run() == ["deploys/cluster.py", "/x/mine/bootstrap.py"]
+    assert entries_being_run() == []  # outside pyinfra's CLI and running(): none
 
 
 def test_ansible_aliases_work_with_a_deprecation(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import runpy
-import sys
 from pathlib import Path
 
 import pytest
 
 from k3sfleet.errors import ConfigError
+from k3sfleet.inventory import running
 from k3sfleet.lab import LabHost, rootfs
 from k3sfleet.lab.inventory_file import literal, render
 from k3sfleet.lab.network import LabNet
@@ -52,15 +52,14 @@ def test_literal_keeps_secrets_secret() -> None:
         literal(object())
 
 
-def _load(path: Path, project: Path, argv: list[str]) -> dict[str, object]:
-    old_cwd, old_argv = Path.cwd(), sys.argv
+def _load(path: Path, project: Path, entries: list[str]) -> dict[str, object]:
+    old_cwd = Path.cwd()
     os.chdir(project)
-    sys.argv = argv
     try:
-        return runpy.run_path(str(path))
+        with running(entries):  # as `k3sfleet check` runs the inventory for an entry file
+            return runpy.run_path(str(path))
     finally:
         os.chdir(old_cwd)
-        sys.argv = old_argv
 
 
 def test_inventory_file_builds_checked_groups(tmp_path: Path,
@@ -81,7 +80,7 @@ def test_inventory_file_builds_checked_groups(tmp_path: Path,
     project = tmp_path / "project"
     project.mkdir()
     # the bootstrap preflight needs TAILSCALE_AUTH_KEY: the lab's override satisfies it
-    env = _load(path, project, ["pyinfra", str(path), "deploys/bootstrap.py"])
+    env = _load(path, project, ["bootstrap"])
     servers, agents = env["k3s_servers"], env["k3s_agents"]
     assert [n for n, _ in servers] == ["lab-server-1"]  # type: ignore[attr-defined]
     assert [n for n, _ in agents] == ["lab-agent-1", "lab-agent-2"]  # type: ignore[attr-defined]
@@ -105,7 +104,7 @@ def test_inventory_file_without_the_key_fails_preflight(tmp_path: Path,
     project = tmp_path / "project"
     project.mkdir()
     with pytest.raises(ConfigError, match="TAILSCALE_AUTH_KEY"):
-        _load(path, project, ["pyinfra", str(path), "deploys/bootstrap.py"])
+        _load(path, project, ["bootstrap"])
 
 
 def test_without_root_the_lab_says_why(monkeypatch: pytest.MonkeyPatch,
