@@ -22,6 +22,8 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.facts.files import Sha256File
+from pyinfra.operations import files
 
 from k3sfleet.deploys.preread import UNSET
 from k3sfleet.secret import Secret, reveal
@@ -51,8 +53,6 @@ def private_file(
       ``sha256sum`` otherwise
     + keep_previous: keep the replaced file as ``<path>.previous``
     """
-    from pyinfra.facts.files import Sha256File
-
     text = reveal(content) or ""
     want = sha256_text(text)
     have = host.get_fact(Sha256File, path=path) if current_sha256 is UNSET else current_sha256
@@ -85,9 +85,6 @@ def managed_file(
     + current_sha256: sha256 of the file now if the caller read it; read otherwise
     + mode: file mode
     """
-    from pyinfra.facts.files import Sha256File
-    from pyinfra.operations import files
-
     have = host.get_fact(Sha256File, path=path) if current_sha256 is UNSET else current_sha256
     if have == sha256_text(text):
         host.noop(f"{path} is up to date")

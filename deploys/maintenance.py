@@ -27,6 +27,8 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, python, server
 
 from k3sfleet.entry import executed_by_pyinfra
+from k3sfleet.kube import cluster_api
+from k3sfleet.rolling import ApiSession, NestedRunner, RollingEngine, inventory_targets
 
 REBOOT_REQUIRED = "/var/run/reboot-required"
 _SIMULATE = "apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst '"
@@ -112,8 +114,6 @@ def maintenance_engine(
 
     ``runner``: ``StateRunner(inventory)`` from Python, ``NestedRunner(state)`` in a CLI run.
     """
-    from k3sfleet.rolling import RollingEngine, inventory_targets
-
     data = next(iter(inventory)).data
     options.setdefault("agent_batch", int(data.get("rolling_agent_batch") or 1))
     options.setdefault("drain_timeout", float(data.get("rolling_drain_timeout") or 300))
@@ -135,8 +135,6 @@ def maintenance_engine(
 
 
 def _drive(state: Any, host: Any) -> None:
-    from k3sfleet.rolling import ApiSession, NestedRunner
-
     runner = NestedRunner(state)
     pending = pending_work(state.inventory, runner)
     with ApiSession(state.inventory) as session:
@@ -148,9 +146,6 @@ def _drive(state: Any, host: Any) -> None:
 
 def _print_plan(state: Any) -> None:
     """The plan from the apt lists as they are now (the run refreshes them first)."""
-    from k3sfleet.kube import cluster_api
-    from k3sfleet.rolling import NestedRunner
-
     inventory = state.inventory
     security = next(iter(inventory)).data.get("maintenance_upgrade") == "security"
     names = [h.name for h in inventory]

@@ -20,6 +20,7 @@ Example (your own deploy)::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pyinfra.api import deploy
 
@@ -30,10 +31,14 @@ from k3sfleet.k8s_secrets import (
     Values,
     env,
     literal,
+    preflight_problems,
     secrets_deploy,
     template,
 )
-from k3sfleet.preflight import secrets_check
+
+if TYPE_CHECKING:
+    from k3sfleet.inventory import Node
+    from k3sfleet.settings import Settings
 
 # Velero's "cloud" key is an AWS credentials file (the aws plugin reads R2 through it).
 VELERO_CLOUD = """[default]
@@ -144,8 +149,13 @@ def secrets(
     secrets_deploy(SECRETS if specs is None else specs, values=values, session=session)
 
 
-# Checked before any host is contacted (k3sfleet.preflight): every variable SECRETS needs
-PREFLIGHT = [secrets_check(SECRETS)]
+def secrets_preflight(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """Every variable ``SECRETS`` needs and lacks (all of them named at once)."""
+    return preflight_problems(settings, SECRETS)
+
+
+# Checked before any host is contacted (k3sfleet.preflight)
+PREFLIGHT = [secrets_preflight]
 
 if under_pyinfra():
     secrets()

@@ -31,7 +31,15 @@ from pyinfra.operations import python, systemd
 from k3sfleet.deploys.k3s_install import k3s_binary
 from k3sfleet.entry import executed_by_pyinfra
 from k3sfleet.facts.k3s import K3sVersion
+from k3sfleet.kube import cluster_api
 from k3sfleet.preflight import k3s_version_check
+from k3sfleet.rolling import (
+    ApiSession,
+    NestedRunner,
+    RollingEngine,
+    inventory_targets,
+    kubelet_version,
+)
 
 
 @deploy("Upgrade K3s on a node", data_defaults={"k3s_upgrade_restart": True})
@@ -68,8 +76,6 @@ def upgrade_engine(api: Any, inventory: Any, runner: Any, **options: Any) -> Any
     ``runner``: ``k3sfleet.rolling.StateRunner(inventory)`` from Python, ``NestedRunner(state)``
     inside a pyinfra CLI run.
     """
-    from k3sfleet.rolling import RollingEngine, inventory_targets, kubelet_version
-
     first = next(iter(inventory))
     target = str(first.data.k3s_version)
     data = first.data
@@ -90,16 +96,12 @@ def upgrade_engine(api: Any, inventory: Any, runner: Any, **options: Any) -> Any
 
 def _drive(state: Any, host: Any) -> None:
     """The ``python.call`` body: the whole rolling upgrade, from the first server."""
-    from k3sfleet.rolling import ApiSession, NestedRunner
-
     runner = NestedRunner(state)
     with ApiSession(state.inventory) as session:
         upgrade_engine(session.api, state.inventory, runner, reconnect=session.reopen).run()
 
 
 def _print_plan(inventory: Any) -> None:
-    from k3sfleet.kube import cluster_api
-
     with cluster_api(inventory) as api:
         print(upgrade_engine(api, inventory, None).plan().render(), flush=True)
 

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any, TypedDict
 
@@ -106,8 +107,6 @@ class AdvertisedRoutes(FactBase[AdvertisedRoutesData]):
         return {"advertised": [], "pod_subnet": None}
 
     def process(self, output: list[str]) -> AdvertisedRoutesData:
-        import ipaddress
-
         mark = output.index(self.MARK) if self.MARK in output else len(output)
         prefs_text = "\n".join(output[:mark]).strip()
         try:

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.secret import reveal
 
@@ -122,8 +125,6 @@ def render(backups: Sequence[BackupInfo]) -> str:
 
 
 def _custom(api: Any) -> Any:
-    from kubernetes import client
-
     return client.CustomObjectsApi(api) if isinstance(api, client.ApiClient) else api
 
 
@@ -175,8 +176,6 @@ def create_backup(
     **kwargs: Any,
 ) -> str:
     """Create a Backup object; return its name."""
-    from kubernetes.client.rest import ApiException
-
     name = name or new_name()
     body = backup_manifest(name, namespaces, **kwargs)
     try:
@@ -196,8 +195,6 @@ def create_backup(
 
 
 def get_backup(api: Any, name: str) -> BackupInfo:
-    from kubernetes.client.rest import ApiException
-
     try:
         obj = _custom(api).get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "backups", name)
     except ApiException as e:
@@ -237,8 +234,6 @@ def wait_backup(
 
 def list_cluster_backups(api: Any, labels: Mapping[str, str] | None = None) -> list[BackupInfo]:
     """Backups known to the cluster, newest first (``labels``: only those carrying them)."""
-    from kubernetes.client.rest import ApiException
-
     selector = ",".join(f"{k}={v}" for k, v in (labels or {}).items())
     try:
         result = _custom(api).list_namespaced_custom_object(
@@ -268,7 +263,7 @@ def latest_completed(backups: Iterable[BackupInfo]) -> BackupInfo | None:
 def r2_client(settings: Any) -> Any:
     """A boto3 S3 client for R2 from the settings (``R2_ENDPOINT``, ``R2_ACCESS_KEY_ID``...)."""
     try:
-        import boto3
+        import boto3  # in-function: boto3 is the optional [backup] extra
         from botocore.config import Config
     except ImportError:
         raise BackupError(
@@ -290,6 +285,7 @@ def r2_client(settings: Any) -> Any:
 
 def s3_error(e: Exception, bucket: str) -> BackupError:
     """A clear message for what S3/R2 answered."""
+    # in-function: botocore comes with boto3, the optional [backup] extra
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     if isinstance(e, ClientError):
@@ -316,7 +312,7 @@ def s3_error(e: Exception, bucket: str) -> BackupError:
 
 
 def bucket_objects(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError  # in-function: [backup] extra
 
     objects: list[dict[str, Any]] = []
     try:
@@ -329,7 +325,7 @@ def bucket_objects(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
 
 def list_bucket_backups(s3: Any, bucket: str, prefix: str = "") -> list[BackupInfo]:
     """Backups in Velero's layout in ``bucket`` (under ``prefix``), newest first, with sizes."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError  # in-function: [backup] extra
 
     root = f"{prefix.strip('/')}/backups/" if prefix.strip("/") else "backups/"
     by_name: dict[str, list[dict[str, Any]]] = {}

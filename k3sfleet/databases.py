@@ -34,8 +34,10 @@ from urllib.parse import quote
 
 import yaml
 
+from k3sfleet import vault
 from k3sfleet.errors import ConfigError
 from k3sfleet.project import chart_dir
+from k3sfleet.vault import read_vault_file
 
 VAULT_KEY = "vault_app_db_passwords"
 PASSWORD_LENGTH = 32
@@ -265,16 +267,14 @@ def store_passwords(path: Path, passwords: Mapping[str, str], vault_password: by
     """Write the password map to the vault at ``path`` (created as a whole-file vault, 0600,
     when absent); a whole-file vault keeps its other content and comments, an inline file gets
     each new password as an inline ``!vault`` value. Returns whether the file changed."""
-    from k3sfleet import vault as v
-
-    vf = v.read_vault_file(path, vault_password)
+    vf = vault.read_vault_file(path, vault_password)
     wanted = dict(passwords)
     if vf.kind in ("file", "absent"):
-        return v.set_value(path, VAULT_KEY, wanted, vault_password)  # type: ignore[arg-type]
-    if dict(v._plain(vf.data).get(VAULT_KEY) or {}) == wanted:
+        return vault.set_value(path, VAULT_KEY, wanted, vault_password)  # type: ignore[arg-type]
+    if dict(vault._plain(vf.data).get(VAULT_KEY) or {}) == wanted:
         return False
-    text = v.render(vf, {**vf.data, VAULT_KEY: wanted}, vault_password)
-    v.write_atomic(path, text, vf.mode)
+    text = vault.render(vf, {**vf.data, VAULT_KEY: wanted}, vault_password)
+    vault.write_atomic(path, text, vf.mode)
     return True
 
 
@@ -286,8 +286,6 @@ def generate_passwords(
 ) -> tuple[list[str], list[str]]:
     """Give every declared app without a password a new one in the vault; never change an
     existing one. Returns (apps that got a password, apps that already had one)."""
-    from k3sfleet.vault import read_vault_file
-
     apps = load_apps(project_dir, apps_path)
     existing = read_vault_file(vault_path, vault_password).data.get(VAULT_KEY) or {}
     if not isinstance(existing, Mapping):

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from k3sfleet.backup import (
     NAMESPACE as VELERO_NAMESPACE,
@@ -200,8 +202,6 @@ class DrPlan:
         return "\n".join(lines)
 
     def apply(self, api: Any, out: Callable[[str], None] = print) -> None:
-        from kubernetes.client.rest import ApiException
-
         for i, step in enumerate(self.steps, 1):
             start = time.monotonic()
             try:
@@ -218,16 +218,12 @@ class DrPlan:
 
 
 def _apis(api: Any) -> tuple[Any, Any]:
-    from kubernetes import client
-
     if isinstance(api, client.ApiClient):
         return client.CoreV1Api(api), client.CustomObjectsApi(api)
     return api.core, api.custom  # a test double with both
 
 
 def _apps_api(api: Any) -> Any:
-    from kubernetes import client
-
     return client.AppsV1Api(api) if isinstance(api, client.ApiClient) else api.apps
 
 
@@ -238,8 +234,6 @@ def _node_ready(node: Any) -> bool:
 
 def check_target(api: Any, target: str) -> Any:
     """The target Node; refuses when it is missing, not Ready or cordoned."""
-    from kubernetes.client.rest import ApiException
-
     core, _ = _apis(api)
     try:
         node = core.read_node(target)
@@ -300,8 +294,6 @@ def _selector_text(selector: Mapping[str, str]) -> str:
 def _app_steps(
     service: StatefulService, backup: BackupInfo, target: str, wait_timeout: float
 ) -> tuple[list[Step], str]:
-    from kubernetes.client.rest import ApiException
-
     restore = new_name(f"{service.name}-dr")
     modifier = f"k3sfleet-dr-{service.name}"
     labels = _selector_text(service.selector)
@@ -481,8 +473,6 @@ def restore_plan(
 
 def services_on(api: Any, services: Mapping[str, StatefulService], node: str) -> list[str]:
     """Names of the services pinned to ``node`` (by name, or by labels the node carries)."""
-    from kubernetes.client.rest import ApiException
-
     core, _ = _apis(api)
     try:
         labels = core.read_node(node).metadata.labels or {}
@@ -516,8 +506,6 @@ def failover_plan(
     chosen = {name: choose_backup(api, services[name], "latest") for name in names}
 
     def cordon(api: Any) -> None:
-        from kubernetes.client.rest import ApiException
-
         core, _ = _apis(api)
         try:
             core.patch_node(

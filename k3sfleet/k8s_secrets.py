@@ -39,8 +39,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from pyinfra import host, state
+from pyinfra.api import FunctionCommand, operation
 
 from k3sfleet.errors import ConfigError, K3sfleetError
+from k3sfleet.kube import cluster_api
 from k3sfleet.project import chart_dir
 from k3sfleet.secret import reveal
 from k3sfleet.settings import Settings, load_env_files, setting_fields
@@ -588,8 +591,6 @@ class ApiSession:
             if self._opener is not None:
                 self._api = self._stack.enter_context(self._opener())
             else:
-                from k3sfleet.kube import cluster_api
-
                 self._api = self._stack.enter_context(cluster_api(self._source))
         return self._api
 
@@ -628,9 +629,6 @@ def kubernetes_secret_operation() -> Any:
 
 
 def _make_operation() -> Any:
-    from pyinfra import host
-    from pyinfra.api import FunctionCommand, operation
-
     @operation()
     def kubernetes_secret(
         secret: DesiredSecret, change: Change, session: ApiSession
@@ -679,8 +677,6 @@ def secrets_deploy(
     """The body of an entry file: on the run's API host only, check every variable (nothing
     touched when one is missing), plan through one API session, add one op per Secret.
     Returns the planned changes (``None`` on the other hosts)."""
-    from pyinfra import host, state
-
     if host.name != api_host_name(state):
         return None
     if values is None:
@@ -692,8 +688,6 @@ def secrets_deploy(
 def project_dir() -> Path:
     """The project directory of a pyinfra run: host data ``k3sfleet_project_dir``, else the
     working directory."""
-    from pyinfra import host
-
     configured = host.data.get("k3sfleet_project_dir")
     return Path(configured) if configured else Path.cwd()
 

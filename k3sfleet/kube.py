@@ -45,6 +45,10 @@ from urllib.parse import urlsplit
 import paramiko
 import yaml
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from pyinfra.api import Inventory
+from pyinfra.context import ctx_inventory, inventory
+from urllib3.exceptions import HTTPError
 
 from k3sfleet.errors import ConfigError, K3sfleetError
 
@@ -121,8 +125,6 @@ def inventory_from_file(path: str | os.PathLike[str]) -> Any:
     """A pyinfra ``Inventory`` from an inventory file, built as the pyinfra CLI builds it
     (groups, ``group_data/``), without importing ``pyinfra_cli`` (whose import monkey-patches
     the whole process with gevent)."""
-    from pyinfra.api import Inventory
-
     path = Path(path)
     namespace = _exec_file(path)
     groups = {
@@ -207,8 +209,6 @@ def hosts_from_pyinfra(inventory: Any) -> list[HostInfo]:
 
 def _servers(source: Any) -> list[HostInfo]:
     if source is None:
-        from pyinfra.context import ctx_inventory, inventory
-
         if not ctx_inventory.isset():
             raise K3sfleetError("cluster_api(): no hosts given and no pyinfra inventory in context")
         hosts = hosts_from_pyinfra(inventory)
@@ -610,9 +610,6 @@ def _check_direct(url: str, timeout: float) -> None:
 
 def api_exceptions() -> tuple[type[BaseException], ...]:
     """Exceptions a call through ``cluster_api`` raises when the API fails mid-way."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
     return (ApiException, HTTPError, OSError)
 
 

@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from k3sfleet import databases, k8s_secrets
+from k3sfleet import databases
 from k3sfleet.project import entry_file
 from k3sfleet.secret import reveal
 from k3sfleet.versions import etcd_on_tailnet, refusal
@@ -142,15 +142,6 @@ def k3s_reset_confirm_check(settings: Settings, nodes: Sequence[Node]) -> list[s
 def databases_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     """appDatabases well formed, each app's namespace found, each app's password in the vault."""
     return databases.preflight_problems(settings)
-
-
-def secrets_check(specs: Sequence[k8s_secrets.SecretSpec]) -> Check:
-    """A check that every variable ``specs`` (an entry file's Secrets list) needs is set."""
-
-    def check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
-        return k8s_secrets.preflight_problems(settings, specs)
-
-    return check
 
 
 def entry_path(entry: str | Path) -> Path:

@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from k3sfleet.errors import ConfigError
+from k3sfleet.vault import encrypt, write_atomic
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The entry files and the charts as installed (in a clone: symlinks to deploys/ and helm/).
@@ -86,8 +87,6 @@ def init(project: Path, password: bytes, *, force: bool = False) -> list[Path]:
     """Start a project in ``project``: the editable files and a vault skeleton encrypted with
     ``password`` (format 1.1, mode 0600). Refuses to overwrite anything unless ``force``;
     returns the paths written."""
-    from k3sfleet.vault import encrypt, write_atomic
-
     targets = {project / dest: SKELETON_DIR / src for src, dest in EDITABLE.items()}
     for name in EDITABLE_ENTRIES:
         targets[project / "deploys" / f"{name}.py"] = ENTRY_DIR / f"{name}.py"

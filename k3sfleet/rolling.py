@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +36,17 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.connect import connect_all
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.exceptions import NestedOperationError, PyinfraError
+from pyinfra.api.facts import get_facts
+from pyinfra.api.operations import run_ops
+from pyinfra.context import ctx_host
 from urllib3.exceptions import HTTPError
 
 from k3sfleet.errors import K3sfleetError
+from k3sfleet.kube import cluster_api
 
 CORDON_ANNOTATION = "k3sfleet.io/cordoned-by"
 CORDON_OWNER = "k3sfleet-rolling"
@@ -541,8 +550,6 @@ def inventory_targets(inventory: Any, limit: Sequence[str] = ()) -> list[Rolling
 
 def _sub_inventory(inventory: Any, names: Sequence[str]) -> Any:
     """A new pyinfra ``Inventory`` holding only ``names``, with the same data and groups."""
-    from pyinfra.api import Inventory
-
     wanted = [h for h in inventory if h.name in names]
     groups: dict[str, tuple[list[str], dict[str, Any]]] = {}
     for host in wanted:
@@ -583,12 +590,6 @@ class StateRunner:
 
         Raises ``NodeActionFailed`` naming each failed host and its first failed operation.
         """
-        from pyinfra.api import Config, State
-        from pyinfra.api.connect import connect_all
-        from pyinfra.api.deploy import add_deploy
-        from pyinfra.api.exceptions import PyinfraError
-        from pyinfra.api.operations import run_ops
-
         sub = _sub_inventory(self.inventory, names)
         state = State(sub, Config(FAIL_PERCENT=0))
         try:
@@ -615,11 +616,6 @@ class StateRunner:
 
     def fact(self, names: Sequence[str], fact: Any, **kwargs: Any) -> dict[str, Any]:
         """``fact`` read once on each of ``names`` (hosts in parallel)."""
-        from pyinfra.api import Config, State
-        from pyinfra.api.connect import connect_all
-        from pyinfra.api.exceptions import PyinfraError
-        from pyinfra.api.facts import get_facts
-
         sub = _sub_inventory(self.inventory, names)
         state = State(sub, Config(FAIL_PERCENT=0))
         try:
@@ -659,9 +655,6 @@ class NestedRunner:
         return host
 
     def deploy(self, names: Sequence[str], deploy: Callable[..., Any]) -> None:
-        from pyinfra.api.exceptions import NestedOperationError
-        from pyinfra.context import ctx_host
-
         for name in names:
             host = self._host(name)
             try:
@@ -673,8 +666,6 @@ class NestedRunner:
                 raise NodeActionFailed({name: str(e)}) from None
 
     def fact(self, names: Sequence[str], fact: Any, **kwargs: Any) -> dict[str, Any]:
-        from pyinfra.context import ctx_host
-
         values = {}
         for name in names:
             host = self._host(name)
@@ -685,8 +676,6 @@ class NestedRunner:
 
 def runner_for(state_or_inventory: Any) -> StateRunner | NestedRunner:
     """``NestedRunner`` for a pyinfra ``State`` (inside the CLI), else ``StateRunner``."""
-    from pyinfra.api import State
-
     if isinstance(state_or_inventory, State):
         return NestedRunner(state_or_inventory)
     return StateRunner(state_or_inventory)
@@ -707,10 +696,6 @@ class ApiSession:
         self.api: Any = None
 
     def reopen(self) -> Any:
-        import contextlib
-
-        from k3sfleet.kube import cluster_api
-
         self.close()
         stack = contextlib.ExitStack()
         self.api = stack.enter_context(cluster_api(self.source))

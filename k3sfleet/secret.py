@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyinfra import logger
 from pyinfra.api import HiddenValue, QuoteString, StringCommand
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+from pyinfra.api.exceptions import PyinfraError
 
 
 class Secret(HiddenValue):
@@ -61,10 +64,6 @@ def read_secret_file(host: Any, path: str, *, sudo: bool) -> Secret | None:
     so no verbosity prints the content; ``-vv`` still shows the command. A failed read names
     the host and shows the command's stderr only (never its stdout).
     """
-    from pyinfra import logger
-    from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
-    from pyinfra.api.exceptions import PyinfraError
-
     state = host.state
     arguments, _ = pop_global_arguments(state, host, {"_sudo": sudo})
     connector_args = {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}

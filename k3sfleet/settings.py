@@ -35,6 +35,13 @@ from expandvars import ExpandvarsException, expand
 
 from k3sfleet.errors import ConfigError
 from k3sfleet.secret import Secret
+from k3sfleet.vault import (
+            VaultError,
+            find_vault_file,
+            load_vault,
+            needs_password,
+            resolve_password,
+        )
 
 ENV_FILES = (".envrc", ".envrc.local", ".env")
 
@@ -217,14 +224,6 @@ class Settings:
     ) -> tuple[Settings, list[str]]:
         """Like ``load``, but return the problems with settings in which every bad value is
         left at its default, so callers can go on checking and report everything at once."""
-        from k3sfleet.vault import (
-            VaultError,
-            find_vault_file,
-            load_vault,
-            needs_password,
-            resolve_password,
-        )
-
         project = Path(project_dir)
         env = dict(os.environ if environ is None else environ)
         layered = load_env_files(project, env)

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.facts.k3s import NODE_TOKEN
+from k3sfleet.kube import read_root_file, ssh_client
 from k3sfleet.secret import Secret
+from k3sfleet.vault import read_vault_file, set_value
 
 if TYPE_CHECKING:  # imported when used: deploys/cluster.py needs only ``notice``
     from k3sfleet.kube import HostInfo
@@ -39,8 +41,6 @@ class TokenError(K3sfleetError):
 
 def fetch(server: HostInfo) -> Secret:
     """The node-token of ``server`` (``sudo -n cat`` over SSH), as a ``Secret``."""
-    from k3sfleet.kube import read_root_file, ssh_client
-
     ssh = ssh_client(server)
     try:
         text = read_root_file(ssh, server, NODE_TOKEN, TokenError).decode().strip()
@@ -55,8 +55,6 @@ def save(server: HostInfo, vault: Path, password: bytes) -> str:
     """Store ``server``'s token in ``vault`` as ``vault_k3s_token``: ``"stored"``, or
     ``"unchanged"`` when the vault has it already. A different token in the vault is never
     overwritten (one of the two would lock the cluster out of its data): ``TokenError``."""
-    from k3sfleet.vault import read_vault_file, set_value
-
     token = fetch(server)
     current = read_vault_file(vault, password).data.get(VAULT_KEY)
     if current:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -120,11 +121,9 @@ def _import_vault_lib() -> Any:
     which monkey-patches sockets with gevent, that probe fails in a gevent worker and prints a
     stray traceback. The import therefore runs with the unpatched ``getaddrinfo``.
     """
-    import socket
-
     original = None
     try:
-        from gevent import monkey
+        from gevent import monkey  # in-function: only to see whether pyinfra patched
 
         if monkey.is_module_patched("socket"):
             original = monkey.get_original("socket", "getaddrinfo")
@@ -134,6 +133,7 @@ def _import_vault_lib() -> Any:
     if original is not None:
         socket.getaddrinfo = original
     try:
+        # in-function: ansible-core's import must run with the unpatched getaddrinfo (above)
         import ansible.constants
         import ansible.parsing.vault  # noqa: F401 - imported here, used by AnsibleVaultLib
         from ansible_vault.parsing import AnsibleVaultLib
@@ -147,7 +147,7 @@ def _vault_lib(password: bytes) -> Any:
 
 
 def _decrypt(lib: Any, text: str | bytes, path: Path) -> str:
-    from ansible.errors import AnsibleError
+    from ansible.errors import AnsibleError  # in-function: after _import_vault_lib's import
 
     try:
         plain = lib.decrypt(text)

@@ -29,6 +29,7 @@ from typing import Any
 
 from k3sfleet import __version__
 from k3sfleet.errors import K3sfleetError
+from k3sfleet.vault import use_password
 
 GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--project-dir",), {"default": ".",
@@ -87,8 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.ask_vault_pass:
-            from k3sfleet.vault import use_password
-
             use_password(getpass.getpass("Vault password: ").encode())
         return int(args.func(args) or 0)
     except K3sfleetError as e:
@@ -98,8 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("k3sfleet: interrupted", file=sys.stderr)
         return 130
     finally:
-        from k3sfleet.vault import use_password
-
         use_password(None)
 
 

@@ -15,7 +15,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from k3sfleet.backup import (
+    BackupError,
+    create_backup,
+    describe,
+    get_backup,
+    list_bucket_backups,
+    list_cluster_backups,
+    r2_client,
+    render,
+    wait_backup,
+)
 from k3sfleet.errors import K3sfleetError
+from k3sfleet.kube import cluster_api, inventory_from_file
+from k3sfleet.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,14 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from k3sfleet.settings import Settings
-
     return Settings.load(args.project_dir, vault_password_file=args.vault_password_file)
 
 
 def _inventory(args: argparse.Namespace) -> Any:
-    from k3sfleet.kube import inventory_from_file
-
     return inventory_from_file(str((Path(args.project_dir) / args.inventory).resolve()))
 
 
@@ -65,9 +74,6 @@ def _bucket(settings: Any) -> str:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from k3sfleet.backup import create_backup, wait_backup
-    from k3sfleet.kube import cluster_api
-
     namespaces = [n.strip() for n in args.namespaces.split(",") if n.strip()]
     with cluster_api(_inventory(args)) as api:
         name = create_backup(api, args.name, namespaces, ttl=args.ttl)
@@ -79,8 +85,6 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def _cluster_or_bucket(args: argparse.Namespace, use_cluster: Any, use_bucket: Any) -> Any:
-    from k3sfleet.kube import cluster_api
-
     if not args.from_bucket:
         try:
             with cluster_api(_inventory(args)) as api:
@@ -95,8 +99,6 @@ def _cluster_or_bucket(args: argparse.Namespace, use_cluster: Any, use_bucket: A
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from k3sfleet.backup import list_bucket_backups, list_cluster_backups, r2_client, render
-
     def from_bucket() -> Any:
         settings = _settings(args)
         return list_bucket_backups(r2_client(settings), _bucket(settings))
@@ -107,8 +109,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    from k3sfleet.backup import BackupError, describe, get_backup, list_bucket_backups, r2_client
-
     def from_bucket() -> Any:
         settings = _settings(args)
         for b in list_bucket_backups(r2_client(settings), _bucket(settings)):

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from k3sfleet.dr import failover_plan, load_services, restore_plan
+from k3sfleet.kube import cluster_api, inventory_from_file
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("dr", help="disaster recovery of pinned stateful services (Velero)")
@@ -39,9 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run(args: argparse.Namespace, make_plan: object) -> int:
-    from k3sfleet.dr import load_services
-    from k3sfleet.kube import cluster_api, inventory_from_file
-
     services = load_services(args.project_dir)
     inventory = inventory_from_file(str((Path(args.project_dir) / args.inventory).resolve()))
     with cluster_api(inventory) as api:
@@ -55,8 +55,6 @@ def _run(args: argparse.Namespace, make_plan: object) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    from k3sfleet.dr import restore_plan
-
     return _run(
         args,
         lambda api, services: restore_plan(
@@ -66,8 +64,6 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 def run_failover(args: argparse.Namespace) -> int:
-    from k3sfleet.dr import failover_plan
-
     return _run(
         args,
         lambda api, services: failover_plan(

@@ -12,7 +12,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from k3sfleet.backup import r2_client
 from k3sfleet.errors import K3sfleetError
+from k3sfleet.etcd import choose, list_snapshots, render, render_restore, restore_steps
+from k3sfleet.kube import inventory_from_file
+from k3sfleet.rolling import inventory_targets
+from k3sfleet.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,10 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _snapshots(args: argparse.Namespace) -> Any:
-    from k3sfleet.backup import r2_client
-    from k3sfleet.etcd import list_snapshots
-    from k3sfleet.settings import Settings
-
     settings = Settings.load(args.project_dir, vault_password_file=args.vault_password_file)
     if not settings.k3s_etcd_s3_bucket:
         raise K3sfleetError("k3sfleet: K3S_ETCD_S3_BUCKET is not set")
@@ -41,17 +42,11 @@ def _snapshots(args: argparse.Namespace) -> Any:
 
 
 def run_snapshots(args: argparse.Namespace) -> int:
-    from k3sfleet.etcd import render
-
     print(render(_snapshots(args)))
     return 0
 
 
 def run_restore_commands(args: argparse.Namespace) -> int:
-    from k3sfleet.etcd import choose, render_restore, restore_steps
-    from k3sfleet.kube import inventory_from_file
-    from k3sfleet.rolling import inventory_targets
-
     snapshot = choose(_snapshots(args), args.snapshot)
     inventory = inventory_from_file(str((Path(args.project_dir) / args.inventory).resolve()))
     servers = [t.name for t in inventory_targets(inventory) if t.role == "server"]

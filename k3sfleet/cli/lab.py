@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+
+from k3sfleet.kube import cluster_api
 from k3sfleet.lab import Lab, LabError, unavailable_reason
 from k3sfleet.settings import Settings
 
@@ -161,13 +164,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _print_nodes(lab: Lab, inventory: Path) -> int:
     """Print the cluster's Nodes as read through the Kubernetes API (k3sfleet.kube)."""
-    try:
-        from kubernetes import client
-
-        from k3sfleet.kube import cluster_api
-    except ImportError:
-        print("demo: k3sfleet.kube does not exist yet: not reading the Nodes")
-        return 0
     with cluster_api(str(inventory)) as api:
         nodes: list[Any] = client.CoreV1Api(api).list_node().items
         print(f"demo: {len(nodes)} Node(s) through the API of {api.server.name}:")

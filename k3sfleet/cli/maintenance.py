@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 
 from k3sfleet.cli.upgrade import _inventory, add_rolling_arguments
+from k3sfleet.deploys.maintenance import maintenance_engine, pending_work
+from k3sfleet.rolling import ApiSession, StateRunner
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,9 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from k3sfleet.deploys.maintenance import maintenance_engine, pending_work
-    from k3sfleet.rolling import ApiSession, StateRunner
-
     inventory = _inventory(args)
     runner = StateRunner(inventory)
     pending = pending_work(inventory, runner)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from k3sfleet.deploys.upgrade import upgrade_engine
 from k3sfleet.inventory import running
 from k3sfleet.kube import inventory_from_file
 from k3sfleet.project import entry_file
+from k3sfleet.rolling import ApiSession, StateRunner
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,9 +40,6 @@ def _inventory(args: argparse.Namespace) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
-    from k3sfleet.deploys.upgrade import upgrade_engine
-    from k3sfleet.rolling import ApiSession, StateRunner
-
     inventory = _inventory(args)
     options = {"ready_timeout": args.ready_timeout} if args.ready_timeout else {}
     with ApiSession(inventory) as session:
