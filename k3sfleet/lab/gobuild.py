@@ -34,6 +34,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from k3sfleet.lab.rootfs import _locked  # the cache's flock (artifacts imports this module)
+
 # Bump when how builds are run changes in a way that changes the binaries.
 RECIPE = "1"
 
@@ -249,8 +251,6 @@ def ensure(build: GoBuild, cache: Path, say: Say = print, every: float = 30.0) -
     directory = entry_dir(build, cache, toolchain)
     if _complete(build, directory):
         return directory
-    from k3sfleet.lab.artifacts import _locked  # one lock helper for the cache
-
     with _locked(directory.with_suffix(".lock")):
         if _complete(build, directory):
             return directory  # another process built it while we waited
