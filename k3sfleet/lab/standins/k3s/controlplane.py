@@ -58,6 +58,11 @@ CLIENTS = {
     "client-scheduler": ("system:kube-scheduler", ""),
     "client-kube-apiserver": ("system:apiserver", "system:masters"),
 }
+# The front on 6443 authenticates clients itself and hands kube-apiserver the identity in
+# X-Remote-User/X-Remote-Group with this certificate (K3s's ClientAuthProxyCert, CN
+# deps.RequestHeaderCN, signed by the request-header CA: k3s-io/k3s
+# pkg/daemons/control/deps/deps.go, pkg/daemons/control/server.go apiServer, v1.34.2+k3s1).
+REQUEST_HEADER_CN = "system:auth-proxy"
 
 
 class ControlPlaneError(RuntimeError):
@@ -120,6 +125,9 @@ class ControlPlane:
             if kubeconfig:
                 write_kubeconfig(self.server_dir / "cred" / f"{kubeconfig}.kubeconfig",
                                  self.url, ca, cert, key)
+        if not (self.tls.directory / "client-auth-proxy.crt").exists():
+            self.tls.store_pair("client-auth-proxy", *pki.issue(
+                *self.tls.pair("request-header-ca"), REQUEST_HEADER_CN, client=True))
         (self.server_dir / "db").mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.server_dir / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -153,6 +161,13 @@ class ControlPlane:
                 f"--tls-cert-file={tls / 'serving-kube-apiserver.crt'}",
                 f"--tls-private-key-file={tls / 'serving-kube-apiserver.key'}",
                 f"--client-ca-file={tls / 'client-ca.crt'}",
+                f"--requestheader-client-ca-file={tls / 'request-header-ca.crt'}",
+                f"--requestheader-allowed-names={REQUEST_HEADER_CN}",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-username-headers=X-Remote-User",
+                f"--proxy-client-cert-file={tls / 'client-auth-proxy.crt'}",
+                f"--proxy-client-key-file={tls / 'client-auth-proxy.key'}",
                 f"--service-account-key-file={tls / 'service.key'}",
                 f"--service-account-signing-key-file={tls / 'service.key'}",
                 f"--service-account-issuer={issuer}",

@@ -181,11 +181,16 @@ class ClusterTLS:
 
 
 def ensure_ca(directory: Path, bundle: dict[str, bytes] | None = None) -> ClusterTLS:
-    """Create the server and client CAs once (or install them from a joined server's bundle)."""
+    """Create the cluster CAs once (or install them from a joined server's bundle).
+
+    ``request-header-ca`` signs the front's ``client-auth-proxy`` certificate that
+    kube-apiserver trusts for X-Remote-User/X-Remote-Group (K3s's RequestHeaderCA,
+    k3s-io/k3s pkg/daemons/control/deps/deps.go).
+    """
     tls = ClusterTLS(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name in ("server-ca", "client-ca"):
-        if bundle is not None:
+    for name in ("server-ca", "client-ca", "request-header-ca"):
+        if bundle is not None and f"{name}.crt" in bundle:
             tls.store_pair(name, bundle[f"{name}.crt"], bundle[f"{name}.key"])
         elif not (directory / f"{name}.crt").exists():
             tls.store_pair(name, *_ca(f"k3s-{name}@standin"))
