@@ -16,7 +16,7 @@ import time
 import urllib.error
 from typing import Any
 
-from . import log, node, pki, podnet, vpn
+from . import log, node, pki, podnet, realapi, vpn
 from .kubeclient import KubeClient, fetch_cacerts
 from .server import _read_token, data_dir
 
@@ -49,6 +49,14 @@ def run(config: dict[str, Any], version: str) -> int:
             "failed to validate token: token CA hash does not match the Cluster CA "
             f"certificate hash: {token.ca_hash} != {ca_hash}"
         )
+    binaries = realapi.real_api_binaries()
+    if binaries is not None:  # the real control plane (issue 16)
+        agent_dir = data_dir(config) / "agent"
+        agent_dir.mkdir(parents=True, exist_ok=True)
+        pki.write_private(agent_dir / "server-ca.crt", cacerts, 0o644)
+        own = node.node_object(node.node_name(config), version, config, server=False)
+        return realapi.agent(config, version, binaries, url=url, cacerts=cacerts,
+                             password=token.password, agent_dir=agent_dir, own=own)
     client = KubeClient(url, cacerts, "node", token.password)
     code, _ = client.request("GET", "/api/v1/nodes?limit=1")
     if code == 401:

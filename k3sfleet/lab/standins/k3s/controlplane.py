@@ -81,6 +81,7 @@ class ControlPlane:
         port: int = 6444,
         server_names: tuple[str, ...] = (),
         extra_args: Mapping[str, list[str]] | None = None,
+        advertise_address: str | None = None,
     ) -> None:
         missing = [p for p in PROGRAMS if p not in binaries]
         if missing:
@@ -93,6 +94,7 @@ class ControlPlane:
             dict.fromkeys(("127.0.0.1", "localhost", "kubernetes", bind_address, *server_names))
         )
         self.extra_args = dict(extra_args or {})
+        self.advertise_address = advertise_address
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.tls = pki.ClusterTLS(server_dir / "tls")
 
@@ -214,6 +216,8 @@ class ControlPlane:
         return [str(self.binaries[program]), *args, *self.extra_args.get(program, [])]
 
     def _advertise_address(self) -> str:
+        if self.advertise_address:
+            return self.advertise_address
         if self.bind_address not in ("0.0.0.0", "::"):
             return self.bind_address
         return socket.gethostbyname(socket.gethostname())

@@ -41,7 +41,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .pki import ClusterTLS
+from .pki import ClusterTLS, issue
 
 MAX_HEADER = 64 * 1024
 BOOTSTRAP_FILES = ("server-ca.crt", "server-ca.key", "client-ca.crt", "client-ca.key",
@@ -118,11 +118,14 @@ class _Handler(socketserver.BaseRequestHandler):
                 self._send(conn, 200, b"pong", "text/plain")
             elif request.path == f"/v1-{front.program}/server-bootstrap":
                 self._bootstrap(conn, request)
+            elif request.path == f"/v1-{front.program}/client-kubelet.crt":
+                self._client_kubelet(conn, request)
             else:
                 front.forward(conn, request, read[1])
 
     def _send(self, conn: ssl.SSLSocket, code: int, body: bytes, content_type: str) -> None:
-        reason = {200: "OK", 401: "Unauthorized", 403: "Forbidden"}.get(code, "")
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"}.get(
+            code, "")
         conn.sendall(
             f"HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
@@ -142,6 +145,26 @@ class _Handler(socketserver.BaseRequestHandler):
             files = {f: base64.b64encode((front.tls.directory / f).read_bytes()).decode()
                      for f in BOOTSTRAP_FILES if (front.tls.directory / f).exists()}
             self._send(conn, 200, json.dumps(files).encode(), "application/json")
+
+
+    def _client_kubelet(self, conn: ssl.SSLSocket, request: _Request) -> None:
+        """A node's client certificate, ``system:node:<name>`` in ``system:nodes``, for any
+        token user (pkg/server/handlers/handlers.go ``ClientKubeletCert``: the node name
+        comes from the ``k3s-Node-Name`` header; the reply is the certificate chain, then its
+        key). The node-password check K3s adds (pkg/nodepassword) is not imitated."""
+        front = self.server.front
+        role = front.password_role(request.header("Authorization"))
+        name = request.header(f"{front.program}-Node-Name")
+        if role is None:
+            body = _status_body(401, "Unauthorized", "not authorized")
+            self._send(conn, 401, json.dumps(body).encode(), "application/json")
+            return
+        if not name:
+            self._send(conn, 400, b"node name not set", "text/plain")
+            return
+        cert, key = issue(*front.tls.pair("client-ca"), f"system:node:{name}",
+                          organization="system:nodes", client=True)
+        self._send(conn, 200, cert + front.tls.client_ca.read_bytes() + key, "text/plain")
 
 
 class _Server(socketserver.ThreadingTCPServer):

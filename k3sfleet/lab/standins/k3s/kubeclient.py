@@ -16,6 +16,7 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 
@@ -33,11 +34,18 @@ def fetch_cacerts(server: str, timeout: float = 10) -> bytes:
 class KubeClient:
     """Requests with basic auth (token password), TLS verified against the cluster CA."""
 
-    def __init__(self, server: str, ca_pem: bytes, username: str, password: str) -> None:
+    def __init__(
+        self, server: str, ca_pem: bytes, username: str, password: str,
+        cert: tuple[Path, Path] | None = None,
+    ) -> None:
+        """With ``cert`` (certificate, key files) the client authenticates by certificate."""
         self.server = server.rstrip("/")
         self.context = ssl.create_default_context(cadata=ca_pem.decode())
         self.context.check_hostname = False
         self.auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.cert = cert
+        if cert is not None:
+            self.context.load_cert_chain(*cert)
 
     def request(
         self,
@@ -46,6 +54,7 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         timeout: float = 10,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
@@ -53,9 +62,10 @@ class KubeClient:
             data=data,
             method=method,
             headers={
-                "Authorization": f"Basic {self.auth}",
+                **({} if self.cert else {"Authorization": f"Basic {self.auth}"}),
                 "Content-Type": content_type,
                 "Accept": "application/json",
+                **(headers or {}),
             },
         )
         try:

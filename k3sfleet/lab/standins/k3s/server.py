@@ -24,7 +24,7 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-from . import log, node, pki, podnet, vpn
+from . import log, node, pki, podnet, realapi, vpn
 from .apiserver import ApiServer, Upstream
 from .config import as_list
 from .kubeclient import KubeClient, fetch_cacerts
@@ -234,6 +234,13 @@ def run(config: dict[str, Any], version: str) -> int:
         kubeconfig, f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(), *admin, mode=mode
     )
 
+    binaries = None if joining else realapi.real_api_binaries()
+    if binaries is not None:  # the real control plane (issue 16): joins not yet
+        own = node.node_object(name, version, config, server=True,
+                               etcd=bool(config.get("cluster-init")) or (db / "etcd").exists())
+        return realapi.serve(config, version, binaries, server_dir=server_dir, tls=tls,
+                             names=serving_names(config, internal, external), port=port,
+                             passwords=passwords, own=own)
     store = Store(
         state_file=None if joining else db / "state.json",
         write_log=server_dir / "logs" / "api-writes.jsonl",

@@ -1,0 +1,164 @@
+"""``k3s server``/``k3s agent`` on the real Kubernetes control plane (issue 16).
+
+Chosen per host by the lab: the marker ``/etc/k3sfleet-lab/real-api`` (its text, when not
+empty, is the directory of the built programs, else ``/opt/k3sfleet-standin/go``), or
+``K3SFLEET_LAB_REAL_API=<directory>`` in the environment (tests on the machine). The
+directory holds ``kube/``, ``kine/`` and ``kwok/`` as the lab binds them.
+
+Server: kine + kube-apiserver (127.0.0.1, https-listen-port + 1, K3s's 6444) +
+kube-controller-manager + kube-scheduler (:class:`.controlplane.ControlPlane`), K3s's 6443
+before them (:class:`.front.Front`), its own Node registered with the admin certificate (so the
+``node-role.kubernetes.io/*`` labels that NodeRestriction keeps from kubelets are set, as K3s's
+server sets them) and kept Ready by kwok as ``system:node:<name>``.
+
+Agent: takes ``system:node:<name>`` from ``/v1-k3s/client-kubelet.crt`` with its token,
+registers its Node with it (kubeletVersion = the running K3s version, patched on an upgrade)
+and runs kwok (``--manage-single-node``) for status, Lease and simulated pods.
+
+Example::
+
+    binaries = real_api_binaries()        # None: the stand-in's own API
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from . import log, node, pki, podnet, vpn
+from .controlplane import ControlPlane
+from .front import Front
+from .kubeclient import KubeClient
+from .kubeconfig import write_kubeconfig
+
+MARKER = Path("/etc/k3sfleet-lab/real-api")
+HOST_DIR = Path("/opt/k3sfleet-standin/go")
+PROGRAM_DIRS = {"kube-apiserver": "kube", "kube-controller-manager": "kube",
+                "kube-scheduler": "kube", "kine": "kine", "kwok": "kwok"}
+
+
+def real_api_binaries() -> dict[str, Path] | None:
+    """Each program's path when this host runs the real API, else None."""
+    chosen = os.environ.get("K3SFLEET_LAB_REAL_API")
+    if chosen is None and MARKER.exists():
+        chosen = MARKER.read_text().strip() or str(HOST_DIR)
+    if not chosen:
+        return None
+    return {program: Path(chosen) / d / program for program, d in PROGRAM_DIRS.items()}
+
+
+def _kwok(binaries: dict[str, Path], kubeconfig: Path, name: str, ip: str,
+          logfile: Path) -> subprocess.Popen[bytes]:
+    stages = sorted((binaries["kwok"].parent / "kustomize").rglob("*.yaml"))
+    argv = [str(binaries["kwok"]), f"--kubeconfig={kubeconfig}", f"--manage-single-node={name}",
+            # kubelet's default lease; kwok keeps none without it (sigs.k8s.io/kwok
+            # pkg/kwok/controllers/controller.go, v0.8.0)
+            "--node-lease-duration-seconds=40", f"--node-ip={ip}",
+            *(f"--config={stage}" for stage in stages)]
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,  # noqa: S603
+                                stdin=subprocess.DEVNULL)
+
+
+def _run_kubelet(config: dict[str, Any], binaries: dict[str, Path], client: KubeClient,
+                 own: dict[str, Any], kubeconfig: Path, logfile: Path) -> int:
+    """Register the Node, then play its kubelet with kwok until SIGTERM."""
+    name = own["metadata"]["name"]
+    for _attempt in range(60):
+        try:
+            node.register(client, own)
+            break
+        except (OSError, RuntimeError) as error:
+            log.info(f"Waiting to register node {name}: {error}")
+            time.sleep(2)
+    else:
+        log.fatal(f"failed to register node {name}")
+    if vpn.vpn_settings(config):  # flannel's Tailscale backend (pod CIDR from the real IPAM)
+        podnet.advertise_pod_cidr(client, name, podnet.cluster_cidr(config))
+    internal, _ = node.node_addresses({"node-ip": own["metadata"]["annotations"]
+                                       ["k3s.io/internal-ip"]})
+    kwok = _kwok(binaries, kubeconfig, name, internal[0] if internal else "127.0.0.1", logfile)
+    signal.signal(signal.SIGTERM, lambda *_: kwok.terminate())
+    log.notify_ready()
+    return kwok.wait()
+
+
+# kwok's start-up check lists every Node (sigs.k8s.io/kwok pkg/kwok/cmd/root.go
+# ``waitForReady``, v0.8.0) and it lists pods by field selector, which the Node authorizer
+# refuses a kubelet ("cannot read all nodes, only its own Node object"). Kubernetes's own
+# ``system:node`` ClusterRole grants those reads; binding it to ``system:nodes`` is the
+# stand-in's one deviation for kwok. Writes stay under NodeRestriction.
+KWOK_BINDING = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRoleBinding",
+    "metadata": {"name": "k3sfleet-lab:kwok-nodes"},
+    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                "name": "system:node"},
+    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                  "name": "system:nodes"}],
+}
+
+
+def _bind_kwok_role(admin: KubeClient) -> None:
+    code, body = admin.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                               KWOK_BINDING)
+    if code not in (201, 409):
+        log.fatal(f"binding system:node for kwok: {code} {body}")
+
+
+def serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *,
+          server_dir: Path, tls: pki.ClusterTLS, names: list[str], port: int,
+          passwords: dict[str, str], own: dict[str, Any]) -> int:
+    """The server on the real control plane; returns when killed."""
+    bind = str(config.get("bind-address") or "0.0.0.0")
+    internal, _ = node.node_addresses(config)
+    plane = ControlPlane(binaries, server_dir, bind_address="127.0.0.1", port=port + 1,
+                         server_names=tuple(names),
+                         advertise_address=internal[0] if internal else None)
+    plane.start()
+    roles = {password: role.removeprefix("system:") for password, role in passwords.items()}
+    front = Front(tls, (bind, port), ("127.0.0.1", port + 1), passwords=roles)
+    front.start()
+    log.info(f"Running kube-apiserver {version} on https://127.0.0.1:{port + 1}, "
+             f"supervisor on https://{bind}:{port}")
+    name = own["metadata"]["name"]
+    cert = pki.issue(*tls.pair("client-ca"), f"system:node:{name}",
+                     organization="system:nodes", client=True)
+    tls.store_pair("client-kubelet", *cert)
+    kubelet = server_dir.parent / "agent" / "kubelet.kubeconfig"
+    write_kubeconfig(kubelet, f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(), *cert)
+    admin = KubeClient(f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(), "", "",
+                       cert=(tls.directory / "client-admin.crt",
+                             tls.directory / "client-admin.key"))
+    _bind_kwok_role(admin)
+    log.info(f"k3s {version} is up and running")
+    try:
+        return _run_kubelet(config, binaries, admin, own, kubelet, server_dir / "logs" / "kwok.log")
+    finally:
+        front.stop()
+        plane.stop()
+
+
+def agent(config: dict[str, Any], version: str, binaries: dict[str, Path], *, url: str,
+          cacerts: bytes, password: str, agent_dir: Path, own: dict[str, Any]) -> int:
+    """The agent: a node certificate from the server, its Node, kwok; returns when killed."""
+    name = own["metadata"]["name"]
+    token = KubeClient(url, cacerts, "node", password)
+    code, body = token.request("GET", "/v1-k3s/client-kubelet.crt", timeout=30,
+                               content_type="text/plain", headers={"k3s-Node-Name": name})
+    if code != 200 or not isinstance(body, str):
+        log.fatal(f"failed to get client-kubelet.crt from {url}: {code} {body}")
+    start = body.index("-----BEGIN PRIVATE KEY-----")
+    cert_file, key_file = agent_dir / "client-kubelet.crt", agent_dir / "client-kubelet.key"
+    pki.write_private(cert_file, body[:start].encode(), 0o644)
+    pki.write_private(key_file, body[start:].encode())
+    kubeconfig = agent_dir / "kubelet.kubeconfig"
+    write_kubeconfig(kubeconfig, url, cacerts, cert_file.read_bytes(), key_file.read_bytes())
+    client = KubeClient(url, cacerts, "", "", cert=(cert_file, key_file))
+    log.info(f"k3s agent {version} is up and running")
+    return _run_kubelet(config, binaries, client, own, kubeconfig, agent_dir / "logs" / "kwok.log")

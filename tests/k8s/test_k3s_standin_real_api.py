@@ -1,0 +1,179 @@
+"""The stand-in ``k3s server`` and ``k3s agent`` on the real control plane (realapi.py).
+
+Both run on 127.0.0.1 as processes of this test (``K3SFLEET_LAB_REAL_API`` names the built
+programs, as ``/etc/k3sfleet-lab/real-api`` does in a lab host). Proved through the
+kubeconfig the server writes (``--write-kubeconfig``, K3s's k3s.yaml):
+
+* the server's 6443 is the front, kube-apiserver is on 6444 (https-listen-port + 1), the
+  node-token is K3s's ``K10<sha256 of the server CA>::server:<password>``;
+* the server's Node carries the control-plane role labels (set with the admin certificate:
+  NodeRestriction keeps kubelets from setting ``node-role.kubernetes.io/*``) and is kept Ready
+  by kwok; the agent's Node registers as ``system:node:<name>`` with the certificate from
+  ``/v1-k3s/client-kubelet.crt`` and becomes Ready with a Lease;
+* kubeletVersion is the running K3s version, and a restarted agent of another version patches it;
+* a wrong agent token is refused (the agent exits 1 naming the 401).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from k3sfleet.lab.controlplane import K3S_VERSION, cached_binaries
+from k3sfleet.settings import Settings
+
+pytestmark = pytest.mark.k8s
+
+TOKEN = "lab-token-0123456789"
+NEXT_VERSION = "v1.34.3+k3s1"
+RUN = "import sys; from k3sfleet.lab.standins.k3s.main import main; sys.exit(main(sys.argv[2:], sys.argv[1]))"  # noqa: E501
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    with socket.socket() as sock:  # port + 1 must be free too (kube-apiserver)
+        sock.bind(("127.0.0.1", port + 1))
+    return port
+
+
+def _wait(what: str, probe: Callable[[], Any], timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except Exception as err:  # noqa: BLE001 - the API may not answer yet
+            last = err
+        else:
+            if last:
+                return last
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+class _Cluster:
+    def __init__(self, root: Path, bins: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.env = {**os.environ, "K3SFLEET_LAB_REAL_API": str(bins)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, role: str, version: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.root / f"{role}-{len(self.procs)}.log").open("ab")
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-c", RUN, version, role, *args], env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Cluster]:
+    cache = Path(Settings.load(".", use_vault=False).k3sfleet_lab_cache_dir).expanduser()
+    binaries = cached_binaries(cache)
+    if binaries is None:
+        pytest.skip(f"real control plane not built in {cache}/go: run scripts/setup.sh")
+    root = tmp_path_factory.mktemp("k3s")
+    bins = root / "go"  # the layout lab hosts see under /opt/k3sfleet-standin/go
+    bins.mkdir()
+    for name, directory in binaries.directories.items():
+        (bins / name).symlink_to(directory)
+    cluster = _Cluster(root, bins)
+    server = cluster.start(
+        "server", K3S_VERSION, f"--data-dir={root / 'server-data'}",
+        f"--https-listen-port={cluster.port}", "--bind-address=127.0.0.1",
+        "--node-name=lab-server-1", "--node-ip=127.0.0.1", f"--token={TOKEN}",
+        f"--write-kubeconfig={root / 'k3s.yaml'}")
+    yield cluster
+    for proc in reversed(cluster.procs):
+        cluster.stop(proc)
+    assert server.poll() is not None
+
+
+@pytest.fixture(scope="module")
+def api(cluster: _Cluster) -> client.ApiClient:
+    kubeconfig = cluster.root / "k3s.yaml"
+    _wait("k3s.yaml", kubeconfig.exists)
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    _wait("the API through 6443", lambda: client.VersionApi(api).get_code())
+    return api
+
+
+def _ready(api: client.ApiClient, name: str) -> Any:
+    node = client.CoreV1Api(api).read_node(name)
+    ok = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+    return node if ok else None
+
+
+def _agent(cluster: _Cluster, version: str, token: str = TOKEN) -> subprocess.Popen[bytes]:
+    return cluster.start(
+        "agent", version, f"--data-dir={cluster.root / 'agent-data'}",
+        f"--server=https://127.0.0.1:{cluster.port}", f"--token={token}",
+        "--node-name=lab-agent-1", "--node-ip=127.0.0.1")
+
+
+def test_server_runs_the_real_api_behind_its_front(cluster: _Cluster, api: Any) -> None:
+    assert client.VersionApi(api).get_code().git_version == K3S_VERSION
+    server_dir = cluster.root / "server-data" / "server"
+    ca = (server_dir / "tls" / "server-ca.crt").read_bytes()
+    token = (server_dir / "node-token").read_text().strip()
+    assert token == f"K10{hashlib.sha256(ca).hexdigest()}::server:{TOKEN}"
+    # kube-apiserver itself listens on https-listen-port + 1, as K3s's 6444
+    with socket.create_connection(("127.0.0.1", cluster.port + 1), timeout=5):
+        pass
+    node = _wait("the server's Node Ready", lambda: _ready(api, "lab-server-1"))
+    assert node.metadata.labels["node-role.kubernetes.io/control-plane"] == "true"
+    assert node.status.node_info.kubelet_version == K3S_VERSION
+
+
+def test_agent_registers_with_its_node_certificate(cluster: _Cluster, api: Any) -> None:
+    agent = _agent(cluster, K3S_VERSION)
+    node = _wait("the agent's Node Ready", lambda: _ready(api, "lab-agent-1"))
+    assert "node-role.kubernetes.io/control-plane" not in node.metadata.labels
+    assert node.status.node_info.kubelet_version == K3S_VERSION
+    lease = _wait("the agent's Lease", lambda: client.CoordinationV1Api(api)
+                  .read_namespaced_lease("lab-agent-1", "kube-node-lease"))
+    assert [(o.kind, o.name) for o in lease.metadata.owner_references] == [("Node", "lab-agent-1")]
+    cert = (cluster.root / "agent-data" / "agent" / "client-kubelet.crt").read_bytes()
+    from cryptography import x509
+
+    subject = x509.load_pem_x509_certificate(cert).subject.rfc4514_string()
+    assert "CN=system:node:lab-agent-1" in subject and "O=system:nodes" in subject
+    # an upgraded agent (another K3s version) reports its version on the same Node
+    cluster.stop(agent)
+    _agent(cluster, NEXT_VERSION)
+    _wait("kubeletVersion patched", lambda: client.CoreV1Api(api).read_node("lab-agent-1")
+          .status.node_info.kubelet_version == NEXT_VERSION, 60)
+    _wait("the upgraded Node Ready", lambda: _ready(api, "lab-agent-1"))
+
+
+def test_an_agent_with_a_wrong_token_is_refused(cluster: _Cluster, api: Any) -> None:
+    proc = cluster.start(
+        "agent", K3S_VERSION, f"--data-dir={cluster.root / 'bad-agent'}",
+        f"--server=https://127.0.0.1:{cluster.port}", "--token=wrong-token",
+        "--node-name=lab-agent-bad", "--node-ip=127.0.0.1")
+    assert proc.wait(60) == 1
+    log = next(cluster.root.glob(f"agent-{len(cluster.procs) - 1}.log")).read_text()
+    assert "401" in log
