@@ -169,6 +169,25 @@ def test_agent_registers_with_its_node_certificate(cluster: _Cluster, api: Any) 
     _wait("the upgraded Node Ready", lambda: _ready(api, "lab-agent-1"))
 
 
+def test_pods_run_on_the_kwok_nodes(cluster: _Cluster, api: Any) -> None:
+    client.AppsV1Api(api).create_namespaced_deployment("default", client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="web"),
+        spec=client.V1DeploymentSpec(
+            replicas=2, selector=client.V1LabelSelector(match_labels={"app": "web"}),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels={"app": "web"}),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="w", image="x")])))))
+
+    def running() -> bool:
+        pods = client.CoreV1Api(api).list_namespaced_pod("default", label_selector="app=web")
+        states = [(p.spec.node_name, p.status.phase) for p in pods.items]
+        if len(states) == 2 and all(phase == "Running" for _, phase in states):
+            return True
+        raise AssertionError(f"pods (node, phase): {states}")
+
+    _wait("2 pods Running", running, 90)
+
+
 def test_an_agent_with_a_wrong_token_is_refused(cluster: _Cluster, api: Any) -> None:
     proc = cluster.start(
         "agent", K3S_VERSION, f"--data-dir={cluster.root / 'bad-agent'}",

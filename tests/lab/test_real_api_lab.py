@@ -1,53 +1,36 @@
-"""The real control plane inside lab hosts: the first step of moving the lab onto it.
+"""The stand-in ``k3s server``/``k3s agent`` on the real control plane inside lab hosts.
 
 On a fresh lab (1 server + 1 agent) the built binaries are bound read-only into every host
-(``/opt/k3sfleet-standin/go``). The server host runs kine + kube-apiserver +
-kube-controller-manager + kube-scheduler with the stand-in's launcher
-(``standins/k3s/controlplane.py``, from the same zipapp the lab's k3s mirror serves) on its
-lab address, port 6443; the agent host runs kwok for its own Node over the lab network, as its
-kubelet would. The test reads it all through the API from the machine. Each host process runs
-in a transient systemd unit, stopped at the end.
+(``/opt/k3sfleet-standin/go``) and both hosts are marked ``/etc/k3sfleet-lab/real-api``. The
+server host runs the stand-in ``k3s server`` (the zipapp the lab's k3s mirror serves): kine +
+kube-apiserver + kube-controller-manager + kube-scheduler behind K3s's 6443 on its lab
+address; the agent host runs ``k3s agent --server https://<server>:6443`` over the lab
+network, which takes its node certificate from the server and plays its kubelet with kwok.
+The test reads it all through the k3s.yaml the server wrote. Each host process runs in a
+transient systemd unit, stopped at the end.
 
 Skipped with the reason when the lab cannot run or the binaries are not built.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import yaml
+from cryptography import x509
 from kubernetes import client, config
 
 from k3sfleet.lab import Lab, LabHost
 from k3sfleet.lab.artifacts import build_k3s_executable
 from k3sfleet.lab.controlplane import K3S_VERSION, host_binaries
-from k3sfleet.lab.standins import RUNTIME_PYTHON
 from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS
 
 pytestmark = [pytest.mark.lab, pytest.mark.k8s]
 
-LIB = "/usr/local/lib/k3sfleet-lab-test"
-SERVER_DIR = "/var/lib/lab-real-api/server"
-
-# Runs in the server host: the launcher until SIGTERM, then every component stopped by PID.
-DRIVER = """\
-import json, signal, sys, threading
-from pathlib import Path
-sys.path.insert(0, "{lib}/k3s.pyz")
-from k3s_standin.controlplane import ControlPlane
-spec = json.loads(sys.argv[1])
-plane = ControlPlane({{k: Path(v) for k, v in spec["binaries"].items()}}, Path(spec["dir"]),
-                     bind_address=spec["address"], port=6443)
-stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda *_: stop.set())
-plane.start()
-print("ready", plane.pids(), flush=True)
-stop.wait()
-plane.stop()
-"""
+TOKEN = "lab-real-api-token"
 
 
 def _put(lab: Lab, host: LabHost, path: str, data: bytes, mode: int = 0o644) -> None:
@@ -93,57 +76,55 @@ def real_lab(lab_factory: Callable[..., Lab]) -> Iterator[Lab]:
 def api(real_lab: Lab) -> Iterator[client.ApiClient]:
     lab = real_lab
     server, agent = lab.servers[0], lab.agents[0]
-    binaries = host_binaries()
-    _put(lab, server, f"{LIB}/k3s.pyz", build_k3s_executable(K3S_VERSION))
-    _put(lab, server, f"{LIB}/driver.py", DRIVER.format(lib=LIB).encode())
-    spec = {
-        "binaries": {p: str(binaries.path(p)) for p in PROGRAMS},
-        "dir": SERVER_DIR,
-        "address": server.public_ip,
-    }
-    _run(lab, server, f"sudo systemd-run --unit=lab-real-api --collect {RUNTIME_PYTHON} "
-                      f"{LIB}/driver.py '{json.dumps(spec)}'")
-    # the launcher prints "ready" once /readyz answers ok and every component runs
-    _wait("the control plane ready on the server host",
-          lambda: "ready {" in _run(lab, server, "sudo journalctl -u lab-real-api -o cat"), 180)
-    kubeconfig = lab.host_dir(server) / "root" / SERVER_DIR.lstrip("/") / "cred/admin.kubeconfig"
-    api = config.new_client_from_config(config_file=str(kubeconfig))
-    # The agent plays its kubelet with kwok, reaching the API over the lab network.
-    _put(lab, agent, "/etc/k3sfleet-lab-test/kubeconfig", kubeconfig.read_bytes(), 0o600)
-    client.CoreV1Api(api).create_node(client.V1Node(
-        metadata=client.V1ObjectMeta(name=agent.name,
-                                     labels={"kubernetes.io/hostname": agent.name}),
-    ))
-    stages = " ".join(f"--config={p}" for p in binaries.kwok_stages)
-    _run(lab, agent, f"sudo systemd-run --unit=lab-kwok --collect {binaries.path('kwok')} "
-                     f"--kubeconfig=/etc/k3sfleet-lab-test/kubeconfig "
-                     f"--manage-single-node={agent.name} --node-lease-duration-seconds=40 "
-                     f"{stages}")
+    for host in (server, agent):
+        _put(lab, host, "/usr/local/bin/k3s", build_k3s_executable(K3S_VERSION), 0o755)
+        _put(lab, host, "/etc/k3sfleet-lab/real-api", b"")
+    _run(lab, server, f"sudo systemd-run --unit=lab-k3s --collect /usr/local/bin/k3s server "
+                      f"--node-ip={server.public_ip} --token={TOKEN}")
+    k3s_yaml = lab.host_dir(server) / "root/etc/rancher/k3s/k3s.yaml"
+    _wait("the server's k3s.yaml", k3s_yaml.exists, 180)
+    kubeconfig = yaml.safe_load(k3s_yaml.read_text())
+    kubeconfig["clusters"][0]["cluster"]["server"] = f"https://{server.public_ip}:6443"
+    api = config.new_client_from_config_dict(kubeconfig)
+    _wait("the API through the server's 6443", lambda: client.VersionApi(api).get_code(), 180)
+    _run(lab, agent, f"sudo systemd-run --unit=lab-k3s --collect /usr/local/bin/k3s agent "
+                     f"--server=https://{server.public_ip}:6443 --token={TOKEN} "
+                     f"--node-ip={agent.public_ip}")
     yield api
-    for host, unit in ((agent, "lab-kwok"), (server, "lab-real-api")):
-        lab.ssh(host, f"sudo systemctl stop {unit}")
+    for host in (agent, server):
+        lab.ssh(host, "sudo systemctl stop lab-k3s")
 
 
 def test_api_in_the_server_host_reports_the_k3s_version(real_lab: Lab, api: Any) -> None:
     assert client.VersionApi(api).get_code().git_version == K3S_VERSION
     server = real_lab.servers[0]
-    processes = _run(real_lab, server, "systemctl show -p MainPID --value lab-real-api; "
-                                       "ps -o comm= --ppid $(systemctl show -p MainPID "
-                                       "--value lab-real-api)")
-    for program in PROGRAMS:
+    processes = _run(real_lab, server, "ps -o comm= --ppid $(systemctl show -p MainPID "
+                                       "--value lab-k3s)")
+    for program in (*PROGRAMS, "kwok"):
         assert program[:15] in processes  # comm is cut at 15 characters
+    node = _wait("the server's Node Ready", lambda: _ready(api, server.name))
+    assert node.metadata.labels["node-role.kubernetes.io/control-plane"] == "true"
     # kubernetes Service endpoints point at the server's lab address, not loopback
     endpoints = client.CoreV1Api(api).read_namespaced_endpoints("kubernetes", "default")
     assert [a.ip for s in endpoints.subsets for a in s.addresses] == [server.public_ip]
 
 
+def _ready(api: Any, name: str) -> Any:
+    node = client.CoreV1Api(api).read_node(name)
+    ok = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+    return node if ok else None
+
+
 def test_agent_node_ready_and_runs_scheduled_pods(real_lab: Lab, api: Any) -> None:
     agent = real_lab.agents[0]
+    nodes = {agent.name, real_lab.servers[0].name}  # K3s servers are schedulable too
     core = client.CoreV1Api(api)
-    _wait("the agent's Node Ready", lambda: any(
-        c.type == "Ready" and c.status == "True"
-        for c in (core.read_node(agent.name).status.conditions or [])
-    ))
+    node = _wait("the agent's Node Ready", lambda: _ready(api, agent.name), 120)
+    assert node.status.node_info.kubelet_version == K3S_VERSION
+    # the agent's kwok speaks as the node, with the certificate the server issued it
+    cert = (real_lab.host_dir(agent) / "root/var/lib/rancher/k3s/agent/client-kubelet.crt")
+    subject = x509.load_pem_x509_certificate(cert.read_bytes()).subject.rfc4514_string()
+    assert f"CN=system:node:{agent.name}" in subject
     client.AppsV1Api(api).create_namespaced_deployment("default", client.V1Deployment(
         metadata=client.V1ObjectMeta(name="web"),
         spec=client.V1DeploymentSpec(
@@ -159,11 +140,11 @@ def test_agent_node_ready_and_runs_scheduled_pods(real_lab: Lab, api: Any) -> No
     def running() -> list[Any]:
         pods = core.list_namespaced_pod("default", label_selector="app=web").items
         ok = len(pods) == 2 and all(
-            p.spec.node_name == agent.name and p.status.phase == "Running" for p in pods
+            p.spec.node_name in nodes and p.status.phase == "Running" for p in pods
         )
         return pods if ok else []
 
-    _wait("2 pods Running on the agent", running, 120)
+    _wait("2 pods Running on the lab's Nodes", running, 120)
 
 
 def test_binaries_are_read_only_in_hosts(real_lab: Lab) -> None:

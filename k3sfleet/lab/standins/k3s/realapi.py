@@ -88,27 +88,39 @@ def _run_kubelet(config: dict[str, Any], binaries: dict[str, Path], client: Kube
     return kwok.wait()
 
 
-# kwok's start-up check lists every Node (sigs.k8s.io/kwok pkg/kwok/cmd/root.go
-# ``waitForReady``, v0.8.0) and it lists pods by field selector, which the Node authorizer
-# refuses a kubelet ("cannot read all nodes, only its own Node object"). Kubernetes's own
-# ``system:node`` ClusterRole grants those reads; binding it to ``system:nodes`` is the
+# kwok reads more than a kubelet may: its start-up check lists every Node
+# (sigs.k8s.io/kwok pkg/kwok/cmd/root.go ``waitForReady``, v0.8.0), it lists pods, and its
+# lease controller watches Leases to know it holds its node's (node_lease_controller.go; it
+# plays no pod of a node whose Lease it does not see held). The Node authorizer refuses those
+# reads ("cannot read all nodes, only its own Node object"; "can only get, create, update,
+# patch, or delete a node lease"). Kubernetes's own ``system:node`` ClusterRole grants the
+# first two and a Role in kube-node-lease the third, bound to ``system:nodes``: the
 # stand-in's one deviation for kwok. Writes stay under NodeRestriction.
-KWOK_BINDING = {
-    "apiVersion": "rbac.authorization.k8s.io/v1",
-    "kind": "ClusterRoleBinding",
-    "metadata": {"name": "k3sfleet-lab:kwok-nodes"},
-    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                "name": "system:node"},
-    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                  "name": "system:nodes"}],
-}
+_RBAC = "/apis/rbac.authorization.k8s.io/v1"
+_NODES = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]
+KWOK_RBAC: tuple[tuple[str, dict[str, Any]], ...] = (
+    (f"{_RBAC}/clusterrolebindings", {
+        "metadata": {"name": "k3sfleet-lab:kwok-nodes"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "system:node"},
+        "subjects": _NODES}),
+    (f"{_RBAC}/namespaces/kube-node-lease/roles", {
+        "metadata": {"name": "k3sfleet-lab:kwok-leases"},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                   "verbs": ["get", "list", "watch"]}]}),
+    (f"{_RBAC}/namespaces/kube-node-lease/rolebindings", {
+        "metadata": {"name": "k3sfleet-lab:kwok-leases"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "k3sfleet-lab:kwok-leases"},
+        "subjects": _NODES}),
+)
 
 
 def _bind_kwok_role(admin: KubeClient) -> None:
-    code, body = admin.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-                               KWOK_BINDING)
-    if code not in (201, 409):
-        log.fatal(f"binding system:node for kwok: {code} {body}")
+    for path, body in KWOK_RBAC:
+        code, found = admin.request("POST", path, body)
+        if code not in (201, 409):
+            log.fatal(f"granting kwok its reads ({path}): {code} {found}")
 
 
 def serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *,
