@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from kubernetes import client, config
 
 from k3sfleet.lab.controlplane import K3S_VERSION, cached_binaries
@@ -157,8 +158,6 @@ def test_agent_registers_with_its_node_certificate(cluster: _Cluster, api: Any) 
                   .read_namespaced_lease("lab-agent-1", "kube-node-lease"))
     assert [(o.kind, o.name) for o in lease.metadata.owner_references] == [("Node", "lab-agent-1")]
     cert = (cluster.root / "agent-data" / "agent" / "client-kubelet.crt").read_bytes()
-    from cryptography import x509
-
     subject = x509.load_pem_x509_certificate(cert).subject.rfc4514_string()
     assert "CN=system:node:lab-agent-1" in subject and "O=system:nodes" in subject
     # an upgraded agent (another K3s version) reports its version on the same Node
