@@ -1168,8 +1168,16 @@ def test_artifacts_mirror_and_signed_apt_repository(tmp_path: Path) -> None:
     assert gpgv(str(dist / "Release.gpg"), str(tampered)) != 0
     packages = (dist / "main/binary-amd64/Packages").read_bytes()
     assert f" {hashlib.sha256(packages).hexdigest()} " in (dist / "Release").read_text()
-    fields = dict(line.split(": ", 1) for line in packages.decode().splitlines() if ": " in line)
-    assert fields["Package"] == "tailscale" and fields["Version"] == "1.90.0"
+    stanzas = [
+        dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        for block in packages.decode().split("\n\n")
+        if block.strip()
+    ]
+    by_name = {stanza["Package"]: stanza for stanza in stanzas}
+    # the repository serves tailscale and, as Tailscale's does, tailscale-archive-keyring
+    assert sorted(by_name) == ["tailscale", "tailscale-archive-keyring"]
+    fields = by_name["tailscale"]
+    assert fields["Version"] == "1.90.0"
     deb = debian / fields["Filename"]
     listing = subprocess.run(
         ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
