@@ -376,7 +376,8 @@ class Lab:
              str(portfile)],
             self.directory / "logs/artifacts.log",
         )
-        deadline = time.monotonic() + 10
+        # generous: on a loaded 2-core machine a cold Python start can take seconds
+        deadline = time.monotonic() + 30
         while not portfile.exists():
             if time.monotonic() > deadline or not hostproc.alive(self.server_pid, str(www)):
                 raise LabError(f"artifact server did not start; see {self.directory}/logs")
