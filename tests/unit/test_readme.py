@@ -90,3 +90,54 @@ def test_python_examples_compile_and_their_imports_exist() -> None:
                 module = importlib.import_module(node.module)
                 for alias in node.names:
                     assert hasattr(module, alias.name), f"{node.module}.{alias.name}"
+
+
+def _command_lines(program: str) -> list[list[str]]:
+    """Each ``program ...`` command in the README's bash blocks, split like the shell (comments,
+    leading ``VAR=value`` assignments, pipes and ``&&`` removed; ``[--opt]`` taken as given)."""
+    import shlex
+
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in textwrap.dedent(block).splitlines():
+            for part in re.split(r"\s*(?:&&|\|)\s*", line.split("  #", 1)[0].strip()):
+                words = shlex.split(part.replace("[", "").replace("]", ""), comments=True)
+                while words and re.fullmatch(r"[A-Z0-9_]+=\S*", words[0]):
+                    words = words[1:]
+                if words and words[0] == program:
+                    found.append(words[1:])
+    return found
+
+
+def test_every_k3sfleet_command_in_the_readme_parses() -> None:
+    from k3sfleet.cli import build_parser
+
+    commands = _command_lines("k3sfleet")
+    assert len(commands) > 20
+    problems = []
+    for argv in commands:
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit:
+            problems.append("k3sfleet " + " ".join(argv))
+    assert not problems, problems
+
+
+def test_every_pyinfra_command_in_the_readme_runs_an_existing_entry_file() -> None:
+    commands = _command_lines("pyinfra")
+    assert len(commands) > 5
+    problems = [argv for argv in commands if not (ROOT / "deploys").joinpath(
+        Path(argv[1]).name).is_file() or not argv[1].startswith("deploys/")]
+    assert not problems, problems
+
+
+def test_every_path_of_the_layout_table_exists() -> None:
+    """The first column, and the folders and files each row names inside its path."""
+    section = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([\w./-]+)` \| (.*) \|$", section, re.M)
+    assert {"k3sfleet/", "tests/", "deploys/"} <= {path for path, _ in rows}
+    missing = []
+    for path, what in rows:
+        inside = re.findall(r"`([\w-]+(?:/|\.sh|\.md))`", what)
+        missing += [p for p in [path, *(path + name for name in inside)] if not (ROOT / p).exists()]
+    assert not missing, missing
