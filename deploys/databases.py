@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from pyinfra import host, state
 from pyinfra.api import deploy
 
+from k3sfleet.api_ops import api_host_name
 from k3sfleet.databases import (
     AppDatabase,
     Server,
@@ -41,15 +42,8 @@ from k3sfleet.databases import (
 )
 from k3sfleet.entry import under_pyinfra
 from k3sfleet.errors import ConfigError
-from k3sfleet.k8s_secrets import (
-    MANAGED_BY,
-    ApiSession,
-    DesiredSecret,
-    Values,
-    api_host_name,
-    project_dir,
-    secrets_ops,
-)
+from k3sfleet.k8s_secrets import MANAGED_BY, DesiredSecret, Values, project_dir, secrets_ops
+from k3sfleet.kube import ApiSession
 from k3sfleet.preflight import databases_check
 
 BASIC_AUTH = "kubernetes.io/basic-auth"

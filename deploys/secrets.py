@@ -26,7 +26,6 @@ from pyinfra.api import deploy
 
 from k3sfleet.entry import under_pyinfra
 from k3sfleet.k8s_secrets import (
-    ApiSession,
     SecretSpec,
     Values,
     env,
@@ -35,6 +34,7 @@ from k3sfleet.k8s_secrets import (
     secrets_deploy,
     template,
 )
+from k3sfleet.kube import ApiSession
 
 if TYPE_CHECKING:
     from k3sfleet.inventory import Node

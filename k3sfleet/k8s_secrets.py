@@ -8,8 +8,9 @@ run stops before the cluster is touched; ``plan`` reads the Secrets and namespac
 and says which Secrets and keys would change (no values); ``apply`` writes only what differs.
 
 The pyinfra side: ``secrets_deploy(specs)`` (called by entry files such as deploys/secrets.py)
-plans once at prepare time through one ``cluster_api`` session and adds one operation per
-Secret, named with what would change, so ``--dry`` lists Secrets and keys without values.
+plans once at prepare time through one ``k3sfleet.kube.ApiSession`` and adds one
+``k3sfleet.api_ops.api_call`` per Secret, named with what would change, so ``--dry`` lists
+Secrets and keys without values.
 
 Example::
 
@@ -26,24 +27,22 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import base64
-import contextlib
 import json
 import os
 import re
 import string
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 from pyinfra import host, state
-from pyinfra.api import FunctionCommand, operation
 
+from k3sfleet.api_ops import api_call, api_host_name
 from k3sfleet.errors import ConfigError, K3sfleetError
-from k3sfleet.kube import cluster_api
+from k3sfleet.kube import ApiSession
 from k3sfleet.project import chart_dir
 from k3sfleet.secret import reveal
 from k3sfleet.settings import Settings, load_env_files, setting_fields
@@ -567,104 +566,45 @@ def _apply_once(api: Any, secret: DesiredSecret) -> Change:
 # -- pyinfra: one API session per run, one operation per Secret ------------------------------
 
 
-class ApiSession:
-    """One ``cluster_api`` connection shared by a run's planning (prepare) and writes (execute).
+class _Writes:
+    """The writes a run still has to do through ``session``; the last one closes it."""
 
-    Opened on first use; closed when the last pending write is done, or at interpreter exit.
-    """
-
-    def __init__(self, source: Any = None, opener: Callable[[], Any] | None = None) -> None:
-        self._source = source
-        self._opener = opener
-        self._stack: contextlib.ExitStack | None = None
-        self._api: Any = None
-        self.pending = 0
-        atexit.register(self.close)
+    def __init__(self, session: ApiSession, pending: int) -> None:
+        self.session, self.pending = session, pending
+        if pending == 0:
+            session.close()
 
     def __repr__(self) -> str:
-        return "ApiSession()"
-
-    @property
-    def api(self) -> Any:
-        if self._api is None:
-            self._stack = contextlib.ExitStack()
-            if self._opener is not None:
-                self._api = self._stack.enter_context(self._opener())
-            else:
-                self._api = self._stack.enter_context(cluster_api(self._source))
-        return self._api
+        return f"_Writes(pending={self.pending})"
 
     def done(self) -> None:
-        """One pending write finished; the last one closes the session."""
         self.pending -= 1
         if self.pending <= 0:
-            self.close()
-
-    def close(self) -> None:
-        if self._stack is not None:
-            stack, self._stack, self._api = self._stack, None, None
-            stack.close()
+            self.session.close()
 
 
-def api_host_name(state: Any) -> str | None:
-    """The host the API operations hang on: the first server (inventory order) among the hosts
-    of this run (``--limit`` respected), else the first host of the run."""
-    active = {h.name for h in state.activated_hosts} if state.activated_hosts else None
-    hosts = [h for h in state.inventory if active is None or h.name in active]
-    servers = [h for h in hosts if (h.data.get("k3s_role") or "server") == "server"]
-    chosen = servers or hosts
-    return chosen[0].name if chosen else None
-
-
-def _apply_callback(state: Any, host: Any, secret: DesiredSecret, session: ApiSession) -> None:
+def _apply_callback(state: Any, host: Any, secret: DesiredSecret, writes: _Writes) -> None:
     try:
-        apply(session.api, secret)
+        apply(writes.session.api, secret)
     finally:
-        session.done()
-
-
-def kubernetes_secret_operation() -> Any:
-    """The ``@operation`` (built lazily so importing this module needs no pyinfra state)."""
-    return _kubernetes_secret
-
-
-def _make_operation() -> Any:
-    @operation()
-    def kubernetes_secret(
-        secret: DesiredSecret, change: Change, session: ApiSession
-    ) -> Generator[Any, None, None]:
-        """Create or update one Secret through the API (planned at prepare time).
-
-        + secret: the ``DesiredSecret`` (values never shown)
-        + change: what ``plan`` found (names the keys)
-        + session: the run's ``ApiSession``
-        """
-        if not change.changed:
-            host.noop(f"Secret {change.ref} is up to date")
-            return
-        yield FunctionCommand(_apply_callback, (secret, session), {})
-
-    return kubernetes_secret
-
-
-_kubernetes_secret = _make_operation()
+        writes.done()
 
 
 def secrets_ops(
     desired: Sequence[DesiredSecret], session: ApiSession, label: str = "Kubernetes Secret"
 ) -> list[Change]:
-    """Plan ``desired`` through ``session`` and add one operation per Secret (current host)."""
+    """Plan ``desired`` through ``session`` and add one ``api_call`` per Secret (current host),
+    named with what would change; Secrets that are up to date change nothing."""
     planned = plan(session.api, desired)
-    session.pending += sum(1 for _, change in planned if change.changed)
+    writes = _Writes(session, sum(1 for _, change in planned if change.changed))
     for secret, change in planned:
-        _kubernetes_secret(
+        api_call(
             name=f"{label} {change.ref}: {change.describe()}",
-            secret=secret,
-            change=change,
-            session=session,
+            function=_apply_callback,
+            args=(secret, writes),
+            changes=change.changed,
+            unchanged=f"Secret {change.ref} is up to date",
         )
-    if session.pending == 0:
-        session.close()
     return [change for _, change in planned]
 
 

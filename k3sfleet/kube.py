@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import logging
@@ -45,10 +46,8 @@ from urllib.parse import urlsplit
 import paramiko
 import yaml
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 from pyinfra.api import Inventory
 from pyinfra.context import ctx_inventory, inventory
-from urllib3.exceptions import HTTPError
 
 from k3sfleet.errors import ConfigError, K3sfleetError
 
@@ -608,12 +607,66 @@ def _check_direct(url: str, timeout: float) -> None:
         raise KubeAccessError(f"API server {url}: {e}") from None
 
 
-def api_exceptions() -> tuple[type[BaseException], ...]:
-    """Exceptions a call through ``cluster_api`` raises when the API fails mid-way."""
-    return (ApiException, HTTPError, OSError)
+class ApiSession:
+    """The one API session: a ``cluster_api`` connection opened on first use (``api``),
+    reopened after a server restarted or rebooted (``reopen``), closed by ``close``, the end
+    of the ``with`` block, or at interpreter exit.
+
+    ``source`` is what ``cluster_api`` takes (an inventory file, a pyinfra ``Inventory``, a list
+    of ``HostInfo``, ``None`` for the pyinfra inventory in context), or a
+    ``kubernetes.client.ApiClient`` you configured yourself, used as it is (never reopened or
+    closed here).
+
+    Example::
+
+        with ApiSession("inventory.py") as session:
+            engine = RollingEngine(session.api, targets, ..., reconnect=session.reopen)
+    """
+
+    def __init__(self, source: Any = None) -> None:
+        self.source = source
+        self._stack: contextlib.ExitStack | None = None
+        self._api: Any = source if isinstance(source, k8s.ApiClient) else None
+        atexit.register(self.close)
+
+    def __repr__(self) -> str:
+        return f"ApiSession(open={self.is_open})"
+
+    @property
+    def is_open(self) -> bool:
+        return self._api is not None
+
+    @property
+    def api(self) -> Any:
+        """The ``ApiClient``, connecting on first use."""
+        return self._api if self._api is not None else self.reopen()
+
+    def reopen(self) -> Any:
+        """Close the connection (if any) and open a new one; returns the new ``ApiClient``."""
+        if isinstance(self.source, k8s.ApiClient):
+            return self.source
+        self.close()
+        stack = contextlib.ExitStack()
+        self._api = stack.enter_context(cluster_api(self.source))
+        self._stack = stack
+        return self._api
+
+    def close(self) -> None:
+        if self._stack is not None:
+            stack, self._stack, self._api = self._stack, None, None
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                stack.close()
+
+    def __enter__(self) -> ApiSession:
+        self.api  # noqa: B018 - connect now: a with block wants the API
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 __all__: Sequence[str] = [
+    "ApiSession",
     "ClusterUnreachable",
     "Credentials",
     "HostInfo",

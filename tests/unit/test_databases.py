@@ -4,11 +4,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from base64 import b64decode
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -36,7 +33,8 @@ from k3sfleet.databases import (
     with_new_passwords,
 )
 from k3sfleet.errors import ConfigError
-from k3sfleet.k8s_secrets import ApiSession, Values, read_secret
+from k3sfleet.k8s_secrets import Values, read_secret
+from k3sfleet.kube import ApiSession
 from k3sfleet.vault import encrypt, load_vault, read_vault_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -281,14 +279,10 @@ def test_deploy_creates_db_secrets_and_second_run_changes_nothing(
             state = State(inv, Config())
             connect_all(state)
 
-            @contextlib.contextmanager
-            def opener() -> Iterator[Any]:
-                with api.client() as c:
-                    yield c
-
             from k3sfleet.deploys.databases import databases
 
-            add_deploy(state, databases, values=values, session=ApiSession(opener=opener))
+            session = ApiSession(api.client())  # an API client of our own, used as it is
+            add_deploy(state, databases, values=values, session=session)
             run_ops(state)
             return state
 

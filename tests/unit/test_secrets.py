@@ -5,13 +5,11 @@ log counts every write), then through pyinfra (operations named with the change,
 from __future__ import annotations
 
 import base64
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client as k8s
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy, deploy
@@ -21,7 +19,6 @@ from standin_api import StandinApi
 from k3sfleet.deploys.secrets import SECRETS
 from k3sfleet.errors import ConfigError
 from k3sfleet.k8s_secrets import (
-    ApiSession,
     SecretSpec,
     Values,
     apply,
@@ -36,6 +33,7 @@ from k3sfleet.k8s_secrets import (
     template,
     vault,
 )
+from k3sfleet.kube import ApiSession
 from k3sfleet.secret import Secret
 
 ALL_VARS = {
@@ -278,12 +276,7 @@ def _pyinfra_run(api: StandinApi, specs: list[SecretSpec], v: Values, dry: bool 
     state = State(inventory, Config())
     connect_all(state)
 
-    @contextlib.contextmanager
-    def opener() -> Iterator[k8s.ApiClient]:
-        with api.client() as c:
-            yield c
-
-    session = ApiSession(opener=opener)
+    session = ApiSession(api.client())  # an API client of our own, used as it is
 
     @deploy("Secrets")
     def secrets() -> None:
@@ -359,26 +352,20 @@ def test_pyinfra_ops_named_with_changes_on_first_server_only(api: StandinApi) ->
     assert len(api.writes()) == count
 
 
-def test_pyinfra_missing_variable_touches_nothing(api: StandinApi) -> None:
-    opened: list[bool] = []
-
-    @contextlib.contextmanager
-    def opener() -> Iterator[Any]:
-        opened.append(True)
-        yield None
-
+def test_pyinfra_missing_variable_touches_nothing(api: StandinApi, tmp_path: Path) -> None:
+    # opening this session would fail (no such inventory): it must not even be tried
+    session = ApiSession(tmp_path / "no-inventory.py")
     names = ["@fake/s1"]
     state = State(Inventory((names, HOST_DATA), k3s_servers=(names, {})), Config())
     connect_all(state)
 
     @deploy("Secrets")
     def secrets() -> None:
-        secrets_deploy(
-            SECRETS, values=values({"POSTGRES_PASSWORD": None}), session=ApiSession(opener=opener)
-        )
+        secrets_deploy(SECRETS, values=values({"POSTGRES_PASSWORD": None}), session=session)
 
     with pytest.raises(ConfigError, match="POSTGRES_PASSWORD"):
         add_deploy(state, secrets)
+    opened = [True] if session.is_open else []
     assert opened == [] and api.writes() == []
 
 
