@@ -24,11 +24,12 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, python, server
+from pyinfra.operations import apt, server
 
+from k3sfleet.api_ops import api_call
 from k3sfleet.entry import executed_by_pyinfra
-from k3sfleet.kube import cluster_api
-from k3sfleet.rolling import ApiSession, NestedRunner, RollingEngine, inventory_targets
+from k3sfleet.kube import ApiSession, cluster_api
+from k3sfleet.rolling import NestedRunner, RollingEngine, engine_options, inventory_targets
 
 REBOOT_REQUIRED = "/var/run/reboot-required"
 _SIMULATE = "apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst '"
@@ -115,10 +116,7 @@ def maintenance_engine(
     ``runner``: ``StateRunner(inventory)`` from Python, ``NestedRunner(state)`` in a CLI run.
     """
     data = next(iter(inventory)).data
-    options.setdefault("agent_batch", int(data.get("rolling_agent_batch") or 1))
-    options.setdefault("drain_timeout", float(data.get("rolling_drain_timeout") or 300))
-    options.setdefault("drain_force", bool(data.get("rolling_drain_force")))
-    options.setdefault("ready_timeout", float(data.get("rolling_ready_timeout") or 600))
+    options = {**engine_options(data), **options}
 
     def needs(target: Any, node: Any) -> bool:
         work = pending.get(target.name) or {}
@@ -163,4 +161,4 @@ if executed_by_pyinfra(globals()):  # not when a deploy of yours imports this fi
     first_server = (inventory.get_group("k3s_servers") or list(inventory))[0]
     if host.name == first_server.name:
         _print_plan(state)
-        python.call(name="Rolling OS maintenance (k3sfleet.rolling)", function=_drive)
+        api_call(name="Rolling OS maintenance (k3sfleet.rolling)", function=_drive)

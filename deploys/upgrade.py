@@ -5,7 +5,7 @@
     k3sfleet upgrade [--dry]                          # the same run without the pyinfra CLI
 
 pyinfra's operation order cannot express "drain A, change A, wait, uncordon A, then B", so the
-entry file adds ONE operation, on the first server: a ``python.call`` that drives
+entry file adds ONE operation, on the first server: an ``api_call`` that drives
 ``k3sfleet.rolling.RollingEngine``. The engine talks to the Kubernetes API between the steps and
 runs ``k3s_upgrade`` (below) on each node as pyinfra nested operations on that node's own
 connection (``NestedRunner``); ``k3sfleet upgrade`` runs it through the Python API instead
@@ -26,17 +26,18 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import python, systemd
+from pyinfra.operations import systemd
 
+from k3sfleet.api_ops import api_call
 from k3sfleet.deploys.k3s_install import k3s_binary
 from k3sfleet.entry import executed_by_pyinfra
 from k3sfleet.facts.k3s import K3sVersion
-from k3sfleet.kube import cluster_api
+from k3sfleet.kube import ApiSession, cluster_api
 from k3sfleet.preflight import k3s_version_check
 from k3sfleet.rolling import (
-    ApiSession,
     NestedRunner,
     RollingEngine,
+    engine_options,
     inventory_targets,
     kubelet_version,
 )
@@ -79,10 +80,7 @@ def upgrade_engine(api: Any, inventory: Any, runner: Any, **options: Any) -> Any
     first = next(iter(inventory))
     target = str(first.data.k3s_version)
     data = first.data
-    options.setdefault("agent_batch", int(data.get("rolling_agent_batch") or 1))
-    options.setdefault("drain_timeout", float(data.get("rolling_drain_timeout") or 300))
-    options.setdefault("drain_force", bool(data.get("rolling_drain_force")))
-    options.setdefault("ready_timeout", float(data.get("rolling_ready_timeout") or 600))
+    options = {**engine_options(data), **options}
     return RollingEngine(
         api,
         inventory_targets(inventory),
@@ -95,7 +93,7 @@ def upgrade_engine(api: Any, inventory: Any, runner: Any, **options: Any) -> Any
 
 
 def _drive(state: Any, host: Any) -> None:
-    """The ``python.call`` body: the whole rolling upgrade, from the first server."""
+    """The ``api_call`` body: the whole rolling upgrade, from the first server."""
     runner = NestedRunner(state)
     with ApiSession(state.inventory) as session:
         upgrade_engine(session.api, state.inventory, runner, reconnect=session.reopen).run()
@@ -115,4 +113,4 @@ if executed_by_pyinfra(globals()):  # not when a deploy of yours imports this fi
     first_server = (inventory.get_group("k3s_servers") or list(inventory))[0]
     if host.name == first_server.name:
         _print_plan(state.inventory)
-        python.call(name="Rolling K3s upgrade (k3sfleet.rolling)", function=_drive)
+        api_call(name="Rolling K3s upgrade (k3sfleet.rolling)", function=_drive)

@@ -28,7 +28,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,12 +45,19 @@ from pyinfra.context import ctx_host
 from urllib3.exceptions import HTTPError
 
 from k3sfleet.errors import K3sfleetError
-from k3sfleet.kube import cluster_api
+from k3sfleet.settings import Settings
 
 CORDON_ANNOTATION = "k3sfleet.io/cordoned-by"
 CORDON_OWNER = "k3sfleet-rolling"
 ETCD_ROLE_LABEL = "node-role.kubernetes.io/etcd"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+# The engine's defaults. Host data overrides them (``engine_options``): the ROLLING_* settings,
+# whose defaults are defined once, as settings, and ``rolling_ready_timeout``.
+AGENT_BATCH: int = Settings.rolling_agent_batch
+DRAIN_TIMEOUT = float(Settings.rolling_drain_timeout)  # seconds
+READY_TIMEOUT = 600.0  # seconds; host data rolling_ready_timeout
+POLL_INTERVAL = 2.0
 
 NodeAction = Callable[[Sequence[str]], None]
 """Runs the change on the named nodes (one batch); raises ``NodeActionFailed`` on failure."""
@@ -164,9 +170,18 @@ def kubelet_version(node: Any) -> str:
 
 
 def is_ready(node: Any) -> bool:
-    """Whether the node's ``Ready`` condition is ``True``."""
+    """Whether a ``V1Node``'s ``Ready`` condition is ``True`` (the one Ready check: the
+    rolling engine's gate and waits, and the DR target check)."""
     conditions = (node.status.conditions if node.status is not None else None) or []
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def cordon_patch(owner: str = CORDON_OWNER) -> dict[str, Any]:
+    """The Node patch of a k3sfleet cordon: unschedulable, annotated with who cordoned it."""
+    return {
+        "metadata": {"annotations": {CORDON_ANNOTATION: owner}},
+        "spec": {"unschedulable": True},
+    }
 
 
 def cordoned_by_us(node: Any) -> bool:
@@ -180,9 +195,20 @@ def cordoned_by_human(node: Any) -> bool:
     return bool(node.spec and node.spec.unschedulable) and not cordoned_by_us(node)
 
 
-def _core(api: Any) -> Any:
-    """A ``CoreV1Api`` for an ``ApiClient``; anything else (a test double) is used as is."""
-    return client.CoreV1Api(api) if isinstance(api, client.ApiClient) else api
+def engine_options(data: Any) -> dict[str, Any]:
+    """``RollingEngine`` options from pyinfra host data (``rolling_agent_batch``,
+    ``rolling_drain_timeout``, ``rolling_drain_force``, ``rolling_ready_timeout``).
+
+    Example::
+
+        RollingEngine(api, targets, ..., **engine_options(inventory.get_host("vps-1").data))
+    """
+    return {
+        "agent_batch": int(data.get("rolling_agent_batch") or AGENT_BATCH),
+        "drain_timeout": float(data.get("rolling_drain_timeout") or DRAIN_TIMEOUT),
+        "drain_force": bool(data.get("rolling_drain_force")),
+        "ready_timeout": float(data.get("rolling_ready_timeout") or READY_TIMEOUT),
+    }
 
 
 def _fmt(seconds: float) -> str:
@@ -195,8 +221,8 @@ class RollingEngine:
 
     ``action`` changes the nodes of one batch; ``needs_action`` says whether a node still needs
     it (nodes that do not are skipped, so a re-run resumes where a failed run stopped);
-    ``target_version`` (upgrades) is the kubeletVersion a node must report before uncordon.
-    ``clock``/``sleep``/``out`` are injectable for tests.
+    ``target_version`` (upgrades) is the kubeletVersion a node must report before uncordon;
+    ``reconnect`` reopens the API when it dies mid-run (``ApiSession.reopen``).
     """
 
     api: Any
@@ -205,19 +231,16 @@ class RollingEngine:
     needs_action: NeedsAction
     action_name: str = "change"
     target_version: str | None = None
-    agent_batch: int = 1
-    drain_timeout: float = 300.0
+    agent_batch: int = AGENT_BATCH
+    drain_timeout: float = DRAIN_TIMEOUT
     drain_force: bool = False
-    ready_timeout: float = 600.0
-    poll_interval: float = 2.0
-    out: Callable[[str], None] = print
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
+    ready_timeout: float = READY_TIMEOUT
+    poll_interval: float = POLL_INTERVAL
     reconnect: Callable[[], Any] | None = None
     core: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.core = _core(self.api)
+        self.core = client.CoreV1Api(self.api)
 
     # -- plan ------------------------------------------------------------------------------
     def plan(self) -> Plan:
@@ -255,106 +278,109 @@ class RollingEngine:
     def run(self, plan: Plan | None = None) -> Plan:
         """Run the plan batch by batch; raise ``RollingFailed`` at the first failure."""
         plan = plan or self.plan()
-        self.out(plan.render())
-        started = self.clock()
+        print(plan.render())
+        started = time.monotonic()
         total = len(plan.batches)
         for index, batch in enumerate(plan.batches, 1):
             todo = [n for n in batch if n.status != "done"]
             if not todo:
                 continue
             self._run_batch(index, total, todo, plan)
-        self.out(f"{self.action_name}: all nodes done in {_fmt(self.clock() - started)}")
+        print(f"{self.action_name}: all nodes done in {_fmt(time.monotonic() - started)}")
         return plan
 
     def _run_batch(self, index: int, total: int, batch: list[PlannedNode], plan: Plan) -> None:
-        names = [n.target.name for n in batch]
-        label = ", ".join(f"{n.target.name} ({n.target.role})" for n in batch)
-        self.out(f"[{index}/{total}] {label}")
-        batch_start = self.clock()
-        step = "health gate"
-        current = names[0]
-
-        def later() -> list[str]:
-            seen = False
-            rest = []
-            for node in plan.nodes:
-                if node.target.name in names:
-                    seen = True
-                elif seen and node.status != "done":
-                    rest.append(node.target.name)
-            return rest
-
-        def fail(reason: str, node: str | None = None) -> RollingFailed:
-            who = node or current
-            rest = later()
-            untouched = f" Later nodes not touched: {', '.join(rest)}." if rest else ""
-            return RollingFailed(
-                who,
-                step,
-                reason,
-                self._describe_state(who),
-                self._next_step(step, who) + untouched,
-            )
-
+        """One batch through the steps; any failure becomes ``RollingFailed`` naming where."""
+        print(
+            f"[{index}/{total}] " + ", ".join(f"{n.target.name} ({n.target.role})" for n in batch)
+        )
+        started = time.monotonic()
+        at = _Position("health gate", batch[0].target.name)
         try:
-            t = self.clock()
-            self._health_gate(names)
-            self.out(f"  health gate ok ({_fmt(self.clock() - t)})")
-
-            step = "cordon"
-            human = {n.target.name for n in batch if n.human_cordoned}
-            for node in batch:
-                current = node.target.name
-                if node.target.name in human:
-                    self.out(f"  {current}: cordoned by a human, leaving it so")
-                else:
-                    self._cordon(current)
-                    self.out(f"  {current}: cordoned")
-
-            step = "drain"
-            for node in batch:
-                current = node.target.name
-                t = self.clock()
-                moved = self._drain(current)
-                self.out(f"  {current}: drained {moved} pod(s) ({_fmt(self.clock() - t)})")
-
-            step = self.action_name
-            todo = [n.target.name for n in batch if n.status == "to do"]
-            if todo:
-                current = todo[0]
-                t = self.clock()
-                try:
-                    self.action(todo)
-                except NodeActionFailed as e:
-                    current = next(iter(e.failures))
-                    raise fail(str(e), current) from None
-                except K3sfleetError as e:
-                    raise fail(str(e)) from None
-                self.out(f"  {self.action_name} on {', '.join(todo)} ({_fmt(self.clock() - t)})")
-
-            step = "wait Ready"
-            for node in batch:
-                current = node.target.name
-                t = self.clock()
-                self._wait_ready(current)
-                version = f" at {self.target_version}" if self.target_version else ""
-                self.out(f"  {current}: Ready{version} ({_fmt(self.clock() - t)})")
-
-            step = "uncordon"
-            for node in batch:
-                current = node.target.name
-                if node.target.name not in human:
-                    self._uncordon(current)
-                    self.out(f"  {current}: uncordoned")
-        except RollingFailed:
-            raise
+            self._gate_step(at, batch)
+            self._cordon_step(at, batch)
+            self._drain_step(at, batch)
+            self._action_step(at, batch)
+            self._ready_step(at, batch)
+            self._uncordon_step(at, batch)
         except _StepError as e:
-            raise fail(str(e), e.node) from None
+            raise self._failure(at, str(e), e.node, batch, plan) from None
         except ApiException as e:
-            raise fail(f"Kubernetes API error {e.status} {e.reason}") from None
+            reason = f"Kubernetes API error {e.status} {e.reason}"
+            raise self._failure(at, reason, None, batch, plan) from None
         except (OSError, ValueError, HTTPError) as e:  # connection refused, timeouts
-            raise fail(f"Kubernetes API unreachable: {e}") from None
-        self.out(f"  done in {_fmt(self.clock() - batch_start)}")
+            reason = f"Kubernetes API unreachable: {e}"
+            raise self._failure(at, reason, None, batch, plan) from None
+        print(f"  done in {_fmt(time.monotonic() - started)}")
+
+    # -- the steps of a batch (``at`` follows the step and node in hand) ---------------------
+    def _gate_step(self, at: _Position, batch: list[PlannedNode]) -> None:
+        started = time.monotonic()
+        self._health_gate([n.target.name for n in batch])
+        print(f"  health gate ok ({_fmt(time.monotonic() - started)})")
+
+    def _cordon_step(self, at: _Position, batch: list[PlannedNode]) -> None:
+        at.step = "cordon"
+        for node in batch:
+            at.node = node.target.name
+            if node.human_cordoned:
+                print(f"  {at.node}: cordoned by a human, leaving it so")
+            else:
+                self._cordon(at.node)
+                print(f"  {at.node}: cordoned")
+
+    def _drain_step(self, at: _Position, batch: list[PlannedNode]) -> None:
+        at.step = "drain"
+        for node in batch:
+            at.node = node.target.name
+            started = time.monotonic()
+            moved = self._drain(at.node)
+            print(f"  {at.node}: drained {moved} pod(s) ({_fmt(time.monotonic() - started)})")
+
+    def _action_step(self, at: _Position, batch: list[PlannedNode]) -> None:
+        at.step = self.action_name
+        todo = [n.target.name for n in batch if n.status == "to do"]
+        if not todo:
+            return
+        at.node = todo[0]
+        started = time.monotonic()
+        try:
+            self.action(todo)
+        except NodeActionFailed as e:
+            raise _StepError(str(e), next(iter(e.failures))) from None
+        except K3sfleetError as e:
+            raise _StepError(str(e)) from None
+        print(f"  {self.action_name} on {', '.join(todo)} ({_fmt(time.monotonic() - started)})")
+
+    def _ready_step(self, at: _Position, batch: list[PlannedNode]) -> None:
+        at.step = "wait Ready"
+        version = f" at {self.target_version}" if self.target_version else ""
+        for node in batch:
+            at.node = node.target.name
+            started = time.monotonic()
+            self._wait_ready(at.node)
+            print(f"  {at.node}: Ready{version} ({_fmt(time.monotonic() - started)})")
+
+    def _uncordon_step(self, at: _Position, batch: list[PlannedNode]) -> None:
+        at.step = "uncordon"
+        for node in batch:
+            at.node = node.target.name
+            if not node.human_cordoned:
+                self._uncordon(at.node)
+                print(f"  {at.node}: uncordoned")
+
+    def _failure(
+        self, at: _Position, reason: str, node: str | None, batch: list[PlannedNode], plan: Plan
+    ) -> RollingFailed:
+        """``RollingFailed`` for the step in hand: the node's state, what to do, and the later
+        nodes this run leaves untouched."""
+        who = node or at.node
+        names = {n.target.name for n in batch}
+        after = plan.nodes[next(i for i, n in enumerate(plan.nodes) if n.target.name in names) :]
+        rest = [n.target.name for n in after if n.target.name not in names and n.status != "done"]
+        untouched = f" Later nodes not touched: {', '.join(rest)}." if rest else ""
+        next_step = self._next_step(at.step, who) + untouched
+        return RollingFailed(who, at.step, reason, self._describe_state(who), next_step)
 
     # -- steps -----------------------------------------------------------------------------
     def _nodes(self, step: str) -> dict[str, Any]:
@@ -389,13 +415,7 @@ class RollingEngine:
             )
 
     def _cordon(self, name: str) -> None:
-        self.core.patch_node(
-            name,
-            {
-                "metadata": {"annotations": {CORDON_ANNOTATION: CORDON_OWNER}},
-                "spec": {"unschedulable": True},
-            },
-        )
+        self.core.patch_node(name, cordon_patch())
 
     def _uncordon(self, name: str) -> None:
         self.core.patch_node(
@@ -422,7 +442,7 @@ class RollingEngine:
 
     def _drain(self, name: str) -> int:
         """Evict every pod but DaemonSet and mirror pods, honouring PodDisruptionBudgets."""
-        deadline = self.clock() + self.drain_timeout
+        deadline = time.monotonic() + self.drain_timeout
         seen: set[tuple[str, str]] = set()
         blocked: dict[tuple[str, str], str] = {}
         while True:
@@ -447,18 +467,18 @@ class RollingEngine:
                         blocked[key] = "disruption budget"
                         continue
                     raise
-            if self.clock() >= deadline:
+            if time.monotonic() >= deadline:
                 stuck = [(p.metadata.namespace, p.metadata.name) for p in pods]
                 if self.drain_force:
                     for ns, pod_name in stuck:
-                        self.out(f"  {name}: drain timeout, deleting {ns}/{pod_name} (forced)")
+                        print(f"  {name}: drain timeout, deleting {ns}/{pod_name} (forced)")
                         try:
                             self.core.delete_namespaced_pod(pod_name, ns)
                         except ApiException as e:
                             if e.status != 404:
                                 raise
-                    deadline = self.clock() + self.drain_timeout
-                    self.sleep(self.poll_interval)
+                    deadline = time.monotonic() + self.drain_timeout
+                    time.sleep(self.poll_interval)
                     if not self._evictable(name):
                         return len(seen)
                     raise _StepError("pods still present after forced deletion", name)
@@ -471,10 +491,10 @@ class RollingEngine:
                     " (ROLLING_DRAIN_FORCE=true deletes them)",
                     name,
                 )
-            self.sleep(self.poll_interval)
+            time.sleep(self.poll_interval)
 
     def _wait_ready(self, name: str) -> None:
-        deadline = self.clock() + self.ready_timeout
+        deadline = time.monotonic() + self.ready_timeout
         last = ""
         while True:
             try:
@@ -491,15 +511,15 @@ class RollingEngine:
                 last = f"API unreachable: {e}"
                 if self.reconnect is not None:
                     try:
-                        self.core = _core(self.reconnect())
+                        self.core = client.CoreV1Api(self.reconnect())
                     except (OSError, K3sfleetError) as again:
                         last = f"API unreachable: {again}"
-            if self.clock() >= deadline:
+            if time.monotonic() >= deadline:
                 want = f" at {self.target_version}" if self.target_version else ""
                 raise _StepError(
                     f"not Ready{want} after {self.ready_timeout:.0f}s (last seen: {last})", name
                 )
-            self.sleep(self.poll_interval)
+            time.sleep(self.poll_interval)
 
     # -- reporting -------------------------------------------------------------------------
     def _describe_state(self, name: str) -> str:
@@ -526,6 +546,14 @@ class RollingEngine:
             f"fix the cause on {name}, then re-run: the run resumes at {name} "
             f"(or `kubectl uncordon {name}` to return it to service as it is)."
         )
+
+
+@dataclass
+class _Position:
+    """Where a batch is: the step and the node in hand (what a failure names)."""
+
+    step: str
+    node: str
 
 
 class _StepError(K3sfleetError):
@@ -631,7 +659,7 @@ class StateRunner:
 
 
 class NestedRunner:
-    """Runs node actions inside a pyinfra CLI run, from a ``python.call`` callback.
+    """Runs node actions inside a pyinfra CLI run, from an ``api_call`` callback.
 
     The deploy's operations run as pyinfra "nested operations" on the node's own (already
     connected) host: they execute at once, in the CLI's output. A batch's hosts are changed one
@@ -679,40 +707,3 @@ def runner_for(state_or_inventory: Any) -> StateRunner | NestedRunner:
     if isinstance(state_or_inventory, State):
         return NestedRunner(state_or_inventory)
     return StateRunner(state_or_inventory)
-
-
-class ApiSession:
-    """A ``kube.cluster_api`` connection that can be reopened (a server restarted or rebooted).
-
-    Example::
-
-        with ApiSession("inventory.py") as session:
-            engine = RollingEngine(session.api, targets, ..., reconnect=session.reopen)
-    """
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self._stack: Any = None
-        self.api: Any = None
-
-    def reopen(self) -> Any:
-        self.close()
-        stack = contextlib.ExitStack()
-        self.api = stack.enter_context(cluster_api(self.source))
-        self._stack = stack
-        return self.api
-
-    def close(self) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            try:
-                stack.close()
-            except Exception:  # noqa: BLE001 - the connection may be gone already
-                pass
-
-    def __enter__(self) -> ApiSession:
-        self.reopen()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -12,7 +12,8 @@ import argparse
 
 from k3sfleet.cli.upgrade import _inventory, add_rolling_arguments
 from k3sfleet.deploys.maintenance import maintenance_engine, pending_work
-from k3sfleet.rolling import ApiSession, StateRunner
+from k3sfleet.kube import ApiSession
+from k3sfleet.rolling import StateRunner
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

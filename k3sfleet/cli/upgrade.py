@@ -13,9 +13,9 @@ from pathlib import Path
 
 from k3sfleet.deploys.upgrade import upgrade_engine
 from k3sfleet.inventory import running
-from k3sfleet.kube import inventory_from_file
+from k3sfleet.kube import ApiSession, inventory_from_file
 from k3sfleet.project import entry_file
-from k3sfleet.rolling import ApiSession, StateRunner
+from k3sfleet.rolling import StateRunner
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,7 +28,10 @@ def add_rolling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inventory", default="inventory.py", help="pyinfra inventory file")
     parser.add_argument("--dry", action="store_true", help="print the plan, change nothing")
     parser.add_argument(
-        "--ready-timeout", type=float, default=None, help="seconds to wait for Ready (600)"
+        "--ready-timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for Ready (default: host data rolling_ready_timeout)",
     )
 
 

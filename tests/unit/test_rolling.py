@@ -10,6 +10,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from k3sfleet import rolling
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.rolling import (
     CORDON_ANNOTATION,
@@ -139,41 +140,49 @@ TARGETS = [
 ]
 
 
-class Clock:
+class FakeTime:
+    """The clock the engine reads, moved on only by the engine's own sleeps: timeouts pass at
+    once."""
+
     def __init__(self) -> None:
         self.now = 0.0
 
-    def __call__(self) -> float:
+    def monotonic(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
 
 
-def make_engine(core: FakeCore, action: Any = None, **kw: Any) -> tuple[RollingEngine, list[str]]:
-    lines: list[str] = []
-    clock = Clock()
+@pytest.fixture(autouse=True)
+def in_memory_cluster(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """``FakeCore`` reaches the engine the way a cluster does, through the kubernetes client's
+    ``CoreV1Api(api_client)``; off the HTTP tests the engine's clock is a ``FakeTime``."""
+    real = client.CoreV1Api
+    monkeypatch.setattr(
+        client, "CoreV1Api", lambda api=None: api if isinstance(api, FakeCore) else real(api)
+    )
+    if "standin_api" not in request.fixturenames:
+        monkeypatch.setattr(rolling, "time", FakeTime())
 
+
+def make_engine(core: FakeCore, action: Any = None, **kw: Any) -> RollingEngine:
     def upgrade(names: Any) -> None:
         for name in names:
             core.log.append(("action", name, None))
             core.set_version(name, V2)
             core.set_ready(name, True)
 
-    engine = RollingEngine(
+    return RollingEngine(
         core,
         kw.pop("targets", TARGETS),
         action=action or upgrade,
         needs_action=lambda t, node: kubelet_version(node) != V2,
         action_name="upgrade",
         target_version=V2,
-        out=lines.append,
-        clock=clock,
-        sleep=clock.sleep,
         poll_interval=1,
         **kw,
     )
-    return engine, lines
 
 
 def fake() -> FakeCore:
@@ -202,15 +211,18 @@ def test_order_servers_first_then_agent_batches() -> None:
         order(targets, 0)
 
 
-def test_upgrade_rolls_one_node_at_a_time_and_rerun_does_nothing() -> None:
+def test_upgrade_rolls_one_node_at_a_time_and_rerun_does_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     core = fake()
     core.add_pod("apps", "web-1", "agent-1", owner="ReplicaSet")
     core.add_pod("kube-system", "svclb-1", "agent-1", owner="DaemonSet")
     core.add_pod(
         "kube-system", "kube-proxy", "agent-1", annotations={"kubernetes.io/config.mirror": "x"}
     )
-    engine, lines = make_engine(core)
+    engine = make_engine(core)
     engine.run()
+    lines = capsys.readouterr().out.splitlines()
     assert all(kubelet_version(n) == V2 for n in core.nodes.values())
     assert core.unschedulable_max == 1
     for name in ("server-1", "agent-1", "agent-2"):
@@ -226,17 +238,18 @@ def test_upgrade_rolls_one_node_at_a_time_and_rerun_does_nothing() -> None:
     assert any(line.startswith("  agent-1: drained 1 pod(s) (") for line in lines)
 
     writes = len(core.log)
-    engine2, lines2 = make_engine(core)
+    engine2 = make_engine(core)
     plan = engine2.plan()
     assert [n.status for n in plan.nodes] == ["done", "done", "done"]
     engine2.run()
+    lines2 = capsys.readouterr().out.splitlines()
     assert len(core.log) == writes
     assert "Nothing to do" in "\n".join(lines2)
 
 
 def test_agents_in_batches() -> None:
     core = fake()
-    engine, _ = make_engine(core, agent_batch=2)
+    engine = make_engine(core, agent_batch=2)
     engine.run()
     # the two agents are cordoned together, after the server was uncordoned
     kinds = [(k, w) for k, w, b in core.log if k in ("patch", "action")]
@@ -248,7 +261,7 @@ def test_pdb_is_honoured_until_it_allows_eviction() -> None:
     core = fake()
     core.add_pod("db", "pg-0", "agent-1", owner="StatefulSet")
     core.pdb_blocks["pg-0"] = 3
-    engine, _ = make_engine(core)
+    engine = make_engine(core)
     engine.run()
     evictions = [k for k, w, _ in core.log if w == "pg-0"]
     assert evictions == ["evict-429"] * 3 + ["evict"]
@@ -259,7 +272,7 @@ def test_drain_timeout_stops_without_force_and_later_nodes_untouched() -> None:
     core = fake()
     core.add_pod("db", "pg-0", "agent-1", owner="StatefulSet")
     core.pdb_blocks["pg-0"] = 10_000
-    engine, _ = make_engine(core, drain_timeout=30)
+    engine = make_engine(core, drain_timeout=30)
     with pytest.raises(RollingFailed) as e:
         engine.run()
     assert e.value.node == "agent-1" and e.value.step == "drain"
@@ -272,12 +285,13 @@ def test_drain_timeout_stops_without_force_and_later_nodes_untouched() -> None:
     assert ("db", "pg-0") in core.pods  # never deleted without permission
 
 
-def test_drain_timeout_with_force_deletes() -> None:
+def test_drain_timeout_with_force_deletes(capsys: pytest.CaptureFixture[str]) -> None:
     core = fake()
     core.add_pod("db", "pg-0", "agent-1", owner="StatefulSet")
     core.pdb_blocks["pg-0"] = 10_000
-    engine, lines = make_engine(core, drain_timeout=30, drain_force=True)
+    engine = make_engine(core, drain_timeout=30, drain_force=True)
     engine.run()
+    lines = capsys.readouterr().out.splitlines()
     assert ("delete", "pg-0", "db") in core.log
     assert any("forced" in line for line in lines)
 
@@ -292,7 +306,7 @@ def test_failed_action_stops_and_rerun_resumes() -> None:
             core.log.append(("action", name, None))
             core.set_version(name, V2)
 
-    engine, _ = make_engine(core, action=broken)
+    engine = make_engine(core, action=broken)
     with pytest.raises(RollingFailed) as e:
         engine.run()
     message = str(e.value)
@@ -305,7 +319,7 @@ def test_failed_action_stops_and_rerun_resumes() -> None:
     assert core.nodes["agent-1"].spec.unschedulable  # left cordoned by us, reported
 
     # fault removed: the re-run skips the server and resumes at agent-1
-    engine2, _ = make_engine(core)
+    engine2 = make_engine(core)
     plan = engine2.plan()
     assert [n.status for n in plan.nodes] == ["done", "to do", "to do"]
     engine2.run()
@@ -316,7 +330,7 @@ def test_failed_action_stops_and_rerun_resumes() -> None:
 
 def test_left_cordoned_after_action_is_finished_on_rerun() -> None:
     core = fake()
-    engine, _ = make_engine(core, ready_timeout=10)
+    engine = make_engine(core, ready_timeout=10)
 
     def upgrade_but_not_ready(names: Any) -> None:
         for name in names:
@@ -329,7 +343,7 @@ def test_left_cordoned_after_action_is_finished_on_rerun() -> None:
     assert e.value.step == "wait Ready" and e.value.node == "server-1"
     assert "NotReady" in e.value.state
     core.set_ready("server-1", True)
-    engine2, _ = make_engine(core)
+    engine2 = make_engine(core)
     plan = engine2.plan()
     assert plan.nodes[0].status == "finish"
     engine2.run()
@@ -339,7 +353,7 @@ def test_left_cordoned_after_action_is_finished_on_rerun() -> None:
 def test_human_cordon_is_kept() -> None:
     core = fake()
     core.nodes["agent-2"].spec.unschedulable = True  # kubectl cordon, no annotation
-    engine, _ = make_engine(core)
+    engine = make_engine(core)
     plan = engine.plan()
     assert "cordoned by a human" in plan.render()
     engine.run()
@@ -352,7 +366,7 @@ def test_human_cordon_is_kept() -> None:
 def test_health_gate_refuses_when_a_node_is_not_ready() -> None:
     core = fake()
     core.set_ready("agent-2", False)
-    engine, _ = make_engine(core)
+    engine = make_engine(core)
     with pytest.raises(RollingFailed) as e:
         engine.run()
     assert e.value.step == "health gate"
@@ -368,7 +382,7 @@ def test_health_gate_checks_etcd_membership_with_several_servers() -> None:
         RollingTarget("s2", "server"),
         RollingTarget("a1", "agent"),
     ]
-    engine, _ = make_engine(core, targets=targets)
+    engine = make_engine(core, targets=targets)
     with pytest.raises(RollingFailed, match="etcd membership"):
         engine.run()
 
@@ -376,7 +390,7 @@ def test_health_gate_checks_etcd_membership_with_several_servers() -> None:
 def test_dry_plan_names_order_and_done_nodes() -> None:
     core = fake()
     core.set_version("server-1", V2)
-    engine, _ = make_engine(core)
+    engine = make_engine(core)
     text = engine.plan().render()
     assert text.index("server-1") < text.index("agent-1") < text.index("agent-2")
     assert "server-1 (server): already done" in text
@@ -387,7 +401,7 @@ def test_dry_plan_names_order_and_done_nodes() -> None:
 def test_unknown_inventory_node_is_refused() -> None:
     core = fake()
     targets = [*TARGETS, RollingTarget("ghost", "agent")]
-    engine, _ = make_engine(core, targets=targets)
+    engine = make_engine(core, targets=targets)
     with pytest.raises(K3sfleetError, match="ghost"):
         engine.plan()
 
@@ -594,7 +608,6 @@ def standin_engine(api: Any, **kw: Any) -> RollingEngine:
         needs_action=lambda t, node: kubelet_version(node) != V2,
         target_version=V2,
         action_name="upgrade",
-        out=lambda s: None,
         poll_interval=0.05,
         **kw,
     )
@@ -653,12 +666,12 @@ def test_gate_lets_a_node_broken_by_a_failed_run_be_repaired() -> None:
     core = fake()
     core.set_version("server-1", V2)
     core.set_ready("agent-1", False)  # an earlier run's failed restart
-    engine, _ = make_engine(core)
+    engine = make_engine(core)
     engine.run()
     assert all(kubelet_version(n) == V2 for n in core.nodes.values())
     core2 = fake()
     core2.set_ready("agent-2", False)  # but another node down stops the run at once
-    engine2, _ = make_engine(core2)
+    engine2 = make_engine(core2)
     with pytest.raises(RollingFailed, match="nodes not Ready: agent-2"):
         engine2.run()
 
