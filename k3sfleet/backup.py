@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -125,7 +125,8 @@ def render(backups: Sequence[BackupInfo]) -> str:
 
 
 def _custom(api: Any) -> Any:
-    return client.CustomObjectsApi(api) if isinstance(api, client.ApiClient) else api
+    """The ``CustomObjectsApi`` of an ``ApiClient`` (Velero's objects are custom resources)."""
+    return client.CustomObjectsApi(api)
 
 
 def backup_manifest(
@@ -206,30 +207,23 @@ def get_backup(api: Any, name: str) -> BackupInfo:
     return BackupInfo.from_object(obj)
 
 
-def wait_backup(
-    api: Any,
-    name: str,
-    timeout: float = 3600,
-    poll: float = 5,
-    out: Callable[[str], None] = print,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> BackupInfo:
-    """Poll the Backup until its phase is final (Completed, PartiallyFailed, Failed...)."""
-    deadline = clock() + timeout
+def wait_backup(api: Any, name: str, timeout: float = 3600, poll: float = 5) -> BackupInfo:
+    """Poll the Backup until its phase is final (Completed, PartiallyFailed, Failed...),
+    printing each phase it passes."""
+    deadline = time.monotonic() + timeout
     last = None
     while True:
         info = get_backup(api, name)
         if info.phase != last:
-            out(f"backup {name}: {info.phase or 'New'}")
+            print(f"backup {name}: {info.phase or 'New'}")
             last = info.phase
         if info.phase in DONE_PHASES:
             return info
-        if clock() >= deadline:
+        if time.monotonic() >= deadline:
             raise BackupError(
                 f"k3sfleet: backup {name} still {info.phase or 'New'} after {timeout:.0f}s"
             )
-        sleep(poll)
+        time.sleep(poll)
 
 
 def list_cluster_backups(api: Any, labels: Mapping[str, str] | None = None) -> list[BackupInfo]:

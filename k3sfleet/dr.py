@@ -54,6 +54,7 @@ from k3sfleet.backup import (
 )
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.project import chart_dir
+from k3sfleet.rolling import cordon_patch, is_ready
 
 ARGOCD_NAMESPACE = "argocd"
 ROOT_APP = "apps"
@@ -201,7 +202,8 @@ class DrPlan:
         lines += [f"  {i}. {step.text}" for i, step in enumerate(self.steps, 1)]
         return "\n".join(lines)
 
-    def apply(self, api: Any, out: Callable[[str], None] = print) -> None:
+    def apply(self, api: Any) -> None:
+        """Run the steps in order, printing each; the first failure stops with what is done."""
         for i, step in enumerate(self.steps, 1):
             start = time.monotonic()
             try:
@@ -214,36 +216,20 @@ class DrPlan:
                     f"  steps 1..{i - 1} are done; fix the cause and re-run the command, or "
                     "finish by hand from the plan (--dry)"
                 ) from None
-            out(f"  {i}. {step.text} ({time.monotonic() - start:.1f}s)")
-
-
-def _apis(api: Any) -> tuple[Any, Any]:
-    if isinstance(api, client.ApiClient):
-        return client.CoreV1Api(api), client.CustomObjectsApi(api)
-    return api.core, api.custom  # a test double with both
-
-
-def _apps_api(api: Any) -> Any:
-    return client.AppsV1Api(api) if isinstance(api, client.ApiClient) else api.apps
-
-
-def _node_ready(node: Any) -> bool:
-    conditions = (node.status.conditions if node.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+            print(f"  {i}. {step.text} ({time.monotonic() - start:.1f}s)")
 
 
 def check_target(api: Any, target: str) -> Any:
     """The target Node; refuses when it is missing, not Ready or cordoned."""
-    core, _ = _apis(api)
     try:
-        node = core.read_node(target)
+        node = client.CoreV1Api(api).read_node(target)
     except ApiException as e:
         if e.status == 404:
             raise DrRefused(
                 f"k3sfleet: target node {target} is not a node of the cluster"
             ) from None
         raise
-    if not _node_ready(node):
+    if not is_ready(node):
         raise DrRefused(f"k3sfleet: target node {target} is not Ready: refusing to restore there")
     if node.spec is not None and node.spec.unschedulable:
         raise DrRefused(f"k3sfleet: target node {target} is cordoned: uncordon it first")
@@ -291,57 +277,98 @@ def _selector_text(selector: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in selector.items())
 
 
-def _app_steps(
-    service: StatefulService, backup: BackupInfo, target: str, wait_timeout: float
-) -> tuple[list[Step], str]:
-    restore = new_name(f"{service.name}-dr")
-    modifier = f"k3sfleet-dr-{service.name}"
-    labels = _selector_text(service.selector)
-    saved: dict[str, Any] = {}
+ARGO_APPS = ("argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications")
+VELERO_RESTORES = ("velero.io", "v1", VELERO_NAMESPACE, "restores")
 
-    def pause(api: Any) -> None:
-        _, custom = _apis(api)
-        for app in (ROOT_APP, service.name):
+
+@dataclass
+class _AppMove:
+    """Moving one service onto ``target`` from ``backup``: each method is one step of the plan."""
+
+    service: StatefulService
+    backup: BackupInfo
+    target: str
+    wait_timeout: float
+    restore: str = ""
+    saved: dict[str, Any] = field(default_factory=dict)  # each Application's automated sync
+
+    def __post_init__(self) -> None:
+        self.restore = self.restore or new_name(f"{self.service.name}-dr")
+
+    @property
+    def modifier(self) -> str:
+        return f"k3sfleet-dr-{self.service.name}"
+
+    @property
+    def labels(self) -> str:
+        return _selector_text(self.service.selector)
+
+    def steps(self) -> list[Step]:
+        name, where = self.service.name, self.service.namespace
+        where += f" ({self.labels})" if self.labels else ""
+        return [
+            Step(f"pause Argo CD automated sync of {ROOT_APP} and {name}", self.pause),
+            Step(
+                f"delete {name}'s StatefulSets, Deployments, CloudNativePG Clusters and PVCs "
+                f"in {where}",
+                self.delete_old,
+            ),
+            Step(
+                f"ConfigMap {VELERO_NAMESPACE}/{self.modifier}: restored workloads pinned to "
+                f"{self.target}",
+                self.put_modifier,
+            ),
+            Step(
+                f"Velero Restore {self.restore} of {where} from backup {self.backup.name}",
+                self.create_restore,
+            ),
+            Step(f"wait until Restore {self.restore} is Completed", self.wait),
+            Step(
+                f"set nodeOverrides.{name}={self.target} on Application {ROOT_APP} and resume "
+                "automated sync",
+                self.pin_and_resume,
+            ),
+        ]
+
+    def pause(self, api: Any) -> None:
+        """Turn off the automated sync of ``apps`` and the service's Application (kept in
+        ``saved`` to give back)."""
+        custom: Any = client.CustomObjectsApi(api)
+        for app in (ROOT_APP, self.service.name):
             try:
-                obj = custom.get_namespaced_custom_object(
-                    "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications", app
-                )
+                obj = custom.get_namespaced_custom_object(*ARGO_APPS, app)
             except ApiException as e:
                 if e.status == 404:
                     continue
                 raise
             automated = ((obj.get("spec") or {}).get("syncPolicy") or {}).get("automated")
-            saved.setdefault(app, automated)
+            self.saved.setdefault(app, automated)
             if automated is not None:
-                custom.patch_namespaced_custom_object(
-                    "argoproj.io",
-                    "v1alpha1",
-                    ARGOCD_NAMESPACE,
-                    "applications",
-                    app,
-                    {"spec": {"syncPolicy": {"automated": None}}},
-                )
+                patch = {"spec": {"syncPolicy": {"automated": None}}}
+                custom.patch_namespaced_custom_object(*ARGO_APPS, app, patch)
 
-    def delete_old(api: Any) -> None:
-        core, custom = _apis(api)
-        apps = _apps_api(api)
-        ns = service.namespace
+    def delete_old(self, api: Any) -> None:
+        """Delete the service's CloudNativePG Clusters, StatefulSets, Deployments and PVCs."""
+        custom: Any = client.CustomObjectsApi(api)
+        apps: Any = client.AppsV1Api(api)
+        core: Any = client.CoreV1Api(api)
+        ns = self.service.namespace
         try:
             clusters = custom.list_namespaced_custom_object(
-                *CNPG[:2], ns, CNPG[2], label_selector=labels
+                *CNPG[:2], ns, CNPG[2], label_selector=self.labels
             )
         except ApiException as e:
             if e.status != 404:  # no CloudNativePG CRD: nothing of the kind to delete
                 raise
             clusters = {}
         for item in clusters.get("items") or []:
-            try:
-                custom.delete_namespaced_custom_object(
-                    *CNPG[:2], ns, CNPG[2], item["metadata"]["name"]
-                )
-            except ApiException as e:
-                if e.status != 404:
-                    raise
+            _gone_is_fine(
+                custom.delete_namespaced_custom_object,
+                *CNPG[:2],
+                ns,
+                CNPG[2],
+                item["metadata"]["name"],
+            )
         for lister, deleter in (
             (apps.list_namespaced_stateful_set, apps.delete_namespaced_stateful_set),
             (apps.list_namespaced_deployment, apps.delete_namespaced_deployment),
@@ -350,105 +377,80 @@ def _app_steps(
                 core.delete_namespaced_persistent_volume_claim,
             ),
         ):
-            for item in lister(ns, label_selector=labels).items:
-                try:
-                    deleter(item.metadata.name, ns)
-                except ApiException as e:
-                    if e.status != 404:
-                        raise
+            for item in lister(ns, label_selector=self.labels).items:
+                _gone_is_fine(deleter, item.metadata.name, ns)
 
-    def put_modifier(api: Any) -> None:
-        core, _ = _apis(api)
-        body = modifier_configmap(modifier, service, target)
+    def put_modifier(self, api: Any) -> None:
+        """Create or update the resource-modifier ConfigMap."""
+        core: Any = client.CoreV1Api(api)
+        body = modifier_configmap(self.modifier, self.service, self.target)
         try:
             core.create_namespaced_config_map(VELERO_NAMESPACE, body)
         except ApiException as e:
             if e.status != 409:
                 raise
-            core.patch_namespaced_config_map(modifier, VELERO_NAMESPACE, body)
+            core.patch_namespaced_config_map(self.modifier, VELERO_NAMESPACE, body)
 
-    def create_restore(api: Any) -> None:
-        _, custom = _apis(api)
-        custom.create_namespaced_custom_object(
-            "velero.io",
-            "v1",
-            VELERO_NAMESPACE,
-            "restores",
-            restore_manifest(restore, backup.name, service, modifier),
-        )
+    def create_restore(self, api: Any) -> None:
+        body = restore_manifest(self.restore, self.backup.name, self.service, self.modifier)
+        client.CustomObjectsApi(api).create_namespaced_custom_object(*VELERO_RESTORES, body)
 
-    def wait(api: Any) -> None:
-        _, custom = _apis(api)
-        deadline = time.monotonic() + wait_timeout
+    def wait(self, api: Any) -> None:
+        """Poll the Restore until it is Completed; any other final phase fails the step."""
+        custom: Any = client.CustomObjectsApi(api)
+        deadline = time.monotonic() + self.wait_timeout
         while True:
-            obj = custom.get_namespaced_custom_object(
-                "velero.io", "v1", VELERO_NAMESPACE, "restores", restore
-            )
+            obj = custom.get_namespaced_custom_object(*VELERO_RESTORES, self.restore)
             phase = (obj.get("status") or {}).get("phase") or ""
             if phase == "Completed":
                 return
             if phase in RESTORE_DONE:
-                raise K3sfleetError(f"restore {restore} ended {phase} (velero restore logs)")
+                raise K3sfleetError(f"restore {self.restore} ended {phase} (velero restore logs)")
             if time.monotonic() >= deadline:
-                raise K3sfleetError(f"restore {restore} still {phase or 'New'}")
+                raise K3sfleetError(f"restore {self.restore} still {phase or 'New'}")
             time.sleep(5)
 
-    def pin_and_resume(api: Any) -> None:
-        _, custom = _apis(api)
+    def pin_and_resume(self, api: Any) -> None:
+        """``nodeOverrides.<name>=<target>`` on ``apps``, and the saved automated syncs back."""
+        custom: Any = client.CustomObjectsApi(api)
+        name = self.service.name
         try:
-            root = custom.get_namespaced_custom_object(
-                "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications", ROOT_APP
-            )
+            root = custom.get_namespaced_custom_object(*ARGO_APPS, ROOT_APP)
         except ApiException as e:
             if e.status == 404:
                 raise K3sfleetError(
-                    f"no Argo CD Application {ROOT_APP}: set nodeOverrides.{service.name}="
-                    f"{target} in helm/apps/values.yaml yourself"
+                    f"no Argo CD Application {ROOT_APP}: set nodeOverrides.{name}="
+                    f"{self.target} in helm/apps/values.yaml yourself"
                 ) from None
             raise
         source = copy.deepcopy((root.get("spec") or {}).get("source") or {})
         helm = source.setdefault("helm", {})
-        key = f"nodeOverrides.{service.name}"
+        key = f"nodeOverrides.{name}"
         params = [p for p in helm.get("parameters") or [] if p.get("name") != key]
-        params.append({"name": key, "value": target})
-        helm["parameters"] = params
+        helm["parameters"] = [*params, {"name": key, "value": self.target}]
         patch: dict[str, Any] = {"spec": {"source": source}}
-        if saved.get(ROOT_APP) is not None:
-            patch["spec"]["syncPolicy"] = {"automated": saved[ROOT_APP]}
-        custom.patch_namespaced_custom_object(
-            "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications", ROOT_APP, patch
-        )
-        if saved.get(service.name) is not None:
-            custom.patch_namespaced_custom_object(
-                "argoproj.io",
-                "v1alpha1",
-                ARGOCD_NAMESPACE,
-                "applications",
-                service.name,
-                {"spec": {"syncPolicy": {"automated": saved[service.name]}}},
-            )
+        if self.saved.get(ROOT_APP) is not None:
+            patch["spec"]["syncPolicy"] = {"automated": self.saved[ROOT_APP]}
+        custom.patch_namespaced_custom_object(*ARGO_APPS, ROOT_APP, patch)
+        if self.saved.get(name) is not None:
+            resume = {"spec": {"syncPolicy": {"automated": self.saved[name]}}}
+            custom.patch_namespaced_custom_object(*ARGO_APPS, name, resume)
 
-    where = f"{service.namespace}" + (f" ({labels})" if labels else "")
-    steps = [
-        Step(f"pause Argo CD automated sync of {ROOT_APP} and {service.name}", pause),
-        Step(
-            f"delete {service.name}'s StatefulSets, Deployments, CloudNativePG Clusters and PVCs "
-            f"in {where}",
-            delete_old,
-        ),
-        Step(
-            f"ConfigMap {VELERO_NAMESPACE}/{modifier}: restored workloads pinned to {target}",
-            put_modifier,
-        ),
-        Step(f"Velero Restore {restore} of {where} from backup {backup.name}", create_restore),
-        Step(f"wait until Restore {restore} is Completed", wait),
-        Step(
-            f"set nodeOverrides.{service.name}={target} on Application {ROOT_APP} and resume "
-            "automated sync",
-            pin_and_resume,
-        ),
-    ]
-    return steps, restore
+
+def _gone_is_fine(delete: Callable[..., Any], *args: Any) -> None:
+    """``delete(*args)``; an object already gone (404) is what we wanted."""
+    try:
+        delete(*args)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def _app_steps(
+    service: StatefulService, backup: BackupInfo, target: str, wait_timeout: float
+) -> tuple[list[Step], str]:
+    move = _AppMove(service, backup, target, wait_timeout)
+    return move.steps(), move.restore
 
 
 def restore_plan(
@@ -473,9 +475,9 @@ def restore_plan(
 
 def services_on(api: Any, services: Mapping[str, StatefulService], node: str) -> list[str]:
     """Names of the services pinned to ``node`` (by name, or by labels the node carries)."""
-    core, _ = _apis(api)
     try:
-        labels = core.read_node(node).metadata.labels or {}
+        node_obj: Any = client.CoreV1Api(api).read_node(node)
+        labels = node_obj.metadata.labels or {}
     except ApiException:
         labels = {HOSTNAME_LABEL: node}  # the source node may be gone for good
     pinned = []
@@ -506,18 +508,8 @@ def failover_plan(
     chosen = {name: choose_backup(api, services[name], "latest") for name in names}
 
     def cordon(api: Any) -> None:
-        core, _ = _apis(api)
-        try:
-            core.patch_node(
-                source,
-                {
-                    "metadata": {"annotations": {"k3sfleet.io/cordoned-by": DR_CORDON}},
-                    "spec": {"unschedulable": True},
-                },
-            )
-        except ApiException as e:
-            if e.status != 404:  # a node deleted from the cluster needs no cordon
-                raise
+        # a node deleted from the cluster needs no cordon
+        _gone_is_fine(client.CoreV1Api(api).patch_node, source, cordon_patch(DR_CORDON))
 
     steps = [Step(f"cordon {source}", cordon)]
     restores = []

@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
+from k3sfleet import backup
 from k3sfleet.backup import (
     BackupError,
     BackupInfo,
@@ -209,15 +210,45 @@ class FakeCustom:
         return {"items": [o for (p, _), o in self.objects.items() if p == plural]}
 
 
-def test_create_backup_object_and_wait_for_its_phase() -> None:
+class FakeTime:
+    """The clock ``wait_backup`` reads: each of its sleeps moves it on by ``step`` seconds."""
+
+    def __init__(self, step: float = 0.0) -> None:
+        self.now, self.step = 0.0, step
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += self.step
+
+
+@pytest.fixture(autouse=True)
+def in_memory_velero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``FakeCustom`` reaches the code the way a cluster does: through the kubernetes client's
+    ``CustomObjectsApi`` of an API client."""
+    from kubernetes import client
+
+    real = client.CustomObjectsApi
+    monkeypatch.setattr(
+        client,
+        "CustomObjectsApi",
+        lambda api=None: api if isinstance(api, FakeCustom) else real(api),
+    )
+
+
+def test_create_backup_object_and_wait_for_its_phase(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     api = FakeCustom()
-    lines: list[str] = []
+    monkeypatch.setattr(backup, "time", FakeTime())
     name = create_backup(api, "manual-1", ["database", "apps"])
     spec = api.objects[("backups", "manual-1")]["spec"]
     assert spec["includedNamespaces"] == ["database", "apps"]
     assert spec["storageLocation"] == "default"
     assert spec["defaultVolumesToFsBackup"] is True
-    info = wait_backup(api, name, poll=0, out=lines.append, sleep=lambda s: None)
+    info = wait_backup(api, name, poll=0)
+    lines = capsys.readouterr().out.splitlines()
     assert info.phase == "Completed"
     assert lines == [
         "backup manual-1: New",
@@ -226,19 +257,13 @@ def test_create_backup_object_and_wait_for_its_phase() -> None:
     ]
 
 
-def test_wait_backup_times_out_clearly() -> None:
+def test_wait_backup_times_out_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     api = FakeCustom()
     create_backup(api, "stuck")
-    now = [0.0]
-
-    def sleep(s: float) -> None:
-        now[0] += 100
-
+    monkeypatch.setattr(backup, "time", FakeTime(step=100))
     api.reads = -10_000  # never finishes
     with pytest.raises(BackupError, match="still"):
-        wait_backup(
-            api, "stuck", timeout=300, out=lambda s: None, clock=lambda: now[0], sleep=sleep
-        )
+        wait_backup(api, "stuck", timeout=300)
 
 
 def test_cluster_listing_and_latest_completed() -> None:

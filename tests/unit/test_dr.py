@@ -46,7 +46,6 @@ class FakeApi:
     """core / apps / custom in one object, recording every write."""
 
     def __init__(self) -> None:
-        self.core, self.apps, self.custom = self, self, self
         self.nodes = {"node-a": node("node-a"), "node-b": node("node-b", disk="ssd")}
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.writes: list[tuple[str, ...]] = []
@@ -149,6 +148,17 @@ class FakeApi:
         self.objects[("backups", "velero", name)] = body
 
 
+@pytest.fixture(autouse=True)
+def in_memory_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``FakeApi`` reaches the DR code the way a cluster does: through the kubernetes client's
+    ``CoreV1Api`` / ``AppsV1Api`` / ``CustomObjectsApi`` of an API client."""
+    for name in ("CoreV1Api", "AppsV1Api", "CustomObjectsApi"):
+        real = getattr(client, name)
+        monkeypatch.setattr(
+            client, name, lambda api=None, real=real: api if isinstance(api, FakeApi) else real(api)
+        )
+
+
 def cnpg_cluster(name: str, **labels: str) -> dict[str, Any]:
     return {
         "apiVersion": "postgresql.cnpg.io/v1",
@@ -174,15 +184,17 @@ def test_latest_is_the_newest_completed_backup_of_the_service() -> None:
     assert api.writes == []  # planning changes nothing
 
 
-def test_restore_workload_writes_the_right_objects_in_order() -> None:
+def test_restore_workload_writes_the_right_objects_in_order(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     api = api_with_backups()
     api.objects[("clusters", "database", "pg")] = cnpg_cluster(
         "pg", **{"app.kubernetes.io/instance": "pg"}
     )
     api.objects[("clusters", "database", "other")] = cnpg_cluster("other")
     plan = restore_plan(api, SERVICES, "postgresql", "latest", "node-b")
-    lines: list[str] = []
-    plan.apply(api, out=lines.append)
+    plan.apply(api)
+    lines = capsys.readouterr().out.splitlines()
     restore_name = plan.restores[0]
     restore = api.objects[("restores", "velero", restore_name)]
     assert restore["spec"]["backupName"] == "pg-new"
@@ -266,7 +278,7 @@ def test_failover_cordons_source_and_moves_every_service_pinned_to_it() -> None:
     assert text.splitlines()[1].endswith("cordon node-a")
     assert "[postgresql]" in text and "[pgadmin4]" in text and "[cache]" not in text
     assert api.writes == []
-    plan.apply(api, out=lambda s: None)
+    plan.apply(api)
     assert api.nodes["node-a"].spec.unschedulable
     restores = [o for (p, _, _), o in api.objects.items() if p == "restores"]
     assert {r["spec"]["backupName"] for r in restores} == {"pg-new", "pga-1"}
@@ -320,6 +332,6 @@ def test_an_api_error_mid_way_names_the_step_and_what_is_done() -> None:
 
     api.create_namespaced_config_map = broken  # type: ignore[method-assign]
     with pytest.raises(K3sfleetError) as e:
-        plan.apply(api, out=lambda s: None)
+        plan.apply(api)
     assert "DR stopped at step 3" in str(e.value)
     assert "403 Forbidden" in str(e.value) and "steps 1..2 are done" in str(e.value)
