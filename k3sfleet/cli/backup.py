@@ -27,7 +27,7 @@ from k3sfleet.backup import (
     wait_backup,
 )
 from k3sfleet.errors import K3sfleetError
-from k3sfleet.kube import cluster_api, inventory_from_file
+from k3sfleet.kube import ApiSession, inventory_from_file
 from k3sfleet.settings import Settings
 
 
@@ -75,11 +75,11 @@ def _bucket(settings: Any) -> str:
 
 def run_create(args: argparse.Namespace) -> int:
     namespaces = [n.strip() for n in args.namespaces.split(",") if n.strip()]
-    with cluster_api(_inventory(args)) as api:
-        name = create_backup(api, args.name, namespaces, ttl=args.ttl)
+    with ApiSession(_inventory(args)) as session:
+        name = create_backup(session.api, args.name, namespaces, ttl=args.ttl)
         print(f"backup {name} created ({', '.join(namespaces) or 'all namespaces'})")
         if args.wait:
-            info = wait_backup(api, name, timeout=args.timeout)
+            info = wait_backup(session.api, name, timeout=args.timeout)
             return 0 if info.phase == "Completed" else 1
     return 0
 
@@ -87,8 +87,8 @@ def run_create(args: argparse.Namespace) -> int:
 def _cluster_or_bucket(args: argparse.Namespace, use_cluster: Any, use_bucket: Any) -> Any:
     if not args.from_bucket:
         try:
-            with cluster_api(_inventory(args)) as api:
-                return use_cluster(api)
+            with ApiSession(_inventory(args)) as session:
+                return use_cluster(session.api)
         except K3sfleetError as e:
             if "no backup named" in str(e):
                 raise

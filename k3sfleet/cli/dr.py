@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from k3sfleet.dr import failover_plan, load_services, restore_plan
-from k3sfleet.kube import cluster_api, inventory_from_file
+from k3sfleet.kube import ApiSession, inventory_from_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,12 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _run(args: argparse.Namespace, make_plan: object) -> int:
     services = load_services(args.project_dir)
     inventory = inventory_from_file(str((Path(args.project_dir) / args.inventory).resolve()))
-    with cluster_api(inventory) as api:
-        plan = make_plan(api, services)  # type: ignore[operator]
+    with ApiSession(inventory) as session:
+        plan = make_plan(session.api, services)  # type: ignore[operator]
         print(plan.render())
         if args.dry:
             return 0
-        plan.apply(api)
+        plan.apply(session.api)
     print("done")
     return 0
 

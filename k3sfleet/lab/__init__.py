@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -530,22 +529,15 @@ class Lab:
         return host
 
     def ssh_client(self, host: str | LabHost, timeout: float = 10) -> Any:
-        """A new connected paramiko client (strict host-key checking against ``known_hosts``,
-        TCP_NODELAY on); the caller closes it."""
-        import paramiko
+        """A new connected paramiko client through k3sfleet's own SSH transport
+        (``k3sfleet.kube.ssh_client``: strict host keys against ``known_hosts``, TCP_NODELAY);
+        the caller closes it."""
+        from k3sfleet.kube import HostInfo, ssh_client
 
         h = self.host(host)
-        client = paramiko.SSHClient()
-        client.load_host_keys(str(self.known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(h.public_ip, port=h.ssh_port, username=h.user,
-                       key_filename=str(self.ssh_key), timeout=timeout, banner_timeout=timeout,
-                       auth_timeout=timeout, look_for_keys=False, allow_agent=False)
-        transport = client.get_transport()
-        sock = transport.sock if transport is not None else None
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return client
+        info = HostInfo(h.name, h.public_ip, h.user, h.ssh_port, str(self.ssh_key),
+                        str(self.known_hosts))
+        return ssh_client(info, timeout)
 
     def _session(self, h: LabHost) -> Any:
         """A new channel on this lab's cached connection to ``h`` (reconnecting if it died)."""
