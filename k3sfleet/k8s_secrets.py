@@ -45,7 +45,7 @@ from k3sfleet.errors import ConfigError, K3sfleetError
 from k3sfleet.kube import ApiSession
 from k3sfleet.project import chart_dir
 from k3sfleet.secret import reveal
-from k3sfleet.settings import Settings, load_env_files, setting_fields
+from k3sfleet.settings import Settings, load_env_files, setting_fields, variable
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "k3sfleet"}
 
@@ -188,14 +188,14 @@ class Values:
         return cls(merged, dict(layered), settings.vault, project)
 
     def env(self, name: str) -> str | None:
+        """Variable ``NAME`` as text: a setting's value (host data wins), else as the settings
+        read any variable (``k3sfleet.settings.variable``: environment, ``.envrc`` files,
+        vault ``vault_<name>``); ``None`` when unset."""
         key = name.lower()
-        value: Any = None
         if key in self.settings:
             value = self.settings[key]
-        elif self.environ.get(name):
-            value = self.environ[name]
-        elif f"vault_{key}" in self.vault:
-            value = self.vault[f"vault_{key}"]
+        else:
+            value, _ = variable(name, self.environ, self.vault)
         if isinstance(value, bool):
             return "true" if value else "false"
         text = reveal(value)

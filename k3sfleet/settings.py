@@ -253,14 +253,11 @@ class Settings:
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for f in setting_fields():
-            raw: Any = None
             env_name = f.name.upper()
-            if env_name in layered and layered[env_name] != "":
-                raw, sources[f.name] = layered[env_name], layered.source(env_name)
-            elif vault.get(f"vault_{f.name}") not in (None, ""):  # "" in the vault: unset
-                raw, sources[f.name] = vault[f"vault_{f.name}"], "vault"
+            raw, source = variable(env_name, layered, vault)
             if raw is None:
                 continue
+            sources[f.name] = source
             try:
                 values[f.name] = _coerce(f, raw)
             except ValueError as e:
@@ -278,6 +275,27 @@ class Settings:
     def missing(self, *names: str) -> list[str]:
         """The environment names of those settings that are unset."""
         return [n.upper() for n in names if getattr(self, n) in (None, "")]
+
+
+def variable(
+    name: str, environ: Mapping[str, str], vault: Mapping[str, Any]
+) -> tuple[Any, str]:
+    """Where variable ``NAME`` is set, and its raw value: the environment layered over the
+    project's files (``environ``), else vault key ``vault_<name>``; an empty value is unset.
+    Returns ``(None, "")`` when it is set nowhere. Every setting is read this way, and so is
+    any other variable (``k3sfleet.k8s_secrets.Values.env``).
+
+    Example::
+
+        variable("K3S_TOKEN", load_env_files(project, os.environ), vault)   # (Secret, "vault")
+    """
+    if environ.get(name, "") != "":
+        source = environ.source(name) if isinstance(environ, LayeredEnv) else "environment"
+        return environ[name], source
+    value = vault.get(f"vault_{name.lower()}")
+    if value not in (None, ""):  # "" in the vault: unset
+        return value, "vault"
+    return None, ""
 
 
 def unknown_names(layered: LayeredEnv) -> list[str]:
