@@ -564,7 +564,7 @@ def k3s_service(
     """K3s enabled and running; restarted (with roll-back of a bad config) only on change.
 
     + role: ``server`` (``k3s``) or ``agent`` (``k3s-agent``)
-    + status: the unit's ``K3sServiceStatus`` read before this run changed anything
+    + status: the unit's state (``K3sState`` ``services``) read before this run changed anything
     + config_changes: operations that change config.yaml / vpn-auth: a failed restart after
       one of them restores config.yaml.previous
     + other_changes: binary and unit operations

@@ -43,7 +43,7 @@ from k3sfleet.rolling import (
 )
 
 
-@deploy("Upgrade K3s on a node", data_defaults={"k3s_upgrade_restart": True})
+@deploy("Upgrade K3s on a node")
 def k3s_upgrade() -> None:
     """Install ``k3s_version`` through the cluster's install code and restart the service.
 
@@ -61,14 +61,13 @@ def k3s_upgrade() -> None:
         installed=installed,
         _sudo=True,
     )
-    if host.data.k3s_upgrade_restart:
-        systemd.service(
-            name=f"Restart {service} on {version}",
-            service=service,
-            running=True,
-            restarted=True,
-            _sudo=True,
-        )
+    systemd.service(
+        name=f"Restart {service} on {version}",
+        service=service,
+        running=True,
+        restarted=True,
+        _sudo=True,
+    )
 
 
 def upgrade_engine(api: Any, inventory: Any, runner: Any, **options: Any) -> Any:

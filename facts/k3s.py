@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyinfra.api import FactBase, QuoteString, StringCommand
+from pyinfra.api import FactBase
 
 K3S_BIN = "/usr/local/bin/k3s"
 CONFIG = "/etc/rancher/k3s/config.yaml"
@@ -38,10 +38,6 @@ _DATASTORE_SH = (
     f"if [ -d {DB_DIR}/etcd ]; then echo etcd; "
     f"elif [ -e {DB_DIR}/state.db ]; then echo sqlite; "
     f'elif [ -n "$(ls -A {DB_DIR} 2>/dev/null)" ]; then echo other; fi'
-)
-_JOIN_SH = (
-    f"grep -E '^(server|cluster-init):' {CONFIG} 2>/dev/null "
-    "| sed -e 's/^server: *//' -e 's/^cluster-init: *true *$/cluster-init/' | tr -d '\"' | head -n1"
 )
 
 
@@ -105,63 +101,6 @@ class K3sDirectories(FactBase[dict[str, dict[str, str] | None]]):
 
     def process(self, output: list[str]) -> dict[str, dict[str, str] | None]:
         return _parse_directories(output)
-
-
-class K3sServiceStatus(FactBase[dict[str, str]]):
-    """systemd's view of a K3s unit (``k3s`` or ``k3s-agent``): active/sub/unit-file state and
-    the monotonic time it last became active (changes on every (re)start).
-
-    .. code:: python
-
-        host.get_fact(K3sServiceStatus, service="k3s")
-        # {"ActiveState": "active", "SubState": "running", "UnitFileState": "enabled",
-        #  "ActiveEnterTimestampMonotonic": "123456789"}
-    """
-
-    def requires_command(self, service: str = "k3s") -> str:
-        return "systemctl"
-
-    def command(self, service: str = "k3s") -> StringCommand:
-        if service not in SERVICES:
-            raise ValueError(f"service must be one of {SERVICES}, not {service!r}")
-        return StringCommand(
-            "systemctl", "show", *(f"-p{p}" for p in SERVICE_PROPERTIES), QuoteString(service)
-        )
-
-    def process(self, output: list[str]) -> dict[str, str]:
-        return _parse_pairs(output)
-
-
-class K3sDatastore(FactBase[str | None]):
-    """Whether this server already holds a cluster datastore: ``etcd``, ``sqlite``, ``other``
-    (something else under server/db), or ``None`` (a fresh server, or an agent).
-
-    .. code:: python
-
-        host.get_fact(K3sDatastore, _sudo=True)   # "etcd"
-    """
-
-    def command(self) -> str:
-        return f"{{ {_DATASTORE_SH}; }} || true"
-
-    def process(self, output: list[str]) -> str | None:
-        return output[0].strip() if output and output[0].strip() else None
-
-
-class K3sServerUrl(FactBase[str | None]):
-    """Whom this node joins according to its config.yaml: the ``server:`` URL, the word
-    ``cluster-init`` (the server that started the cluster), or ``None``.
-
-    .. code:: python
-
-        host.get_fact(K3sServerUrl, _sudo=True)   # "https://100.64.0.11:6443"
-    """
-
-    def command(self) -> str:
-        return f"{{ {_JOIN_SH}; }} || true"
-
-    def process(self, output: list[str]) -> str | None:
-        return output[0].strip() if output and output[0].strip() else None
 
 
 class K3sState(FactBase[dict[str, Any]]):

@@ -197,7 +197,7 @@ HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9]
 # settings: what host_data sets, and keys read with a default in place (tests/unit/
 # test_inventory.py keeps this in step with the deploys).
 READ_DATA_KEYS = frozenset({
-    "k3s_role", "k3s_node_name", "k3s_node_labels", "k3s_node_taints", "k3s_upgrade_restart",
+    "k3s_role", "k3s_node_name", "k3s_node_labels", "k3s_node_taints",
     "k3sfleet_provider", "k3sfleet_tailnet_address", "k3sfleet_public_address",
     "k3sfleet_project_dir",
     "maintenance_reboot_timeout", "k3s_extra_config", "k3s_disable", "k3s_tls_san",

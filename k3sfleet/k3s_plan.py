@@ -41,8 +41,8 @@ def plan_servers(
     """For each server, the server it joins, or ``None`` for the one running ``cluster-init``.
 
     + servers: server names in inventory order (the first is the default cluster starter)
-    + datastores: server -> ``K3sDatastore`` (``"etcd"``, ``"sqlite"``, ``"other"``, ``None``)
-    + current_joins: server -> ``K3sServerUrl`` (``"cluster-init"``, a URL, or ``None``)
+    + datastores: server -> ``K3sState`` datastore (``"etcd"``, ``"sqlite"``, ``"other"``, ``None``)
+    + current_joins: server -> ``K3sState`` ``join`` (``"cluster-init"``, a URL, or ``None``)
     + urls: server -> its ``https://<tailnet address>:6443`` URL when known
     """
     if not servers:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from k3sfleet.facts.k3s import (
     DB_DIR,
-    K3sDatastore,
     K3sDirectories,
-    K3sServerUrl,
-    K3sServiceStatus,
     K3sState,
     K3sVersion,
     parse_version,
@@ -49,27 +47,27 @@ def test_datastore_kinds(tmp_path: Path, layout: list[str], expected: str | None
     db.mkdir(parents=True)
     for entry in layout:
         (db / entry.rstrip("/")).mkdir() if entry.endswith("/") else (db / entry).write_text("x")
-    assert K3sDatastore().process(run_in(tmp_path, K3sDatastore().command())) == expected
+    assert state_in(tmp_path)["datastore"] == expected
+
+
+def state_in(root: Path) -> dict[str, Any]:
+    """``K3sState`` of the scratch tree ``root`` (no tailnet)."""
+    return K3sState().process(run_in(root, K3sState().command(tailnet=False)))
 
 
 def test_server_url_from_config(tmp_path: Path) -> None:
     cfg = tmp_path / "etc/rancher/k3s/config.yaml"
     cfg.parent.mkdir(parents=True)
-    fact = K3sServerUrl()
-    assert fact.process(run_in(tmp_path, fact.command())) is None
+    assert state_in(tmp_path)["join"] is None
     cfg.write_text('node-name: "a"\nserver: "https://100.64.0.11:6443"\ntoken: "t"\n')
-    assert fact.process(run_in(tmp_path, fact.command())) == "https://100.64.0.11:6443"
+    assert state_in(tmp_path)["join"] == "https://100.64.0.11:6443"
     cfg.write_text("cluster-init: true\n")
-    assert fact.process(run_in(tmp_path, fact.command())) == "cluster-init"
+    assert state_in(tmp_path)["join"] == "cluster-init"
 
 
-def test_service_status_command_and_parsing() -> None:
-    fact = K3sServiceStatus()
-    assert fact.command(service="k3s-agent").get_raw_value().endswith("k3s-agent")
-    with pytest.raises(ValueError):
-        fact.command(service="sshd; rm -rf /")
-    status = fact.process(["ActiveState=active", "UnitFileState=enabled", "junk"])
-    assert status == {"ActiveState": "active", "UnitFileState": "enabled"}
+def test_service_status_parsing() -> None:
+    status = K3sState().process(["unit1.ActiveState=active", "unit1.UnitFileState=enabled", "junk"])
+    assert status["services"]["k3s-agent"] == {"ActiveState": "active", "UnitFileState": "enabled"}
 
 
 def test_state_in_one_command(tmp_path: Path) -> None:
