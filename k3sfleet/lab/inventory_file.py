@@ -26,15 +26,15 @@ class _Host(Protocol):
     ssh_port: int
 
 
-def literal(value: Any) -> str:
+def python_source(value: Any) -> str:
     """Python source for ``value``; secrets stay ``Secret`` (masked in pyinfra's output)."""
     if isinstance(value, HiddenValue):
         return f"Secret({value.unmask()!r})"
     if isinstance(value, Mapping):
-        items = ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items())
+        items = ", ".join(f"{python_source(k)}: {python_source(v)}" for k, v in value.items())
         return "{" + items + "}"
     if isinstance(value, (list, tuple)):
-        inner = ", ".join(literal(v) for v in value)
+        inner = ", ".join(python_source(v) for v in value)
         if isinstance(value, list):
             return f"[{inner}]"
         return f"({inner}{',' if len(value) == 1 else ''})"
@@ -78,5 +78,5 @@ def render(name: str, hosts: Iterable[_Host], overrides: Mapping[str, Any]) -> s
         f"tailnet_address={h.tailnet_ip!r}, ssh_user={h.user!r}, ssh_port={h.ssh_port!r}),\n"
         for h in hosts
     )
-    body = ",\n".join(f"    {k!r}: {literal(v)}" for k, v in overrides.items())
+    body = ",\n".join(f"    {k!r}: {python_source(v)}" for k, v in overrides.items())
     return TEMPLATE.format(name=name, overrides="{\n" + body + ",\n}", nodes=nodes)

@@ -11,7 +11,7 @@ import pytest
 from k3sfleet.errors import ConfigError
 from k3sfleet.inventory import running
 from k3sfleet.lab import LabHost, rootfs
-from k3sfleet.lab.inventory_file import literal, render
+from k3sfleet.lab.inventory_file import python_source, render
 from k3sfleet.lab.network import LabNet
 from k3sfleet.secret import Secret
 
@@ -45,11 +45,11 @@ def test_root_cache_key_follows_the_package_list(monkeypatch: pytest.MonkeyPatch
     assert rootfs.base_key() != key
 
 
-def test_literal_keeps_secrets_secret() -> None:
-    text = literal({"a": [1, True, None], "k": Secret("s3cret"), "t": ("x",)})
+def test_python_source_keeps_secrets_secret() -> None:
+    text = python_source({"a": [1, True, None], "k": Secret("s3cret"), "t": ("x",)})
     assert text == "{'a': [1, True, None], 'k': Secret('s3cret'), 't': ('x',)}"
     with pytest.raises(TypeError):
-        literal(object())
+        python_source(object())
 
 
 def _load(path: Path, project: Path, entries: list[str]) -> dict[str, object]:
