@@ -301,6 +301,17 @@ def validate(
         validate([Node("a", role="agent")], settings)
         # ['the inventory has no server (role=\'server\')', 'node a has no address in ...']
     """
+    problems = node_problems(nodes)
+    if not check_vault:
+        return problems
+    problems += vault_problems(nodes, settings)
+    problems.extend(entry_problems(entry_files, settings, nodes))
+    return list(dict.fromkeys(problems))  # a duplicated node is named once per problem
+
+
+def node_problems(nodes: Sequence[Node]) -> list[str]:
+    """What is wrong with the nodes as declared: names, roles, labels, data keys, addresses,
+    taints, and whether there is a server."""
     problems: list[str] = []
     names = [n.name for n in nodes]
     for name in sorted({n for n in names if names.count(n) > 1}):
@@ -327,12 +338,13 @@ def validate(
                 )
     if not any(n.role == "server" for n in nodes):
         problems.append("the inventory has no server (role='server')")
-    if not check_vault:
-        return problems
+    return problems
 
-    vault = settings.vault
-    tailnet = settings.k3sfleet_connect == "tailnet"
-    known = set(names)
+
+def vault_problems(nodes: Sequence[Node], settings: Settings) -> list[str]:
+    """What the vault lacks or has too much of for ``nodes``: its file, the address and user
+    maps (``vault_ansible_hosts``, ``vault_ansible_users``, ``vault_tailscale_hosts``)."""
+    problems: list[str] = []
     from_vault = [n for n in nodes if n.address is None]
     missing_file = settings.vault_path is not None and not settings.vault_path.exists()
     if missing_file and (from_vault or any(n.ssh_user is None for n in nodes)):
@@ -340,39 +352,37 @@ def validate(
             f"the vault file {settings.vault_path} does not exist (`k3sfleet init` writes one; "
             "K3SFLEET_VAULT_FILE names another)"
         )
-    maps: dict[str, Mapping[str, Any] | None] = {}
-    for key in ("vault_ansible_hosts", "vault_ansible_users", "vault_tailscale_hosts"):
-        value = vault.get(key)
-        if value is not None and not isinstance(value, Mapping):
-            problems.append(f"vault {key} must be a map of node name to value")
-            value = None
-        maps[key] = value
-
-    hosts, users = maps["vault_ansible_hosts"], maps["vault_ansible_users"]
-    if not tailnet and from_vault:
-        if hosts is None and "vault_ansible_hosts" not in vault:
-            problems.append(
-                f"vault has no vault_ansible_hosts map (needed for {len(from_vault)} node(s))"
-            )
-        elif hosts is not None:
-            for n in from_vault:
-                if not hosts.get(n.name):
-                    problems.append(f"node {n.name} has no address in vault vault_ansible_hosts")
+    maps, problems_of_maps = _vault_maps(settings.vault)
+    problems += problems_of_maps
+    if settings.k3sfleet_connect != "tailnet" and from_vault:
+        problems += _map_entries(maps, "vault_ansible_hosts", from_vault, settings.vault,
+                                 "address")
     need_user = [n for n in from_vault if n.ssh_user is None]
     if need_user:
-        if users is None and "vault_ansible_users" not in vault:
-            problems.append(
-                f"vault has no vault_ansible_users map (needed for {len(need_user)} node(s))"
-            )
-        elif users is not None:
-            for n in need_user:
-                if not users.get(n.name):
-                    problems.append(f"node {n.name} has no SSH user in vault vault_ansible_users")
+        problems += _map_entries(maps, "vault_ansible_users", need_user, settings.vault,
+                                 "SSH user")
+    problems += ingress_problems(nodes, settings)
+    known = {n.name for n in nodes}
+    for key, mapping in maps.items():
+        for extra in sorted(set(mapping or ()) - known):
+            problems.append(f"vault {key} names {extra}, which the inventory lacks")
+    for key in ("vault_ansible_hosts", "vault_tailscale_hosts"):
+        for name, value in (maps[key] or {}).items():
+            problem = address_problem(value) if value and name in known else None
+            if problem:
+                problems.append(f"vault {key}: node {name}: {problem}")
+    return problems
+
+
+def ingress_problems(nodes: Sequence[Node], settings: Settings) -> list[str]:
+    """Ingress nodes need a public IP address (their node-external-ip, published in DNS)."""
+    problems = []
     for n in nodes:
         if not is_ingress(n.labels, n.data):
             continue
-        public = public_address(n, vault)
-        if public is None and tailnet:  # (with public, the missing address is named above)
+        public = public_address(n, settings.vault)
+        if public is None and settings.k3sfleet_connect == "tailnet":
+            # (with public, the missing address is named with the vault maps)
             problems.append(
                 f"ingress node {n.name} has no public address in vault vault_ansible_hosts "
                 "(its node-external-ip, published in DNS)"
@@ -383,16 +393,39 @@ def validate(
                 f"ingress node {n.name}: public address {public!r} in vault_ansible_hosts must "
                 "be an IP address (it becomes node-external-ip, published in DNS)"
             )
-    for key, mapping in maps.items():
-        for extra in sorted(set(mapping or ()) - known):
-            problems.append(f"vault {key} names {extra}, which the inventory lacks")
-    for key in ("vault_ansible_hosts", "vault_tailscale_hosts"):
-        for name, value in (maps[key] or {}).items():
-            problem = address_problem(value) if value and name in known else None
-            if problem:
-                problems.append(f"vault {key}: node {name}: {problem}")
-    problems.extend(entry_problems(entry_files, settings, nodes))
-    return list(dict.fromkeys(problems))  # a duplicated node is named once per problem
+    return problems
+
+
+def _vault_maps(
+    vault: Mapping[str, Any],
+) -> tuple[dict[str, Mapping[str, Any] | None], list[str]]:
+    """The vault's node maps (``None`` where absent or not a map) and the problems with them."""
+    maps: dict[str, Mapping[str, Any] | None] = {}
+    problems = []
+    for key in ("vault_ansible_hosts", "vault_ansible_users", "vault_tailscale_hosts"):
+        value = vault.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            problems.append(f"vault {key} must be a map of node name to value")
+            value = None
+        maps[key] = value
+    return maps, problems
+
+
+def _map_entries(
+    maps: Mapping[str, Mapping[str, Any] | None],
+    key: str,
+    nodes: Sequence[Node],
+    vault: Mapping[str, Any],
+    what: str,
+) -> list[str]:
+    """The nodes that need an entry in vault map ``key`` and have none (or the map is
+    missing)."""
+    mapping = maps[key]
+    if mapping is None and key not in vault:
+        return [f"vault has no {key} map (needed for {len(nodes)} node(s))"]
+    if mapping is None:
+        return []
+    return [f"node {n.name} has no {what} in vault {key}" for n in nodes if not mapping.get(n.name)]
 
 
 def node_address(node: Node, settings: Settings) -> str:

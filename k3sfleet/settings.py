@@ -36,12 +36,12 @@ from expandvars import ExpandvarsException, expand
 from k3sfleet.errors import ConfigError
 from k3sfleet.secret import Secret
 from k3sfleet.vault import (
-            VaultError,
-            find_vault_file,
-            load_vault,
-            needs_password,
-            resolve_password,
-        )
+    VaultError,
+    find_vault_file,
+    load_vault,
+    needs_password,
+    resolve_password,
+)
 
 ENV_FILES = (".envrc", ".envrc.local", ".env")
 
@@ -227,27 +227,8 @@ class Settings:
         project = Path(project_dir)
         env = dict(os.environ if environ is None else environ)
         layered = load_env_files(project, env)
-        problems: list[str] = []
-
-        vault: dict[str, Any] = {}
-        readable = True
-        vault_path = find_vault_file(project, layered.get("K3SFLEET_VAULT_FILE"))
-        if use_vault and layered.get("K3SFLEET_VAULT_FILE") and not vault_path.exists():
-            problems.append(f"vault file {vault_path} (K3SFLEET_VAULT_FILE) does not exist")
-            readable = False
-        elif use_vault and vault_path.exists():
-            try:
-                password = None
-                if needs_password(vault_path):
-                    password = resolve_password(
-                        vault_password_file or layered.get("K3SFLEET_VAULT_PASSWORD_FILE"),
-                        layered,
-                        project,
-                    )
-                vault = load_vault(vault_path, password)
-            except VaultError as e:
-                problems.append(str(e))
-                readable = False
+        vault, vault_path, problems = _read_vault(project, layered, vault_password_file, use_vault)
+        readable = not problems
 
         problems += unknown_names(layered)
         values: dict[str, Any] = {}
@@ -275,6 +256,27 @@ class Settings:
     def missing(self, *names: str) -> list[str]:
         """The environment names of those settings that are unset."""
         return [n.upper() for n in names if getattr(self, n) in (None, "")]
+
+
+def _read_vault(
+    project: Path, layered: LayeredEnv, password_file: str | None, use_vault: bool
+) -> tuple[dict[str, Any], Path, list[str]]:
+    """The project's vault (empty when there is none, it is not used, or it cannot be read),
+    the file looked for, and what went wrong reading it."""
+    vault_path = find_vault_file(project, layered.get("K3SFLEET_VAULT_FILE"))
+    if use_vault and layered.get("K3SFLEET_VAULT_FILE") and not vault_path.exists():
+        return {}, vault_path, [f"vault file {vault_path} (K3SFLEET_VAULT_FILE) does not exist"]
+    if not (use_vault and vault_path.exists()):
+        return {}, vault_path, []
+    try:
+        password = None
+        if needs_password(vault_path):
+            password = resolve_password(
+                password_file or layered.get("K3SFLEET_VAULT_PASSWORD_FILE"), layered, project
+            )
+        return load_vault(vault_path, password), vault_path, []
+    except VaultError as e:
+        return {}, vault_path, [str(e)]
 
 
 def variable(
