@@ -38,7 +38,10 @@ def api_host_name(state: Any) -> str | None:
     return chosen[0].name if chosen else None
 
 
-@operation()
+# As pyinfra's python.call is declared: the function may run operations of its own (the rolling
+# driver runs each node's deploy as nested operations), which pyinfra refuses inside an
+# operation unless it is declared so (pyinfra/operations/python.py, pyinfra 3.x).
+@operation(_set_in_op=False)
 def api_call(
     function: Callable[..., Any],
     args: Sequence[Any] = (),

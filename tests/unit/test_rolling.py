@@ -678,8 +678,8 @@ def test_gate_lets_a_node_broken_by_a_failed_run_be_repaired() -> None:
 
 NESTED_DEPLOY = """
 from pyinfra import host
-from pyinfra.operations import python
 
+from k3sfleet.api_ops import api_call
 from k3sfleet.deploys.upgrade import k3s_upgrade
 from k3sfleet.rolling import NestedRunner, NodeActionFailed
 
@@ -697,7 +697,7 @@ def drive(state, host):
 
 
 if host.name == "@fake/s1":
-    python.call(name="drive", function=drive)
+    api_call(name="drive", function=drive)
 """
 
 
