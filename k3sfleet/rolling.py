@@ -29,7 +29,7 @@ Example::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -320,9 +320,7 @@ class RollingEngine:
         print(f"  health gate ok ({_fmt(time.monotonic() - started)})")
 
     def _cordon_step(self, at: _Position, batch: list[PlannedNode]) -> None:
-        at.step = "cordon"
-        for node in batch:
-            at.node = node.target.name
+        for node in at.each("cordon", batch):
             if node.human_cordoned:
                 print(f"  {at.node}: cordoned by a human, leaving it so")
             else:
@@ -330,9 +328,7 @@ class RollingEngine:
                 print(f"  {at.node}: cordoned")
 
     def _drain_step(self, at: _Position, batch: list[PlannedNode]) -> None:
-        at.step = "drain"
-        for node in batch:
-            at.node = node.target.name
+        for _ in at.each("drain", batch):
             started = time.monotonic()
             moved = self._drain(at.node)
             print(f"  {at.node}: drained {moved} pod(s) ({_fmt(time.monotonic() - started)})")
@@ -353,18 +349,14 @@ class RollingEngine:
         print(f"  {self.action_name} on {', '.join(todo)} ({_fmt(time.monotonic() - started)})")
 
     def _ready_step(self, at: _Position, batch: list[PlannedNode]) -> None:
-        at.step = "wait Ready"
         version = f" at {self.target_version}" if self.target_version else ""
-        for node in batch:
-            at.node = node.target.name
+        for _ in at.each("wait Ready", batch):
             started = time.monotonic()
             self._wait_ready(at.node)
             print(f"  {at.node}: Ready{version} ({_fmt(time.monotonic() - started)})")
 
     def _uncordon_step(self, at: _Position, batch: list[PlannedNode]) -> None:
-        at.step = "uncordon"
-        for node in batch:
-            at.node = node.target.name
+        for node in at.each("uncordon", batch):
             if not node.human_cordoned:
                 self._uncordon(at.node)
                 print(f"  {at.node}: uncordoned")
@@ -554,6 +546,13 @@ class _Position:
 
     step: str
     node: str
+
+    def each(self, step: str, batch: list[PlannedNode]) -> Iterator[PlannedNode]:
+        """The batch's nodes for ``step``, each becoming the node in hand."""
+        self.step = step
+        for node in batch:
+            self.node = node.target.name
+            yield node
 
 
 class _StepError(K3sfleetError):
