@@ -19,6 +19,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from k3sfleet.deploys.k3s_node import (
+    HEALTH_TIMEOUT,
     ClusterPlan,
     cluster_plan,
     converge_node,
@@ -29,7 +30,7 @@ from k3sfleet.deploys.k3s_node import (
 AGENT_DEFAULTS: dict[str, Any] = {
     "k3s_flannel_iface": "tailscale0",
     "k3s_extra_config": {},
-    "k3s_health_timeout": 120,
+    "k3s_health_timeout": HEALTH_TIMEOUT,
 }
 
 

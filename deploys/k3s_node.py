@@ -52,6 +52,9 @@ from k3sfleet.token import notice as token_notice
 from k3sfleet.versions import etcd_on_tailnet, refusal
 
 API_PORT = 6443
+# Seconds a restarted K3s has to answer healthy before its config is rolled back (host data
+# k3s_health_timeout: k3s_server.py and k3s_agent.py declare it with this default).
+HEALTH_TIMEOUT = 120
 SERVICE = {"server": "k3s", "agent": "k3s-agent"}
 UNIT = {role: f"/etc/systemd/system/{svc}.service" for role, svc in SERVICE.items()}
 
@@ -430,7 +433,7 @@ def restart_script(
     service: str,
     role: str,
     restore_config: bool,
-    timeout: int = 120,
+    timeout: int = HEALTH_TIMEOUT,
     settle: int = 3,
     config: str = CONFIG,
 ) -> str:
@@ -559,7 +562,7 @@ def k3s_service(
     status: Mapping[str, str],
     config_changes: list[OperationMeta],
     other_changes: list[OperationMeta],
-    timeout: int = 120,
+    timeout: int = HEALTH_TIMEOUT,
 ) -> Generator[Any, None, None]:
     """K3s enabled and running; restarted (with roll-back of a bad config) only on change.
 

@@ -24,6 +24,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from k3sfleet.deploys.k3s_node import (
+    HEALTH_TIMEOUT,
     ClusterPlan,
     cluster_plan,
     converge_node,
@@ -37,7 +38,7 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "k3s_tls_san": [],
     "k3s_flannel_iface": TAILNET_INTERFACE,
     "k3s_extra_config": {},
-    "k3s_health_timeout": 120,
+    "k3s_health_timeout": HEALTH_TIMEOUT,
 }
 
 
