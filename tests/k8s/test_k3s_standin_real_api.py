@@ -22,8 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from kubernetes import client, config
 
 from k3sfleet.lab.controlplane import K3S_VERSION, cached_binaries
 from k3sfleet.settings import Settings
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -49,20 +49,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", port + 1))
     return port
 
-
-def _wait(what: str, probe: Callable[[], Any], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except Exception as err:  # noqa: BLE001 - the API may not answer yet
-            last = err
-        else:
-            if last:
-                return last
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 class _Cluster:
@@ -116,9 +102,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Cluster]:
 @pytest.fixture(scope="module")
 def api(cluster: _Cluster) -> client.ApiClient:
     kubeconfig = cluster.root / "k3s.yaml"
-    _wait("k3s.yaml", kubeconfig.exists)
+    wait_for("k3s.yaml", kubeconfig.exists, 120)
     api = config.new_client_from_config(config_file=str(kubeconfig))
-    _wait("the API through 6443", lambda: client.VersionApi(api).get_code())
+    wait_for("the API through 6443", lambda: client.VersionApi(api).get_code(), 120)
     return api
 
 
@@ -144,18 +130,18 @@ def test_server_runs_the_real_api_behind_its_front(cluster: _Cluster, api: Any) 
     # kube-apiserver itself listens on https-listen-port + 1, as K3s's 6444
     with socket.create_connection(("127.0.0.1", cluster.port + 1), timeout=5):
         pass
-    node = _wait("the server's Node Ready", lambda: _ready(api, "lab-server-1"))
+    node = wait_for("the server's Node Ready", lambda: _ready(api, "lab-server-1"), 120)
     assert node.metadata.labels["node-role.kubernetes.io/control-plane"] == "true"
     assert node.status.node_info.kubelet_version == K3S_VERSION
 
 
 def test_agent_registers_with_its_node_certificate(cluster: _Cluster, api: Any) -> None:
     agent = _agent(cluster, K3S_VERSION)
-    node = _wait("the agent's Node Ready", lambda: _ready(api, "lab-agent-1"))
+    node = wait_for("the agent's Node Ready", lambda: _ready(api, "lab-agent-1"), 120)
     assert "node-role.kubernetes.io/control-plane" not in node.metadata.labels
     assert node.status.node_info.kubelet_version == K3S_VERSION
-    lease = _wait("the agent's Lease", lambda: client.CoordinationV1Api(api)
-                  .read_namespaced_lease("lab-agent-1", "kube-node-lease"))
+    lease = wait_for("the agent's Lease", lambda: client.CoordinationV1Api(api)
+                  .read_namespaced_lease("lab-agent-1", "kube-node-lease"), 120)
     assert [(o.kind, o.name) for o in lease.metadata.owner_references] == [("Node", "lab-agent-1")]
     cert = (cluster.root / "agent-data" / "agent" / "client-kubelet.crt").read_bytes()
     subject = x509.load_pem_x509_certificate(cert).subject.rfc4514_string()
@@ -163,9 +149,9 @@ def test_agent_registers_with_its_node_certificate(cluster: _Cluster, api: Any) 
     # an upgraded agent (another K3s version) reports its version on the same Node
     cluster.stop(agent)
     _agent(cluster, NEXT_VERSION)
-    _wait("kubeletVersion patched", lambda: client.CoreV1Api(api).read_node("lab-agent-1")
+    wait_for("kubeletVersion patched", lambda: client.CoreV1Api(api).read_node("lab-agent-1")
           .status.node_info.kubelet_version == NEXT_VERSION, 60)
-    _wait("the upgraded Node Ready", lambda: _ready(api, "lab-agent-1"))
+    wait_for("the upgraded Node Ready", lambda: _ready(api, "lab-agent-1"), 120)
 
 
 def test_pods_run_on_the_kwok_nodes(cluster: _Cluster, api: Any) -> None:
@@ -184,7 +170,7 @@ def test_pods_run_on_the_kwok_nodes(cluster: _Cluster, api: Any) -> None:
             return True
         raise AssertionError(f"pods (node, phase): {states}")
 
-    _wait("2 pods Running", running, 90)
+    wait_for("2 pods Running", running, 90)
 
 
 def test_an_agent_with_a_wrong_token_is_refused(cluster: _Cluster, api: Any) -> None:

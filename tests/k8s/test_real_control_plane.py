@@ -21,10 +21,9 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from kubernetes import client, config
@@ -35,6 +34,7 @@ from k3sfleet.lab.controlplane import K3S_VERSION, Binaries, cached_binaries
 from k3sfleet.lab.standins.k3s import pki
 from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS, ControlPlane
 from k3sfleet.settings import Settings
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -69,17 +69,6 @@ def _gone(pid: int) -> bool:
     # A zombie is gone for our purpose only once reaped; Popen.wait() reaped ours.
     return False
 
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from k3sfleet.deploys.argocd import (
     helmchart_manifest,
     root_apps_manifest,
 )
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = "/var/lib/rancher/k3s/server/manifests"
@@ -82,21 +83,6 @@ def read_remote(lab: Any, path: str) -> str:
     return str(out)
 
 
-def wait_for(get: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    """Poll ``get`` until it returns something truthy (the deploy controller polls every 2 s)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = get()
-        except Exception as error:  # noqa: BLE001 - not there yet
-            last = error
-        else:
-            if last:
-                return last
-        time.sleep(1)
-    raise AssertionError(f"{what} did not appear within {timeout} s: {last!r}")
-
 
 def custom(inventory: Path, group: str, version: str, ns: str, plural: str, name: str) -> Any:
     from kubernetes import client
@@ -128,8 +114,9 @@ def test_argocd_deploy_converges_and_is_applied(
     assert rc != 0
 
     chart = wait_for(
-        lambda: custom(inventory, "helm.cattle.io", "v1", "kube-system", "helmcharts", "argocd"),
         "HelmChart kube-system/argocd",
+        lambda: custom(inventory, "helm.cattle.io", "v1", "kube-system", "helmcharts", "argocd"),
+        30,
     )
     assert chart["spec"]["chart"] == "argo-cd"
     assert chart["spec"]["version"] == "9.1.4"
@@ -139,10 +126,11 @@ def test_argocd_deploy_converges_and_is_applied(
     assert "oidc.config" not in values["configs"]["cm"]
     for name, path in (("infrastructure", "helm/infrastructure"), ("apps", "helm/apps")):
         app = wait_for(
+            f"Application argocd/{name}",
             lambda n=name: custom(
                 inventory, "argoproj.io", "v1alpha1", "argocd", "applications", n
             ),
-            f"Application argocd/{name}",
+            30,
         )
         assert app["spec"]["source"]["path"] == path
         assert app["spec"]["source"]["repoURL"] == SETTINGS["GITOPS_REPO_URL"]
@@ -162,13 +150,14 @@ def test_argocd_deploy_converges_and_is_applied(
     assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-4000:]
     assert changed_counts(third.stdout + third.stderr)["success"] >= 1
     wait_for(
+        "HelmChart version 9.2.0",
         lambda: (
             custom(inventory, "helm.cattle.io", "v1", "kube-system", "helmcharts", "argocd")[
                 "spec"
             ]["version"]
             == "9.2.0"
         ),
-        "HelmChart version 9.2.0",
+        30,
     )
     assert read_remote(lab, f"{MANIFESTS}/argocd-root-apps.yaml") == root_apps_manifest(cfg)
 
@@ -202,11 +191,12 @@ def test_oidc_enabled_renders_reference_not_secret(cluster: Any) -> None:
     assert secret not in text
     assert "$argocd-oidc:clientSecret" in text
     chart = wait_for(
+        "HelmChart with OIDC",
         lambda: (
             (c := custom(inventory, "helm.cattle.io", "v1", "kube-system", "helmcharts", "argocd"))
             and "oidc.config" in c["spec"]["valuesContent"]
             and c
         ),
-        "HelmChart with OIDC",
+        30,
     )
     assert secret not in str(chart)

@@ -14,7 +14,6 @@ Skipped with the reason when the lab cannot run or the binaries are not built.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ from k3sfleet.lab import Lab, LabHost
 from k3sfleet.lab.artifacts import build_k3s_executable
 from k3sfleet.lab.controlplane import K3S_VERSION, host_binaries
 from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.k8s]
 
@@ -46,20 +46,6 @@ def _run(lab: Lab, host: LabHost, command: str) -> str:
     assert rc == 0, f"{host.name}: {command!r} -> {rc}\n{out}\n{err}"
     return out
 
-
-def _wait(what: str, probe: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except Exception as err:  # noqa: BLE001 - the API may not answer yet
-            last = err
-        else:
-            if last:
-                return last
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +68,11 @@ def api(real_lab: Lab) -> Iterator[client.ApiClient]:
     _run(lab, server, f"sudo systemd-run --unit=lab-k3s --collect /usr/local/bin/k3s server "
                       f"--node-ip={server.public_ip} --token={TOKEN}")
     k3s_yaml = lab.host_dir(server) / "root/etc/rancher/k3s/k3s.yaml"
-    _wait("the server's k3s.yaml", k3s_yaml.exists, 180)
+    wait_for("the server's k3s.yaml", k3s_yaml.exists, 180)
     kubeconfig = yaml.safe_load(k3s_yaml.read_text())
     kubeconfig["clusters"][0]["cluster"]["server"] = f"https://{server.public_ip}:6443"
     api = config.new_client_from_config_dict(kubeconfig)
-    _wait("the API through the server's 6443", lambda: client.VersionApi(api).get_code(), 180)
+    wait_for("the API through the server's 6443", lambda: client.VersionApi(api).get_code(), 180)
     _run(lab, agent, f"sudo systemd-run --unit=lab-k3s --collect /usr/local/bin/k3s agent "
                      f"--server=https://{server.public_ip}:6443 --token={TOKEN} "
                      f"--node-ip={agent.public_ip}")
@@ -102,7 +88,7 @@ def test_api_in_the_server_host_reports_the_k3s_version(real_lab: Lab, api: Any)
                                        "--value lab-k3s)")
     for program in (*PROGRAMS, "kwok"):
         assert program[:15] in processes  # comm is cut at 15 characters
-    node = _wait("the server's Node Ready", lambda: _ready(api, server.name))
+    node = wait_for("the server's Node Ready", lambda: _ready(api, server.name), 90)
     assert node.metadata.labels["node-role.kubernetes.io/control-plane"] == "true"
     # kubernetes Service endpoints point at the server's lab address, not loopback
     endpoints = client.CoreV1Api(api).read_namespaced_endpoints("kubernetes", "default")
@@ -119,7 +105,7 @@ def test_agent_node_ready_and_runs_scheduled_pods(real_lab: Lab, api: Any) -> No
     agent = real_lab.agents[0]
     nodes = {agent.name, real_lab.servers[0].name}  # K3s servers are schedulable too
     core = client.CoreV1Api(api)
-    node = _wait("the agent's Node Ready", lambda: _ready(api, agent.name), 120)
+    node = wait_for("the agent's Node Ready", lambda: _ready(api, agent.name), 120)
     assert node.status.node_info.kubelet_version == K3S_VERSION
     # the agent's kwok speaks as the node, with the certificate the server issued it
     cert = (real_lab.host_dir(agent) / "root/var/lib/rancher/k3s/agent/client-kubelet.crt")
@@ -144,7 +130,7 @@ def test_agent_node_ready_and_runs_scheduled_pods(real_lab: Lab, api: Any) -> No
         )
         return pods if ok else []
 
-    _wait("2 pods Running on the lab's Nodes", running, 120)
+    wait_for("2 pods Running on the lab's Nodes", running, 120)
 
 
 def test_binaries_are_read_only_in_hosts(real_lab: Lab) -> None:
