@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import json
@@ -27,8 +28,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +45,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 API_WRITES = "var/lib/rancher/k3s/server/logs/api-writes.jsonl"
+#: The operator's tailnet member (real Tailscale): "host 0" of the lab's address plan.
+OPERATOR = "lab-operator"
+_CLONE_NEWNET = 0x40000000  # <sched.h>
 
 
 class LabError(K3sfleetError):
@@ -143,6 +148,7 @@ class Lab:
     tailscale: str = "standin"
     control_pid: int | None = None
     control_url: str = ""
+    operator_pid: int | None = None
     is_down: bool = False
     _clients: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _ssh_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -227,6 +233,8 @@ class Lab:
         network.create_bridges(net, tailnet=not self.real_tailscale)
         self._ssh_keypair()
         self._serve(image, say)
+        if self.real_tailscale:
+            self._start_operator(say)
         self.lxcfs_pid = hostproc.start_lxcfs(self.directory / "lxcfs", self.directory /
                                               "logs/lxcfs.log")
         self.save()
@@ -306,7 +314,8 @@ class Lab:
 
         config = {"address": self.net.gateway,
                   "auth_key_sha256": [auth_key_sha256(k) for k in self.auth_keys],
-                  "addresses": {h.name: h.tailnet_ip for h in self.hosts}}
+                  "addresses": {OPERATOR: self.net.tailnet_ip(0),
+                                **{h.name: h.tailnet_ip for h in self.hosts}}}
         tmp = self.control_config.with_suffix(".tmp")
         tmp.write_text(json.dumps(config, indent=2))
         tmp.rename(self.control_config)
@@ -327,6 +336,89 @@ class Lab:
                 raise LabError(f"tscontrol did not start; see {self.directory}/logs")
             time.sleep(0.05)
         self.control_url = json.loads(ready.read_text())["control_url"]
+
+    @property
+    def operator_netns(self) -> str:
+        """The network namespace of the operator's tailnet member (real Tailscale)."""
+        return self.net.netns(OPERATOR)
+
+    @property
+    def operator_tailnet_ip(self) -> str:
+        return self.net.tailnet_ip(0)
+
+    def _start_operator(self, say: Callable[[str], None]) -> None:
+        """Put an operator's machine on the tailnet, as a real operator's is: a tailscaled of
+        its own (the real one, with a real TUN ``tailscale0``) in the lab-owned namespace
+        ``k3fl<I>-lab-operator`` (eth0 = 10.123.<I>.10 on the public bridge), logged in to the
+        lab control server with the lab auth key as ``lab-operator`` (100.64.<I>.10). It takes
+        no DNS and no netfilter rules (``tailscale up --accept-dns=false --netfilter-mode=off``)
+        and the machine's own namespace is untouched; ``on_tailnet()`` runs client calls there.
+        """
+        from k3sfleet.lab.tailnet import ensure_tailscale
+
+        binaries = ensure_tailscale(self.cache, say)
+        state = self.directory / "operator"
+        state.mkdir(mode=0o700, exist_ok=True)
+        network.create_host_links(self.net, 0, OPERATOR, tailnet=False)
+        socket_path = state / "tailscaled.sock"
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+               # the same guards as the hosts' drop-in (_tailscale_host_files)
+               "TS_PANIC_IF_HIT_MAIN_CONTROL": "1", "TS_NO_LOGS_NO_SUPPORT": "true"}
+        self.operator_pid = hostproc.detached(
+            ["ip", "netns", "exec", self.operator_netns, str(binaries.tailscaled),
+             f"--statedir={state}", f"--socket={socket_path}", "--tun=tailscale0",
+             "--port=41641"],
+            self.directory / "logs/operator-tailscaled.log", env=env,
+        )
+        self.save()
+        key = state / "auth-key"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.auth_key)
+        try:
+            up = [str(binaries.tailscale), f"--socket={socket_path}", "up",
+                  f"--login-server={self.control_url}", f"--auth-key=file:{key}",
+                  f"--hostname={OPERATOR}", "--accept-dns=false", "--netfilter-mode=off",
+                  "--timeout=60s"]
+            deadline = time.monotonic() + 30
+            while not socket_path.exists():  # tailscaled listens on its socket
+                if time.monotonic() > deadline or not hostproc.alive(self.operator_pid,
+                                                                      str(state)):
+                    raise LabError(f"the operator's tailscaled did not start; see "
+                                   f"{self.directory}/logs/operator-tailscaled.log")
+                time.sleep(0.1)
+            done = subprocess.run(up, capture_output=True, text=True, env=env,  # noqa: S603
+                                  check=False, timeout=90)
+        finally:
+            key.unlink(missing_ok=True)
+        if done.returncode != 0:
+            raise LabError(f"the operator's tailscale up failed: {done.stderr.strip()[-500:]}")
+
+    @contextmanager
+    def on_tailnet(self) -> Iterator[None]:
+        """Run the block's network calls from a tailnet member, as an operator's machine is:
+        with real Tailscale the calling thread enters the operator's namespace (setns(2); only
+        this thread and the threads it starts; sockets keep the namespace they were made in);
+        with the stand-in the machine already sits on the tailnet bridge.
+
+        Example::
+
+            with lab.on_tailnet():
+                urllib.request.urlopen(f"https://{lab.servers[0].tailnet_ip}:6443/version")
+        """
+        if not self.real_tailscale:
+            yield
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open("/proc/thread-self/ns/net") as home, \
+                open(f"/run/netns/{self.operator_netns}") as there:
+            if libc.setns(there.fileno(), _CLONE_NEWNET) != 0:
+                raise LabError(f"setns {self.operator_netns}: {os.strerror(ctypes.get_errno())}")
+            try:
+                yield
+            finally:
+                if libc.setns(home.fileno(), _CLONE_NEWNET) != 0:
+                    raise LabError(f"setns back: {os.strerror(ctypes.get_errno())}")
 
     def _tailscale_host_files(self, root: Path) -> None:
         """Point the host's tailscaled at the lab control server, the way an admin would:
@@ -400,7 +492,7 @@ class Lab:
             "auth_keys": self.auth_keys, "k3s_versions": self.k3s_versions,
             "timings": self.timings, "built": self.built, "uid": self.uid,
             "tailscale": self.tailscale, "control_pid": self.control_pid,
-            "control_url": self.control_url,
+            "control_url": self.control_url, "operator_pid": self.operator_pid,
         }
         path = self.directory / "state.json"
         tmp = path.with_suffix(".tmp")
@@ -425,7 +517,7 @@ class Lab:
             k3s_versions=state["k3s_versions"], timings=state.get("timings", {}),
             built=state.get("built", {}), uid=state.get("uid", ""),
             tailscale=state.get("tailscale", "standin"), control_pid=state.get("control_pid"),
-            control_url=state.get("control_url", ""),
+            control_url=state.get("control_url", ""), operator_pid=state.get("operator_pid"),
         )
 
     @staticmethod
@@ -706,6 +798,12 @@ class Lab:
             if not hostproc.wait_gone(self.control_pid, control, 5):
                 os.kill(self.control_pid, 9)
                 hostproc.wait_gone(self.control_pid, control, 5)
+        operator = f"{self.directory}/operator"
+        if self.operator_pid and hostproc.alive(self.operator_pid, operator):
+            os.kill(self.operator_pid, 15)
+            if not hostproc.wait_gone(self.operator_pid, operator, 10):
+                os.kill(self.operator_pid, 9)
+                hostproc.wait_gone(self.operator_pid, operator, 5)
         hostproc.stop_lxcfs(self.lxcfs_pid, self.directory / "lxcfs")
         for h in hosts:
             network.delete_host_links(net, h.number, h.name)

@@ -8,6 +8,7 @@ lab's auth key; tailscale0 is a real WireGuard (TUN) interface.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +82,8 @@ def test_hosts_log_in_to_the_lab_control_server_with_their_addresses(
         assert status["Self"]["TailscaleIPs"][0] == host.tailnet_ip
         assert status["CurrentTailnet"] is not None
         peers = {p["HostName"]: p["TailscaleIPs"][0] for p in status["Peer"].values()}
-        assert peers == {h.name: h.tailnet_ip for h in lab.hosts if h is not host}
+        assert peers == {"lab-operator": lab.operator_tailnet_ip,
+                         **{h.name: h.tailnet_ip for h in lab.hosts if h is not host}}
         rc, out, _ = sudo(lab, host, "tailscale debug prefs")
         assert json.loads(out)["ControlURL"] == lab.control_url  # from the system policy
     log = (lab.directory / "logs/tscontrol.log").read_text()
@@ -151,3 +153,30 @@ def test_a_bad_auth_key_is_refused_by_the_control_server(real: dict[str, Any]) -
     rc, out, _ = sudo(lab, host, "tailscale ip -4")
     assert out.strip() == host.tailnet_ip
     assert pings(lab, lab.servers[0], host.tailnet_ip)
+
+
+def test_the_operator_machine_is_a_tailnet_member_in_its_own_namespace(
+    real: dict[str, Any],
+) -> None:
+    """The lab's operator member: a real tailscaled in the lab-owned namespace, logged in as
+    lab-operator; from there (lab.on_tailnet) a host's tailnet address answers, from the
+    machine's own namespace it does not; leftovers() names its process, namespace and link."""
+    lab: Lab = real["lab"]
+    server = lab.servers[0]
+    rc, out, err = sudo(lab, server, "tailscale status --json")
+    peers = {p["HostName"]: p["TailscaleIPs"][0] for p in json.loads(out)["Peer"].values()}
+    assert peers.get("lab-operator") == lab.operator_tailnet_ip, peers
+    link = subprocess.run(["ip", "-n", lab.operator_netns, "-d", "-o", "addr", "show",
+                           "tailscale0"], capture_output=True, text=True, check=False)
+    assert "tun" in subprocess.run(["ip", "-n", lab.operator_netns, "-d", "link", "show",
+                                    "tailscale0"], capture_output=True, text=True).stdout
+    assert lab.operator_tailnet_ip in link.stdout, link.stdout + link.stderr
+    with lab.on_tailnet():
+        with socket.create_connection((server.tailnet_ip, 22), timeout=10) as conn:
+            assert conn.recv(8).startswith(b"SSH-2.0-")
+        # the thread is back in the machine's namespace afterwards
+    with pytest.raises(OSError):
+        socket.create_connection((server.tailnet_ip, 22), timeout=3).close()
+    left = lab.leftovers()
+    assert any(f"{lab.directory}/operator" in p for p in left["processes"]), left
+    assert lab.operator_netns in left["netns"] and f"k3fl{lab.index}h0p" in left["links"]
