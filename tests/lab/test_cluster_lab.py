@@ -235,7 +235,8 @@ def test_kubeconfig_merges_a_working_context_and_keeps_others(
     lab_cluster = next(c for c in doc["clusters"] if c["name"] == "lab")
     assert lab_cluster["cluster"]["server"] == f"https://{lab.servers[0].tailnet_ip}:6443"
     api = config.new_client_from_config(config_file=str(kubeconfig), context="lab")
-    names = {n.metadata.name for n in client.CoreV1Api(api).list_node().items}
+    with lab.on_tailnet():  # as from an operator's machine on the tailnet
+        names = {n.metadata.name for n in client.CoreV1Api(api).list_node().items}
     assert {"lab-server-1", "lab-agent-1", "lab-agent-2"} <= names
 
 

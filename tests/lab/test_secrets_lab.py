@@ -115,7 +115,7 @@ def test_api_through_ssh_tunnel(cluster: Any) -> None:
     # K3SFLEET_API_SERVER: straight to the server's tailnet address (TLS verified against the
     # kubeconfig's CA: the address is in the serving certificate), no tunnel
     direct = f"https://{lab.servers[0].tailnet_ip}:6443"
-    with cluster_api(hosts, api_server=direct) as api:
+    with lab.on_tailnet(), cluster_api(hosts, api_server=direct) as api:
         assert not api.tunnelled and api.configuration.host == direct
         assert lab.servers[0].name in {
             n.metadata.name for n in k8s.CoreV1Api(api).list_node().items
