@@ -47,6 +47,8 @@ R = TypeVar("R")
 API_WRITES = "var/lib/rancher/k3s/server/logs/api-writes.jsonl"
 #: The operator's tailnet member (real Tailscale): "host 0" of the lab's address plan.
 OPERATOR = "lab-operator"
+#: The tag the lab tailnet's policy lets nodes advertise (tscontrol "tag_owners").
+LAB_TAG = "tag:k3s"
 _CLONE_NEWNET = 0x40000000  # <sched.h>
 
 
@@ -315,7 +317,9 @@ class Lab:
         config = {"address": self.net.gateway,
                   "auth_key_sha256": [auth_key_sha256(k) for k in self.auth_keys],
                   "addresses": {OPERATOR: self.net.tailnet_ip(0),
-                                **{h.name: h.tailnet_ip for h in self.hosts}}}
+                                **{h.name: h.tailnet_ip for h in self.hosts}},
+                  # the lab tailnet's policy: nodes may carry the tag the README advises
+                  "tag_owners": {LAB_TAG: [LAB_TAG]}}
         tmp = self.control_config.with_suffix(".tmp")
         tmp.write_text(json.dumps(config, indent=2))
         tmp.rename(self.control_config)

@@ -9,7 +9,7 @@
 // The config file (JSON, re-read when it changes) holds:
 //
 //	{"address": "10.123.1.1", "auth_key_sha256": ["<hex>"],
-//	 "addresses": {"lab-server-1": "100.64.1.11"}}
+//	 "addresses": {"lab-server-1": "100.64.1.11"}, "tag_owners": {"tag:k3s": ["tag:k3s"]}}
 //
 // New node keys must register with an auth key whose sha256 is listed (a registered node key
 // re-registers without one, as with Tailscale's control server). A node whose hostname is in
@@ -48,6 +48,9 @@ type config struct {
 	Address       string            `json:"address"`
 	AuthKeySHA256 []string          `json:"auth_key_sha256"`
 	Addresses     map[string]string `json:"addresses"`
+	// TagOwners is the tailnet policy's "tagOwners" (read at start): a node gets the tags
+	// it advertises at registration when they are listed (testcontrol.Server.TagOwners).
+	TagOwners map[string][]string `json:"tag_owners"`
 }
 
 // labConfig is the config file, re-read when its modification time changes.
@@ -196,6 +199,7 @@ func main() {
 		ExplicitBaseURL:  baseURL,
 		AllNodesSameUser: true,
 		AllOnline:        true,
+		TagOwners:        conf.get().TagOwners,
 		Logf:             log.Printf,
 	}
 	control.GateRegister(conf.validKey)
