@@ -99,7 +99,7 @@ def test_hosts_reach_only_the_lab(lab: Lab) -> None:
 
 
 def test_tailnet_address_reachable_only_after_tailscale0_is_up(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory(1, 1)
+    lab = lab_factory(1, 1, tailscale="standin")  # its veth on the tailnet bridge
     a, b = lab.hosts
     for host in (a, b):
         rc, out, _ = lab.ssh(host, "ip -br link show tailscale0; ip -4 -br addr show tailscale0")

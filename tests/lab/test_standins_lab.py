@@ -43,7 +43,7 @@ TimeoutStartSec=60
 
 @pytest.fixture(scope="module")
 def standin_lab(lab_factory: Callable[..., Lab]) -> Iterator[Lab]:
-    lab = lab_factory(servers=1, agents=1)
+    lab = lab_factory(servers=1, agents=1, tailscale="standin")  # the stand-ins themselves
     yield lab
     lab.down()
 
