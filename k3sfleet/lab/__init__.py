@@ -334,7 +334,7 @@ class Lab:
             [str(tscontrol), "-config", marker, "-ready", str(ready)],
             self.directory / "logs/tscontrol.log",
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + hostproc.START_TIMEOUT
         while not ready.exists():
             if time.monotonic() > deadline or not hostproc.alive(self.control_pid, marker):
                 raise LabError(f"tscontrol did not start; see {self.directory}/logs")
@@ -471,8 +471,7 @@ class Lab:
              str(portfile)],
             self.directory / "logs/artifacts.log",
         )
-        # generous: on a loaded 2-core machine a cold Python start can take seconds
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + hostproc.START_TIMEOUT
         while not portfile.exists():
             if time.monotonic() > deadline or not hostproc.alive(self.server_pid, str(www)):
                 raise LabError(f"artifact server did not start; see {self.directory}/logs")

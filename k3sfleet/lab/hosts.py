@@ -131,13 +131,18 @@ def raise_inotify_limits() -> list[str]:
     return changed
 
 
+# How long a detached helper (lxcfs, the artifact server, tscontrol) may take to come up: a cold
+# start takes seconds on a loaded 2-core machine (10 s ran out in full test runs).
+START_TIMEOUT = 30.0
+
+
 def start_lxcfs(mountpoint: Path, log: Path) -> int:
     """Start the lab's own lxcfs on ``mountpoint``; return its PID once it is mounted."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     pid = detached(
         ["lxcfs", "-f", "-p", str(mountpoint.parent / "lxcfs.pid"), str(mountpoint)], log
     )
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if (mountpoint / "proc/uptime").exists():
             return pid
