@@ -14,6 +14,7 @@ from kubernetes import client
 from labcli import pyinfra
 
 from k3sfleet.kube import cluster_api
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.lab
@@ -74,6 +75,16 @@ def deployed(lab_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> tupl
         run = pyinfra(inventory, entry)
         assert run.returncode == 0, (
             f"deploys/{entry}.py failed:\n{run.stdout[-4000:]}{run.stderr[-2000:]}"
+        )
+    # K3s applies the manifests directory asynchronously (its deploy controller polls it), so a
+    # cluster is "deployed" once the argocd HelmChart exists, as on a real server
+    with cluster_api(inventory) as api:
+        wait_for(
+            "the argocd HelmChart applied from the manifests directory",
+            lambda: client.CustomObjectsApi(api).get_namespaced_custom_object(
+                "helm.cattle.io", "v1", "kube-system", "helmcharts", "argocd"
+            ),
+            60,
         )
     return lab, inventory
 
