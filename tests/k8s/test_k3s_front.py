@@ -24,17 +24,15 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client, config, watch
 
-from k3sfleet.lab.controlplane import K3S_VERSION, cached_binaries
+from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
 from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS, ControlPlane
 from k3sfleet.lab.standins.k3s.front import Front
 from k3sfleet.lab.standins.k3s.kubeconfig import write_kubeconfig
-from k3sfleet.settings import Settings
 
 pytestmark = pytest.mark.k8s
 
@@ -49,11 +47,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cache = Path(Settings.load(".", use_vault=False).k3sfleet_lab_cache_dir).expanduser()
-    binaries = cached_binaries(cache)
-    if binaries is None:
-        pytest.skip(f"real control plane not built in {cache}/go: run scripts/setup.sh")
+def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     plane = ControlPlane({p: binaries.path(p) for p in PROGRAMS},
                          tmp_path_factory.mktemp("server"), port=_free_port())
     plane.start()

@@ -30,8 +30,7 @@ import pytest
 from cryptography import x509
 from kubernetes import client, config
 
-from k3sfleet.lab.controlplane import K3S_VERSION, cached_binaries
-from k3sfleet.settings import Settings
+from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.k8s
@@ -77,11 +76,7 @@ class _Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Cluster]:
-    cache = Path(Settings.load(".", use_vault=False).k3sfleet_lab_cache_dir).expanduser()
-    binaries = cached_binaries(cache)
-    if binaries is None:
-        pytest.skip(f"real control plane not built in {cache}/go: run scripts/setup.sh")
+def cluster(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Cluster]:
     root = tmp_path_factory.mktemp("k3s")
     bins = root / "go"  # the layout lab hosts see under /opt/k3sfleet-standin/go
     bins.mkdir()

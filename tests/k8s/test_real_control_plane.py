@@ -30,10 +30,9 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
-from k3sfleet.lab.controlplane import K3S_VERSION, Binaries, cached_binaries
+from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
 from k3sfleet.lab.standins.k3s import pki
 from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS, ControlPlane
-from k3sfleet.settings import Settings
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.k8s
@@ -43,16 +42,6 @@ NAMESPACE = "default"
 LABELS = {"app": "web"}
 T = TypeVar("T")
 
-
-def _binaries() -> Binaries:
-    cache = Path(Settings.load(".", use_vault=False).k3sfleet_lab_cache_dir).expanduser()
-    binaries = cached_binaries(cache)
-    if binaries is None:
-        pytest.skip(
-            f"real control plane not built in {cache}/go: run scripts/setup.sh "
-            "(python -m k3sfleet.lab.gobuild)"
-        )
-    return binaries
 
 
 def _free_port() -> int:
@@ -70,10 +59,6 @@ def _gone(pid: int) -> bool:
     return False
 
 
-
-@pytest.fixture(scope="module")
-def binaries() -> Binaries:
-    return _binaries()
 
 
 @pytest.fixture(scope="module")
