@@ -20,10 +20,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import http.client
 import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +42,7 @@ from k3sfleet.lab import hosts as hostproc
 from k3sfleet.lab import network, rootfs, supervise
 from k3sfleet.lab.network import LabNet
 from k3sfleet.secret import Secret
+from k3sfleet.tailnet import POD_NETWORK
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,6 +52,9 @@ API_WRITES = "var/lib/rancher/k3s/server/logs/api-writes.jsonl"
 OPERATOR = "lab-operator"
 #: The tag the lab tailnet's policy lets nodes advertise (tscontrol "tag_owners").
 LAB_TAG = "tag:k3s"
+#: The lab tailnet policy's autoApprovers.routes (tscontrol "auto_approve_routes"): K3s's pod
+#: network, as the README's tailnet policy asks (k3sfleet.tailnet.policy).
+LAB_AUTO_APPROVED_ROUTES = (POD_NETWORK,)
 _CLONE_NEWNET = 0x40000000  # <sched.h>
 
 
@@ -71,6 +77,20 @@ def unavailable_reason() -> str | None:
         return ("the lab needs mount, network and PID namespaces (unshare failed: "
                 f"{probe.stderr.strip() or probe.returncode})")
     return None
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (the control server's admin API)."""
+
+    def __init__(self, path: str, timeout: float = 10) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
 
 
 @dataclass
@@ -318,8 +338,10 @@ class Lab:
                   "auth_key_sha256": [auth_key_sha256(k) for k in self.auth_keys],
                   "addresses": {OPERATOR: self.net.tailnet_ip(0),
                                 **{h.name: h.tailnet_ip for h in self.hosts}},
-                  # the lab tailnet's policy: nodes may carry the tag the README advises
-                  "tag_owners": {LAB_TAG: [LAB_TAG]}}
+                  # the lab tailnet's policy: nodes may carry the tag the README advises,
+                  # their pod CIDRs are approved as they are advertised
+                  "tag_owners": {LAB_TAG: [LAB_TAG]},
+                  "auto_approve_routes": list(LAB_AUTO_APPROVED_ROUTES)}
         tmp = self.control_config.with_suffix(".tmp")
         tmp.write_text(json.dumps(config, indent=2))
         tmp.rename(self.control_config)
@@ -331,7 +353,8 @@ class Lab:
         ready.unlink(missing_ok=True)
         marker = str(self.control_config)
         self.control_pid = hostproc.detached(
-            [str(tscontrol), "-config", marker, "-ready", str(ready)],
+            [str(tscontrol), "-config", marker, "-ready", str(ready),
+             "-admin", str(self.control_admin)],
             self.directory / "logs/tscontrol.log",
         )
         deadline = time.monotonic() + hostproc.START_TIMEOUT
@@ -340,6 +363,66 @@ class Lab:
                 raise LabError(f"tscontrol did not start; see {self.directory}/logs")
             time.sleep(0.05)
         self.control_url = json.loads(ready.read_text())["control_url"]
+
+    @property
+    def control_admin(self) -> Path:
+        """The control server's admin API socket (tscontrol -admin; root only, mode 0600)."""
+        return self.directory / "tscontrol.sock"
+
+    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+        """One call to the control server's admin API; its JSON answer."""
+        conn = _UnixHTTPConnection(str(self.control_admin))
+        try:
+            data = None if body is None else json.dumps(body).encode()
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            res = conn.getresponse()
+            text = res.read().decode()
+        finally:
+            conn.close()
+        if res.status != 200:
+            raise LabError(f"lab control server: {method} {path}: {res.status} {text.strip()}")
+        return json.loads(text)
+
+    def tailnet_routes(self, host: str | LabHost) -> dict[str, list[str]]:
+        """The subnet routes ``host``'s node advertises and the ones the tailnet enabled
+        (approved), as Tailscale's API answers ``GET /api/v2/device/<id>/routes``
+        (tailscale.com v1.102.5 client/tailscale/routes.go); both advertised and enabled are
+        the node's primary routes.
+
+        Example::
+
+            lab.tailnet_routes("lab-server-1")
+            # {"advertisedRoutes": ["10.42.0.0/24"], "enabledRoutes": ["10.42.0.0/24"]}
+        """
+        name = self.host(host).name
+        return self._admin("GET", f"/api/v2/device/{name}/routes")  # type: ignore[no-any-return]
+
+    def set_tailnet_routes(
+        self, host: str | LabHost, routes: Iterable[str]
+    ) -> dict[str, list[str]]:
+        """Set the routes the tailnet enables for ``host``'s node, as an admin does in the
+        console or with the API (``POST /api/v2/device/<id>/routes``); ``[]`` withdraws every
+        approval: the control server takes the node's primary routes away and tells its peers.
+        While the policy auto-approves a prefix, routes advertised inside it come back."""
+        name = self.host(host).name
+        return self._admin(  # type: ignore[no-any-return]
+            "POST", f"/api/v2/device/{name}/routes", {"routes": list(routes)})
+
+    def set_auto_approved_routes(self, prefixes: Iterable[str]) -> list[str]:
+        """Set the lab tailnet policy's ``autoApprovers.routes`` (lab default:
+        LAB_AUTO_APPROVED_ROUTES; owners are not modelled). ``[]`` stops auto-approval
+        (routes already enabled stay enabled, as the policy approves routes when they are
+        advertised); a prefix enables what nodes already advertise inside it. Returns the new
+        prefixes.
+
+        Example::
+
+            lab.set_auto_approved_routes([])                 # the policy approves nothing
+            lab.set_tailnet_routes("lab-server-1", [])       # and the admin withdrew its route
+            lab.set_auto_approved_routes(LAB_AUTO_APPROVED_ROUTES)   # approved again
+        """
+        answer = self._admin("POST", "/lab/auto-approvers", {"routes": list(prefixes)})
+        return list(answer["routes"] or [])
 
     @property
     def operator_netns(self) -> str:

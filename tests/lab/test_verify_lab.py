@@ -3,6 +3,7 @@ exactly the matching checks fail, with messages a person can act on."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -14,6 +15,7 @@ from kubernetes import client
 from labcli import pyinfra
 
 from k3sfleet.kube import cluster_api
+from k3sfleet.lab import LAB_AUTO_APPROVED_ROUTES
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,13 @@ def verify(inventory: Path, report: Path) -> dict[str, str]:
         else:
             results[name] = "passed"
     return results
+
+
+def primary_routes(lab: Any, host: Any) -> list[str]:
+    """``Self.PrimaryRoutes`` of ``host``'s tailscaled (``tailscale status --json``)."""
+    rc, out, err = lab.ssh(host, "tailscale status --json")
+    assert rc == 0, f"tailscale status on {host.name}: {err}"
+    return list(json.loads(out)["Self"].get("PrimaryRoutes") or [])
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +120,6 @@ def test_broken_hosts_fail_exactly_the_matching_checks(
             "sudo chmod 0644 /var/lib/rancher/k3s/server/node-token",
             "sudo chmod 0600 /var/lib/rancher/k3s/server/node-token",
         ),
-        # the lab's tailnet policy stops approving the pod network (no autoApprovers)
-        (
-            server,
-            "sudo cp /etc/k3sfleet-lab/host.json /etc/k3sfleet-lab/host.json.bak && sudo python3 "
-            "-c \"import json, pathlib; p = pathlib.Path('/etc/k3sfleet-lab/host.json'); "
-            "d = json.loads(p.read_text()); d['auto_approved_routes'] = []; "
-            "p.write_text(json.dumps(d))\"",
-            "sudo mv /etc/k3sfleet-lab/host.json.bak /etc/k3sfleet-lab/host.json",
-        ),
     ]
     # a load balancer reporting a tailnet address, as servicelb does when node-external-ip is
     # the tailnet address (k3s pkg/cloudprovider/servicelb.go podIPs)
@@ -132,6 +132,16 @@ def test_broken_hosts_fail_exactly_the_matching_checks(
         for host, breaking, _ in breakages:
             rc, out, err = lab.ssh(host, breaking)
             assert rc == 0, f"could not break {host.name}: {out}{err}"
+        # the tailnet's policy stops approving the pod network (no autoApprovers) and the
+        # server's approval is withdrawn, on the lab's real control server
+        assert lab.set_auto_approved_routes([]) == []
+        routes = lab.set_tailnet_routes(server, [])
+        assert routes["advertisedRoutes"] and not routes["enabledRoutes"], routes
+        wait_for(
+            f"{server.name}'s tailscaled to see its pod route withdrawn",
+            lambda: not primary_routes(lab, server),
+            30,
+        )
         with cluster_api(str(inventory)) as api:
             core = client.CoreV1Api(api)
             core.create_namespaced_service("default", lb)
@@ -140,6 +150,7 @@ def test_broken_hosts_fail_exactly_the_matching_checks(
     finally:
         for host, _, repair in breakages:
             lab.ssh(host, repair)
+        lab.set_auto_approved_routes(LAB_AUTO_APPROVED_ROUTES)
         with cluster_api(str(inventory)) as api:
             client.CoreV1Api(api).delete_namespaced_service("leaky-lb", "default")
 
@@ -164,3 +175,5 @@ def test_broken_hosts_fail_exactly_the_matching_checks(
     assert "10.42.0.0/24 is not a primary Tailscale route" in route and "autoApprovers" in route
     assert "default/leaky-lb" in failed[LB_CHECK] and agents[0].tailnet_ip in failed[LB_CHECK]
     assert "tailnet addresses would be published in DNS" in failed[LB_CHECK]
+    # the policy approves the pod network again: the server's advertised route is primary again
+    wait_for(f"{server.name}'s pod route approved again", lambda: primary_routes(lab, server), 30)

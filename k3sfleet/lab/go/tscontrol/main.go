@@ -4,19 +4,36 @@
 //
 // Usage:
 //
-//	tscontrol -config /var/lib/k3sfleet-lab/lab1/tscontrol.json -ready .../tscontrol.ready
+//	tscontrol -config /var/lib/k3sfleet-lab/lab1/tscontrol.json -ready .../tscontrol.ready \
+//	    -admin .../tscontrol.sock
 //
 // The config file (JSON, re-read when it changes) holds:
 //
 //	{"address": "10.123.1.1", "auth_key_sha256": ["<hex>"],
-//	 "addresses": {"lab-server-1": "100.64.1.11"}, "tag_owners": {"tag:k3s": ["tag:k3s"]}}
+//	 "addresses": {"lab-server-1": "100.64.1.11"}, "tag_owners": {"tag:k3s": ["tag:k3s"]},
+//	 "auto_approve_routes": ["10.42.0.0/16"]}
 //
 // New node keys must register with an auth key whose sha256 is listed (a registered node key
 // re-registers without one, as with Tailscale's control server). A node whose hostname is in
 // "addresses" gets that tailnet address (Tailscale's admin console lets an admin set a node's
 // address the same way; a newer registration of that host replaces the older); any other node
-// keeps testcontrol's 100.64.0.<node ID>. Advertised routes are approved (primary) at once. When the
-// servers listen, the ready file gets {"control_url", "derp_port", "stun_port"}.
+// keeps testcontrol's 100.64.0.<node ID>. "tag_owners" and "auto_approve_routes" are the
+// tailnet policy's tagOwners and autoApprovers.routes (read at start; owners of auto-approved
+// routes are not modelled): an advertised route inside an auto-approved prefix is enabled as
+// soon as the server sees it, and a node's advertised and enabled routes are its primary
+// routes. When the servers listen, the ready file gets {"control_url", "derp_port",
+// "stun_port"}.
+//
+// The admin socket (-admin, a unix socket, mode 0600) answers the lab as an administrator,
+// shaped like Tailscale's API (tailscale.com v1.102.5 client/tailscale/routes.go), with the
+// node's hostname as its device ID:
+//
+//	GET  /api/v2/device/<hostname>/routes   {"advertisedRoutes": [...], "enabledRoutes": [...]}
+//	POST /api/v2/device/<hostname>/routes   {"routes": [...]}: the enabled routes, [] withdraws
+//	GET  /lab/auto-approvers                {"routes": [...]}: the policy's autoApprovers.routes
+//	POST /lab/auto-approvers                {"routes": [...]}: [] stops auto-approving (enabled
+//	                                        routes stay enabled); new prefixes enable what
+//	                                        nodes already advertise inside them
 package main
 
 import (
@@ -51,6 +68,9 @@ type config struct {
 	// TagOwners is the tailnet policy's "tagOwners" (read at start): a node gets the tags
 	// it advertises at registration when they are listed (testcontrol.Server.TagOwners).
 	TagOwners map[string][]string `json:"tag_owners"`
+	// AutoApproveRoutes is the policy's "autoApprovers": {"routes": ...} prefixes (read at
+	// start; the admin socket changes them).
+	AutoApproveRoutes []string `json:"auto_approve_routes"`
 }
 
 // labConfig is the config file, re-read when its modification time changes.
@@ -112,30 +132,179 @@ func assignAddress(control *testcontrol.Server, conf *labConfig, nodeKey key.Nod
 	}
 }
 
-// routeApprover makes the routes a node advertises (Hostinfo.RoutableIPs) its primary routes,
-// as a tailnet policy file's "autoApprovers": {"routes": ...} does when it names everyone;
-// testcontrol serves a node's PrimaryRoutes only once SetSubnetRoutes was called for it.
+// routeApprover keeps each node's enabled (approved) routes, as Tailscale's control server keeps
+// a device's "enabledRoutes" beside its "advertisedRoutes" (client/tailscale/routes.go), and
+// serves the advertised and enabled ones as the node's primary routes: testcontrol serves a
+// node's PrimaryRoutes (and its peers' AllowedIPs for them) only as set by SetSubnetRoutes
+// (testcontrol.go SetSubnetRoutes, MapResponse, v1.102.5); SetSubnetRoutes(key, nil) takes them
+// away and pushes the change to the node and its peers.
 type routeApprover struct {
-	mu       sync.Mutex
-	approved map[key.NodePublic][]netip.Prefix
+	control *testcontrol.Server
+	mu      sync.Mutex
+	auto    []netip.Prefix
+	enabled map[key.NodePublic][]netip.Prefix
+	served  map[key.NodePublic][]netip.Prefix
 }
 
-func (a *routeApprover) sync(control *testcontrol.Server, nodeKey key.NodePublic) {
-	node := control.Node(nodeKey)
+func newRouteApprover(control *testcontrol.Server, auto []string) *routeApprover {
+	a := &routeApprover{control: control, enabled: map[key.NodePublic][]netip.Prefix{},
+		served: map[key.NodePublic][]netip.Prefix{}}
+	for _, s := range auto {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			log.Fatalf("tscontrol: auto_approve_routes: %v", err)
+		}
+		a.auto = append(a.auto, p.Masked())
+	}
+	return a
+}
+
+// covered reports whether route lies inside one of prefixes.
+func covered(route netip.Prefix, prefixes []netip.Prefix) bool {
+	return slices.ContainsFunc(prefixes, func(p netip.Prefix) bool {
+		return p.Bits() <= route.Bits() && p.Contains(route.Addr())
+	})
+}
+
+// sync enables the node's advertised routes the policy auto-approves and serves its primary
+// routes where they changed.
+func (a *routeApprover) sync(nodeKey key.NodePublic) {
+	node := a.control.Node(nodeKey)
 	if node == nil || !node.Hostinfo.Valid() {
 		return
 	}
-	want := node.Hostinfo.RoutableIPs().AsSlice()
+	advertised := node.Hostinfo.RoutableIPs().AsSlice()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if have, ok := a.approved[nodeKey]; ok && slices.Equal(have, want) {
+	enabled := a.enabled[nodeKey]
+	for _, r := range advertised {
+		if covered(r, a.auto) && !slices.Contains(enabled, r) {
+			enabled = append(enabled, r)
+		}
+	}
+	a.enabled[nodeKey] = enabled
+	var primary []netip.Prefix
+	for _, r := range advertised {
+		if slices.Contains(enabled, r) {
+			primary = append(primary, r)
+		}
+	}
+	if have, ok := a.served[nodeKey]; ok && slices.Equal(have, primary) {
 		return
 	}
-	if a.approved == nil {
-		a.approved = map[key.NodePublic][]netip.Prefix{}
+	a.served[nodeKey] = primary
+	a.control.SetSubnetRoutes(nodeKey, primary)
+}
+
+func (a *routeApprover) syncAll() {
+	for _, n := range a.control.AllNodes() {
+		a.sync(n.Key)
 	}
-	a.approved[nodeKey] = want
-	control.SetSubnetRoutes(nodeKey, want)
+}
+
+// deviceRoutes is the Tailscale API's answer for a device's routes.
+type deviceRoutes struct {
+	AdvertisedRoutes []netip.Prefix `json:"advertisedRoutes"`
+	EnabledRoutes    []netip.Prefix `json:"enabledRoutes"`
+}
+
+// prefixList is the body of a POST: {"routes": [...]}.
+type prefixList struct {
+	Routes []netip.Prefix `json:"routes"`
+}
+
+// device answers GET and POST /api/v2/device/<hostname>/routes.
+func (a *routeApprover) device(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var keys []key.NodePublic
+	for _, n := range a.control.AllNodes() {
+		if n.Hostinfo.Valid() && n.Hostinfo.Hostname() == name {
+			keys = append(keys, n.Key)
+		}
+	}
+	if len(keys) == 0 {
+		http.Error(w, "no device named "+name, http.StatusNotFound)
+		return
+	}
+	if r.Method == http.MethodPost {
+		var body prefixList
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		a.mu.Lock()
+		for _, k := range keys {
+			a.enabled[k] = body.Routes
+		}
+		a.mu.Unlock()
+		log.Printf("tscontrol: admin: %s enabled routes %v", name, body.Routes)
+		for _, k := range keys {
+			a.sync(k)
+		}
+	}
+	node := a.control.Node(keys[0])
+	a.mu.Lock()
+	res := deviceRoutes{AdvertisedRoutes: node.Hostinfo.RoutableIPs().AsSlice(),
+		EnabledRoutes: slices.Clone(a.enabled[keys[0]])}
+	a.mu.Unlock()
+	writeJSON(w, res)
+}
+
+// autoApprovers answers GET and POST /lab/auto-approvers.
+func (a *routeApprover) autoApprovers(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		var body prefixList
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		a.mu.Lock()
+		a.auto = nil
+		for _, p := range body.Routes {
+			a.auto = append(a.auto, p.Masked())
+		}
+		a.mu.Unlock()
+		log.Printf("tscontrol: admin: autoApprovers.routes %v", body.Routes)
+		a.syncAll()
+	}
+	a.mu.Lock()
+	res := prefixList{Routes: slices.Clone(a.auto)}
+	a.mu.Unlock()
+	writeJSON(w, res)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		log.Printf("tscontrol: admin: %v", err)
+	}
+}
+
+// serveAdmin answers the admin API on the unix socket at path (mode 0600) until ctx ends.
+func serveAdmin(ctx context.Context, path string, routes *routeApprover) {
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v2/device/{name}/routes", routes.device)
+	mux.HandleFunc("POST /api/v2/device/{name}/routes", routes.device)
+	mux.HandleFunc("GET /lab/auto-approvers", routes.autoApprovers)
+	mux.HandleFunc("POST /lab/auto-approvers", routes.autoApprovers)
+	srv := &http.Server{Handler: mux}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+			log.Fatal(err)
+		}
+	}()
 }
 
 func writeReady(path string, v any) {
@@ -155,6 +324,7 @@ func writeReady(path string, v any) {
 func main() {
 	configPath := flag.String("config", "", "path of the JSON config file (required)")
 	readyPath := flag.String("ready", "", "file to write the control URL and ports to once listening")
+	adminPath := flag.String("admin", "", "unix socket for the admin API (routes, auto-approvers)")
 	flag.Parse()
 	conf := &labConfig{path: *configPath}
 	addr := conf.get().Address
@@ -203,12 +373,15 @@ func main() {
 		Logf:             log.Printf,
 	}
 	control.GateRegister(conf.validKey)
-	routes := &routeApprover{}
+	routes := newRouteApprover(control, conf.get().AutoApproveRoutes)
 	control.HoldMapRequest = func(req *tailcfg.MapRequest) func() {
 		assignAddress(control, conf, req.NodeKey)
-		routes.sync(control, req.NodeKey)
+		routes.sync(req.NodeKey)
 		// after the request: a map update may have brought new Hostinfo (advertised routes)
-		return func() { routes.sync(control, req.NodeKey) }
+		return func() { routes.sync(req.NodeKey) }
+	}
+	if *adminPath != "" {
+		serveAdmin(ctx, *adminPath, routes)
 	}
 	srv := &http.Server{Handler: control}
 	go func() {
