@@ -87,12 +87,6 @@ class Settings:
     k3sfleet_lab_cache_dir: str = setting(
         "~/.cache/k3sfleet", "Cache for the lab's root filesystem and artifacts"
     )
-    k3sfleet_lab_tailscale: str = setting(
-        "standin",
-        "Tailscale in the lab: `real` (tailscaled built from tailscale.com, a lab control "
-        "server) or `standin`",
-        choices=("real", "standin"),
-    )
 
     # -- common / firewall -------------------------------------------------------------------
     common_timezone: str = setting("UTC", "Timezone of every node")

@@ -1,9 +1,10 @@
 """The lab: real Debian bookworm hosts on one machine, for tests, demos and newcomers.
 
 Each host boots systemd (``systemd-nspawn -b``) on an overlay of a cached debootstrap root, in
-its own network namespace with ``eth0`` on a "public" bridge and ``tailscale0`` (down) on a
-"tailnet" bridge. The lab serves, on its bridge address, the apt repository of the root's
-packages and the stand-ins' artifacts, writes known_hosts for strict host-key checking, and
+its own network namespace with ``eth0`` on the lab's bridge; the real tailscaled a deploy
+installs makes its own ``tailscale0`` and logs in to the lab's Tailscale control server. The lab
+serves, on its bridge address, the apt repository of the root's packages and the artifacts
+(k3s mirror, signed Tailscale repository), writes known_hosts for strict host-key checking, and
 keeps its state in ``<K3SFLEET_LAB_DIR>/<name>/state.json`` so any process can drive it.
 Contract: docs/lab-contract.md. No product code imports this package.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import http.client
 import json
 import os
@@ -141,15 +141,6 @@ def _lab_auth_keys(name: str) -> list[str]:
     return [lab_auth_key(name)]
 
 
-def _host_json(name: str, tailnet_address: str, auth_keys: list[str]) -> dict[str, Any]:
-    try:
-        from k3sfleet.lab.artifacts import host_json
-    except ImportError:
-        return {"name": name, "tailnet_address": tailnet_address, "tailnet_prefix": 24,
-                "auth_key_sha256": [hashlib.sha256(k.encode()).hexdigest() for k in auth_keys]}
-    return host_json(name, tailnet_address, auth_keys)
-
-
 @dataclass
 class Lab:
     """A running lab (see the module docstring)."""
@@ -167,7 +158,6 @@ class Lab:
     timings: dict[str, float] = field(default_factory=dict)
     built: dict[str, Any] = field(default_factory=dict)
     uid: str = ""
-    tailscale: str = "standin"
     control_pid: int | None = None
     control_url: str = ""
     operator_pid: int | None = None
@@ -186,23 +176,15 @@ class Lab:
         lab_dir: str | Path | None = None,
         cache_dir: str | Path | None = None,
         log: Callable[[str], None] | None = None,
-        tailscale: str | None = None,
     ) -> Lab:
         """Boot a lab of ``servers`` + ``agents`` hosts (in parallel); tear it down on failure.
-
-        ``tailscale``: ``"real"`` (tailscaled built from tailscale.com, the lab's control
-        server) or ``"standin"``; default: the K3SFLEET_LAB_TAILSCALE setting."""
+        Tailscale is the real one (tailscaled built from tailscale.com, k3sfleet.lab.tailnet)
+        with the lab's control server."""
         reason = unavailable_reason()
         if reason:
             raise LabError(f"k3sfleet lab: {reason}")
         if servers < 1 or agents < 0:
             raise LabError("k3sfleet lab: at least one server, and no negative agent count")
-        if tailscale is None:
-            from k3sfleet.settings import Settings
-
-            tailscale = Settings.load(".", use_vault=False).k3sfleet_lab_tailscale
-        if tailscale not in ("real", "standin"):
-            raise LabError(f"k3sfleet lab: tailscale must be real or standin, not {tailscale!r}")
         say = log or (lambda _msg: None)
         top = _lab_root(lab_dir)
         top.mkdir(parents=True, exist_ok=True)
@@ -214,8 +196,7 @@ class Lab:
         index, directory = network.claim_index(top, name, uid)
         name = directory.name
         directory.mkdir(parents=True, exist_ok=True)
-        lab = cls(name=name, index=index, directory=directory, cache=cache, uid=uid,
-                  tailscale=tailscale)
+        lab = cls(name=name, index=index, directory=directory, cache=cache, uid=uid)
         lab.auth_keys = _lab_auth_keys(name)
         lab.save()
         try:
@@ -252,11 +233,10 @@ class Lab:
         t = time.monotonic()
         for change in hostproc.raise_inotify_limits():
             say(f"lab {self.name}: raised {change}")
-        network.create_bridges(net, tailnet=not self.real_tailscale)
+        network.create_bridge(net)
         self._ssh_keypair()
         self._serve(image, say)
-        if self.real_tailscale:
-            self._start_operator(say)
+        self._start_operator(say)
         self.lxcfs_pid = hostproc.start_lxcfs(self.directory / "lxcfs", self.directory /
                                               "logs/lxcfs.log")
         self.save()
@@ -287,19 +267,16 @@ class Lab:
     def _start(self, host: LabHost) -> None:
         net = self.net
         hdir = self.host_dir(host)
-        network.create_host_links(net, host.number, host.name, tailnet=not self.real_tailscale)
+        network.create_host_links(net, host.number, host.name)
         root = hostproc.mount_overlay(self.directory / "lower", hdir)
         if not host.host_key:
             ident = rootfs.HostIdentity(
                 name=host.name,
-                tailnet_address=host.tailnet_ip,
                 apt_url=f"{self.artifact_url}/debian",
                 authorized_key=(self.directory / "ssh/id_ed25519.pub").read_text(),
-                host_json=_host_json(host.name, host.tailnet_ip, self.auth_keys),
             )
             host.host_key = rootfs.prepare_host(root, ident)
-            if self.real_tailscale:
-                self._tailscale_host_files(root)
+            self._tailscale_host_files(root)
         host.supervisor_pid = hostproc.start_host(hdir, host.name, host.netns,
                                                   self.directory / "lxcfs", self._binds)
         hostproc.wait_ssh(host.public_ip)
@@ -320,18 +297,11 @@ class Lab:
                         f"k3sfleet-{self.name}", "-f", str(key)], check=True)
 
     @property
-    def real_tailscale(self) -> bool:
-        """Whether the hosts run the real tailscaled (``tailscale="real"``)."""
-        return self.tailscale == "real"
-
-    @property
     def control_config(self) -> Path:
         """The lab control server's config (tscontrol -config; no secret, only key hashes)."""
         return self.directory / "tscontrol.json"
 
     def _write_control_config(self) -> None:
-        if not self.real_tailscale:
-            return
         from k3sfleet.lab.artifacts import auth_key_sha256
 
         config = {"address": self.net.gateway,
@@ -446,7 +416,7 @@ class Lab:
         binaries = ensure_tailscale(self.cache, say)
         state = self.directory / "operator"
         state.mkdir(mode=0o700, exist_ok=True)
-        network.create_host_links(self.net, 0, OPERATOR, tailnet=False)
+        network.create_host_links(self.net, 0, OPERATOR)
         socket_path = state / "tailscaled.sock"
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                # the same guards as the hosts' drop-in (_tailscale_host_files)
@@ -484,18 +454,14 @@ class Lab:
     @contextmanager
     def on_tailnet(self) -> Iterator[None]:
         """Run the block's network calls from a tailnet member, as an operator's machine is:
-        with real Tailscale the calling thread enters the operator's namespace (setns(2); only
-        this thread and the threads it starts; sockets keep the namespace they were made in);
-        with the stand-in the machine already sits on the tailnet bridge.
+        the calling thread enters the operator's namespace (setns(2); only this thread and the
+        threads it starts; sockets keep the namespace they were made in).
 
         Example::
 
             with lab.on_tailnet():
                 urllib.request.urlopen(f"https://{lab.servers[0].tailnet_ip}:6443/version")
         """
-        if not self.real_tailscale:
-            yield
-            return
         libc = ctypes.CDLL(None, use_errno=True)
         with open("/proc/thread-self/ns/net") as home, \
                 open(f"/run/netns/{self.operator_netns}") as there:
@@ -533,12 +499,10 @@ class Lab:
         except ImportError:
             artifacts = None  # type: ignore[assignment]
         if artifacts is not None:
-            binaries = None
-            if self.real_tailscale:
-                from k3sfleet.lab.tailnet import ensure_tailscale
+            from k3sfleet.lab.tailnet import ensure_tailscale
 
-                binaries = ensure_tailscale(self.cache, say)
-                self._start_control(binaries.tscontrol)
+            binaries = ensure_tailscale(self.cache, say)
+            self._start_control(binaries.tscontrol)
             built = artifacts.build_artifacts(www, self.cache, tailscale=binaries)
             self.k3s_versions = list(built.k3s_versions)
             self.built = {
@@ -577,7 +541,7 @@ class Lab:
             "server_pid": self.server_pid, "artifact_port": self.artifact_port,
             "auth_keys": self.auth_keys, "k3s_versions": self.k3s_versions,
             "timings": self.timings, "built": self.built, "uid": self.uid,
-            "tailscale": self.tailscale, "control_pid": self.control_pid,
+            "control_pid": self.control_pid,
             "control_url": self.control_url, "operator_pid": self.operator_pid,
         }
         path = self.directory / "state.json"
@@ -602,7 +566,7 @@ class Lab:
             artifact_port=state["artifact_port"], auth_keys=state["auth_keys"],
             k3s_versions=state["k3s_versions"], timings=state.get("timings", {}),
             built=state.get("built", {}), uid=state.get("uid", ""),
-            tailscale=state.get("tailscale", "standin"), control_pid=state.get("control_pid"),
+            control_pid=state.get("control_pid"),
             control_url=state.get("control_url", ""), operator_pid=state.get("operator_pid"),
         )
 
@@ -671,7 +635,7 @@ class Lab:
 
     @property
     def auth_key(self) -> str:
-        """A valid Tailscale auth key for this lab's stand-in."""
+        """A valid auth key for the lab's Tailscale control server."""
         return self.auth_keys[0]
 
     @property
@@ -898,7 +862,7 @@ class Lab:
             network.ip("netns", "del", ns, check=False)
         for link in network.lab_links(net):
             network.ip("link", "del", link, check=False)
-        network.delete_bridges(net)
+        network.delete_bridge(net)
         for point in sorted(hostproc.mounts_under(self.directory), reverse=True):
             hostproc.umount(Path(point))
         if not hostproc.mounts_under(self.directory):

@@ -6,7 +6,7 @@ Laid out like the real download locations, so deploys use them by base URL alone
     tailscale/debian/bookworm.noarmor.gpg                  (pkgs.tailscale.com/stable/debian/...)
     tailscale/debian/dists/bookworm/{InRelease,Release,Release.gpg}
     tailscale/debian/dists/bookworm/main/binary-amd64/Packages(.gz)
-    tailscale/debian/pool/tailscale_<version>_amd64.deb
+    tailscale/debian/pool/tailscale_<version>_amd64.deb    (the real one, k3sfleet.lab.tailnet)
     tailscale/debian/pool/tailscale-archive-keyring_1.35.181_all.deb
 
 The stand-in k3s executables are zipapps of k3sfleet.lab.standins.k3s with the version baked in
@@ -15,7 +15,8 @@ signed with a lab key generated once into the cache; apt keeps checking signatur
 
 Example::
 
-    artifacts = build_artifacts(Path("/var/lib/k3sfleet-lab/lab1/artifacts"), cache)
+    binaries = ensure_tailscale(cache)                     # k3sfleet.lab.tailnet
+    artifacts = build_artifacts(Path("/var/lib/k3sfleet-lab/lab1/artifacts"), cache, binaries)
     server = serve(artifacts.root, "10.123.1.1", 0)
     server.url + "/k3s"              # the lab's k3s_release_url
     server.url + "/tailscale"        # the lab's tailscale_apt_url
@@ -45,7 +46,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from k3sfleet.lab.standins import LAB_K3S_VERSIONS, LAB_TAILSCALE_VERSION, RUNTIME_PYTHON
+from k3sfleet.lab.standins import LAB_K3S_VERSIONS, RUNTIME_PYTHON
 from k3sfleet.lab.standins.k3s.main import version_text
 from k3sfleet.lab.tailnet import TailscaleBinaries
 
@@ -99,85 +100,7 @@ def write_k3s_release(directory: Path, version: str) -> str:
     return digest
 
 
-# -- the stand-in tailscale package ----------------------------------------------------------
-_UNIT = """[Unit]
-Description=Tailscale node agent (k3sfleet lab stand-in)
-Documentation=https://tailscale.com/kb/
-Wants=network-pre.target
-After=network-pre.target NetworkManager.service systemd-resolved.service
-
-[Service]
-EnvironmentFile=-/etc/default/tailscaled
-ExecStart=/usr/sbin/tailscaled --state=/var/lib/tailscale/tailscaled.state \\
-    --socket=/run/tailscale/tailscaled.sock --port=${PORT} $FLAGS
-Restart=on-failure
-RuntimeDirectory=tailscale
-RuntimeDirectoryMode=0755
-StateDirectory=tailscale
-StateDirectoryMode=0700
-Type=simple
-
-[Install]
-WantedBy=multi-user.target
-"""
-_DEFAULTS = '# Set the port to listen on for incoming VPN packets.\nPORT="41641"\n\nFLAGS=""\n'
-_LAUNCHER = """#!/usr/bin/python3
-\"\"\"Stand-in {name} (k3sfleet lab): not the real Tailscale.\"\"\"
-import sys
-
-sys.path.insert(0, "/usr/lib/tailscale-standin")
-from tailscale_standin.{module} import main  # noqa: E402
-
-sys.exit(main())
-"""
-_POSTINST = """#!/bin/sh
-set -e
-if [ "$1" = "configure" ] && [ -d /run/systemd/system ]; then
-    systemctl --system daemon-reload >/dev/null || true
-    systemctl enable tailscaled.service >/dev/null 2>&1 || true
-    systemctl restart tailscaled.service || true
-fi
-"""
-_PRERM = """#!/bin/sh
-set -e
-if [ -d /run/systemd/system ] && [ "$1" = "remove" ]; then
-    systemctl stop tailscaled.service || true
-    systemctl disable tailscaled.service >/dev/null 2>&1 || true
-fi
-"""
-
-
-def build_tailscale_deb(outdir: Path, version: str = LAB_TAILSCALE_VERSION) -> Path:
-    """Build tailscale_<version>_amd64.deb with dpkg-deb (stand-in tailscale + tailscaled)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "pkg"
-        lib = root / "usr/lib/tailscale-standin/tailscale_standin"
-        lib.mkdir(parents=True)
-        for path in sorted((STANDINS / "tailscale").glob("*.py")):
-            shutil.copy(path, lib / path.name)
-        files: dict[str, tuple[str | bytes, int]] = {
-            "usr/bin/tailscale": (_LAUNCHER.format(name="tailscale", module="cli"), 0o755),
-            "usr/sbin/tailscaled": (_LAUNCHER.format(name="tailscaled", module="daemon"), 0o755),
-            "lib/systemd/system/tailscaled.service": (_UNIT, 0o644),
-            "etc/default/tailscaled": (_DEFAULTS, 0o644),
-            "DEBIAN/postinst": (_POSTINST, 0o755),
-            "DEBIAN/prerm": (_PRERM, 0o755),
-            "DEBIAN/conffiles": ("/etc/default/tailscaled\n", 0o644),
-            "DEBIAN/control": (
-                f"Package: tailscale\nVersion: {version}\nSection: net\nPriority: extra\n"
-                "Architecture: amd64\nMaintainer: k3sfleet lab <lab@k3sfleet.invalid>\n"
-                "Depends: python3, iproute2\nReplaces: tailscale-relay\n"
-                # as the real package (tailscale.com v1.102.5 release/dist/unixpkgs/pkgs.go)
-                f"Recommends: tailscale-archive-keyring (>= {LAB_KEYRING_VERSION})\n"
-                "Description: The easiest, most secure, cross platform way to use WireGuard\n"
-                " Stand-in for the k3sfleet lab: same CLI surface for what k3sfleet uses,\n"
-                " no WireGuard; brings tailscale0 up with the host's lab tailnet address.\n",
-                0o644,
-            ),
-        }
-        return _pack(root, files, outdir / f"tailscale_{version}_amd64.deb")
-
-
+# -- packages ------------------------------------------------------------------------------
 def _pack(root: Path, files: dict[str, tuple[str | bytes, int]], deb: Path) -> Path:
     """Write ``files`` (path -> content, mode) under ``root`` and build ``deb`` reproducibly."""
     for name, (content, mode) in files.items():
@@ -233,7 +156,7 @@ def build_keyring_deb(outdir: Path, keyring: bytes, version: str = LAB_KEYRING_V
 # -- the real tailscale package (built from tailscale.com by k3sfleet.lab.tailnet) -----------
 #: Where tailscale.com's release/dist/unixpkgs/pkgs.go (v1.102.5, the deb target) puts each file:
 #: (source in the module, path in the package, mode, conffile).
-REAL_DEB_FILES: tuple[tuple[str, str, int, bool], ...] = (
+DEB_FILES: tuple[tuple[str, str, int, bool], ...] = (
     ("cmd/tailscaled/tailscaled.service", "lib/systemd/system/tailscaled.service", 0o644, False),
     ("cmd/tailscaled/tailscale-online.target", "lib/systemd/system/tailscale-online.target",
      0o644, False),
@@ -246,7 +169,7 @@ REAL_DEB_FILES: tuple[tuple[str, str, int, bool], ...] = (
 )
 
 
-def _real_control(version: str) -> str:
+def _deb_control(version: str) -> str:
     """The control file: pkgs.go's nfpm.Info for the deb (Maintainer says who built it)."""
     return (
         f"Package: tailscale\nVersion: {version}\nSection: net\nPriority: extra\n"
@@ -259,28 +182,28 @@ def _real_control(version: str) -> str:
     )
 
 
-def build_real_tailscale_deb(outdir: Path, binaries: TailscaleBinaries) -> Path:
-    """tailscale_<version>_amd64.deb laid out as Tailscale's own package (REAL_DEB_FILES, plus
+def build_tailscale_deb(outdir: Path, binaries: TailscaleBinaries) -> Path:
+    """tailscale_<version>_amd64.deb laid out as Tailscale's own package (DEB_FILES, plus
     /usr/bin/tailscale and /usr/sbin/tailscaled)."""
     files: dict[str, tuple[str | bytes, int]] = {
         "usr/bin/tailscale": (binaries.tailscale.read_bytes(), 0o755),
         "usr/sbin/tailscaled": (binaries.tailscaled.read_bytes(), 0o755),
         **{dst: (binaries.upstream(src).read_bytes(), mode)
-           for src, dst, mode, _ in REAL_DEB_FILES},
-        "DEBIAN/conffiles": ("".join(f"/{dst}\n" for _, dst, _, conf in REAL_DEB_FILES
+           for src, dst, mode, _ in DEB_FILES},
+        "DEBIAN/conffiles": ("".join(f"/{dst}\n" for _, dst, _, conf in DEB_FILES
                                      if conf), 0o644),
-        "DEBIAN/control": (_real_control(binaries.version), 0o644),
+        "DEBIAN/control": (_deb_control(binaries.version), 0o644),
     }
     with tempfile.TemporaryDirectory() as tmp:
         return _pack(Path(tmp) / "pkg", files,
                      outdir / f"tailscale_{binaries.version}_amd64.deb")
 
 
-def cached_real_tailscale_deb(binaries: TailscaleBinaries) -> Path:
+def cached_tailscale_deb(binaries: TailscaleBinaries) -> Path:
     """The real package, built once beside the binaries it is made of (xz of ~50 MB of Go
     binaries takes a minute on a loaded machine; every lab serves the same file), in a folder
-    named by a hash of the package's recipe (REAL_DEB_FILES and the control file)."""
-    recipe = json.dumps([REAL_DEB_FILES, _real_control(binaries.version),
+    named by a hash of the package's recipe (DEB_FILES and the control file)."""
+    recipe = json.dumps([DEB_FILES, _deb_control(binaries.version),
                          binaries.tailscale.parent.name]).encode()
     folder = binaries.directory / f"deb-{hashlib.sha256(recipe).hexdigest()[:12]}"
     deb = folder / f"tailscale_{binaries.version}_amd64.deb"
@@ -288,7 +211,7 @@ def cached_real_tailscale_deb(binaries: TailscaleBinaries) -> Path:
         with _locked(binaries.directory / "deb.lock"):
             if not deb.exists():
                 with tempfile.TemporaryDirectory(dir=binaries.directory) as tmp:
-                    built = build_real_tailscale_deb(Path(tmp) / "deb", binaries)
+                    built = build_tailscale_deb(Path(tmp) / "deb", binaries)
                     built.parent.rename(folder)
     return deb
 
@@ -371,7 +294,7 @@ def _release(dist_dir: Path, indexes: list[str]) -> str:
         f"Codename: {DIST}",
         "Architectures: amd64",
         "Components: main",
-        "Description: Tailscale packages for Debian bookworm (k3sfleet lab stand-in)",
+        "Description: Tailscale packages for Debian bookworm (k3sfleet lab)",
         f"Date: {email.utils.formatdate(usegmt=True)}",
     ]
     for field_name, algorithm in (("MD5Sum", "md5"), ("SHA1", "sha1"), ("SHA256", "sha256")):
@@ -383,21 +306,16 @@ def _release(dist_dir: Path, indexes: list[str]) -> str:
 
 
 def build_apt_repository(
-    directory: Path, cache: Path, binaries: TailscaleBinaries | None = None
+    directory: Path, cache: Path, binaries: TailscaleBinaries
 ) -> tuple[Path, str]:
-    """A signed repository like pkgs.tailscale.com/stable/debian; returns (keyring, fingerprint).
-
-    With ``binaries`` (k3sfleet.lab.tailnet) it holds the real tailscale package, else the
-    stand-in."""
+    """A signed repository like pkgs.tailscale.com/stable/debian holding the tailscale package
+    made of ``binaries`` (k3sfleet.lab.tailnet); returns (keyring, fingerprint)."""
     debian = directory / "debian"
     if debian.exists():
         shutil.rmtree(debian)
-    if binaries is not None:
-        deb = debian / "pool" / cached_real_tailscale_deb(binaries).name
-        deb.parent.mkdir(parents=True)
-        shutil.copyfile(cached_real_tailscale_deb(binaries), deb)
-    else:
-        deb = build_tailscale_deb(debian / "pool")
+    deb = debian / "pool" / cached_tailscale_deb(binaries).name
+    deb.parent.mkdir(parents=True)
+    shutil.copyfile(cached_tailscale_deb(binaries), deb)
     with _locked(cache / "apt-gpg.lock"):  # labs are built in parallel; one gpg home
         key = signing_key(cache)
         exported = key.gpg("--export", key.fingerprint)
@@ -444,7 +362,7 @@ def build_apt_repository(
         keyring.write_bytes(exported)
         (debian / f"{DIST}.gpg").write_bytes(key.gpg("--armor", "--export", key.fingerprint))
     (debian / f"{DIST}.tailscale-keyring.list").write_text(
-        "# Tailscale packages for debian bookworm (k3sfleet lab stand-in)\n"
+        "# Tailscale packages for debian bookworm (k3sfleet lab)\n"
         "deb [signed-by=/usr/share/keyrings/tailscale-archive-keyring.gpg] "
         f"@BASE@/debian {DIST} main\n"
     )
@@ -503,17 +421,16 @@ def restore_checksum(root: Path, version: str) -> None:
 def build_artifacts(
     outdir: Path,
     cache: Path,
+    tailscale: TailscaleBinaries,
     versions: tuple[str, ...] = LAB_K3S_VERSIONS,
-    tailscale: TailscaleBinaries | None = None,
 ) -> Artifacts:
-    """Lay out the k3s mirror and the signed Tailscale apt repository under ``outdir``
-    (the real tailscale package when ``tailscale`` binaries are given, else the stand-in)."""
+    """Lay out the k3s mirror and the signed Tailscale apt repository (the package made of
+    ``tailscale``) under ``outdir``."""
     outdir, cache = Path(outdir), Path(cache).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     shas = {version: write_k3s_release(outdir / "k3s", version) for version in versions}
     keyring, fingerprint = build_apt_repository(outdir / "tailscale", cache, tailscale)
-    version = tailscale.version if tailscale is not None else LAB_TAILSCALE_VERSION
-    return Artifacts(outdir, tuple(versions), shas, version, keyring, fingerprint)
+    return Artifacts(outdir, tuple(versions), shas, tailscale.version, keyring, fingerprint)
 
 
 # -- serving ---------------------------------------------------------------------------------
@@ -550,35 +467,12 @@ def serve(directory: Path, host: str, port: int = 0) -> Server:
     return Server(httpd, thread, f"http://{host}:{httpd.server_address[1]}", requests)
 
 
-# -- Tailscale auth keys the lab's stand-in accepts ------------------------------------------
+# -- Tailscale auth keys the lab's control server accepts ------------------------------------
 def lab_auth_key(lab_name: str = "lab") -> str:
-    """A new valid auth key for a lab (its sha256 goes into each host's host.json)."""
+    """A new valid auth key for a lab (its sha256 goes into tscontrol's config)."""
     safe = "".join(c for c in lab_name.lower() if c.isalnum())[:12] or "lab"
     return f"tskey-auth-lab{safe}-{secrets.token_hex(16)}"
 
 
 def auth_key_sha256(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def host_json(
-    name: str,
-    tailnet_address: str,
-    auth_keys: list[str],
-    prefix: int = 24,
-    tailnet_domain: str = "lab.ts.net",
-    auto_approved_routes: tuple[str, ...] = ("10.42.0.0/16",),
-) -> dict[str, Any]:
-    """The /etc/k3sfleet-lab/host.json the stand-ins read (no key itself, only hashes).
-
-    ``auto_approved_routes`` is the lab tailnet's policy: the ``autoApprovers.routes`` the
-    README asks for (K3s's pod network), so advertised pod CIDRs become primary routes.
-    """
-    return {
-        "name": name,
-        "tailnet_address": tailnet_address,
-        "tailnet_prefix": prefix,
-        "tailnet_domain": tailnet_domain,
-        "auth_key_sha256": [auth_key_sha256(k) for k in auth_keys],
-        "auto_approved_routes": list(auto_approved_routes),
-    }

@@ -1,19 +1,21 @@
-"""The lab's networks: two bridges per lab and, per host, a network namespace with two veths.
+"""The lab's network: one bridge per lab and, per host, a network namespace with one veth.
 
 Lab index ``I`` (1..200) picks the names and subnets, so several labs on one machine (parallel
 test sessions) never collide; it is claimed under a machine-wide lock in ``/run/k3sfleet-lab``:
 
     public  bridge k3fl<I>p  10.123.<I>.1/24    host eth0       10.123.<I>.<10+N>/24  (up)
-    tailnet bridge k3fl<I>t  100.64.<I>.1/24    host tailscale0 100.64.<I>.<10+N>      (DOWN,
-                                                no address until `tailscale up` on that host)
+    tailnet                  100.64.<I>.0/24    host tailscale0 100.64.<I>.<10+N>: the TUN
+                                                device the host's real tailscaled makes
 
-Hosts get no default route: nothing they send can leave the lab's bridges.
+The machine is not on the tailnet: an ``unreachable`` route for 100.64.<I>.0/24 keeps what it
+sends there from leaving by its default route. Hosts get no default route: nothing they send
+can leave the lab's bridge.
 
 Example::
 
     index, lab_dir = claim_index(Path("/var/lib/k3sfleet-lab"), uid="3f2a...")
     net = LabNet(index)
-    create_bridges(net)
+    create_bridge(net)
     create_host_links(net, 1, "lab-server-1")      # -> netns "k3fl<index>-lab-server-1"
 """
 
@@ -49,17 +51,9 @@ class LabNet:
         return f"k3fl{self.index}p"
 
     @property
-    def tailnet_bridge(self) -> str:
-        return f"k3fl{self.index}t"
-
-    @property
     def gateway(self) -> str:
         """The machine's address on the public bridge (the artifact server listens here)."""
         return f"10.123.{self.index}.1"
-
-    @property
-    def tailnet_gateway(self) -> str:
-        return f"100.64.{self.index}.1"
 
     @property
     def tailnet_subnet(self) -> str:
@@ -74,9 +68,9 @@ class LabNet:
     def netns(self, host: str) -> str:
         return f"k3fl{self.index}-{host}"
 
-    def veths(self, number: int) -> tuple[str, str]:
-        """The machine-side ends of host ``number``'s public and tailnet veths (<= 15 chars)."""
-        return f"k3fl{self.index}h{number}p", f"k3fl{self.index}h{number}t"
+    def veth(self, number: int) -> str:
+        """The machine-side end of host ``number``'s veth (<= 15 chars)."""
+        return f"k3fl{self.index}h{number}p"
 
 
 def ip(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -129,7 +123,7 @@ def claim_index(top: Path, name: str | None = None, uid: str = "") -> tuple[int,
                     owner, pid = Path("/nonexistent"), 0
                 if (owner / "state.json").exists() or _pid_alive(pid):
                     continue
-            if link_exists(net.public_bridge) or link_exists(net.tailnet_bridge):
+            if link_exists(net.public_bridge):
                 continue
             if _subnet_in_use(index):
                 continue
@@ -160,24 +154,22 @@ def release_index(index: int, uid: str) -> None:
 
 
 def guard_table(net: LabNet) -> str:
-    """The nftables table that keeps lab ``net``'s traffic on its bridges."""
+    """The nftables table that keeps lab ``net``'s traffic on its bridge."""
     return f"k3sfleet_lab{net.index}"
 
 
 def create_guard(net: LabNet) -> None:
-    """Drop anything the machine would route from the lab's bridges elsewhere (or into them),
+    """Drop anything the machine would route from the lab's bridge elsewhere (or into it),
     even where it forwards IP: bridged traffic between hosts stays untouched."""
     if shutil.which("nft") is None:
         return
-    lab = f'{{ "{net.public_bridge}", "{net.tailnet_bridge}" }}'
+    lab = net.public_bridge
     rules = (
         f"table inet {guard_table(net)} {{\n"
         "  chain forward {\n"
         "    type filter hook forward priority -10; policy accept;\n"
         f"    iifname {lab} oifname != {lab} drop\n"
         f"    oifname {lab} iifname != {lab} drop\n"
-        f"    iifname {net.public_bridge} oifname {net.tailnet_bridge} drop\n"
-        f"    iifname {net.tailnet_bridge} oifname {net.public_bridge} drop\n"
         "  }\n"
         "}\n"
     )
@@ -201,38 +193,26 @@ def delete_guard(net: LabNet) -> None:
                        capture_output=True)
 
 
-def create_bridges(net: LabNet, tailnet: bool = True) -> None:
-    """Create the bridges with the machine's addresses and the forwarding guard (the tailnet
-    bridge only with ``tailnet``: a real tailscaled makes its own tailscale0; without it the
-    machine gets an ``unreachable`` route for the lab's tailnet subnet, so nothing it sends to a
-    host's tailnet address leaves by its default route)."""
+def create_bridge(net: LabNet) -> None:
+    """Create the bridge with the machine's address, the forwarding guard and the
+    ``unreachable`` route for the lab's tailnet subnet (the machine is no tailnet member)."""
     create_guard(net)
-    bridges = [(net.public_bridge, net.gateway)]
-    if tailnet:
-        bridges.append((net.tailnet_bridge, net.tailnet_gateway))
-    else:
-        ip("route", "replace", "unreachable", net.tailnet_subnet)
-    for name, address in bridges:
-        if not link_exists(name):
-            ip("link", "add", name, "type", "bridge")
-            ip("addr", "add", f"{address}/{PREFIX}", "dev", name)
-        ip("link", "set", name, "up")
+    ip("route", "replace", "unreachable", net.tailnet_subnet)
+    if not link_exists(net.public_bridge):
+        ip("link", "add", net.public_bridge, "type", "bridge")
+        ip("addr", "add", f"{net.gateway}/{PREFIX}", "dev", net.public_bridge)
+    ip("link", "set", net.public_bridge, "up")
 
 
-def create_host_links(net: LabNet, number: int, host: str, tailnet: bool = True) -> str:
-    """Create host ``number``'s namespace: eth0 (up, addressed) and, with ``tailnet``,
-    tailscale0 (down, bare) on the tailnet bridge."""
+def create_host_links(net: LabNet, number: int, host: str) -> str:
+    """Create host ``number``'s namespace with eth0 (up, addressed) on the bridge."""
     ns = net.netns(host)
-    pub, tail = net.veths(number)
+    veth = net.veth(number)
     if not netns_exists(ns):
         ip("netns", "add", ns)
-    links = [(pub, "eth0", net.public_bridge)]
-    if tailnet:
-        links.append((tail, "tailscale0", net.tailnet_bridge))
-    for veth, inner, bridge in links:
-        if not link_exists(veth):
-            ip("link", "add", veth, "type", "veth", "peer", "name", inner, "netns", ns)
-        ip("link", "set", veth, "master", bridge, "up")
+    if not link_exists(veth):
+        ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    ip("link", "set", veth, "master", net.public_bridge, "up")
     ip("-n", ns, "addr", "replace", f"{net.public_ip(number)}/{PREFIX}", "dev", "eth0")
     ip("-n", ns, "link", "set", "eth0", "up")
     ip("-n", ns, "link", "set", "lo", "up")
@@ -240,26 +220,24 @@ def create_host_links(net: LabNet, number: int, host: str, tailnet: bool = True)
 
 
 def delete_host_links(net: LabNet, number: int, host: str) -> None:
-    """Remove host ``number``'s veths and namespace (missing pieces are fine)."""
-    for veth in net.veths(number):
-        if link_exists(veth):
-            ip("link", "del", veth, check=False)
+    """Remove host ``number``'s veth and namespace (missing pieces are fine)."""
+    if link_exists(net.veth(number)):
+        ip("link", "del", net.veth(number), check=False)
     ns = net.netns(host)
     if netns_exists(ns):
         ip("netns", "del", ns, check=False)
 
 
-def delete_bridges(net: LabNet) -> None:
-    for name in (net.public_bridge, net.tailnet_bridge):
-        if link_exists(name):
-            ip("link", "del", name, check=False)
+def delete_bridge(net: LabNet) -> None:
+    if link_exists(net.public_bridge):
+        ip("link", "del", net.public_bridge, check=False)
     if tailnet_blocked(net):
         ip("route", "del", "unreachable", net.tailnet_subnet, check=False)
     delete_guard(net)
 
 
 def tailnet_blocked(net: LabNet) -> bool:
-    """Whether the machine has create_bridges' ``unreachable`` route for the tailnet subnet."""
+    """Whether the machine has create_bridge's ``unreachable`` route for the tailnet subnet."""
     return f"unreachable {net.tailnet_subnet}" in ip("-4", "route", "show", check=False).stdout
 
 
@@ -269,7 +247,7 @@ def lab_links(net: LabNet) -> list[str]:
     out = []
     for path in Path("/sys/class/net").iterdir():
         name = path.name
-        if name in (net.public_bridge, net.tailnet_bridge) or (
+        if name == net.public_bridge or (
             name.startswith(prefix + "h") and name[len(prefix) + 1:len(prefix) + 2].isdigit()
         ):
             out.append(name)

@@ -10,7 +10,7 @@ Two cache levels under ``<cache>/rootfs/``:
   adds ``standins.runtime_hash()``.
 
 Per lab the tarball is extracted once into a lower dir; each host is an overlay on it, made
-unique by ``prepare_host`` (hostname, machine-id, SSH host key, authorized key, host.json).
+unique by ``prepare_host`` (hostname, machine-id, SSH host key, authorized key).
 
 Example::
 
@@ -24,7 +24,6 @@ import email.utils
 import fcntl
 import gzip
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -36,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -331,10 +329,8 @@ class HostIdentity:
     """What makes one host unique inside its overlay."""
 
     name: str
-    tailnet_address: str
     apt_url: str
     authorized_key: str
-    host_json: dict[str, Any]
 
 
 def prepare_host(root: Path, ident: HostIdentity) -> str:
@@ -362,9 +358,7 @@ def prepare_host(root: Path, ident: HostIdentity) -> str:
     (ssh_dir / "authorized_keys").chmod(0o600)
     for path in (ssh_dir, ssh_dir / "authorized_keys"):
         os.chown(path, LAB_UID, LAB_UID)
-    lab_etc = root / "etc/k3sfleet-lab"
-    lab_etc.mkdir(exist_ok=True)
-    (lab_etc / "host.json").write_text(json.dumps(ident.host_json, indent=2) + "\n")
+    (root / "etc/k3sfleet-lab").mkdir(exist_ok=True)  # the lab's markers (fail-start, real-api)
     sources = root / "etc/apt/sources.list"
     sources.write_text(f"deb [trusted=yes] {ident.apt_url} ./\n")
     for extra in (root / "etc/apt/sources.list.d").glob("debian.sources"):

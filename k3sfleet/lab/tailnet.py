@@ -8,7 +8,7 @@ with ``tool`` lines for the two commands, every dependency):
   stamped as its build_dist.sh does (``tailscale.com/version`` ``shortStamp``/``longStamp``,
   version/version.go at v1.102.5) so ``tailscale version`` prints :data:`TAILSCALE_VERSION`;
   the tailscaled entry also keeps the module's packaging files the .deb is made of
-  (k3sfleet.lab.artifacts.build_real_tailscale_deb).
+  (k3sfleet.lab.artifacts.build_tailscale_deb).
 * ``tscontrol``: our control server (tstest/integration/testcontrol + DERP + STUN), built
   against a copy of the module with ``testcontrol_labgate.go.in`` added to package testcontrol.
 

@@ -60,16 +60,14 @@ def test_each_host_has_its_own_identity(lab: Lab) -> None:
     for host in lab.hosts:
         rc, out, _ = lab.ssh(host, "cat /etc/machine-id /var/lib/dbus/machine-id; "
                                    "cat /etc/ssh/ssh_host_ed25519_key.pub; "
-                                   "cat /etc/k3sfleet-lab/host.json")
+                                   "cat /etc/tailscale/syspolicy.json")
         assert rc == 0
         mid, dbus_mid, hostkey, *rest = out.splitlines()
         assert mid == dbus_mid and len(mid) == 32
         seen["machine-id"].add(mid)
         seen["hostkey"].add(hostkey.split()[1])
-        info = json.loads("\n".join(rest))
-        assert info["name"] == host.name
-        assert info["tailnet_address"] == host.tailnet_ip
-        assert info["auth_key_sha256"]
+        # tailscaled's system policy points it at the lab's control server
+        assert json.loads("\n".join(rest)) == {"LoginURL": lab.control_url}
     assert len(seen["machine-id"]) == len(lab.hosts)
     assert len(seen["hostkey"]) == len(lab.hosts)
 
@@ -90,30 +88,14 @@ def test_hosts_reach_only_the_lab(lab: Lab) -> None:
     rc, out, err = lab.ssh(host, "sudo apt-get update 2>&1 && apt-cache policy jq", timeout=120)
     assert rc == 0, out + err
     assert f"{lab.net.gateway}:{lab.artifact_port}/debian" in out
-    # where the machine forwards IP, its forward hook still drops what would leave the bridges
+    # where the machine forwards IP, its forward hook still drops what would leave the bridge
     table = subprocess.run(["nft", "list", "table", "inet", network.guard_table(lab.net)],
                            capture_output=True, text=True)
     assert table.returncode == 0, table.stderr
-    assert f'iifname {{ "{lab.net.public_bridge}", "{lab.net.tailnet_bridge}" }}' in table.stdout
-    assert table.stdout.count(" drop") == 4
-
-
-def test_tailnet_address_reachable_only_after_tailscale0_is_up(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory(1, 1, tailscale="standin")  # its veth on the tailnet bridge
-    a, b = lab.hosts
-    for host in (a, b):
-        rc, out, _ = lab.ssh(host, "ip -br link show tailscale0; ip -4 -br addr show tailscale0")
-        assert rc == 0 and "DOWN" in out and host.tailnet_ip not in out
-    ping = f"ping -c1 -W1 {b.tailnet_ip}"
-    # after a failed ARP resolution the next one may take over a second: allow a few tries
-    ping_within = f"for i in 1 2 3 4 5 6 7 8; do {ping} && exit 0; done; exit 1"
-    up = "sudo ip addr add {ip}/24 dev tailscale0 && sudo ip link set tailscale0 up"
-    assert lab.ssh(a, up.format(ip=a.tailnet_ip))[0] == 0
-    assert lab.ssh(a, f"ping -c3 -i0.5 -W1 {b.tailnet_ip}")[0] != 0  # b's tailscale0 is down
-    assert lab.ssh(b, up.format(ip=b.tailnet_ip))[0] == 0
-    assert lab.ssh(a, ping_within)[0] == 0, "tailnet address not reachable once tailscale0 is up"
-    # the public address of b stays reachable over eth0 throughout
-    assert lab.ssh(a, f"ping -c1 -W1 {b.public_ip}")[0] == 0
+    bridge = lab.net.public_bridge
+    assert f'iifname "{bridge}" oifname != "{bridge}" drop' in table.stdout, table.stdout
+    assert f'oifname "{bridge}" iifname != "{bridge}" drop' in table.stdout, table.stdout
+    assert table.stdout.count(" drop") == 2
 
 
 def test_reboot_completes_and_pyinfra_sees_it(lab_factory, run_pyinfra, pyinfra_counts) -> None:  # type: ignore[no-untyped-def]
@@ -153,7 +135,7 @@ def test_lab_down_leaves_nothing_behind(lab_factory) -> None:  # type: ignore[no
     assert all(pids)
     before = lab.leftovers()
     assert before["processes"] and before["mounts"] and before["netns"] and before["links"]
-    assert before["cgroups"] and before["nftables"]
+    assert before["cgroups"] and before["nftables"] and before["routes"]
     done = subprocess.run(  # noqa: S603
         [sys.executable, "-c", "import sys; from k3sfleet.cli import main; sys.exit(main())",
          "lab", "down", lab.name],
@@ -166,7 +148,7 @@ def test_lab_down_leaves_nothing_behind(lab_factory) -> None:  # type: ignore[no
     assert not [pid for pid in pids if hostproc.alive(pid, "k3sfleet.lab.supervise")]
     net = lab.net
     assert not network.link_exists(net.public_bridge)
-    assert not network.link_exists(net.tailnet_bridge)
+    assert not network.tailnet_blocked(net)
     assert not lab.directory.exists()
     assert lab.name not in Lab.running(lab.directory.parent)
 

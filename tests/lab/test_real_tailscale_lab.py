@@ -11,12 +11,11 @@ import json
 import socket
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from k3sfleet.lab import Lab, LabHost
+from k3sfleet.lab import Lab, LabHost, network
 from k3sfleet.lab.tailnet import TAILSCALE_VERSION
 from tests.lab.labcli import output, pyinfra
 
@@ -38,7 +37,7 @@ def pings(lab: Lab, host: LabHost, address: str, count: int = 3) -> bool:
 @pytest.fixture(scope="module")
 def real(lab_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A lab with the real Tailscale, bootstrapped once."""
-    lab = lab_factory(servers=1, agents=2, tailscale="real")
+    lab = lab_factory(servers=1, agents=2)
     workdir = tmp_path_factory.mktemp("real-tailscale")
     inventory = lab.write_inventory(workdir / "inventory.py")
     run = pyinfra(inventory, "bootstrap")
@@ -95,7 +94,7 @@ def test_tailscale0_is_a_tun_device_and_hosts_ping_over_it(real: dict[str, Any])
     lab: Lab = real["lab"]
     for host in lab.hosts:
         rc, out, _ = lab.ssh(host, "ip -d link show tailscale0")
-        assert rc == 0 and "tun type tun" in out, out  # not the stand-in's veth
+        assert rc == 0 and "tun type tun" in out, out  # a TUN device, made by tailscaled
         rc, out, _ = lab.ssh(host, f"ip -o -4 addr show to {host.tailnet_ip}")
         assert out.split()[1] == "tailscale0", out
         for peer in lab.hosts:
@@ -110,8 +109,12 @@ def test_tailnet_address_is_reachable_only_through_the_tunnel(real: dict[str, An
     lab: Lab = real["lab"]
     server, agent = lab.servers[0], lab.agents[0]
     assert pings(lab, agent, server.tailnet_ip)
-    # The lab machine shares the public bridge with every host but is not on the tailnet.
-    assert not Path(f"/sys/class/net/{lab.net.tailnet_bridge}").exists()
+    # The lab machine shares the bridge with every host but is not on the tailnet: no link of
+    # the machine has a tailnet address, and its route for the tailnet subnet is unreachable.
+    addrs = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                           check=True).stdout
+    assert f"100.64.{lab.index}." not in addrs, addrs
+    assert network.tailnet_blocked(lab.net)
     unreachable = subprocess.run(["ip", "route", "get", server.tailnet_ip], capture_output=True,
                                  text=True, check=False)
     assert unreachable.returncode != 0 and "No route to host" in unreachable.stderr

@@ -66,23 +66,16 @@ def test_agents_join_when_k3s_brings_tailscale_up(
     agent = lab.agents[0]
     config = yaml.safe_load(sudo(lab, agent, f"cat {CONFIG}")[1])
     assert "flannel-iface" not in config  # k3s would resolve it before its own `tailscale up`
-    wanted = [f"--hostname={agent.name}", "--advertise-tags=tag:k3s", "--accept-routes"]
-    if lab.real_tailscale:
-        # the real tailscaled's prefs carry what k3s's `tailscale up --reset` passed, and the
-        # login server came from the host's system policy (no lab-only vpn-auth key)
-        prefs = json.loads(sudo(lab, agent, "tailscale debug prefs")[1])
-        assert (prefs["Hostname"], prefs["AdvertiseTags"], prefs["RouteAll"]) == (
-            agent.name, ["tag:k3s"], True), prefs
-        assert prefs["ControlURL"] == lab.control_url
-        assert "controlServerURL" not in sudo(lab, agent, f"cat {CONFIG}")[1]
-        rc, journal = sudo(lab, agent, "journalctl -u k3s-agent --no-pager -o cat")
-        ups = [line for line in journal.splitlines() if "running tailscale up" in line]
-        assert rc == 0 and len(ups) == 1, "k3s ran `tailscale up` once on the agent"
-    else:
-        rc, argv_log = sudo(lab, agent, "cat /var/lib/tailscale/argv.log")
-        ups = [json.loads(line)["argv"] for line in argv_log.splitlines() if '"up"' in line]
-        assert rc == 0 and len(ups) == 1, "k3s ran `tailscale up` once on the agent"
-        assert ups[0][-3:] == wanted
+    # the real tailscaled's prefs carry what k3s's `tailscale up --reset` passed, and the login
+    # server came from the host's system policy (no lab-only vpn-auth key)
+    prefs = json.loads(sudo(lab, agent, "tailscale debug prefs")[1])
+    assert (prefs["Hostname"], prefs["AdvertiseTags"], prefs["RouteAll"]) == (
+        agent.name, ["tag:k3s"], True), prefs
+    assert prefs["ControlURL"] == lab.control_url
+    assert "controlServerURL" not in sudo(lab, agent, f"cat {CONFIG}")[1]
+    rc, journal = sudo(lab, agent, "journalctl -u k3s-agent --no-pager -o cat")
+    ups = [line for line in journal.splitlines() if "running tailscale up" in line]
+    assert rc == 0 and len(ups) == 1, "k3s ran `tailscale up` once on the agent"
 
     before = started_at(lab)
     again = run_pyinfra(lab, "deploys/cluster.py", data=DATA)

@@ -1,14 +1,24 @@
-"""k3sfleet.lab.tailnet (the lab's Tailscale builds) and the real tailscale .deb
-(k3sfleet.lab.artifacts.build_real_tailscale_deb), without running a Go build."""
+"""k3sfleet.lab.tailnet (the lab's Tailscale builds), the tailscale .deb
+(k3sfleet.lab.artifacts.build_tailscale_deb) and the artifact services (k3s mirror, signed apt
+repository, HTTP server on loopback), without running a Go build."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
+
 from k3sfleet.lab import artifacts, gobuild, tailnet
+from k3sfleet.lab.artifacts import build_k3s_executable
+from k3sfleet.lab.standins import LAB_K3S_VERSIONS
+
+OLD, NEW = LAB_K3S_VERSIONS[0], LAB_K3S_VERSIONS[-1]
 
 
 def test_the_builds_pin_and_stamp_the_version_and_follow_our_go_sources(tmp_path: Path) -> None:
@@ -32,18 +42,22 @@ def test_the_builds_pin_and_stamp_the_version_and_follow_our_go_sources(tmp_path
     assert gobuild.cache_key(changed, "go1.26.8") != key
 
 
-def test_the_real_package_has_tailscales_layout(tmp_path: Path) -> None:
-    directory = tmp_path / "bins"
+def fake_binaries(directory: Path) -> tailnet.TailscaleBinaries:
+    """Stand-ins for the built programs and the module's packaging files (no Go build)."""
     directory.mkdir()
     for name in ("tailscale", "tailscaled", "tscontrol"):
         (directory / name).write_bytes(b"\x7fELF" + name.encode())
-    for source, _, _, _ in artifacts.REAL_DEB_FILES:
+    for source, _, _, _ in artifacts.DEB_FILES:
         kept = directory / source
         kept.parent.mkdir(parents=True, exist_ok=True)
         kept.write_text(f"# {source}\n" if not source.endswith(".sh") else "#!/bin/sh\n")
-    bins = tailnet.TailscaleBinaries(directory / "tailscaled", directory / "tailscale",
+    return tailnet.TailscaleBinaries(directory / "tailscaled", directory / "tailscale",
                                      directory / "tscontrol", "1.102.5")
-    deb = artifacts.build_real_tailscale_deb(tmp_path / "out", bins)
+
+
+def test_the_real_package_has_tailscales_layout(tmp_path: Path) -> None:
+    bins = fake_binaries(tmp_path / "bins")
+    deb = artifacts.build_tailscale_deb(tmp_path / "out", bins)
     assert deb.name == "tailscale_1.102.5_amd64.deb"
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True,
                              check=True).stdout
@@ -68,3 +82,107 @@ def test_the_real_package_has_tailscales_layout(tmp_path: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(extracted)], input=control, check=True)
     assert (extracted / "conffiles").read_text() == "/etc/default/tailscaled\n"
     assert {p.name for p in extracted.iterdir()} >= {"postinst", "prerm", "postrm"}
+
+
+# -- the artifact services: k3s mirror, signed apt repository, HTTP server --------------------
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in command:
+            found.append(command)
+    return found
+
+
+def test_artifacts_mirror_and_signed_apt_repository(tmp_path: Path) -> None:
+    from k3sfleet.lab.artifacts import build_artifacts, serve
+
+    cache = tmp_path / "cache"
+    bins = fake_binaries(tmp_path / "bins")
+    artifacts = build_artifacts(tmp_path / "www", cache, bins)
+    assert artifacts.k3s_versions == LAB_K3S_VERSIONS
+    for version in LAB_K3S_VERSIONS:
+        binary = tmp_path / "www/k3s" / version / "k3s"
+        assert binary.read_bytes().startswith(b"#!/opt/k3sfleet-standin/venv/bin/python\n")
+        assert binary.stat().st_mode & 0o111
+        line = (tmp_path / "www/k3s" / version / "sha256sum-amd64.txt").read_text()
+        assert line == f"{hashlib.sha256(binary.read_bytes()).hexdigest()}  k3s\n"
+        assert build_k3s_executable(version) == binary.read_bytes()  # reproducible
+    assert build_k3s_executable(OLD) != build_k3s_executable(NEW)
+
+    debian = tmp_path / "www/tailscale/debian"
+    dist = debian / "dists/bookworm"
+    keyring = debian / "bookworm.noarmor.gpg"
+    assert keyring == artifacts.keyring and keyring.read_bytes()[:1] != b"-"  # binary, no armor
+
+    def gpgv(*args: str) -> int:
+        return subprocess.run(
+            ["gpgv", "--keyring", str(keyring), *args], capture_output=True
+        ).returncode
+
+    assert gpgv(str(dist / "InRelease")) == 0
+    assert gpgv(str(dist / "Release.gpg"), str(dist / "Release")) == 0
+    tampered = tmp_path / "Release"
+    tampered.write_text((dist / "Release").read_text().replace("Tailscale", "Evil"))
+    assert gpgv(str(dist / "Release.gpg"), str(tampered)) != 0
+    packages = (dist / "main/binary-amd64/Packages").read_bytes()
+    assert f" {hashlib.sha256(packages).hexdigest()} " in (dist / "Release").read_text()
+    stanzas = [
+        dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        for block in packages.decode().split("\n\n")
+        if block.strip()
+    ]
+    by_name = {stanza["Package"]: stanza for stanza in stanzas}
+    # the repository serves tailscale and, as Tailscale's does, tailscale-archive-keyring
+    assert sorted(by_name) == ["tailscale", "tailscale-archive-keyring"]
+    fields = by_name["tailscale"]
+    assert fields["Version"] == bins.version
+    deb = debian / fields["Filename"]
+    listing = subprocess.run(
+        ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
+    for path in (
+        "./usr/bin/tailscale",
+        "./usr/sbin/tailscaled",
+        "./lib/systemd/system/tailscaled.service",
+    ):
+        assert path in listing
+    assert not _processes_mentioning(str(cache / "apt-gpg"))  # no gpg-agent left behind
+    # a second build reuses the cached key
+    again = build_artifacts(tmp_path / "www2", cache, bins)
+    assert again.key_fingerprint == artifacts.key_fingerprint
+
+    server = serve(tmp_path / "www", "127.0.0.1", 0)
+    try:
+        for version in (NEW, NEW.replace("+", "%2B")):
+            with urllib.request.urlopen(
+                f"{server.url}/k3s/{version}/sha256sum-amd64.txt", timeout=5
+            ) as reply:
+                assert reply.read().decode().endswith("  k3s\n")
+        artifacts.corrupt_checksum(OLD)
+        with urllib.request.urlopen(
+            f"{server.url}/k3s/{OLD}/sha256sum-amd64.txt", timeout=5
+        ) as reply:
+            assert reply.read().decode() != f"{artifacts.k3s_sha256[OLD]}  k3s\n"
+        artifacts.restore_checksum(OLD)
+        with urllib.request.urlopen(
+            f"{server.url}/k3s/{OLD}/sha256sum-amd64.txt", timeout=5
+        ) as reply:
+            assert reply.read().decode() == f"{artifacts.k3s_sha256[OLD]}  k3s\n"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{server.url}/k3s/v0.0.0/k3s", timeout=5)
+    finally:
+        server.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{server.url}/k3s/{NEW}/k3s", timeout=2)
+
+
+def test_lab_auth_keys() -> None:
+    from k3sfleet.lab.artifacts import auth_key_sha256, lab_auth_key
+
+    one, two = lab_auth_key("lab3"), lab_auth_key("lab3")
+    assert one.startswith("tskey-auth-") and one != two
+    assert auth_key_sha256(one) == hashlib.sha256(one.encode()).hexdigest()

@@ -1,8 +1,9 @@
-"""Stand-ins for k3s and Tailscale, used only by the lab (never by product code).
+"""Stand-ins for k3s, used only by the lab (never by product code).
 
-The lab's hosts are real Debian systems; only k3s, tailscale and the Kubernetes API server are
-replaced, because none of them can be downloaded here. Each stand-in keeps the real program's
-interface (paths, flags, exit codes, output formats) for exactly what k3sfleet uses.
+The lab's hosts are real Debian systems running the real Tailscale (k3sfleet.lab.tailnet); only
+k3s and the Kubernetes API server are replaced, because they cannot be had here. Each stand-in
+keeps the real program's interface (paths, flags, exit codes, output formats) for exactly what
+k3sfleet uses.
 
 Example::
 
@@ -20,11 +21,9 @@ from k3sfleet.lab.standins.runtime import (
 )
 
 LAB_K3S_VERSIONS: tuple[str, ...] = ("v1.33.6+k3s1", "v1.34.2+k3s1")
-LAB_TAILSCALE_VERSION = "1.90.0"
 
 __all__ = [
     "LAB_K3S_VERSIONS",
-    "LAB_TAILSCALE_VERSION",
     "RUNTIME_PREFIX",
     "RUNTIME_PYTHON",
     "install_runtime",
