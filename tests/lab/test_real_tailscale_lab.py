@@ -183,3 +183,49 @@ def test_the_operator_machine_is_a_tailnet_member_in_its_own_namespace(
     left = lab.leftovers()
     assert any(f"{lab.directory}/operator" in p for p in left["processes"]), left
     assert lab.operator_netns in left["netns"] and f"k3fl{lab.index}h0p" in left["links"]
+
+
+def peer_routes(lab: Lab, viewer: LabHost, peer: LabHost) -> list[str]:
+    """``peer``'s primary routes as ``viewer``'s tailscaled sees them (``status --json``)."""
+    rc, out, err = lab.ssh(viewer, "tailscale status --json")
+    assert rc == 0, err
+    found = [p for p in json.loads(out)["Peer"].values() if p["HostName"] == peer.name]
+    assert found, f"{viewer.name} does not see {peer.name}"
+    return list(found[0].get("PrimaryRoutes") or [])
+
+
+def test_the_control_server_approves_routes_by_policy_and_an_admin_withdraws_them(
+    real: dict[str, Any],
+) -> None:
+    """The lab tailnet's policy approves advertised routes inside the pod network only; an
+    admin's withdrawal (Tailscale API shape, tailscale.com v1.102.5 client/tailscale/routes.go)
+    reaches the node's peers, and a route outside the policy is served once an admin enables
+    it (testcontrol serves PrimaryRoutes from SetSubnetRoutes only)."""
+    from k3sfleet.lab import LAB_AUTO_APPROVED_ROUTES
+    from tests.polling import wait_for
+
+    lab: Lab = real["lab"]
+    router, viewer = lab.agents[0], lab.servers[0]
+    pod, other = "10.42.200.0/24", "192.168.77.0/24"
+    rc, out, _ = sudo(lab, router, "tailscale debug prefs")
+    before = ",".join(json.loads(out)["AdvertiseRoutes"] or [])
+    rc, _, err = sudo(lab, router, f"tailscale set --advertise-routes={pod},{other}")
+    assert rc == 0, err
+    try:
+        wait_for("the policy to approve the pod route", lambda: peer_routes(lab, viewer, router)
+                 == [pod], 30)
+        assert lab.tailnet_routes(router) == {"advertisedRoutes": [pod, other],
+                                              "enabledRoutes": [pod]}
+        assert lab.set_auto_approved_routes([]) == []
+        lab.set_tailnet_routes(router, [])
+        wait_for("the withdrawal to reach the peer", lambda: not peer_routes(lab, viewer, router),
+                 30)
+        rc, out, _ = lab.ssh(router, "tailscale status --json")
+        assert not json.loads(out)["Self"].get("PrimaryRoutes")
+        assert lab.set_tailnet_routes(router, [other])["enabledRoutes"] == [other]
+        wait_for("the admin's approval", lambda: peer_routes(lab, viewer, router) == [other], 30)
+    finally:
+        lab.set_auto_approved_routes(LAB_AUTO_APPROVED_ROUTES)
+        lab.set_tailnet_routes(router, [])
+        sudo(lab, router, f"tailscale set --advertise-routes={before}")
+    assert lab.tailnet_routes(router)["advertisedRoutes"] == (before.split(",") if before else [])

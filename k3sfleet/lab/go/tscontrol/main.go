@@ -244,8 +244,8 @@ func (a *routeApprover) device(w http.ResponseWriter, r *http.Request) {
 	}
 	node := a.control.Node(keys[0])
 	a.mu.Lock()
-	res := deviceRoutes{AdvertisedRoutes: node.Hostinfo.RoutableIPs().AsSlice(),
-		EnabledRoutes: slices.Clone(a.enabled[keys[0]])}
+	res := deviceRoutes{AdvertisedRoutes: orEmpty(node.Hostinfo.RoutableIPs().AsSlice()),
+		EnabledRoutes: orEmpty(slices.Clone(a.enabled[keys[0]]))}
 	a.mu.Unlock()
 	writeJSON(w, res)
 }
@@ -268,9 +268,17 @@ func (a *routeApprover) autoApprovers(w http.ResponseWriter, r *http.Request) {
 		a.syncAll()
 	}
 	a.mu.Lock()
-	res := prefixList{Routes: slices.Clone(a.auto)}
+	res := prefixList{Routes: orEmpty(slices.Clone(a.auto))}
 	a.mu.Unlock()
 	writeJSON(w, res)
+}
+
+// orEmpty is routes, or an empty list (JSON [] rather than null) when there are none.
+func orEmpty(routes []netip.Prefix) []netip.Prefix {
+	if routes == nil {
+		return []netip.Prefix{}
+	}
+	return routes
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
