@@ -107,7 +107,7 @@ def tailscale_up(lab: Lab, host: LabHost, key: str) -> tuple[int, str]:
     put(lab, host, "/etc/k3sfleet-lab-test/ts-authkey", key + "\n")
     rc, out, err = lab.ssh(
         host,
-        "sudo tailscale up --auth-key=file:/etc/k3sfleet-lab-test/"
+        "sudo tailscale up --reset --auth-key=file:/etc/k3sfleet-lab-test/"
         f"ts-authkey --hostname {host.name} --timeout=60s",
     )
     return rc, out + err
@@ -155,12 +155,12 @@ def test_tailscale_from_the_signed_repo_and_the_tailnet(standin_lab: Lab) -> Non
     assert can_reach(lab, agent, server.tailnet_ip)
     # the key went in a file, never on a command line or into tailscaled's log
     assert lab.auth_key not in run(lab, server, "sudo journalctl -u tailscaled --no-pager")
-    # down stops the tunnel; up again needs no key (still logged in; the real CLI wants the
-    # non-default flags of the last `up` mentioned again, cmd/tailscale/cli/up.go)
+    # down stops the tunnel; up again needs no key (still logged in; --reset, or the real CLI
+    # wants every non-default setting mentioned again, cmd/tailscale/cli/up.go)
     run(lab, agent, "sudo tailscale down")
     assert not can_reach(lab, agent, server.tailnet_ip)
     assert json.loads(run(lab, agent, "tailscale status --json"))["BackendState"] == "Stopped"
-    run(lab, agent, f"sudo tailscale up --hostname {agent.name} --timeout=60s")
+    run(lab, agent, f"sudo tailscale up --reset --hostname {agent.name} --timeout=60s")
     assert can_reach(lab, agent, server.tailnet_ip)
     # a logged-in node is back on the tailnet after a reboot (tailscaled is enabled)
     lab.reboot(agent)
