@@ -213,6 +213,16 @@ type prefixList struct {
 	Routes []netip.Prefix `json:"routes"`
 }
 
+// readPrefixes decodes a POST's {"routes": [...]}, answering 400 when it cannot.
+func readPrefixes(w http.ResponseWriter, r *http.Request) (prefixList, bool) {
+	var body prefixList
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return body, false
+	}
+	return body, true
+}
+
 // device answers GET and POST /api/v2/device/<hostname>/routes.
 func (a *routeApprover) device(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
@@ -227,9 +237,8 @@ func (a *routeApprover) device(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodPost {
-		var body prefixList
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		body, ok := readPrefixes(w, r)
+		if !ok {
 			return
 		}
 		a.mu.Lock()
@@ -253,9 +262,8 @@ func (a *routeApprover) device(w http.ResponseWriter, r *http.Request) {
 // autoApprovers answers GET and POST /lab/auto-approvers.
 func (a *routeApprover) autoApprovers(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
-		var body prefixList
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		body, ok := readPrefixes(w, r)
+		if !ok {
 			return
 		}
 		a.mu.Lock()
