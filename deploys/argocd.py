@@ -20,7 +20,7 @@ Example (your own deploy)::
 
     from k3sfleet.deploys.argocd import argocd
 
-    argocd(_sudo=True)
+    argocd()
 """
 
 from __future__ import annotations
@@ -318,4 +318,4 @@ PREFLIGHT = [
 ]
 
 if under_pyinfra():
-    argocd(_sudo=True)
+    argocd()

@@ -73,28 +73,27 @@ def run() -> None:
     (a converged node costs no other command, and one round trip of waiting): pyinfra 3 caches
     no facts, and each read is a round trip.
     """
-    sudo = common_module.session_user(host.data.dict()) != "root"
     reads = {
-        "info": lambda: host.get_fact(SystemInfo, _sudo=sudo),
-        "installed": lambda: host.get_fact(DebPackages, _sudo=sudo) or {},
+        "info": lambda: host.get_fact(SystemInfo),
+        "installed": lambda: host.get_fact(DebPackages) or {},
         "files": lambda: host.get_fact(
             ManagedFiles, paths=[*common_module.FILES, *tailscale_module.FILES],
-            links=common_module.LINKS, _sudo=sudo,
+            links=common_module.LINKS,
         ),
         "units": lambda: host.get_fact(
-            SystemdUnits, units=[*common_module.UNITS, *tailscale_module.UNITS], _sudo=sudo
+            SystemdUnits, units=[*common_module.UNITS, *tailscale_module.UNITS]
         ),
-        "ufw": lambda: host.get_fact(UfwStatus, _sudo=sudo),
+        "ufw": lambda: host.get_fact(UfwStatus),
     }
     if host.data.get("tailscale_up_by") != "k3s":  # (else nobody runs `tailscale up` here)
-        reads["tailscale"] = lambda: host.get_fact(TailscaleStatus, _sudo=sudo)
+        reads["tailscale"] = lambda: host.get_fact(TailscaleStatus)
     state = read_at_once(reads)
     info, installed, files, units = (state[k] for k in ("info", "installed", "files", "units"))
-    common_module.common(info=info, installed=installed, files=files, units=units, _sudo=sudo)
+    common_module.common(info=info, installed=installed, files=files, units=units)
     firewall_module.firewall(status=state["ufw"], sshd_ports=info.get("sshd_ports"),
-                             installed=installed, _sudo=sudo)
+                             installed=installed)
     tailscale_module.tailscale(info=info, status=state.get("tailscale"), installed=installed,
-                               files=files, units=units, _sudo=sudo)
+                               files=files, units=units)
 
 # Checked before any host is contacted (k3sfleet.preflight)
 PREFLIGHT = [tailscale_key_check, data_problems]

@@ -13,12 +13,11 @@ Example::
 
     from k3sfleet.deploys.common import common
 
-    common(_sudo=True)
+    common()
 """
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import posixpath
 import re
@@ -47,6 +46,7 @@ from k3sfleet.errors import ConfigError, K3sfleetError
 from k3sfleet.facts.files import FileState, ManagedFiles, ManagedFilesData
 from k3sfleet.facts.os import HOSTS_LINE_RE, SystemInfo, SystemInfoData, unsupported_os
 from k3sfleet.facts.systemd import SystemdUnits, SystemdUnitsData
+from k3sfleet.inventory import login_user
 
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-k3sfleet.conf"
 SUDOERS_FILE = "/etc/sudoers.d/90-k3sfleet-admins"
@@ -280,15 +280,10 @@ def kernel_modules(modules: Sequence[str], loaded: Sequence[str], container: str
 # -- rendering (pure functions, unit-tested) ------------------------------------------------
 
 
-def session_user(data: Mapping[str, Any]) -> str:
-    """The user pyinfra logs in as: ``ssh_user``, else (as paramiko does) the local user."""
-    return str(data.get("ssh_user") or getpass.getuser())
-
-
 def allow_users(data: Mapping[str, Any]) -> list[str]:
     """The users sshd lets in: the SSH user of this run first, then admins and extras."""
     users: list[str] = []
-    ssh_user = session_user(data)
+    ssh_user = login_user(data)
     admins = [a["name"] for a in data.get("common_admin_users") or []]
     for name in [ssh_user, *admins, *(data.get("common_ssh_allow_users") or [])]:
         if name not in users:
@@ -385,7 +380,7 @@ def problems(data: Mapping[str, Any], *, session: bool = True) -> list[str]:
     """
     found = []
     permit_root = data.get("common_ssh_permit_root_login") or "no"
-    if session and session_user(data) == "root" and permit_root == "no":
+    if session and login_user(data) == "root" and permit_root == "no":
         found.append(
             "ssh_user is root but COMMON_SSH_PERMIT_ROOT_LOGIN=no would lock this session out: "
             "bootstrap as a sudo user, or set it to prohibit-password"
@@ -445,7 +440,7 @@ def common(
 
     Example::
 
-        common(_sudo=True)
+        common()
     """
     data = host.data
     found = problems(data.dict())

@@ -13,7 +13,7 @@ Example::
 
     from k3sfleet.deploys.firewall import firewall
 
-    firewall(_sudo=True)
+    firewall()
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def firewall(
 
     Example::
 
-        firewall(_sudo=True)
+        firewall()
     """
     data = host.data
     found = rule_problems(data.firewall_extra_rules or [])

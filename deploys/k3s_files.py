@@ -9,8 +9,7 @@ Both take the sha256 the caller already read (``K3sState``) to save a round trip
 
 Example::
 
-    private_file(name="vpn-auth", path="/etc/rancher/k3s/vpn-auth", content=Secret("..."),
-                 _sudo=True)
+    private_file(name="vpn-auth", path="/etc/rancher/k3s/vpn-auth", content=Secret("..."))
 """
 
 from __future__ import annotations

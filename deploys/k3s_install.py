@@ -14,7 +14,6 @@ Example::
         name="Install k3s v1.34.2+k3s1",
         version="v1.34.2+k3s1",
         release_url="https://github.com/k3s-io/k3s/releases/download",
-        _sudo=True,
     )
 """
 

@@ -111,11 +111,6 @@ def server_url(address: str, port: int = API_PORT) -> str:
     return f"https://{host_part}:{port}"
 
 
-def use_sudo(data: Any) -> bool:
-    """Whether to run with sudo: yes unless the node is reached as root."""
-    return bool(data.get("ssh_user") != "root")
-
-
 def fail_command(message: str) -> StringCommand:
     """A command that prints ``message`` on stderr and fails (how an op stops a host cleanly)."""
     return StringCommand("sh", "-c", QuoteString(f"echo {shlex.quote(message)} >&2; exit 1"))
@@ -266,14 +261,14 @@ _plan_lock = gevent.lock.Semaphore()
 def node_token(h: Any) -> Secret | None:
     """Server ``h``'s node-token, read so that no pyinfra verbosity prints it (not a fact:
     ``k3sfleet.secret.read_secret_file`` says why)."""
-    return read_secret_file(h, NODE_TOKEN, sudo=use_sudo(h.data))
+    return read_secret_file(h, NODE_TOKEN)
 
 
 def node_state(h: Any) -> dict[str, Any]:
     """Read host ``h``'s ``K3sState`` (without ``tailscale ip`` when the inventory gives the
     node's tailnet address)."""
     known = bool(h.data.get("k3sfleet_tailnet_address"))
-    return h.get_fact(K3sState, tailnet=not known, _sudo=use_sudo(h.data))  # type: ignore[no-any-return]
+    return h.get_fact(K3sState, tailnet=not known)  # type: ignore[no-any-return]
 
 
 def _role_hosts(role: str) -> list[Any]:
@@ -504,7 +499,6 @@ def converge_node(
     + settings, address, join, token_source: as for ``k3s_config``
     """
     data = host.data
-    sudo = use_sudo(data)
     state = plan.state_of(host.name)
     service = SERVICE[role]
     binary = k3s_binary(
@@ -512,7 +506,6 @@ def converge_node(
         version=data.k3s_version,
         release_url=data.k3s_release_url,
         installed=state["version"],
-        _sudo=sudo,
     )
     config_changes = []
     if data.k3s_vpn_auth:
@@ -522,7 +515,6 @@ def converge_node(
                 path=VPN_AUTH_FILE,
                 content=vpn_auth_text(data.tailscale_auth_key, vpn_up_args(data, host.name)),
                 current_sha256=state["vpn_auth_sha256"],
-                _sudo=sudo,
             )
         )
     unit = managed_file(
@@ -530,7 +522,6 @@ def converge_node(
         path=UNIT[role],
         text=render_unit(role, after_tailscale=True),
         current_sha256=state["unit_sha256"][service],
-        _sudo=sudo,
     )
     config_changes.append(
         k3s_config(
@@ -542,7 +533,6 @@ def converge_node(
             token=data.get("k3s_token"),
             token_source=token_source,
             current_sha256=state["config_sha256"],
-            _sudo=sudo,
         )
     )
     k3s_service(
@@ -552,7 +542,6 @@ def converge_node(
         config_changes=config_changes,
         other_changes=[binary, unit],
         timeout=int(data.k3s_health_timeout),
-        _sudo=sudo,
     )
 
 

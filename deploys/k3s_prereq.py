@@ -66,9 +66,7 @@ def k3s_prereq(state: Mapping[str, Any] | None = None) -> None:
 
     ``state`` is the node's ``K3sState`` when the caller already read it.
     """
-    sudo = host.data.get("ssh_user") != "root"
     k3s_directories(
         name="K3s directories",
         current=state["directories"] if state is not None else None,
-        _sudo=sudo,
     )

@@ -75,15 +75,13 @@ def os_maintenance() -> None:
         server.shell(
             name="Install security upgrades (unattended-upgrade)",
             commands=["unattended-upgrade -v"],
-            _sudo=True,
             _env={"DEBIAN_FRONTEND": "noninteractive"},
         )
     else:
-        apt.dist_upgrade(name="Upgrade all packages (dist-upgrade)", _sudo=True)
+        apt.dist_upgrade(name="Upgrade all packages (dist-upgrade)")
     server.reboot(
         name="Reboot (reboot-required)",
         reboot_timeout=int(host.data.maintenance_reboot_timeout),
-        _sudo=True,
         _if=lambda: host.get_fact(File, path=REBOOT_REQUIRED) is not None,
     )
     server.shell(
@@ -91,7 +89,6 @@ def os_maintenance() -> None:
         commands=[
             "journalctl --vacuum-size=" + shlex.quote(str(host.data.common_journald_max_use))
         ],
-        _sudo=True,
     )
 
 
@@ -100,12 +97,12 @@ def pending_work(inventory: Any, runner: Any) -> dict[str, dict[str, Any]]:
     names = [h.name for h in inventory]
     runner.deploy(names, _refresh_lists)
     security = next(iter(inventory)).data.get("maintenance_upgrade") == "security"
-    return dict(runner.fact(names, PendingMaintenance, security_only=security, _sudo=True))
+    return dict(runner.fact(names, PendingMaintenance, security_only=security))
 
 
 @deploy("Refresh apt lists")
 def _refresh_lists() -> None:
-    apt.update(name="apt-get update", _sudo=True)
+    apt.update(name="apt-get update")
 
 
 def maintenance_engine(
@@ -147,9 +144,7 @@ def _print_plan(state: Any) -> None:
     inventory = state.inventory
     security = next(iter(inventory)).data.get("maintenance_upgrade") == "security"
     names = [h.name for h in inventory]
-    pending = NestedRunner(state).fact(
-        names, PendingMaintenance, security_only=security, _sudo=True
-    )
+    pending = NestedRunner(state).fact(names, PendingMaintenance, security_only=security)
     with cluster_api(inventory) as api:
         plan = maintenance_engine(api, inventory, None, pending).plan()
     print(plan.render() + "\n(from the current apt lists; the run refreshes them first)")

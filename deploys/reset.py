@@ -106,5 +106,4 @@ PREFLIGHT = [k3s_reset_confirm_check]
 
 if under_pyinfra():
     confirm(host.data)
-    sudo = host.data.get("ssh_user") != "root"
-    k3s_absent(name="Uninstall K3s", state=host.get_fact(K3sState, _sudo=sudo), _sudo=sudo)
+    k3s_absent(name="Uninstall K3s", state=host.get_fact(K3sState))

@@ -17,7 +17,7 @@ Example::
 
     from k3sfleet.deploys.tailscale import tailscale
 
-    tailscale(_sudo=True)
+    tailscale()
 """
 
 from __future__ import annotations
@@ -134,7 +134,6 @@ def tailscale_up(
     auth_key: Secret,
     flags: list[str],
     status: TailscaleStatusData,
-    ssh_user: str = "root",
 ) -> Generator[Any, None, None]:
     """Log the node in with ``auth_key`` unless ``status`` shows it up as itself.
 
@@ -148,10 +147,15 @@ def tailscale_up(
     if logged_in_as(status, host.name):
         host.noop(f"Tailscale is up as {host.name} ({', '.join(status.get('ips') or [])})")
         return
-    # With sudo the file is uploaded as the SSH user first: into a directory only it can read.
+    # With sudo (``_sudo`` in host data) pyinfra uploads the file as the login user first
+    # (pyinfra v3.10.0 pyinfra/connectors/ssh.py ``put_file``: "you can only sftp with the SSH
+    # user connected"), so that upload goes into a directory only the login user can read. Under
+    # sudo the login user is $SUDO_USER (sudo-project/sudo plugins/sudoers/env.c: "Add the
+    # SUDO_USER, SUDO_UID, SUDO_GID environment variables", the invoking user's name); without
+    # sudo the login user is root and pyinfra uploads straight into SECRET_DIR.
     yield StringCommand(
         "install", "-d", "-m", "0700", "-o", "root", "-g", "root", SECRET_DIR, "&&",
-        "install", "-d", "-m", "0700", "-o", QuoteString(ssh_user), UPLOAD_DIR,
+        "install", "-d", "-m", "0700", "-o", '"${SUDO_USER:-root}"', UPLOAD_DIR,
     )
     yield FileUploadCommand(
         StringIO(auth_key.unmask() + "\n"), AUTH_KEY_FILE,
@@ -189,7 +193,7 @@ def tailscale(
 
     Example::
 
-        tailscale(_sudo=True)
+        tailscale()
     """
     data = host.data
     found = problems(data.dict())
@@ -233,5 +237,4 @@ def tailscale(
         auth_key=key if isinstance(key, Secret) else Secret(str(reveal(key))),
         flags=up_flags(data.dict(), host.name, routes),
         status=status,
-        ssh_user=str(data.get("ssh_user") or "root"),
     )

@@ -53,20 +53,18 @@ def k3s_upgrade() -> None:
     """
     version = host.data.k3s_version
     service = "k3s" if host.data.get("k3s_role") == "server" else "k3s-agent"
-    installed = host.get_fact(K3sVersion, _sudo=True)
+    installed = host.get_fact(K3sVersion)
     k3s_binary(
         name=f"Install k3s {version}",
         version=version,
         release_url=host.data.k3s_release_url,
         installed=installed,
-        _sudo=True,
     )
     systemd.service(
         name=f"Restart {service} on {version}",
         service=service,
         running=True,
         restarted=True,
-        _sudo=True,
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
+import getpass
 import inspect
 import ipaddress
 import re
@@ -447,9 +448,38 @@ def node_address(node: Node, settings: Settings) -> str:
     return str(vault["vault_ansible_hosts"][node.name])
 
 
+def login_user(data: Mapping[str, Any]) -> str:
+    """The user pyinfra logs in as on a host with ``data``: ``ssh_user``, else the local user
+    (pyinfra then passes no user and paramiko takes ``getpass.getuser()``).
+
+    Example::
+
+        login_user({"ssh_user": "admin"})  # "admin"
+    """
+    return str(data.get("ssh_user") or getpass.getuser())
+
+
+def sudo_data(user: str) -> dict[str, Any]:
+    """The host data that makes every operation and fact on a host logged in as ``user`` run
+    with sudo: ``{"_sudo": True}`` unless ``user`` is root. This is the one sudo rule: pyinfra
+    reads each global argument such as ``_sudo`` and ``_sudo_user`` from the host data whenever
+    neither the operation nor its ``@deploy`` gives one (pyinfra v3.10.0
+    ``pyinfra/api/arguments.py`` ``pop_global_arguments``: "From the host data variables"; facts
+    too, through ``pyinfra/api/facts.py`` ``_handle_fact_kwargs``), and k3sfleet's own SSH
+    commands read the same keys (``k3sfleet.kube.HostInfo.from_data``). Deploys never decide.
+
+    Example::
+
+        sudo_data("admin")  # {"_sudo": True}
+        sudo_data("root")   # {}
+    """
+    return {} if user == "root" else {"_sudo": True}
+
+
 def host_data(node: Node, settings: Settings) -> dict[str, Any]:
     """The pyinfra host data of ``node``: every setting (by field name), SSH connection data
-    (host keys always checked), and the node's role, provider, labels and taints."""
+    (host keys always checked), ``_sudo`` unless it logs in as root (``sudo_data``), and the
+    node's role, provider, labels and taints."""
     vault = settings.vault
     data: dict[str, Any] = settings.as_host_data()
     user = node.ssh_user or (vault.get("vault_ansible_users") or {}).get(node.name)
@@ -474,7 +504,8 @@ def host_data(node: Node, settings: Settings) -> dict[str, Any]:
         data["ssh_port"] = node.ssh_port
     if settings.k3sfleet_ssh_key:
         data["ssh_key"] = str(Path(settings.k3sfleet_ssh_key).expanduser())
-    data.update(node.data)
+    data.update(sudo_data(login_user(data)))
+    data.update(node.data)  # (a node's own `_sudo` / `_sudo_user` win)
     return data
 
 

@@ -80,11 +80,14 @@ class HostInfo:
     known_hosts: str | None = None
     role: str = "server"
     data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    sudo: bool = False
+    sudo_user: str | None = None
 
     @classmethod
     def from_data(cls, name: str, data: Mapping[str, Any], groups: Iterable[str] = ()) -> HostInfo:
         """Build from pyinfra host data (``ssh_hostname``, ``ssh_user``, ``ssh_port``,
-        ``ssh_key``, ``ssh_known_hosts_file``, ``k3s_role``).
+        ``ssh_key``, ``ssh_known_hosts_file``, ``k3s_role``; ``_sudo`` and ``_sudo_user``, the
+        keys pyinfra's own commands read, which ``k3sfleet.inventory.sudo_data`` sets).
 
         Example::
 
@@ -103,6 +106,8 @@ class HostInfo:
             known_hosts=str(Path(str(known)).expanduser()) if known else None,
             role=str(role),
             data=dict(data),
+            sudo=bool(data.get("_sudo")),
+            sudo_user=str(data["_sudo_user"]) if data.get("_sudo_user") else None,
         )
 
 
@@ -293,8 +298,16 @@ def run(
 
 
 def sudo_prefix(host: HostInfo) -> str:
-    """``sudo -n `` unless the SSH user is root."""
-    return "" if host.user == "root" else "sudo -n "
+    """What goes before a root command on ``host``: ``sudo -n `` (``sudo -n -u USER `` with a
+    ``_sudo_user``) when its host data says ``_sudo``, else nothing (see ``HostInfo.from_data``).
+
+    Example::
+
+        sudo_prefix(HostInfo("vps-1", "203.0.113.5", "admin", sudo=True))  # "sudo -n "
+    """
+    if not host.sudo:
+        return ""
+    return f"sudo -n -u {shlex.quote(host.sudo_user)} " if host.sudo_user else "sudo -n "
 
 
 # -- kubeconfig -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ Example::
     token = Secret("K10abc::server:s3cret")
     str(token)        # '*MASKED*'
     token.unmask()    # the value, for files.put(StringIO(...)) and nothing else
-    read_secret_file(host, "/var/lib/rancher/k3s/server/node-token", sudo=True)  # Secret
+    read_secret_file(host, "/var/lib/rancher/k3s/server/node-token")  # Secret
 """
 
 from __future__ import annotations
@@ -55,17 +55,17 @@ def reveal(value: object) -> str | None:
     return str(value)
 
 
-def read_secret_file(host: Any, path: str, *, sudo: bool) -> Secret | None:
+def read_secret_file(host: Any, path: str) -> Secret | None:
     """The content of ``path`` on ``host`` (stripped) as a ``Secret``; ``None`` when the file is
     missing or empty.
 
     Runs ``cat`` through the host's connector as a fact would, with the same connector
-    arguments (``pyinfra.api.arguments.pop_global_arguments``), but with ``print_output=False``
-    so no verbosity prints the content; ``-vv`` still shows the command. A failed read names
-    the host and shows the command's stderr only (never its stdout).
+    arguments (``pyinfra.api.arguments.pop_global_arguments``: ``_sudo`` from the host's data),
+    but with ``print_output=False`` so no verbosity prints the content; ``-vv`` still shows the
+    command. A failed read names the host and shows the command's stderr only (never stdout).
     """
     state = host.state
-    arguments, _ = pop_global_arguments(state, host, {"_sudo": sudo})
+    arguments, _ = pop_global_arguments(state, host, {})
     connector_args = {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}
     if not host.connected:
         host.connect(reason=f"to read {path}", raise_exceptions=True)

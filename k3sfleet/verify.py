@@ -41,9 +41,10 @@ class StrictParamikoBackend(ParamikoBackend):
         return ssh_client(self.info, timeout=self.timeout)
 
 
-def testinfra_host(node: HostInfo, *, sudo: bool = True) -> testinfra.host.Host:
-    """A testinfra host for ``node``; commands run through sudo unless ``sudo=False``."""
-    backend = StrictParamikoBackend(node, sudo=sudo, timeout=15)
+def testinfra_host(node: HostInfo) -> testinfra.host.Host:
+    """A testinfra host for ``node``; commands run through sudo when its host data says
+    ``_sudo`` (``node.sudo``, ``node.sudo_user``), as pyinfra's do."""
+    backend = StrictParamikoBackend(node, sudo=node.sudo, sudo_user=node.sudo_user, timeout=15)
     host = testinfra.host.Host(backend)
     backend.set_host(host)
     return host

@@ -31,6 +31,7 @@ FactTable = Mapping[str, Any]
 
 BASE_DATA: dict[str, Any] = {
     "ssh_user": "k3sfleet",
+    "_sudo": True,  # as k3sfleet.inventory.sudo_data gives a node logged in as k3sfleet
     "k3s_role": "server",
     "k3s_node_labels": {},
     "common_timezone": "UTC",

@@ -51,6 +51,27 @@ def test_public_addresses_and_users_come_from_the_vault() -> None:
     assert agent["k3s_node_name"] == "vps-hetzner-1"
 
 
+def test_sudo_is_host_data_set_where_the_login_user_is_not_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one sudo rule: ``_sudo`` in the host data where the SSH user is not root, which
+    pyinfra applies to every operation and fact (pyinfra/api/arguments.py
+    ``pop_global_arguments``); a node's own data wins; an unnamed user is the local one."""
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.arguments import pop_global_arguments
+
+    monkeypatch.setattr("getpass.getuser", lambda: "operator")
+    nodes = [*NODES, Node("own", role="agent", address="10.0.0.9"),
+             Node("pinned", role="agent", address="10.0.0.8", ssh_user="admin",
+                  data={"_sudo": False})]
+    servers, agents = groups(nodes, settings(), entry_files=())
+    inventory = Inventory(([*servers, *agents], {}))
+    state = State(inventory, Config())
+    used = {h.name: pop_global_arguments(state, h, {})[0]["_sudo"] for h in inventory}
+    assert used == {"vps-aws-1": True, "vps-hetzner-1": False, "own": True, "pinned": False}
+    assert "_sudo" not in agents[0][1]  # root: nothing set, pyinfra's default (no sudo)
+
+
 def test_ssh_data_uses_the_keys_the_pyinfra_ssh_connector_reads() -> None:
     from pyinfra.connectors.ssh import ConnectorData
 
@@ -297,7 +318,7 @@ def test_data_keys_are_in_step_with_the_deploys() -> None:
         sources += path.read_text()
         read |= set(re.findall(r"\bdata\.get\(\s*\"([a-z0-9_]+)\"", path.read_text()))
     read -= {"ssh_hostname", "ssh_port", "ssh_user", "ssh_key", "ssh_known_hosts_file",
-             "vault_ansible_hosts"}
+             "vault_ansible_hosts", "_sudo", "_sudo_user"}  # (pyinfra's own keys)
     assert read <= known, read - known
     # no key listed by hand that nothing reads or sets any more (READ_DATA_KEYS names it once)
     stale = {k for k in READ_DATA_KEYS - declared - read

@@ -4,6 +4,7 @@ certificate: the tunnel, strict host keys, the kubeconfig read over SSH, failove
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -28,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from kubernetes import client as k8s
 
 from k3sfleet import kube
+from k3sfleet.inventory import sudo_data
 from k3sfleet.kube import ClusterUnreachable, HostInfo, cluster_api, parse_kubeconfig
 
 # -- a tiny PKI ---------------------------------------------------------------------------------
@@ -324,7 +326,10 @@ def sshd(
 
 
 def _host(name: str, sshd_port: int, key: str, known: str) -> HostInfo:
-    return HostInfo(name, "127.0.0.1", user="k3sfleet", port=sshd_port, key=key, known_hosts=known)
+    return HostInfo.from_data(name, {
+        "ssh_hostname": "127.0.0.1", "ssh_user": "k3sfleet", "ssh_port": sshd_port, "ssh_key": key,
+        "ssh_known_hosts_file": known, **sudo_data("k3sfleet"),
+    })
 
 
 def _dead_port() -> int:
@@ -402,8 +407,9 @@ def test_next_server_when_one_is_down(
 ) -> None:
     known = sshd.known_hosts(tmp_path / "kh")
     down = _host("s-down", sshd.port, user_key[1], known)
-    down = HostInfo("s-down", "127.0.0.1", "k3sfleet", _dead_port(), user_key[1], known)
-    agent = HostInfo("a1", "127.0.0.1", "k3sfleet", sshd.port, user_key[1], known, role="agent")
+    down = HostInfo("s-down", "127.0.0.1", "k3sfleet", _dead_port(), user_key[1], known, sudo=True)
+    agent = HostInfo("a1", "127.0.0.1", "k3sfleet", sshd.port, user_key[1], known, role="agent",
+                     sudo=True)
     up = _host("s-up", sshd.port, user_key[1], known)
     with cluster_api([agent, down, up]) as api:
         assert api.server.name == "s-up"
@@ -480,6 +486,32 @@ def test_sudo_failure_reports_stderr_not_content(
         rc, out, err = kube.run(ssh, "sudo -n cat /nope")
         ssh.close()
         assert rc == 1 and b"password is required" in err
+    finally:
+        d.close()
+
+
+@pytest.mark.parametrize(("data", "prefix"), [
+    (sudo_data("root"), ""),
+    (sudo_data("admin"), "sudo -n "),
+    ({"_sudo": True, "_sudo_user": "k3s admin"}, "sudo -n -u 'k3s admin' "),
+    ({}, ""),  # no `_sudo` in the host data: no sudo, as in pyinfra's own commands
+])
+def test_root_reads_use_the_sudo_of_the_host_data(
+    user_key: tuple[paramiko.PKey, str], tmp_path: Path, data: dict[str, Any], prefix: str
+) -> None:
+    """The one sudo rule: the kubeconfig and node-token reads over k3sfleet's SSH transport
+    take ``_sudo`` / ``_sudo_user`` from the host data, the keys pyinfra's commands read."""
+    d = FakeSshd(user_key[0], b"")
+    try:
+        host = HostInfo.from_data("s1", {
+            "ssh_hostname": "127.0.0.1", "ssh_user": "k3sfleet", "ssh_port": d.port,
+            "ssh_key": user_key[1], "ssh_known_hosts_file": d.known_hosts(tmp_path / "kh"), **data,
+        })
+        ssh = kube.ssh_client(host)
+        with contextlib.suppress(kube.KubeAccessError):  # (the fake answers one command only)
+            kube.read_root_file(ssh, host, "/etc/rancher/k3s/k3s.yaml")
+        ssh.close()
+        assert d.commands == [f"{prefix}cat /etc/rancher/k3s/k3s.yaml"]
     finally:
         d.close()
 

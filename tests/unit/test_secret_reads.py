@@ -58,9 +58,9 @@ def project(tmp_path: Path) -> Path:
 
         from k3sfleet.secret import Secret, read_secret_file
 
-        value = read_secret_file(host, "{token}", sudo=False)
+        value = read_secret_file(host, "{token}")
         assert isinstance(value, Secret) and value.unmask() == {SECRET!r}
-        assert read_secret_file(host, "{tmp_path}/missing", sudo=False) is None
+        assert read_secret_file(host, "{tmp_path}/missing") is None
         server.shell(name="use it", commands=["true"])
     """))
     return tmp_path

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import stat
+import subprocess
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import bootstrap_harness
 import pytest
 from bootstrap_harness import changed, files_fact, generate, managed_files, sha, systemd_units
 
@@ -95,8 +101,31 @@ def test_the_key_is_only_ever_in_an_upload_never_in_a_command() -> None:
     # The root-only directory exists before the upload, which goes through a private one.
     assert ops[UP][0] == (
         f"install -d -m 0700 -o root -g root {ts.SECRET_DIR} && "
-        f"install -d -m 0700 -o k3sfleet {ts.UPLOAD_DIR}"
+        f'install -d -m 0700 -o "${{SUDO_USER:-root}}" {ts.UPLOAD_DIR}'
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install -o needs root, as on a node under sudo")
+def test_the_upload_folder_belongs_to_the_login_user_even_unnamed_in_host_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``_sudo`` pyinfra uploads as the login user into UPLOAD_DIR and then moves the file
+    as root: that folder must be the login user's. Host data need not name the user (a node
+    with its own address and no ``ssh_user`` logs in as the local user); the command run under
+    sudo finds it in $SUDO_USER, which sudo sets to the invoking user. Run here with that
+    environment: the folder is made, and belongs to that user (it was root's: no upload)."""
+    monkeypatch.setattr(ts, "SECRET_DIR", str(tmp_path / "secret"))
+    monkeypatch.setattr(ts, "UPLOAD_DIR", str(tmp_path / "upload"))
+    without_user = {k: v for k, v in bootstrap_harness.BASE_DATA.items() if k != "ssh_user"}
+    monkeypatch.setattr(bootstrap_harness, "BASE_DATA", without_user)
+    ops = generate(ts.tailscale, facts(), {**DATA, "_sudo": True})
+    login = pwd.getpwnam("nobody")
+    subprocess.run(["sh", "-c", ops[UP][0]], check=True,
+                   env={"PATH": os.environ["PATH"], "SUDO_USER": login.pw_name})
+    upload = (tmp_path / "upload").stat()
+    assert (upload.st_uid, stat.S_IMODE(upload.st_mode)) == (login.pw_uid, 0o700)
+    secret = (tmp_path / "secret").stat()
+    assert (secret.st_uid, stat.S_IMODE(secret.st_mode)) == (0, 0o700)
 
 
 def test_converged_node_gets_no_command_and_no_reauth() -> None:
