@@ -151,11 +151,11 @@ def tailscale_up(
     # (pyinfra v3.10.0 pyinfra/connectors/ssh.py ``put_file``: "you can only sftp with the SSH
     # user connected"), so that upload goes into a directory only the login user can read. Under
     # sudo the login user is $SUDO_USER (sudo-project/sudo plugins/sudoers/env.c: "Add the
-    # SUDO_USER, SUDO_UID, SUDO_GID environment variables", the invoking user's name); without
-    # sudo the login user is root and pyinfra uploads straight into SECRET_DIR.
+    # SUDO_USER, SUDO_UID, SUDO_GID environment variables", the invoking user's name), else the
+    # user running the command (as k3s_files.private_file finds it).
     yield StringCommand(
         "install", "-d", "-m", "0700", "-o", "root", "-g", "root", SECRET_DIR, "&&",
-        "install", "-d", "-m", "0700", "-o", '"${SUDO_USER:-root}"', UPLOAD_DIR,
+        "install", "-d", "-m", "0700", "-o", '"${SUDO_USER:-$(id -un)}"', UPLOAD_DIR,
     )
     yield FileUploadCommand(
         StringIO(auth_key.unmask() + "\n"), AUTH_KEY_FILE,

@@ -101,7 +101,7 @@ def test_the_key_is_only_ever_in_an_upload_never_in_a_command() -> None:
     # The root-only directory exists before the upload, which goes through a private one.
     assert ops[UP][0] == (
         f"install -d -m 0700 -o root -g root {ts.SECRET_DIR} && "
-        f'install -d -m 0700 -o "${{SUDO_USER:-root}}" {ts.UPLOAD_DIR}'
+        f'install -d -m 0700 -o "${{SUDO_USER:-$(id -un)}}" {ts.UPLOAD_DIR}'
     )
 
 
