@@ -1,10 +1,12 @@
 """Bootstrap fresh VPSes over their public addresses: common -> firewall -> tailscale.
 
-    pyinfra inventory.py deploys/bootstrap.py            # add --dry --diff to preview
+Entry file. Run: ``pyinfra inventory.py deploys/bootstrap.py`` (add ``--dry --diff`` to preview;
+or ``k3sfleet deploy bootstrap``).
 
 Run as the VPS's initial sudo user (``vault_ansible_users``); everything runs with sudo unless
-that user is root. Importing this module does nothing (see ``k3sfleet.entry``);
-``PREFLIGHT`` (the auth key and ``data_problems``) is checked before pyinfra connects.
+that user is root (``_sudo`` in the host data, ``k3sfleet.inventory.sudo_data``). Importing
+this module does nothing (see ``k3sfleet.entry``); ``PREFLIGHT`` (the auth key and
+``data_problems``) is checked before pyinfra connects.
 """
 
 from __future__ import annotations

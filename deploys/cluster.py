@@ -1,6 +1,7 @@
-"""Entry file: bring up or converge the whole K3s cluster in one run.
+"""Bring up or converge the whole K3s cluster in one run.
 
-    pyinfra inventory.py deploys/cluster.py [--dry]
+Entry file. Run: ``pyinfra inventory.py deploys/cluster.py [--dry]`` (or ``k3sfleet deploy
+cluster``).
 
 Order: prerequisites everywhere; then the servers that start or already hold the cluster;
 then servers joining it (their token and URL are read from the server they join when they

@@ -1,105 +1,16 @@
 """Per-application PostgreSQL credentials as Kubernetes Secrets (``appDatabases``).
 
-Run it with ``pyinfra inventory.py deploys/databases.py`` after ``k3sfleet db
-generate-passwords``. For every app declared in ``helm/apps/values.yaml`` it writes, through the
-Kubernetes API (``k3sfleet.kube``), two Secrets from the vault password:
+Entry file. Run: ``pyinfra inventory.py deploys/databases.py`` (or ``k3sfleet deploy
+databases``), after ``k3sfleet db generate-passwords``.
 
-- ``<cluster>-role-<app>`` (``kubernetes.io/basic-auth``: ``username``, ``password``) in the
-  PostgreSQL namespace: the ``passwordSecret`` of the app's managed role in the CloudNativePG
-  ``Cluster`` (helm/apps templates/postgresql.yaml). The operator creates the role, its
-  ``Database`` and keeps the password in step; label ``cnpg.io/reload`` makes a changed
-  password apply at once.
-- ``<app>-db`` in the app's namespace (``spec.destination.namespace`` of
-  ``helm/apps/templates/<app>.yaml``): host (the Cluster's ``-rw`` Service), port, database,
-  username, password, connection-string.
-
-A Secret is written only when it differs; ``--dry`` names what would change (never a password).
-This replaces the Ansible repository's ``setup-secrets-database.yml``.
-
-Example (your own deploy)::
-
-    from k3sfleet.deploys.databases import databases
-
-    databases()
+Runs the ``databases`` deploy (``deploys/app_databases.py``, which says which Secrets it
+writes). ``PREFLIGHT``: ``appDatabases`` well formed, each app's namespace found, each app's
+password in the vault. This replaces the Ansible repository's ``setup-secrets-database.yml``.
 """
 
-from __future__ import annotations
-
-from collections.abc import Mapping, Sequence
-
-from pyinfra import host, state
-from pyinfra.api import deploy
-
-from k3sfleet.api_ops import api_host_name
-from k3sfleet.databases import (
-    AppDatabase,
-    Server,
-    load_apps,
-    missing_passwords,
-    passwords_from_vault,
-    role_secret_data,
-    secret_data,
-)
+from k3sfleet.deploys.app_databases import databases
 from k3sfleet.entry import under_pyinfra
-from k3sfleet.errors import ConfigError
-from k3sfleet.k8s_secrets import MANAGED_BY, DesiredSecret, Values, project_dir, secrets_ops
-from k3sfleet.kube import ApiSession
 from k3sfleet.preflight import databases_check
-
-BASIC_AUTH = "kubernetes.io/basic-auth"
-# CloudNativePG applies a change of a Secret carrying this label at once
-# (docs/src/labels_annotations.md, declarative_role_management.md at v1.30.0).
-CNPG_RELOAD = {"cnpg.io/reload": "true"}
-
-
-def db_secrets(
-    apps: Sequence[AppDatabase], passwords: Mapping[str, str], server: Server
-) -> list[DesiredSecret]:
-    """Per app: the role's basic-auth Secret (PostgreSQL namespace) and ``<app>-db``."""
-    out: list[DesiredSecret] = []
-    for app in apps:
-        labels = {**MANAGED_BY, "k3sfleet.io/app-database": app.name}
-        password = passwords[app.name]
-        out.append(
-            DesiredSecret(
-                server.namespace,
-                server.role_secret(app),
-                BASIC_AUTH,
-                {**labels, **CNPG_RELOAD, "cnpg.io/cluster": server.cluster},
-                {},
-                {k: v.encode() for k, v in role_secret_data(app, password).items()},
-            )
-        )
-        out.append(
-            DesiredSecret(
-                app.namespace,
-                app.secret_name,
-                "Opaque",
-                labels,
-                {},
-                {k: v.encode() for k, v in secret_data(app, password, server).items()},
-            )
-        )
-    return out
-
-
-@deploy("Application databases")
-def databases(values: Values | None = None, session: ApiSession | None = None) -> None:
-    """On the run's API host: check every app has a vault password (nothing touched otherwise),
-    then plan the role Secrets and the ``<app>-db`` Secrets."""
-    if host.name != api_host_name(state):
-        return
-    if values is None:
-        values = Values.load(project_dir(), overrides=host.data.dict())
-    apps_path = str(values.settings.get("gitops_apps_path") or "helm/apps")
-    apps = load_apps(values.project_dir, apps_path)
-    problems = missing_passwords(apps, values.vault)
-    if problems:
-        raise ConfigError(problems)
-    passwords = passwords_from_vault(apps, values.vault)
-    server = Server.from_chart(values.project_dir, apps_path)
-    secrets_ops(db_secrets(apps, passwords, server), session or ApiSession(), label="Secret")
-
 
 # Checked before any host is contacted (k3sfleet.preflight)
 PREFLIGHT = [databases_check]

@@ -1,7 +1,7 @@
-"""Entry file: one command from fresh VPSes to a running cluster (the Ansible repository's
-``init-cluster.sh --with-argocd``).
+"""One command from fresh VPSes to a running cluster (``init-cluster.sh --with-argocd``).
 
-    pyinfra inventory.py deploys/init_cluster.py
+Entry file. Run: ``pyinfra inventory.py deploys/init_cluster.py`` (or ``k3sfleet deploy
+init_cluster``).
 
 Runs deploys/bootstrap.py (common, firewall, Tailscale), then deploys/cluster.py, then
 deploys/argocd.py when it exists, each step finishing on every host before the next.

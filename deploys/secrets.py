@@ -1,9 +1,11 @@
 """The cluster's Kubernetes Secrets: the one list to edit, and the entry file that applies it.
 
-Run it with ``pyinfra inventory.py deploys/secrets.py`` (``--dry`` lists which Secrets and keys
-would change, never values). Every variable the list needs is checked before the cluster is
-touched (all missing names in one message); namespaces are created; a Secret is written only
-when its content differs. The API is reached from this machine through ``k3sfleet.kube``.
+Entry file. Run: ``pyinfra inventory.py deploys/secrets.py`` (or ``k3sfleet deploy secrets``;
+``--dry`` lists which Secrets and keys would change, never values). It runs the ``secrets``
+deploy (``deploys/cluster_secrets.py``) with ``SECRETS``. Every variable the list needs is
+checked before the cluster is touched (all missing names in one message); namespaces are
+created; a Secret is written only when its content differs. The API is reached from this
+machine through ``k3sfleet.kube``.
 
 This replaces the Ansible repository's ``setup-secrets.yml`` and
 ``setup-secrets-tailscale.yml``. To add a Secret, add a ``SecretSpec`` below: values come from
@@ -12,7 +14,8 @@ This replaces the Ansible repository's ``setup-secrets.yml`` and
 
 Example (your own deploy)::
 
-    from k3sfleet.deploys.secrets import SECRETS, secrets
+    from k3sfleet.deploys.cluster_secrets import secrets
+    from k3sfleet.deploys.secrets import SECRETS
 
     secrets(specs=[s for s in SECRETS if s.namespace != "velero"])
 """
@@ -22,8 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pyinfra.api import deploy
-
+from k3sfleet.deploys.cluster_secrets import secrets
 from k3sfleet.entry import under_pyinfra
 from k3sfleet.k8s_secrets import (
     SecretSpec,
@@ -31,10 +33,8 @@ from k3sfleet.k8s_secrets import (
     env,
     literal,
     preflight_problems,
-    secrets_deploy,
     template,
 )
-from k3sfleet.kube import ApiSession
 
 if TYPE_CHECKING:
     from k3sfleet.inventory import Node
@@ -138,17 +138,6 @@ SECRETS: list[SecretSpec] = [
 ]
 
 
-@deploy("Secrets")
-def secrets(
-    specs: Sequence[SecretSpec] | None = None,
-    values: Values | None = None,
-    session: ApiSession | None = None,
-) -> None:
-    """Apply ``specs`` (default: ``SECRETS``) from the run's API host: every variable checked
-    first, one API session, one operation per Secret named with what changes."""
-    secrets_deploy(SECRETS if specs is None else specs, values=values, session=session)
-
-
 def secrets_preflight(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     """Every variable ``SECRETS`` needs and lacks (all of them named at once)."""
     return preflight_problems(settings, SECRETS)
@@ -158,4 +147,4 @@ def secrets_preflight(settings: Settings, nodes: Sequence[Node]) -> list[str]:
 PREFLIGHT = [secrets_preflight]
 
 if under_pyinfra():
-    secrets()
+    secrets(specs=SECRETS)

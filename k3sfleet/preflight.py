@@ -139,6 +139,35 @@ def k3s_reset_confirm_check(settings: Settings, nodes: Sequence[Node]) -> list[s
     return ["K3S_RESET_CONFIRM is not yes-destroy-k3s (reset destroys K3s and its data)"]
 
 
+def rolling_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
+    """What the rolling engine (upgrades, maintenance) needs: at least one agent per batch, a
+    positive drain timeout, and positive whole seconds in the nodes' ``rolling_ready_timeout``
+    and ``maintenance_reboot_timeout`` data when given.
+
+    Example::
+
+        rolling_check(Settings(rolling_agent_batch=0), [])
+        # ["ROLLING_AGENT_BATCH must be at least 1, not 0"]
+    """
+    problems = []
+    if settings.rolling_agent_batch < 1:
+        problems.append(
+            f"ROLLING_AGENT_BATCH must be at least 1, not {settings.rolling_agent_batch}")
+    if settings.rolling_drain_timeout <= 0:
+        problems.append(
+            f"ROLLING_DRAIN_TIMEOUT must be a positive number of seconds, not "
+            f"{settings.rolling_drain_timeout}")
+    for node in nodes:
+        for key in ("rolling_ready_timeout", "maintenance_reboot_timeout"):
+            value = node.data.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                problems.append(f"{node.name}: {key} must be a positive whole number of "
+                                f"seconds, not {value!r}")
+    return problems
+
+
 def databases_check(settings: Settings, nodes: Sequence[Node]) -> list[str]:
     """appDatabases well formed, each app's namespace found, each app's password in the vault."""
     return databases.preflight_problems(settings)

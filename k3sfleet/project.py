@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import shutil
 from pathlib import Path
 
@@ -43,14 +44,33 @@ EDITABLE_ENTRIES = ("secrets",)
 VAULT_SKELETON = SKELETON_DIR / "vault.skeleton.yml"
 
 
-def entry_names() -> list[str]:
-    """The entry files people run (``bootstrap``, ``cluster`` ...): the modules of the
-    installed ``deploys`` that act under pyinfra (``k3sfleet.entry.under_pyinfra`` or
-    ``executed_by_pyinfra``)."""
-    return sorted(
-        p.stem for p in ENTRY_DIR.glob("*.py")
-        if any(mark in p.read_text("utf-8") for mark in ("under_pyinfra()", "executed_by_pyinfra("))
+def is_entry_file(path: Path) -> bool:
+    """Whether the file at ``path`` is an entry file: it acts at module level under ``if
+    under_pyinfra():`` or ``if executed_by_pyinfra(globals()):`` (``k3sfleet.entry``; read with
+    ``ast``, the file is not run)."""
+    return any(
+        isinstance(node, ast.If) and isinstance(node.test, ast.Call)
+        and getattr(node.test.func, "id", None) in ("under_pyinfra", "executed_by_pyinfra")
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
     )
+
+
+def entry_names() -> list[str]:
+    """The entry files people run (``bootstrap``, ``cluster`` ...) among the installed
+    ``deploys`` (``deploys/__init__.py`` lists them and the building blocks)."""
+    return sorted(p.stem for p in ENTRY_DIR.glob("*.py") if is_entry_file(p))
+
+
+def entry_summary(path: Path) -> str:
+    """The first line of the docstring of the entry file at ``path`` (read with ``ast``: the
+    file is not run), for ``k3sfleet deploy --list``.
+
+    Example::
+
+        entry_summary(ENTRY_DIR / "cluster.py")  # "Bring up or converge the whole K3s ..."
+    """
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 def entry_file(entry: str, project: Path) -> Path:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from k3sfleet.kube import check_syntax
-from k3sfleet.project import entry_file, entry_names
+from k3sfleet.project import entry_file, entry_names, entry_summary
 from k3sfleet.vault import VaultError
 
 
@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "deploy", help="run an entry file (bootstrap, cluster ...) with pyinfra: deploy ENTRY"
     )
     parser.add_argument("--inventory", default="inventory.py", help="pyinfra inventory file")
-    parser.add_argument("--list", action="store_true", help="list the entry files and exit")
+    parser.add_argument(
+        "--list", action="store_true", help="list the entry files (one line each) and exit"
+    )
     parser.add_argument("--print-path", action="store_true", help="print the entry file's path")
     parser.add_argument("entry", nargs="?", help="bootstrap, cluster, init_cluster, secrets ...")
     parser.add_argument("pyinfra_args", nargs=argparse.REMAINDER, help="passed on to pyinfra")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     project = Path(args.project_dir)
     if args.list:
         for name in entry_names():
-            print(f"{name:14} {entry_file(name, project)}")
+            print(f"{name:14} {entry_summary(entry_file(name, project))}")
         return 0
     if not args.entry:
         print("k3sfleet deploy: name an entry file (k3sfleet deploy --list)", file=sys.stderr)

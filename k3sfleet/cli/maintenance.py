@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from k3sfleet.cli.upgrade import _inventory, add_rolling_arguments
-from k3sfleet.deploys.maintenance import maintenance_engine, pending_work
+from k3sfleet.deploys.os_maintenance import maintenance_engine, pending_work
 from k3sfleet.kube import ApiSession
 from k3sfleet.rolling import StateRunner
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from k3sfleet.deploys.upgrade import upgrade_engine
+from k3sfleet.deploys.k3s_upgrade import upgrade_engine
 from k3sfleet.inventory import running
 from k3sfleet.kube import ApiSession, inventory_from_file
 from k3sfleet.project import entry_file

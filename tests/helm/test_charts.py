@@ -315,7 +315,7 @@ def test_external_dns_publishes_the_ingress_nodes_public_addresses(tmp_path: Pat
     """The root Application's values (deploys/argocd.py, from the inventory's ingress nodes),
     rendered by the real helm: every public name gets exactly the ingress nodes' public
     addresses, whatever the Gateway status says (servicelb may list a tailnet address there)."""
-    from k3sfleet.deploys.argocd import ArgocdConfig, root_apps_manifest
+    from k3sfleet.deploys.gitops import ArgocdConfig, root_apps_manifest
 
     cfg = ArgocdConfig(
         chart_repo="https://argoproj.github.io/argo-helm",

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from labcli import deploy_cluster
 
-from k3sfleet.deploys.argocd import (
+from k3sfleet.deploys.gitops import (
     ArgocdConfig,
     argocd_values,
     helmchart_manifest,

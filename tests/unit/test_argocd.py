@@ -14,7 +14,7 @@ from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.context import ctx_host, ctx_state
 
-from k3sfleet.deploys.argocd import (
+from k3sfleet.deploys.gitops import (
     MANIFESTS_DIR,
     ArgocdConfig,
     argocd,

@@ -279,7 +279,7 @@ def test_deploy_creates_db_secrets_and_second_run_changes_nothing(
             state = State(inv, Config())
             connect_all(state)
 
-            from k3sfleet.deploys.databases import databases
+            from k3sfleet.deploys.app_databases import databases
 
             session = ApiSession(api.client())  # an API client of our own, used as it is
             add_deploy(state, databases, values=values, session=session)
@@ -310,7 +310,7 @@ def test_deploy_creates_db_secrets_and_second_run_changes_nothing(
 
 
 def test_db_secrets_show_no_password() -> None:
-    from k3sfleet.deploys.databases import db_secrets
+    from k3sfleet.deploys.app_databases import db_secrets
 
     app = AppDatabase("myapp", "my_db", "my_user", "web")
     secrets = db_secrets([app], {"myapp": "Sup3r-S3cret"}, Server())

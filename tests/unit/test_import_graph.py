@@ -21,6 +21,10 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from k3sfleet.project import is_entry_file
+
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("facts", "core", "deploys", "entry", "tools")
 
@@ -79,17 +83,6 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
         if target and target != name and target != "k3sfleet":
             edges.add(target)
     return edges
-
-
-def is_entry_file(path: Path) -> bool:
-    """An entry file runs its deploys under ``if under_pyinfra():`` (or
-    ``executed_by_pyinfra(globals())``) at module level (k3sfleet.entry)."""
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Call) and getattr(
-            node.test.func, "id", None
-        ) in ("under_pyinfra", "executed_by_pyinfra"):
-            return True
-    return False
 
 
 def layer_of(name: str, path: Path) -> str:
@@ -157,6 +150,8 @@ def test_the_graph_sees_every_layer() -> None:
     assert "k3sfleet.deploys.common" in graph["k3sfleet.deploys.bootstrap"]
     assert "k3sfleet.settings" in graph["k3sfleet.inventory"]
     assert layer_of("k3sfleet.deploys.upgrade", files["k3sfleet.deploys.upgrade"]) == "entry"
+    assert layer_of("k3sfleet.deploys.k3s_upgrade", files["k3sfleet.deploys.k3s_upgrade"]) == (
+        "deploys")
     assert layer_of("k3sfleet.deploys.common", files["k3sfleet.deploys.common"]) == "deploys"
 
 
@@ -174,6 +169,126 @@ def test_the_checker_finds_a_cycle_and_an_upward_edge() -> None:
     assert upward_edges({"k3sfleet.settings": {"k3sfleet.deploys.common"}}) == [
         "k3sfleet.settings (core) imports k3sfleet.deploys.common (deploys)"
     ]
+
+
+# -- entry files and building blocks (deploys/__init__.py) ---------------------------------------
+
+DEPLOYS = ROOT / "deploys"
+DECORATORS = ("deploy", "operation")
+
+
+def _decorator_name(node: ast.expr) -> str | None:
+    target = node.func if isinstance(node, ast.Call) else node
+    return target.id if isinstance(target, ast.Name) else (
+        target.attr if isinstance(target, ast.Attribute) else None)
+
+
+def defined_deploys(tree: ast.Module) -> list[str]:
+    """The module-level functions of ``tree`` decorated with ``@deploy`` or ``@operation``."""
+    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+            and any(_decorator_name(d) in DECORATORS for d in node.decorator_list)]
+
+
+def module_level_operation_calls(tree: ast.Module) -> list[str]:
+    """What a building block runs when it is imported: module-level statements other than
+    imports, definitions, constant assignments and ``if TYPE_CHECKING:``, and any module-level
+    call of one of its own deploys/operations or of a ``pyinfra.operations`` module."""
+    operations = set(defined_deploys(tree)) | {
+        alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("pyinfra.operations") for alias in node.names}
+    found = []
+    for index, node in enumerate(tree.body):
+        if index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # the docstring
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            continue
+        if not isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef,
+                                 ast.Assign, ast.AnnAssign)):
+            found.append(f"line {node.lineno}: {ast.unparse(node).splitlines()[0]}")
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            continue  # (decorators and default values are checked below only for calls)
+        for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+            name = call.func
+            while isinstance(name, ast.Attribute):
+                name = name.value
+            if isinstance(name, ast.Name) and name.id in operations:
+                found.append(f"line {call.lineno}: {ast.unparse(call)}")
+    return found
+
+
+def entry_file_problems(name: str, path: Path) -> list[str]:
+    """What an entry file lacks or has too much of (deploys/__init__.py says what one is)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    doc = ast.get_docstring(tree) or ""
+    problems = [f"{name} defines @{d}" for d in defined_deploys(tree)]
+    run = " ".join(doc.split()).partition("Entry file. Run: ")[2].partition("``")[2]
+    if f"pyinfra inventory.py deploys/{name}.py" not in run.partition("``")[0]:
+        problems.append(f"{name}: its docstring lacks 'Entry file. Run: ``pyinfra inventory.py "
+                        f"deploys/{name}.py``'")
+    if not any(isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "PREFLIGHT"
+                                                 for t in n.targets) for n in tree.body):
+        problems.append(f"{name} declares no PREFLIGHT")
+    return problems
+
+
+def test_deploys_lists_its_entry_files_and_building_blocks() -> None:
+    import k3sfleet.deploys as deploys
+    from k3sfleet.project import entry_names
+
+    files = {p.stem: p for p in DEPLOYS.glob("*.py") if p.stem != "__init__"}
+    entries = sorted(n for n, p in files.items() if is_entry_file(p))
+    assert list(deploys.ENTRY_FILES) == entries == entry_names()
+    assert sorted(deploys.BUILDING_BLOCKS) == sorted(set(files) - set(entries))
+
+
+def test_entry_files_say_how_to_run_them_declare_preflight_and_define_no_deploy() -> None:
+    import k3sfleet.deploys as deploys
+
+    assert [p for name in deploys.ENTRY_FILES
+            for p in entry_file_problems(name, DEPLOYS / f"{name}.py")] == []
+
+
+def test_building_blocks_import_no_entry_file_and_run_nothing_when_imported() -> None:
+    import k3sfleet.deploys as deploys
+
+    graph = import_graph()
+    entries = {f"k3sfleet.deploys.{name}" for name in deploys.ENTRY_FILES}
+    blocks = [f"k3sfleet.deploys.{name}" for name in deploys.BUILDING_BLOCKS]
+    assert [f"{b} imports {e}" for b in blocks for e in sorted(graph[b] & entries)] == []
+    assert {name: calls for name in deploys.BUILDING_BLOCKS if (calls := (
+        module_level_operation_calls(ast.parse((DEPLOYS / f"{name}.py").read_text())))
+    )} == {}
+
+
+def test_the_layout_checks_find_what_they_look_for() -> None:
+    entry = ast.parse('''"""Does things."""
+from pyinfra.api import deploy
+
+@deploy("x")
+def x(): pass
+
+x()
+''')
+    assert defined_deploys(entry) == ["x"]
+    assert module_level_operation_calls(entry) == ["line 7: x()"]
+    block = ast.parse("from pyinfra.operations import files\nDONE = files.put(src='a', dest='b')\n"
+                      "if True:\n    pass\n")
+    assert module_level_operation_calls(block) == [
+        "line 2: files.put(src='a', dest='b')", "line 3: if True:"]
+
+
+def test_deploy_list_prints_each_entry_file_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import k3sfleet.deploys as deploys
+    from k3sfleet.cli import main
+
+    assert main(["--project-dir", str(tmp_path), "deploy", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(deploys.ENTRY_FILES)
+    assert "bring up or converge the whole k3s cluster in one run." in "\n".join(lines).lower()
+    assert all(len(line.split(None, 1)) == 2 for line in lines)  # a summary on each
 
 
 if __name__ == "__main__":  # the measurement for the closing note

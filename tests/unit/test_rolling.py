@@ -440,7 +440,7 @@ def commands(state: Any) -> list[str]:
 
 @pytest.mark.parametrize("role,service", [("server", "k3s"), ("agent", "k3s-agent")])
 def test_k3s_upgrade_installs_through_the_cluster_install_code(role: str, service: str) -> None:
-    from k3sfleet.deploys.upgrade import k3s_upgrade
+    from k3sfleet.deploys.k3s_upgrade import k3s_upgrade
     from k3sfleet.rolling import StateRunner
 
     state = StateRunner(fake_inventory(role)).deploy(["@fake/node-1"], k3s_upgrade)
@@ -454,7 +454,7 @@ def test_k3s_upgrade_installs_through_the_cluster_install_code(role: str, servic
 
 
 def test_k3s_upgrade_failure_names_the_operation_and_the_error() -> None:
-    from k3sfleet.deploys.upgrade import k3s_upgrade
+    from k3sfleet.deploys.k3s_upgrade import k3s_upgrade
     from k3sfleet.rolling import StateRunner
 
     inventory = fake_inventory(
@@ -474,7 +474,7 @@ def test_k3s_upgrade_failure_names_the_operation_and_the_error() -> None:
 
 @pytest.mark.parametrize("mode,expected", [("all", "dist-upgrade"), ("security", "unattended")])
 def test_os_maintenance_commands(mode: str, expected: str) -> None:
-    from k3sfleet.deploys.maintenance import os_maintenance
+    from k3sfleet.deploys.os_maintenance import os_maintenance
     from k3sfleet.rolling import StateRunner
 
     state = StateRunner(fake_inventory(maintenance_upgrade=mode)).deploy(
@@ -490,7 +490,7 @@ def test_os_maintenance_commands(mode: str, expected: str) -> None:
 
 
 def test_pending_maintenance_fact() -> None:
-    from k3sfleet.deploys.maintenance import PendingMaintenance
+    from k3sfleet.facts.maintenance import PendingMaintenance
 
     fact = PendingMaintenance()
     assert "grep -i security" in str(fact.command(security_only=True))
@@ -680,7 +680,7 @@ NESTED_DEPLOY = """
 from pyinfra import host
 
 from k3sfleet.api_ops import api_call
-from k3sfleet.deploys.upgrade import k3s_upgrade
+from k3sfleet.deploys.k3s_upgrade import k3s_upgrade
 from k3sfleet.rolling import NestedRunner, NodeActionFailed
 
 
@@ -764,3 +764,25 @@ def test_inventory_file_reads_groups_like_the_cli(tmp_path: Any) -> None:
     empty.write_text("x = 1\n")
     with pytest.raises(K3sfleetError, match="no hosts"):
         inventory_from_file(str(empty))
+
+
+@pytest.mark.parametrize("entry", ["maintenance", "upgrade"])
+def test_rolling_entry_files_check_the_rolling_settings_before_contact(entry: str) -> None:
+    """deploys/maintenance.py had no PREFLIGHT: a batch of 0 agents, a drain timeout of 0 or a
+    node's reboot timeout of "5m" reached the engine. Now each is named before any contact."""
+    from k3sfleet.inventory import Node
+    from k3sfleet.preflight import entry_problems
+    from k3sfleet.settings import Settings
+
+    settings = Settings(rolling_agent_batch=0, rolling_drain_timeout=0, k3s_allow_versions="")
+    nodes = [Node("s1", role="server", data={"maintenance_reboot_timeout": "5m",
+                                             "rolling_ready_timeout": 600})]
+    problems = entry_problems([entry], settings, nodes)
+    needed = f"(needed by deploys/{entry}.py)"
+    assert [p for p in problems if "ROLLING" in p or "timeout" in p] == [
+        f"ROLLING_AGENT_BATCH must be at least 1, not 0 {needed}",
+        f"ROLLING_DRAIN_TIMEOUT must be a positive number of seconds, not 0 {needed}",
+        f"s1: maintenance_reboot_timeout must be a positive whole number of seconds, not '5m' "
+        f"{needed}",
+    ]
+    assert entry_problems([entry], Settings(), nodes[:0]) == []

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
-from pyinfra.api.deploy import add_deploy, deploy
+from pyinfra.api.deploy import add_deploy
 from pyinfra.api.operations import run_ops
 from standin_api import StandinApi
 
+from k3sfleet.deploys.cluster_secrets import secrets
 from k3sfleet.deploys.secrets import SECRETS
 from k3sfleet.errors import ConfigError
 from k3sfleet.k8s_secrets import (
@@ -29,7 +30,6 @@ from k3sfleet.k8s_secrets import (
     plan,
     read_secret,
     render_all,
-    secrets_deploy,
     template,
     vault,
 )
@@ -278,11 +278,7 @@ def _pyinfra_run(api: StandinApi, specs: list[SecretSpec], v: Values, dry: bool 
 
     session = ApiSession(api.client())  # an API client of our own, used as it is
 
-    @deploy("Secrets")
-    def secrets() -> None:
-        secrets_deploy(specs, values=v, session=session)
-
-    add_deploy(state, secrets)
+    add_deploy(state, secrets, specs=specs, values=v, session=session)
     if not dry:
         run_ops(state)
     return state
@@ -359,12 +355,9 @@ def test_pyinfra_missing_variable_touches_nothing(api: StandinApi, tmp_path: Pat
     state = State(Inventory((names, HOST_DATA), k3s_servers=(names, {})), Config())
     connect_all(state)
 
-    @deploy("Secrets")
-    def secrets() -> None:
-        secrets_deploy(SECRETS, values=values({"POSTGRES_PASSWORD": None}), session=session)
-
     with pytest.raises(ConfigError, match="POSTGRES_PASSWORD"):
-        add_deploy(state, secrets)
+        add_deploy(state, secrets, specs=SECRETS, values=values({"POSTGRES_PASSWORD": None}),
+                   session=session)
     opened = [True] if session.is_open else []
     assert opened == [] and api.writes() == []
 
