@@ -43,6 +43,7 @@ from k3sfleet.databases import (
 from k3sfleet.errors import ConfigError
 from k3sfleet.k8s_secrets import MANAGED_BY, DesiredSecret, Values, project_dir, secrets_ops
 from k3sfleet.kube import ApiSession
+from k3sfleet.settings import data_value
 
 BASIC_AUTH = "kubernetes.io/basic-auth"
 # CloudNativePG applies a change of a Secret carrying this label at once
@@ -89,7 +90,7 @@ def databases(values: Values | None = None, session: ApiSession | None = None) -
         return
     if values is None:
         values = Values.load(project_dir(), overrides=host.data.dict())
-    apps_path = str(values.settings.get("gitops_apps_path") or "helm/apps")
+    apps_path = str(data_value(values.settings, "gitops_apps_path"))
     apps = load_apps(values.project_dir, apps_path)
     problems = missing_passwords(apps, values.vault)
     if problems:

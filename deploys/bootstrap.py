@@ -28,6 +28,7 @@ from k3sfleet.facts.systemd import SystemdUnits
 from k3sfleet.facts.tailscale import TailscaleStatus
 from k3sfleet.facts.ufw import UfwStatus
 from k3sfleet.preflight import tailscale_key_check
+from k3sfleet.settings import default_values
 
 if TYPE_CHECKING:
     from k3sfleet.inventory import Node
@@ -37,9 +38,9 @@ if TYPE_CHECKING:
 def node_data(settings: Settings, node: Node) -> dict[str, Any]:
     """The host data the bootstrap deploys will see for ``node`` (defaults, settings, node)."""
     data: dict[str, Any] = {
-        **common_module.DATA_DEFAULTS,
-        **firewall_module.DATA_DEFAULTS,
-        **tailscale_module.DATA_DEFAULTS,
+        **default_values(common_module.DEFAULTS),
+        **default_values(firewall_module.DEFAULTS),
+        **default_values(tailscale_module.DEFAULTS),
         **settings.as_host_data(),
         "k3s_node_labels": dict(node.labels),
     }

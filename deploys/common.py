@@ -47,6 +47,7 @@ from k3sfleet.facts.files import FileState, ManagedFiles, ManagedFilesData
 from k3sfleet.facts.os import HOSTS_LINE_RE, SystemInfo, SystemInfoData, unsupported_os
 from k3sfleet.facts.systemd import SystemdUnits, SystemdUnitsData
 from k3sfleet.inventory import login_user
+from k3sfleet.settings import Default, data_value, default_values
 
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-k3sfleet.conf"
 SUDOERS_FILE = "/etc/sudoers.d/90-k3sfleet-admins"
@@ -73,32 +74,28 @@ NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 TIMEZONE_RE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
 SSHD_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
-DATA_DEFAULTS: dict[str, Any] = {
-    # apt-get update (when a package is missing) at most this often (seconds).
-    "common_apt_cache_time": 3600,
-    # Packages every node gets (the lab's package list has them all).
-    "common_packages": [
-        "ca-certificates", "curl", "gnupg", "iproute2", "jq", "kmod", "less", "procps", "sudo",
-        "systemd-timesyncd",
-    ],
-    # Admins: [{"name": "alice", "keys": ["ssh-ed25519 AAAA... alice@laptop"]}]; each gets a
-    # home, the authorized keys, and passwordless sudo (validated with visudo).
-    "common_admin_users": [],
-    # More users sshd lets in (the SSH user of the run and the admins always are).
-    "common_ssh_allow_users": [],
-    # Extra or overriding sshd settings for the drop-in: {"MaxAuthTries": "3"}.
-    "common_sshd_options": {},
-    # Kernel modules k3s needs, loaded now (not in a container) and at every boot.
-    "common_kernel_modules": ["br_netfilter", "overlay"],
-    # sysctls k3s needs, persisted in /etc/sysctl.d and applied when the file changes.
-    "common_sysctls": {
-        "net.ipv4.ip_forward": "1",
-        "net.ipv6.conf.all.forwarding": "1",
-        "net.bridge.bridge-nf-call-iptables": "1",
-        "net.bridge.bridge-nf-call-ip6tables": "1",
-    },
-    # Turn swap off now and in /etc/fstab (the kubelet expects no swap).
-    "common_swap_off": True,
+DEFAULTS: dict[str, Default] = {
+    "common_apt_cache_time": Default(
+        3600, "seconds between `apt-get update`s (run only when a package is missing)"),
+    "common_packages": Default(
+        ["ca-certificates", "curl", "gnupg", "iproute2", "jq", "kmod", "less", "procps", "sudo",
+         "systemd-timesyncd"],
+        "base packages (the lab's package list has them all)"),
+    "common_admin_users": Default(
+        [], '`[{"name": "alice", "keys": ["ssh-ed25519 ..."]}]`: user, home, keys, passwordless '
+            "sudo (checked with `visudo`)"),
+    "common_ssh_allow_users": Default(
+        [], "more users sshd lets in (the SSH user of the run and the admins always are)"),
+    "common_sshd_options": Default(
+        {}, 'extra or overriding sshd settings (`{"MaxAuthTries": "3"}`)'),
+    "common_kernel_modules": Default(
+        ["br_netfilter", "overlay"],
+        "modules k3s needs, loaded now (not in a container) and at every boot"),
+    "common_sysctls": Default(
+        {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1",
+         "net.bridge.bridge-nf-call-iptables": "1", "net.bridge.bridge-nf-call-ip6tables": "1"},
+        "sysctls persisted in `/etc/sysctl.d/90-k3sfleet.conf`, applied when the file changes"),
+    "common_swap_off": Default(True, "swap off now and in `/etc/fstab` (the kubelet expects none)"),
 }
 
 
@@ -294,7 +291,7 @@ def allow_users(data: Mapping[str, Any]) -> list[str]:
 def sshd_settings(data: Mapping[str, Any]) -> dict[str, str]:
     """The sshd settings of the drop-in, in order (extras from ``common_sshd_options`` last)."""
     settings = {
-        "PermitRootLogin": str(data.get("common_ssh_permit_root_login") or "no"),
+        "PermitRootLogin": str(data_value(data, "common_ssh_permit_root_login")),
         "PasswordAuthentication": "no",
         "KbdInteractiveAuthentication": "no",
         "PubkeyAuthentication": "yes",
@@ -379,7 +376,7 @@ def problems(data: Mapping[str, Any], *, session: bool = True) -> list[str]:
     resolves the host).
     """
     found = []
-    permit_root = data.get("common_ssh_permit_root_login") or "no"
+    permit_root = data_value(data, "common_ssh_permit_root_login")
     if session and login_user(data) == "root" and permit_root == "no":
         found.append(
             "ssh_user is root but COMMON_SSH_PERMIT_ROOT_LOGIN=no would lock this session out: "
@@ -401,7 +398,7 @@ def problems(data: Mapping[str, Any], *, session: bool = True) -> list[str]:
     for key, value in (data.get("common_sshd_options") or {}).items():
         if not SSHD_KEY_RE.match(str(key)) or "\n" in str(value):
             found.append(f"common_sshd_options: {key!r} is not an sshd keyword with one-line value")
-    timezone = str(data.get("common_timezone") or "UTC")
+    timezone = str(data_value(data, "common_timezone"))
     if not TIMEZONE_RE.match(timezone) or ".." in timezone:
         found.append(f"COMMON_TIMEZONE {timezone!r} is not a timezone name")
     if not re.match(r"^[0-9]+[KMGT]?$", str(data.get("common_journald_max_use") or "")):
@@ -425,7 +422,7 @@ def check_supported(info: SystemInfoData | None) -> None:
         raise DeployError(f"{host.name}: {problem}; nothing was changed")
 
 
-@deploy("k3sfleet common", data_defaults=DATA_DEFAULTS)
+@deploy("k3sfleet common", data_defaults=default_values(DEFAULTS))
 def common(
     info: SystemInfoData | None = None,
     installed: Mapping[str, Any] | None = None,

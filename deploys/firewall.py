@@ -31,34 +31,35 @@ from pyinfra.facts.deb import DebPackages
 from k3sfleet.deploys.preread import deb_packages
 from k3sfleet.errors import ConfigError
 from k3sfleet.facts.ufw import UfwStatus, UfwStatusData
+from k3sfleet.settings import Default, data_value, default_values
+from k3sfleet.versions import TAILNET_INTERFACE
 
-TAILNET_INTERFACE = "tailscale0"
-
-DATA_DEFAULTS: dict[str, Any] = {
-    # Allow everything that arrives on tailscale0 (the tailnet's own ACLs then decide).
-    "firewall_ssh_ports": [],  # empty: the ports sshd listens on (sshd -T), else 22
-    "firewall_trust_tailnet": True,
-    # k3s ports, opened only on tailscale0.
-    "firewall_k3s_ports": ["6443/tcp", "10250/tcp"],
-    # Flannel's VXLAN port 8472/udp on tailscale0: None = only without vpn-auth. With
-    # K3S_VPN_AUTH, K3s replaces flannel's backend by Tailscale (pkg/executor/embed/embed.go:
+DEFAULTS: dict[str, Default] = {
+    "firewall_ssh_ports": Default(
+        [], "SSH ports to keep open; empty: the ports sshd listens on (`sshd -T`), else 22 (never "
+            "the port pyinfra connects to, which differs behind a port forward)"),
+    "firewall_trust_tailnet": Default(
+        True, "allow everything arriving on `tailscale0` (the tailnet's own ACLs then decide)"),
+    "firewall_k3s_ports": Default(["6443/tcp", "10250/tcp"], "opened on `tailscale0` only"),
+    # With K3S_VPN_AUTH, K3s replaces flannel's backend by Tailscale (pkg/executor/embed/embed.go:
     # "It does not make sense to use VPN without its flannel backend"), an "extension" backend
     # that only runs `tailscale set ...` (pkg/agent/flannel/setup.go): no VXLAN at all.
-    "firewall_vxlan_ports": None,
-    # etcd ports for HA: None = when the inventory has more than one server.
-    "firewall_ha_ports": None,
-    # Flannel's WireGuard backend ports (only with --flannel-backend=wireguard-native).
-    "firewall_wireguard_ports": False,
-    # Pod and service networks: their traffic to the node itself (pods -> API, kubelet, DNS).
-    "firewall_cluster_cidrs": ["10.42.0.0/16", "10.43.0.0/16"],
-    # Nodes with this label set to "true" get 80/tcp and 443/tcp open to the world.
-    "firewall_ingress_label": "k3sfleet/ingress",
-    "firewall_ingress_ports": ["80/tcp", "443/tcp"],
-    # More rules: [{"port": "7777", "proto": "tcp", "from": "203.0.113.0/24",
-    #               "interface": "eth0", "action": "allow"}] (all keys but port optional).
-    "firewall_extra_rules": [],
-    "firewall_default_incoming": "deny",
-    "firewall_default_outgoing": "allow",
+    "firewall_vxlan_ports": Default(
+        None, "8472/udp on `tailscale0` (flannel's VXLAN backend); `null`: only without vpn-auth"),
+    "firewall_ha_ports": Default(
+        None, "2379:2380/tcp on `tailscale0`; `null`: when the inventory has several servers"),
+    "firewall_wireguard_ports": Default(
+        False, "51820:51821/udp on `tailscale0` (flannel wireguard-native)"),
+    "firewall_cluster_cidrs": Default(
+        ["10.42.0.0/16", "10.43.0.0/16"], "pod and service networks allowed to the node"),
+    "firewall_ingress_label": Default(
+        "k3sfleet/ingress", 'label (value `"true"`) that opens the ingress ports'),
+    "firewall_ingress_ports": Default(["80/tcp", "443/tcp"], "public on ingress nodes"),
+    "firewall_extra_rules": Default(
+        [], '`[{"port": 5432, "proto": "tcp", "from": "203.0.113.0/24", "interface": "eth0", '
+            '"action": "allow"}]` (all but `port` optional)'),
+    "firewall_default_incoming": Default("deny", "default incoming policy"),
+    "firewall_default_outgoing": Default("allow", "default outgoing policy"),
 }
 
 ACTIONS = ("allow", "deny", "reject", "limit")
@@ -146,7 +147,7 @@ def rule_problems(rules: Any) -> list[str]:
 def _ports(data: Mapping[str, Any], servers: int) -> list[str]:
     ports = list(data.get("firewall_k3s_ports") or [])
     vxlan = data.get("firewall_vxlan_ports")
-    if vxlan or (vxlan is None and not data.get("k3s_vpn_auth", True)):
+    if vxlan or (vxlan is None and not data_value(data, "k3s_vpn_auth")):
         ports.append("8472/udp")
     ha = data.get("firewall_ha_ports")
     if ha or (ha is None and servers > 1):
@@ -176,7 +177,7 @@ def wanted_rules(
     ``sshd_ports`` the ports sshd listens on (see ``ssh_ports``).
     """
     rules = [rule(port=port, proto="tcp") for port in ssh_ports(data, sshd_ports)]
-    if data.get("firewall_trust_tailnet", True):
+    if data_value(data, "firewall_trust_tailnet", DEFAULTS):
         rules.append(rule(interface=TAILNET_INTERFACE))
     for spec in _ports(data, servers):
         port, proto = _port_proto(spec)
@@ -184,7 +185,7 @@ def wanted_rules(
     for cidr in data.get("firewall_cluster_cidrs") or []:
         rules.append(rule(source=str(ipaddress.ip_network(str(cidr), strict=False))))
     labels = data.get("k3s_node_labels") or {}
-    if str(labels.get(data.get("firewall_ingress_label") or "k3sfleet/ingress", "")) == "true":
+    if str(labels.get(data_value(data, "firewall_ingress_label", DEFAULTS), "")) == "true":
         for spec in data.get("firewall_ingress_ports") or []:
             port, proto = _port_proto(spec)
             rules.append(rule(port=port, proto=proto))
@@ -259,7 +260,7 @@ def ufw_policy(
         host.noop(f"ufw is enabled with its {len(rules)} rules")
 
 
-@deploy("k3sfleet firewall", data_defaults=DATA_DEFAULTS)
+@deploy("k3sfleet firewall", data_defaults=default_values(DEFAULTS))
 def firewall(
     status: UfwStatusData | None = None,
     sshd_ports: Sequence[str] | None = None,

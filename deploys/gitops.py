@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,28 +40,26 @@ from pyinfra.operations import files
 
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.inventory import is_ingress
+from k3sfleet.settings import Default, Settings, data_value, default_values
 from k3sfleet.templating import environment
-
-MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
 
 # Secret names and keys deploys/secrets.py creates in the Argo CD namespace.
 OIDC_SECRET = "argocd-oidc"
 OIDC_SECRET_KEY = "clientSecret"
 REPO_SECRET = "gitops-repo"
 
-DEFAULT_POLICY_CSV = "g, argocd_administrators, role:admin\ng, argocd_users, role:readonly\n"
-
-DATA_DEFAULTS: dict[str, Any] = {
-    "argocd_namespace": "argocd",
-    "argocd_manifests_dir": MANIFESTS_DIR,
-    # Host name of the Argo CD UI: argocd.<DOMAIN> unless set.
-    "argocd_hostname": None,
-    "argocd_admin_enabled": True,
-    "argocd_rbac_policy_csv": DEFAULT_POLICY_CSV,
-    "argocd_rbac_policy_default": "",
-    "argocd_rbac_scopes": "[groups]",
-    # The server that gets the manifests: the first of k3s_servers unless set.
-    "argocd_server": None,
+DEFAULTS: dict[str, Default] = {
+    "argocd_namespace": Default("argocd", "namespace of Argo CD"),
+    "argocd_manifests_dir": Default(
+        "/var/lib/rancher/k3s/server/manifests", "K3s's auto-deploy directory on the server"),
+    "argocd_hostname": Default(None, "host name of the Argo CD UI; `null`: `argocd.<DOMAIN>`"),
+    "argocd_admin_enabled": Default(True, "keep Argo CD's local admin user"),
+    "argocd_rbac_policy_csv": Default(
+        "g, argocd_administrators, role:admin\ng, argocd_users, role:readonly\n",
+        "Argo CD RBAC policy (`policy.csv`): OIDC groups to roles"),
+    "argocd_rbac_policy_default": Default("", "role of users no policy line names"),
+    "argocd_rbac_scopes": Default("[groups]", "OIDC claims the RBAC policy matches"),
+    "argocd_server": Default(None, "the server that gets the manifests; `null`: the first one"),
 }
 
 
@@ -76,21 +74,21 @@ class ArgocdConfig:
 
     chart_repo: str
     chart_version: str
-    namespace: str = "argocd"
+    namespace: str = DEFAULTS["argocd_namespace"].value
     domain: str | None = None
     hostname: str | None = None
-    admin_enabled: bool = True
-    oidc_enabled: bool = False
+    admin_enabled: bool = DEFAULTS["argocd_admin_enabled"].value
+    oidc_enabled: bool = Settings.argocd_oidc_enabled
     oidc_issuer_url: str | None = None
     oidc_client_id: str | None = None
     oidc_logout_url: str | None = None
-    policy_csv: str = DEFAULT_POLICY_CSV
-    policy_default: str = ""
-    scopes: str = "[groups]"
+    policy_csv: str = DEFAULTS["argocd_rbac_policy_csv"].value
+    policy_default: str = DEFAULTS["argocd_rbac_policy_default"].value
+    scopes: str = DEFAULTS["argocd_rbac_scopes"].value
     repo_url: str | None = None
-    revision: str = "main"
-    infrastructure_path: str = "helm/infrastructure"
-    apps_path: str = "helm/apps"
+    revision: str = Settings.gitops_revision
+    infrastructure_path: str = Settings.gitops_infrastructure_path
+    apps_path: str = Settings.gitops_apps_path
     velero_bucket: str | None = None
     r2_endpoint: str | None = None
     public_addresses: tuple[str, ...] = ()
@@ -100,8 +98,7 @@ class ArgocdConfig:
         """Read the settings (host data under their field names) and the argocd_* defaults."""
 
         def get(key: str) -> Any:
-            value = data.get(key) if isinstance(data, Mapping) else getattr(data, key, None)
-            return DATA_DEFAULTS.get(key) if value is None else value
+            return data_value(data, key, DEFAULTS)
 
         return cls(
             chart_repo=get("argocd_chart_repo"),
@@ -118,9 +115,9 @@ class ArgocdConfig:
             policy_default=get("argocd_rbac_policy_default"),
             scopes=get("argocd_rbac_scopes"),
             repo_url=get("gitops_repo_url"),
-            revision=get("gitops_revision") or "main",
-            infrastructure_path=get("gitops_infrastructure_path") or "helm/infrastructure",
-            apps_path=get("gitops_apps_path") or "helm/apps",
+            revision=get("gitops_revision"),
+            infrastructure_path=get("gitops_infrastructure_path"),
+            apps_path=get("gitops_apps_path"),
             velero_bucket=get("velero_bucket"),
             r2_endpoint=get("r2_endpoint"),
         )
@@ -279,7 +276,7 @@ def is_target_server(host_name: str, servers: list[str], chosen: str | None) -> 
     return bool(servers) and host_name == servers[0]
 
 
-@deploy("Argo CD", data_defaults=DATA_DEFAULTS)
+@deploy("Argo CD", data_defaults=default_values(DEFAULTS))
 def argocd() -> None:
     """Write the Argo CD HelmChart and the root Applications on the first server."""
     servers = [h.name for h in host.inventory.get_group("k3s_servers", [])]

@@ -18,20 +18,17 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 
+from k3sfleet.deploys import k3s_node
 from k3sfleet.deploys.k3s_node import (
-    HEALTH_TIMEOUT,
     ClusterPlan,
     cluster_plan,
     converge_node,
     node_settings,
     version_guard,
 )
+from k3sfleet.settings import Default, default_values
 
-AGENT_DEFAULTS: dict[str, Any] = {
-    "k3s_flannel_iface": "tailscale0",
-    "k3s_extra_config": {},
-    "k3s_health_timeout": HEALTH_TIMEOUT,
-}
+DEFAULTS: dict[str, Default] = {**k3s_node.DEFAULTS}
 
 
 def agent_settings(data: Any, address: str | None = None) -> dict[str, Any]:
@@ -42,7 +39,7 @@ def agent_settings(data: Any, address: str | None = None) -> dict[str, Any]:
     return settings
 
 
-@deploy("K3s agent", data_defaults=AGENT_DEFAULTS)
+@deploy("K3s agent", data_defaults=default_values(DEFAULTS))
 def k3s_agent(plan: ClusterPlan | None = None) -> None:
     """Install and converge the K3s agent on this host (see the module docstring)."""
     data = host.data

@@ -47,14 +47,22 @@ from k3sfleet.facts.tailscale import TailscaleStatus
 from k3sfleet.inventory import is_ingress
 from k3sfleet.k3s_plan import joining_servers, plan_servers
 from k3sfleet.secret import Secret, read_secret_file, reveal
+from k3sfleet.settings import Default
 from k3sfleet.templating import environment
 from k3sfleet.token import notice as token_notice
 from k3sfleet.versions import etcd_on_tailnet, refusal
 
 API_PORT = 6443
-# Seconds a restarted K3s has to answer healthy before its config is rolled back (host data
-# k3s_health_timeout: k3s_server.py and k3s_agent.py declare it with this default).
-HEALTH_TIMEOUT = 120
+# The host data servers and agents share (k3s_server.py and k3s_agent.py extend this block).
+DEFAULTS: dict[str, Default] = {
+    "k3s_flannel_iface": Default(
+        "tailscale0", "flannel's interface, pinning the node IP to the tailnet (`null`: none)"),
+    "k3s_extra_config": Default(
+        {}, "more config.yaml keys, passed through (never the ones k3sfleet manages)"),
+    "k3s_health_timeout": Default(
+        120, "seconds a restarted K3s has to answer healthy before its config is rolled back"),
+}
+HEALTH_TIMEOUT: int = DEFAULTS["k3s_health_timeout"].value
 SERVICE = {"server": "k3s", "agent": "k3s-agent"}
 UNIT = {role: f"/etc/systemd/system/{svc}.service" for role, svc in SERVICE.items()}
 

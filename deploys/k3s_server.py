@@ -23,22 +23,22 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 
+from k3sfleet.deploys import k3s_node
 from k3sfleet.deploys.k3s_node import (
-    HEALTH_TIMEOUT,
     ClusterPlan,
     cluster_plan,
     converge_node,
     node_settings,
     version_guard,
 )
-from k3sfleet.versions import TAILNET_INTERFACE
+from k3sfleet.settings import Default, default_values
 
-SERVER_DEFAULTS: dict[str, Any] = {
-    "k3s_disable": ["traefik"],
-    "k3s_tls_san": [],
-    "k3s_flannel_iface": TAILNET_INTERFACE,
-    "k3s_extra_config": {},
-    "k3s_health_timeout": HEALTH_TIMEOUT,
+DEFAULTS: dict[str, Default] = {
+    **k3s_node.DEFAULTS,
+    "k3s_disable": Default(["traefik"], "K3s components a server does not run"),
+    "k3s_tls_san": Default(
+        [], "more names and addresses in the API certificate (the tailnet address and MagicDNS "
+            "name always are)"),
 }
 
 
@@ -81,7 +81,7 @@ def server_settings(data: Any, address: str | None) -> dict[str, Any]:
     return settings
 
 
-@deploy("K3s server", data_defaults=SERVER_DEFAULTS)
+@deploy("K3s server", data_defaults=default_values(DEFAULTS))
 def k3s_server(plan: ClusterPlan | None = None) -> None:
     """Install and converge the K3s server on this host (see the module docstring)."""
     data = host.data

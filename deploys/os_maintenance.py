@@ -27,12 +27,15 @@ from pyinfra.operations import apt, server
 
 from k3sfleet.facts.maintenance import REBOOT_REQUIRED, PendingMaintenance
 from k3sfleet.rolling import RollingEngine, engine_options, inventory_targets
+from k3sfleet.settings import Default, default_values
+
+DEFAULTS: dict[str, Default] = {
+    "maintenance_reboot_timeout": Default(
+        300, "seconds to wait for a node to come back from the reboot maintenance asked for"),
+}
 
 
-@deploy(
-    "OS maintenance on a node",
-    data_defaults={"maintenance_upgrade": "all", "maintenance_reboot_timeout": 300},
-)
+@deploy("OS maintenance on a node", data_defaults=default_values(DEFAULTS))
 def os_maintenance() -> None:
     """Upgrade packages, reboot if the upgrade (or an earlier one) asked for it, vacuum.
 

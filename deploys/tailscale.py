@@ -46,6 +46,7 @@ from k3sfleet.facts.tailscale import (
 )
 from k3sfleet.preflight import vpn_args_problems
 from k3sfleet.secret import Secret, reveal
+from k3sfleet.settings import Default, data_value, default_values
 
 KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
 SOURCES_LIST = "/etc/apt/sources.list.d/tailscale.list"
@@ -59,9 +60,9 @@ FILES: tuple[str, ...] = (KEYRING, SOURCES_LIST)
 UNITS: tuple[str, ...] = (DAEMON_UNIT,)
 TAG_RE = re.compile(r"^tag:[A-Za-z0-9-]+$")
 
-DATA_DEFAULTS: dict[str, Any] = {
-    # More `tailscale up` flags, for example ["--ssh"] (no secrets here: they would be in argv).
-    "tailscale_extra_args": [],
+DEFAULTS: dict[str, Default] = {
+    "tailscale_extra_args": Default(
+        [], 'more `tailscale up` flags (`["--ssh"]`; never the key; no whitespace with vpn-auth)'),
 }
 
 
@@ -113,7 +114,7 @@ def up_flags(data: Mapping[str, Any], name: str, routes: Sequence[str] = ()) -> 
 def problems(data: Mapping[str, Any]) -> list[str]:
     """What is wrong with the tailscale_* data of a node, as text."""
     found = []
-    up_by = data.get("tailscale_up_by") or "deploy"
+    up_by = data_value(data, "tailscale_up_by")
     if up_by not in ("deploy", "k3s"):
         found.append(f"TAILSCALE_UP_BY must be deploy or k3s, not {up_by!r}")
     if up_by == "deploy" and not reveal(data.get("tailscale_auth_key")):
@@ -176,7 +177,7 @@ def tailscale_up(
     )
 
 
-@deploy("k3sfleet tailscale", data_defaults=DATA_DEFAULTS)
+@deploy("k3sfleet tailscale", data_defaults=default_values(DEFAULTS))
 def tailscale(
     info: SystemInfoData | None = None,
     status: TailscaleStatusData | None = None,

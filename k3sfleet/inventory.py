@@ -21,7 +21,6 @@ Example (``inventory.py``)::
 
 from __future__ import annotations
 
-import ast
 import difflib
 import functools
 import getpass
@@ -43,7 +42,7 @@ from pyinfra.connectors.ssh import ConnectorData
 
 from k3sfleet.errors import ConfigError, K3sfleetError
 from k3sfleet.preflight import entry_problems
-from k3sfleet.settings import Settings, setting_fields
+from k3sfleet.settings import Settings, deploy_data_blocks, setting_fields
 
 ROLE_ALIASES = {"master": "server", "worker": "agent"}
 GROUP_ALIASES = {"k3s_masters": "k3s_servers", "k3s_workers": "k3s_agents"}
@@ -194,34 +193,22 @@ DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 # A host name (RFC 1123 labels); an address made of digits and dots only must be an IPv4 address
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)"
                       r"(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\.?$")
-# Host data keys the deploys read that no deploy declares in its DATA_DEFAULTS and that are not
-# settings: what host_data sets, and keys read with a default in place (tests/unit/
-# test_inventory.py keeps this in step with the deploys).
+# Host data keys the deploys read that no deploy declares in its DEFAULTS block and that are not
+# settings: what host_data sets, and what the rolling engine reads (tests/unit/test_inventory.py
+# keeps this in step with the deploys).
 READ_DATA_KEYS = frozenset({
     "k3s_role", "k3s_node_name", "k3s_node_labels", "k3s_node_taints",
     "k3sfleet_provider", "k3sfleet_tailnet_address", "k3sfleet_public_address",
-    "k3sfleet_project_dir",
-    "maintenance_reboot_timeout", "k3s_extra_config", "k3s_disable", "k3s_tls_san",
-    "k3s_flannel_iface", "rolling_ready_timeout",
+    "k3sfleet_project_dir", "rolling_ready_timeout",
 })
 
 
 @functools.cache
 def declared_data_keys() -> frozenset[str]:
-    """The keys of every deploy's ``DATA_DEFAULTS``, read from the deploy files' source (the
+    """The keys of every deploy's ``DEFAULTS`` block, read from the deploy files' source (the
     inventory is checked before any deploy is imported, and k3sfleet does not import deploys)."""
-    keys: set[str] = set()
-    for path in sorted((Path(__file__).resolve().parent / "deploys").glob("*.py")):
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            target = node.target if isinstance(node, ast.AnnAssign) else (
-                node.targets[0] if isinstance(node, ast.Assign) else None)
-            value = getattr(node, "value", None)
-            if isinstance(target, ast.Name) and target.id == "DATA_DEFAULTS" and isinstance(
-                value, ast.Dict
-            ):
-                keys |= {k.value for k in value.keys
-                         if isinstance(k, ast.Constant) and isinstance(k.value, str)}
-    return frozenset(keys)
+    blocks = deploy_data_blocks(Path(__file__).resolve().parent / "deploys")
+    return frozenset(key for block in blocks.values() for key in block)
 # Prefixes of k3sfleet's own data: an unknown key with one of them is a typo, not user data
 DATA_PREFIXES = ("common_", "firewall_", "tailscale_", "k3s_", "k3sfleet_", "argocd_",
                  "databases_", "rolling_", "maintenance_", "ssh_")

@@ -18,9 +18,11 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import functools
+import json
 import os
 import types
 import typing
@@ -28,7 +30,7 @@ from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dotenv.parser import parse_stream
 from expandvars import ExpandvarsException, expand
@@ -320,6 +322,100 @@ def format_default(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+class Default(NamedTuple):
+    """One entry of a deploy's ``DEFAULTS`` block (its ``defaults/main.yml``, in Ansible's
+    terms): the default of a prefixed host-data key, and one line saying what the key does. The
+    value is a literal, so ``deploy_data_rows`` reads the block without importing the deploy.
+
+    Example (the top of a deploy module)::
+
+        DEFAULTS = {"common_swap_off": Default(True, "swap off now and in `/etc/fstab`")}
+
+        @deploy("k3sfleet common", data_defaults=default_values(DEFAULTS))
+    """
+
+    value: Any
+    doc: str
+
+
+def default_values(block: Mapping[str, Default]) -> dict[str, Any]:
+    """The key -> value mapping of a ``DEFAULTS`` block (``@deploy(data_defaults=...)``).
+
+    Example::
+
+        default_values({"common_swap_off": Default(True, "...")})  # {"common_swap_off": True}
+    """
+    return {key: entry.value for key, entry in block.items()}
+
+
+def data_value(data: Any, key: str, block: Mapping[str, Default] | None = None) -> Any:
+    """Host data ``key`` as a deploy reads it outside pyinfra's own defaulting (checks before
+    contact, a caller's plain dict): the value in ``data`` unless ``None``, else the deploy's
+    ``block`` default, else the setting's default (every setting is host data under its field
+    name). The one place such a default is looked up: none is repeated inline.
+
+    Example::
+
+        data_value({}, "tailscale_up_by")  # "deploy" (the setting's default)
+    """
+    value = data.get(key) if isinstance(data, Mapping) else getattr(data, key, None)
+    if value is not None:
+        return value
+    if block is not None and key in block:
+        return block[key].value
+    return _setting_defaults().get(key)
+
+
+@functools.cache
+def _setting_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in setting_fields()}
+
+
+def deploy_data_blocks(folder: Path) -> dict[str, dict[str, Default]]:
+    """Every ``DEFAULTS`` block of the deploy modules in ``folder``, by module name, read from
+    their source with ``ast`` (``k3sfleet`` never imports ``deploys``); ``**other`` entries (a
+    block that extends another module's) are left to that module.
+
+    Example::
+
+        deploy_data_blocks(PACKAGE_DIR / "deploys")["common"]["common_swap_off"].value  # True
+    """
+    blocks: dict[str, dict[str, Default]] = {}
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            target = node.target if isinstance(node, ast.AnnAssign) else (
+                node.targets[0] if isinstance(node, ast.Assign) else None)
+            value = getattr(node, "value", None)
+            if not (isinstance(target, ast.Name) and target.id == "DEFAULTS"
+                    and isinstance(value, ast.Dict)):
+                continue
+            block = blocks.setdefault(path.stem, {})
+            for key, entry in zip(value.keys, value.values, strict=True):
+                if key is None:
+                    continue
+                if not (isinstance(entry, ast.Call) and getattr(entry.func, "id", "") == "Default"):
+                    raise ConfigError(f"{path.name}: DEFAULTS[{ast.unparse(key)}] is not a Default")
+                block[ast.literal_eval(key)] = Default(*(ast.literal_eval(a) for a in entry.args))
+    return blocks
+
+
+def format_data_default(value: Any) -> str:
+    """A host-data default as the README's deploy data table shows it: a one-line string as it
+    is, anything else as JSON (``null``, ``true``, ``["80/tcp"]``, ``"a\\nb"``)."""
+    if isinstance(value, str) and value and "\n" not in value:
+        return value
+    return json.dumps(value)
+
+
+def deploy_data_rows(folder: Path) -> list[str]:
+    """The README's deploy data table rows, one per key of each deploy's ``DEFAULTS`` block
+    (``k3sfleet config --readme-table``)."""
+    return [
+        f"| {deploy} | `{key}` | `{format_data_default(entry.value)}` | {entry.doc} |"
+        for deploy, block in deploy_data_blocks(folder).items() for key, entry in block.items()
+    ]
 
 
 def readme_rows() -> list[str]:

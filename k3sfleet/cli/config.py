@@ -1,6 +1,7 @@
 """``k3sfleet config``: show the settings in force and where each came from (secrets masked).
 
-``k3sfleet config --readme-table`` prints the README's settings table rows from the code.
+``k3sfleet config --readme-table`` prints the README's settings table rows from the code, then
+its deploy data table from the deploys' ``DEFAULTS`` blocks.
 
 Example::
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-from k3sfleet.settings import Settings, readme_rows, setting_fields
+from k3sfleet.project import ENTRY_DIR
+from k3sfleet.settings import Settings, deploy_data_rows, readme_rows, setting_fields
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if args.readme_table:
         print("| Setting | Meaning | Default | Secret |\n|---|---|---|---|")
         print("\n".join(readme_rows()))
+        print("\n| deploy | key | default | meaning |\n|---|---|---|---|")
+        print("\n".join(deploy_data_rows(ENTRY_DIR)))
         return 0
     settings = Settings.load(args.project_dir, vault_password_file=args.vault_password_file)
     vault = settings.vault_path

@@ -15,7 +15,7 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.context import ctx_host, ctx_state
 
 from k3sfleet.deploys.gitops import (
-    MANIFESTS_DIR,
+    DEFAULTS,
     ArgocdConfig,
     argocd,
     argocd_values,
@@ -34,6 +34,7 @@ from k3sfleet.settings import Settings
 
 CLIENT_SECRET = "oidc-secret-Zq81-never-rendered"
 
+MANIFESTS_DIR = DEFAULTS["argocd_manifests_dir"].value
 BASE: dict[str, Any] = dict(
     chart_repo="https://argoproj.github.io/argo-helm",
     chart_version="9.1.4",

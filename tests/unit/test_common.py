@@ -12,6 +12,7 @@ from pyinfra.api import Config
 
 from k3sfleet.deploys import common as c
 from k3sfleet.errors import ConfigError
+from k3sfleet.settings import default_values
 
 DEBIAN: dict[str, Any] = {
     "id": "debian", "version_id": "12", "codename": "bookworm",
@@ -50,15 +51,15 @@ def fresh_facts(**info: Any) -> dict[str, Any]:
 def converged_contents(data: dict[str, Any] | None = None) -> dict[str, tuple[str, int]]:
     """The files of a node where the deploy already ran with ``data``: path -> (text, mode)."""
     full = {"ssh_user": "k3sfleet", **(data or {})}
-    sysctls = c.DATA_DEFAULTS["common_sysctls"]
-    modules = c.DATA_DEFAULTS["common_kernel_modules"]
+    sysctls = c.DEFAULTS["common_sysctls"].value
+    modules = c.DEFAULTS["common_kernel_modules"].value
     return {
         c.APT_POLICY_FILE: (c.APT_POLICY_CONTENT, 644),
         c.AUTO_UPGRADES_FILE: (c.auto_upgrades_content(True), 644),
         c.UNATTENDED_FILE: (c.UNATTENDED_CONTENT, 644),
         c.TIMEZONE_FILE: ("UTC\n", 644),
         c.JOURNALD_DROP_IN: (c.journald_content("500M"), 644),
-        c.SSHD_DROP_IN: (c.sshd_content({**c.DATA_DEFAULTS, **full}), 644),
+        c.SSHD_DROP_IN: (c.sshd_content({**default_values(c.DEFAULTS), **full}), 644),
         c.MODULES_FILE: (c.modules_content(modules), 644),
         c.SYSCTL_FILE: (c.sysctl_content(sysctls), 644),
     }
@@ -67,8 +68,8 @@ def converged_contents(data: dict[str, Any] | None = None) -> dict[str, tuple[st
 def converged_facts(data: dict[str, Any], name: str = "node-1", **info: Any) -> dict[str, Any]:
     """Facts of a node where the deploy already ran with ``data``: only the batched facts, so a
     test fails if any operation reads one of pyinfra's own facts on a converged node."""
-    modules = c.DATA_DEFAULTS["common_kernel_modules"]
-    packages = c.DATA_DEFAULTS["common_packages"] + ["unattended-upgrades", "apt-listchanges"]
+    modules = c.DEFAULTS["common_kernel_modules"].value
+    packages = c.DEFAULTS["common_packages"].value + ["unattended-upgrades", "apt-listchanges"]
     return {
         "SystemInfo": {**DEBIAN, "active_swaps": 0, "fstab_swaps": 0,
                        "modules": ["ext4", *modules], "hostname": name,
@@ -170,7 +171,7 @@ def test_one_drifted_file_changes_only_that_file() -> None:
 
 
 def test_wrong_mode_is_fixed_without_rewriting_or_restarting() -> None:
-    facts = drifted(SYSCTL_FILE=(c.sysctl_content(c.DATA_DEFAULTS["common_sysctls"]), 666))
+    facts = drifted(SYSCTL_FILE=(c.sysctl_content(c.DEFAULTS["common_sysctls"].value), 666))
     ops = changed(generate(c.common, facts))
     assert ops == {"k3sfleet common | k3s sysctls": [f"chmod 0644 {c.SYSCTL_FILE}"]}
 

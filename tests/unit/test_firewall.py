@@ -10,6 +10,7 @@ from bootstrap_harness import changed, generate
 from k3sfleet.deploys import firewall as fw
 from k3sfleet.errors import ConfigError
 from k3sfleet.facts.ufw import UfwStatus
+from k3sfleet.settings import default_values
 
 OP = "k3sfleet firewall | ufw rules and policy"
 
@@ -23,7 +24,7 @@ def facts(status: dict[str, Any] | None = None, ufw_installed: bool = False) -> 
 
 def converged(data: dict[str, Any], servers: int = 1, extra: list[str] | None = None
               ) -> dict[str, Any]:
-    rules = fw.wanted_rules({**fw.DATA_DEFAULTS, **data}, servers=servers)
+    rules = fw.wanted_rules({**default_values(fw.DEFAULTS), **data}, servers=servers)
     return facts({"active": True, "incoming": "deny", "outgoing": "allow", "routed": "deny",
                   "rules": rules + (extra or [])}, ufw_installed=True)
 
@@ -179,5 +180,5 @@ def test_nothing_is_printed_when_rules_match(caplog: pytest.LogCaptureFixture) -
 def test_vxlan_port_only_without_vpn_auth(data: dict[str, Any], vxlan: bool) -> None:
     # k3s-io/k3s v1.34.2+k3s1 pkg/executor/embed/embed.go: with vpn-auth the flannel backend is
     # the VPN's ("tailscale"), pkg/agent/flannel/setup.go: an "extension" backend (no VXLAN).
-    rules = fw.wanted_rules({**fw.DATA_DEFAULTS, **data})
+    rules = fw.wanted_rules({**default_values(fw.DEFAULTS), **data})
     assert ("allow in on tailscale0 to any port 8472 proto udp" in rules) is vxlan

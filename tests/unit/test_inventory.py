@@ -299,8 +299,8 @@ def test_unknown_host_data_keys_say_what_was_meant() -> None:
 
 
 def test_data_keys_are_in_step_with_the_deploys() -> None:
-    """Every key a deploy declares in DATA_DEFAULTS (found without importing it) or reads from
-    host data is known, and no key listed by hand is stale."""
+    """Every key a deploy declares in its DEFAULTS block (found without importing it) or reads
+    from host data is known, and no key listed by hand is stale."""
     import importlib
     import re
 
@@ -310,7 +310,7 @@ def test_data_keys_are_in_step_with_the_deploys() -> None:
     declared: set[str] = set()
     for path in (ROOT / "deploys").glob("*.py"):
         module = importlib.import_module(f"k3sfleet.deploys.{path.stem}")
-        declared |= set(getattr(module, "DATA_DEFAULTS", {}))
+        declared |= set(getattr(module, "DEFAULTS", {}))
     assert declared and declared_data_keys() == declared
     known = declared | READ_DATA_KEYS | {f.name for f in setting_fields()}
     read, sources = set(), ""

@@ -45,6 +45,21 @@ def test_every_setting_has_a_matching_readme_row() -> None:
     assert not problems, "\n".join(problems) + "\n(see `k3sfleet config --readme-table`)"
 
 
+def test_the_deploy_data_table_is_the_deploys_defaults_blocks() -> None:
+    """README "Deploy data" lists each deploy's DEFAULTS block as `config --readme-table` prints
+    it, and the blocks it is read from are the ones the deploys use."""
+    import importlib
+
+    from k3sfleet.settings import deploy_data_blocks, deploy_data_rows
+
+    section = README.split("### Deploy data", 1)[1].split("\n## ", 1)[0]
+    listed = [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    assert listed == deploy_data_rows(ROOT / "deploys")
+    for name, block in deploy_data_blocks(ROOT / "deploys").items():
+        module = importlib.import_module(f"k3sfleet.deploys.{name}")
+        assert {k: v for k, v in module.DEFAULTS.items() if k in block} == block, name
+
+
 def test_secret_settings_are_secret_typed() -> None:
     for f in setting_fields():
         kind = str(Settings.__annotations__[f.name])

@@ -8,7 +8,7 @@ import pytest
 
 from k3sfleet.errors import ConfigError
 from k3sfleet.secret import Secret
-from k3sfleet.settings import Settings, load_env_files
+from k3sfleet.settings import Settings, load_env_files, setting_fields
 from k3sfleet.vault import set_value
 
 
@@ -136,3 +136,34 @@ def test_a_configured_vault_file_must_exist(tmp_path: Path) -> None:
 def test_plain_vault_needs_no_password(tmp_path: Path) -> None:
     write(tmp_path, "vault.yml", "vault_domain: plain.example\n")
     assert Settings.load(tmp_path, {}).domain == "plain.example"
+
+
+def test_no_deploy_repeats_a_default_inline() -> None:
+    """A deploy reads a default from one place (its DEFAULTS block, or the setting's): never
+    `data.get("k") or "v"` / `data.get("k", v)` with a value of its own for a known key."""
+    import re
+
+    from k3sfleet.inventory import declared_data_keys
+
+    root = Path(__file__).resolve().parents[2]
+    known = declared_data_keys() | {f.name for f in setting_fields()}
+    value = r"""(?:"[^"]+"|'[^']+'|[0-9.]+|True|False|[A-Z][A-Z0-9_]+)"""  # a default of its own
+    inline = re.compile(rf"""\bget\(\s*"([a-z0-9_]+)"\s*(?:\)\s*or\s*{value}|,\s*{value}\s*\))""")
+    found = [
+        f"{path.name}: {m.group(0)}"
+        for path in sorted((root / "deploys").glob("*.py"))
+        for m in inline.finditer(path.read_text(encoding="utf-8"))
+        if m.group(1) in known
+    ]
+    assert found == []
+
+
+def test_data_value_reads_the_data_then_the_block_then_the_setting() -> None:
+    from k3sfleet.settings import Default, data_value
+
+    block = {"demo_timeout": Default(30, "seconds")}
+    assert data_value({"demo_timeout": 5}, "demo_timeout", block) == 5
+    assert data_value({"demo_timeout": None}, "demo_timeout", block) == 30
+    assert data_value({}, "gitops_revision") == Settings.gitops_revision == "main"
+    assert data_value({"gitops_revision": "v2"}, "gitops_revision") == "v2"
+    assert data_value({}, "nobody_sets_this", block) is None
