@@ -9,8 +9,8 @@ install); which is which shows in each file and is listed here:
   any host is contacted) and calls building blocks only under ``if under_pyinfra():`` (or
   ``executed_by_pyinfra(globals())``); it defines no ``@deploy`` or ``@operation``.
 - a **building block** is what they call: ``@deploy`` functions (with their ``DEFAULTS`` block
-  at the top, ``k3sfleet.settings.Default``), operations and the pure functions behind them. Importing one never runs an operation, and no
-  building block imports an entry file.
+  at the top, ``k3sfleet.settings.Default``), operations and the pure functions behind them.
+  Importing one never runs an operation, and no building block imports an entry file.
 
 ``tests/unit/test_import_graph.py`` holds these lists to the files and enforces the rules.
 """

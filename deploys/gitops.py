@@ -43,11 +43,6 @@ from k3sfleet.inventory import is_ingress
 from k3sfleet.settings import Default, Settings, data_value, default_values
 from k3sfleet.templating import environment
 
-# Secret names and keys deploys/secrets.py creates in the Argo CD namespace.
-OIDC_SECRET = "argocd-oidc"
-OIDC_SECRET_KEY = "clientSecret"
-REPO_SECRET = "gitops-repo"
-
 DEFAULTS: dict[str, Default] = {
     "argocd_namespace": Default("argocd", "namespace of Argo CD"),
     "argocd_manifests_dir": Default(

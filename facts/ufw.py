@@ -3,7 +3,7 @@
 Rules are read with ``ufw show added``, which prints each user rule in ufw's own canonical
 command form (``allow in on tailscale0 to any port 6443 proto tcp``); the firewall deploy renders
 its wanted rules in the same form, so comparing the two gives exactly the rules to add and to
-delete. Both facts need root (``_sudo=True``).
+delete. Needs root (``_sudo`` in the host data).
 
 Example::
 
@@ -44,29 +44,6 @@ def parse_added(lines: list[str]) -> list[str]:
         if line.startswith("ufw "):
             rules.append(line[len("ufw ") :])
     return rules
-
-
-class UfwRules(FactBase[list[str]]):
-    """The user rules ufw holds (active or not), in ufw's canonical command form.
-
-    Example output::
-
-        ["allow 22/tcp", "allow in on tailscale0",
-         "allow in on tailscale0 to any port 6443 proto tcp"]
-    """
-
-    def requires_command(self, *args: Any, **kwargs: Any) -> str:
-        return "ufw"
-
-    def command(self) -> str:
-        return "ufw show added"
-
-    @staticmethod
-    def default() -> list[str]:
-        return []
-
-    def process(self, output: list[str]) -> list[str]:
-        return parse_added(output)
 
 
 class UfwStatus(FactBase[UfwStatusData]):

@@ -37,6 +37,9 @@ NAMESPACE = "velero"
 STORAGE_LOCATION = "default"
 SERVICE_LABEL = "k3sfleet.io/stateful-service"
 DONE_PHASES = ("Completed", "PartiallyFailed", "Failed", "FailedValidation")
+TTL = "720h0m0s"  # how long Velero keeps a backup k3sfleet makes (`backup create --ttl`)
+WAIT_TIMEOUT = 3600.0  # seconds `backup create --wait` waits for a final phase
+POLL_INTERVAL = 5.0  # seconds between two reads of a Backup being waited for
 
 
 class BackupError(K3sfleetError):
@@ -135,7 +138,7 @@ def backup_manifest(
     *,
     labels: Mapping[str, str] | None = None,
     label_selector: Mapping[str, str] | None = None,
-    ttl: str = "720h0m0s",
+    ttl: str = TTL,
 ) -> dict[str, Any]:
     """The ``velero.io/v1`` Backup object k3sfleet creates.
 
@@ -165,9 +168,9 @@ def backup_manifest(
     }
 
 
-def new_name(prefix: str = "k3sfleet", now: datetime | None = None) -> str:
+def new_name(prefix: str = "k3sfleet") -> str:
     """``<prefix>-YYYYMMDD-HHMMSS`` (UTC), a valid Kubernetes object name."""
-    return f"{prefix}-{(now or datetime.now(UTC)).strftime('%Y%m%d-%H%M%S')}"
+    return f"{prefix}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
 def create_backup(
@@ -207,7 +210,7 @@ def get_backup(api: Any, name: str) -> BackupInfo:
     return BackupInfo.from_object(obj)
 
 
-def wait_backup(api: Any, name: str, timeout: float = 3600, poll: float = 5) -> BackupInfo:
+def wait_backup(api: Any, name: str, timeout: float = WAIT_TIMEOUT) -> BackupInfo:
     """Poll the Backup until its phase is final (Completed, PartiallyFailed, Failed...),
     printing each phase it passes."""
     deadline = time.monotonic() + timeout
@@ -223,7 +226,7 @@ def wait_backup(api: Any, name: str, timeout: float = 3600, poll: float = 5) -> 
             raise BackupError(
                 f"k3sfleet: backup {name} still {info.phase or 'New'} after {timeout:.0f}s"
             )
-        time.sleep(poll)
+        time.sleep(POLL_INTERVAL)
 
 
 def list_cluster_backups(api: Any, labels: Mapping[str, str] | None = None) -> list[BackupInfo]:

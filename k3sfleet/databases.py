@@ -161,9 +161,9 @@ def load_apps(project_dir: Path | str = ".", apps_path: str = "helm/apps") -> li
 # -- passwords ------------------------------------------------------------------------------
 
 
-def new_password(length: int = PASSWORD_LENGTH) -> str:
-    """A random password from ``secrets`` (about 6.3 bits per character)."""
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+def new_password() -> str:
+    """A random password of ``PASSWORD_LENGTH`` from ``secrets`` (about 6.3 bits per character)."""
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
 def with_new_passwords(

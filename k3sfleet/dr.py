@@ -42,15 +42,17 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from k3sfleet.backup import (
-    NAMESPACE as VELERO_NAMESPACE,
-)
-from k3sfleet.backup import (
+    DONE_PHASES,
+    POLL_INTERVAL,
     SERVICE_LABEL,
     BackupInfo,
     get_backup,
     latest_completed,
     list_cluster_backups,
     new_name,
+)
+from k3sfleet.backup import (
+    NAMESPACE as VELERO_NAMESPACE,
 )
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.project import chart_dir
@@ -60,7 +62,7 @@ ARGOCD_NAMESPACE = "argocd"
 ROOT_APP = "apps"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DR_CORDON = "k3sfleet-dr"
-RESTORE_DONE = ("Completed", "PartiallyFailed", "Failed", "FailedValidation")
+RESTORE_TIMEOUT = 1800.0  # seconds each Velero Restore may take (`dr ... --timeout`)
 # Where each kind of workload keeps its nodeSelector. A CloudNativePG Cluster (the shared
 # PostgreSQL, helm/apps templates/postgresql.yaml) has it in spec.affinity.nodeSelector and
 # owns its Pods and PVCs (Cluster CRD, cloudnative-pg/charts cloudnative-pg-v0.29.0).
@@ -404,11 +406,11 @@ class _AppMove:
             phase = (obj.get("status") or {}).get("phase") or ""
             if phase == "Completed":
                 return
-            if phase in RESTORE_DONE:
+            if phase in DONE_PHASES:  # (a Restore ends in the phases a Backup does)
                 raise K3sfleetError(f"restore {self.restore} ended {phase} (velero restore logs)")
             if time.monotonic() >= deadline:
                 raise K3sfleetError(f"restore {self.restore} still {phase or 'New'}")
-            time.sleep(5)
+            time.sleep(POLL_INTERVAL)
 
     def pin_and_resume(self, api: Any) -> None:
         """``nodeOverrides.<name>=<target>`` on ``apps``, and the saved automated syncs back."""
@@ -459,7 +461,7 @@ def restore_plan(
     app: str,
     backup: str,
     target: str,
-    wait_timeout: float = 1800,
+    wait_timeout: float = RESTORE_TIMEOUT,
 ) -> DrPlan:
     """The plan of ``k3sfleet dr restore-workload``; refuses (``DrRefused``) before changing."""
     service = pinned_service(services, app)
@@ -496,7 +498,7 @@ def failover_plan(
     services: Mapping[str, StatefulService],
     source: str,
     target: str,
-    wait_timeout: float = 1800,
+    wait_timeout: float = RESTORE_TIMEOUT,
 ) -> DrPlan:
     """The plan of ``k3sfleet dr failover``: cordon ``source``, move every service pinned to it."""
     if source == target:

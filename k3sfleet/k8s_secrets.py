@@ -489,11 +489,6 @@ def _paths(ns: str, name: str = "") -> tuple[str, str]:
     return base, f"{base}/secrets" + (f"/{name}" if name else "")
 
 
-def read_secret(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
-    """A Secret as JSON, or ``None`` when it does not exist."""
-    return _Api(api).get(_paths(namespace, name)[1])  # type: ignore[no-any-return]
-
-
 def plan(api: Any, desired: Sequence[DesiredSecret]) -> list[tuple[DesiredSecret, Change]]:
     """Read every Secret (and each namespace once) and compare: nothing is written."""
     raw = _Api(api)
@@ -514,16 +509,20 @@ def plan(api: Any, desired: Sequence[DesiredSecret]) -> list[tuple[DesiredSecret
     return out
 
 
-def apply(api: Any, secret: DesiredSecret, attempts: int = 3) -> Change:
+# Reads and writes of one Secret before a lost race (409 Conflict) is an error
+APPLY_ATTEMPTS = 3
+
+
+def apply(api: Any, secret: DesiredSecret) -> Change:
     """Make the Secret as desired: read it, and write (create, replace, or delete and create
     when its type changed) only when it differs. The namespace is created when missing. A write
     that loses a race with another writer (409 Conflict) is read and compared again.
     Returns what was done."""
-    for attempt in range(attempts):
+    for attempt in range(APPLY_ATTEMPTS):
         try:
             return _apply_once(api, secret)
         except ApiCallError as e:
-            if e.status != 409 or attempt == attempts - 1:
+            if e.status != 409 or attempt == APPLY_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 

@@ -235,7 +235,6 @@ class RollingEngine:
     drain_timeout: float = DRAIN_TIMEOUT
     drain_force: bool = False
     ready_timeout: float = READY_TIMEOUT
-    poll_interval: float = POLL_INTERVAL
     reconnect: Callable[[], Any] | None = None
     core: Any = field(init=False, repr=False)
 
@@ -470,7 +469,7 @@ class RollingEngine:
                             if e.status != 404:
                                 raise
                     deadline = time.monotonic() + self.drain_timeout
-                    time.sleep(self.poll_interval)
+                    time.sleep(POLL_INTERVAL)
                     if not self._evictable(name):
                         return len(seen)
                     raise _StepError("pods still present after forced deletion", name)
@@ -483,7 +482,7 @@ class RollingEngine:
                     " (ROLLING_DRAIN_FORCE=true deletes them)",
                     name,
                 )
-            time.sleep(self.poll_interval)
+            time.sleep(POLL_INTERVAL)
 
     def _wait_ready(self, name: str) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -511,7 +510,7 @@ class RollingEngine:
                 raise _StepError(
                     f"not Ready{want} after {self.ready_timeout:.0f}s (last seen: {last})", name
                 )
-            time.sleep(self.poll_interval)
+            time.sleep(POLL_INTERVAL)
 
     # -- reporting -------------------------------------------------------------------------
     def _describe_state(self, name: str) -> str:
@@ -699,10 +698,3 @@ class NestedRunner:
             with ctx_host.use(host):
                 values[name] = host.get_fact(fact, **kwargs)
         return values
-
-
-def runner_for(state_or_inventory: Any) -> StateRunner | NestedRunner:
-    """``NestedRunner`` for a pyinfra ``State`` (inside the CLI), else ``StateRunner``."""
-    if isinstance(state_or_inventory, State):
-        return NestedRunner(state_or_inventory)
-    return StateRunner(state_or_inventory)

@@ -20,8 +20,8 @@ from typing import Any
 POD_NETWORK = "10.42.0.0/16"
 
 
-def policy(tags: str | None, pod_network: str = POD_NETWORK) -> dict[str, Any]:
+def policy(tags: str | None) -> dict[str, Any]:
     """The policy stanza that auto-approves the pod routes of nodes with ``tags`` (comma
     separated, as ``TAILSCALE_TAGS``); without tags, routes of members' own devices."""
     owners = [t.strip() for t in str(tags or "").split(",") if t.strip()] or ["autogroup:member"]
-    return {"autoApprovers": {"routes": {pod_network: owners}}}
+    return {"autoApprovers": {"routes": {POD_NETWORK: owners}}}

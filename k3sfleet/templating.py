@@ -51,10 +51,3 @@ def environment() -> jinja2.Environment:
 def render(name: str, **context: Any) -> str:
     """Render ``templates/<name>`` with ``context``; a missing variable raises."""
     return environment().get_template(name).render(**context)
-
-
-def template_names() -> list[str]:
-    """Every template shipped in ``templates/`` (relative names, sorted)."""
-    return sorted(
-        str(p.relative_to(TEMPLATES_DIR)) for p in TEMPLATES_DIR.rglob("*.j2") if p.is_file()
-    )

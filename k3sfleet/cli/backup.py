@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from k3sfleet.backup import (
+    TTL,
+    WAIT_TIMEOUT,
     BackupError,
     create_backup,
     describe,
@@ -42,9 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--namespaces", default="", help="comma-separated namespaces (default: all)"
     )
     create.add_argument("--name", default=None, help="backup name (default: k3sfleet-<time>)")
-    create.add_argument("--ttl", default="720h0m0s", help="how long Velero keeps it")
+    create.add_argument("--ttl", default=TTL, help="how long Velero keeps it")
     create.add_argument("--wait", action="store_true", help="wait for the final phase")
-    create.add_argument("--timeout", type=float, default=3600, help="seconds to wait")
+    create.add_argument("--timeout", type=float, default=WAIT_TIMEOUT, help="seconds to wait")
     create.set_defaults(func=run_create)
 
     listing = commands.add_parser("list", help="list backups, newest first")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from k3sfleet.dr import failover_plan, load_services, restore_plan
+from k3sfleet.dr import RESTORE_TIMEOUT, failover_plan, load_services, restore_plan
 from k3sfleet.kube import ApiSession, inventory_from_file
 
 
@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     restore.add_argument("--backup", default="latest", help="`latest` or a backup name")
     restore.add_argument("--target-node", required=True)
     restore.add_argument("--dry", action="store_true", help="print the plan, change nothing")
-    restore.add_argument("--timeout", type=float, default=1800, help="seconds per Restore")
+    restore.add_argument(
+        "--timeout", type=float, default=RESTORE_TIMEOUT, help="seconds per Restore")
     restore.set_defaults(func=run_restore)
 
     failover = commands.add_parser(
@@ -37,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     failover.add_argument("--source-node", required=True)
     failover.add_argument("--target-node", required=True)
     failover.add_argument("--dry", action="store_true", help="print the plan, change nothing")
-    failover.add_argument("--timeout", type=float, default=1800, help="seconds per Restore")
+    failover.add_argument(
+        "--timeout", type=float, default=RESTORE_TIMEOUT, help="seconds per Restore")
     failover.set_defaults(func=run_failover)
 
 

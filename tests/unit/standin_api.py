@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
 
 from k3sfleet.lab.standins.k3s.apiserver import ApiServer
 from k3sfleet.lab.standins.k3s.store import Store
@@ -40,3 +41,15 @@ class StandinApi:
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+def read_secret(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """A Secret as the API's JSON, read with the kubernetes client; ``None`` when absent."""
+    try:
+        response = k8s.CoreV1Api(api).read_namespaced_secret(
+            name, namespace, _preload_content=False)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return json.loads(response.data)  # type: ignore[no-any-return]

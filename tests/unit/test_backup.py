@@ -247,7 +247,7 @@ def test_create_backup_object_and_wait_for_its_phase(
     assert spec["includedNamespaces"] == ["database", "apps"]
     assert spec["storageLocation"] == "default"
     assert spec["defaultVolumesToFsBackup"] is True
-    info = wait_backup(api, name, poll=0)
+    info = wait_backup(api, name)
     lines = capsys.readouterr().out.splitlines()
     assert info.phase == "Completed"
     assert lines == [

@@ -15,7 +15,7 @@ import pytest
 from k3sfleet.facts.os import SystemInfo, unsupported_os
 from k3sfleet.facts.sshd import SshdConfig
 from k3sfleet.facts.tailscale import TailscaleStatus, logged_in_as
-from k3sfleet.facts.ufw import RULES_MARKER, UfwRules, UfwStatus
+from k3sfleet.facts.ufw import RULES_MARKER, UfwStatus, parse_added
 from k3sfleet.inventory import Node
 from k3sfleet.preflight import entry_problems
 from k3sfleet.secret import Secret
@@ -84,10 +84,10 @@ def test_ufw_status_of_a_never_enabled_ufw() -> None:
     assert status["incoming"] == "allow"
 
 
-def test_ufw_rules_fact_reads_show_added() -> None:
+def test_ufw_status_reads_show_added() -> None:
     lines = UFW_ACTIVE[UFW_ACTIVE.index(RULES_MARKER) + 1 :]
-    assert UfwRules().process(lines)[:2] == ["allow 22/tcp", "allow in on tailscale0"]
-    assert UfwRules().command() == "ufw show added"
+    assert parse_added(lines)[:2] == ["allow 22/tcp", "allow in on tailscale0"]
+    assert UfwStatus().command().endswith(f"echo {RULES_MARKER}; ufw show added")
 
 
 def test_sshd_config_joins_repeated_keywords() -> None:

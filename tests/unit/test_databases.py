@@ -14,7 +14,7 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.operations import run_ops
-from standin_api import StandinApi
+from standin_api import StandinApi, read_secret
 
 from k3sfleet.cli import main
 from k3sfleet.databases import (
@@ -33,7 +33,7 @@ from k3sfleet.databases import (
     with_new_passwords,
 )
 from k3sfleet.errors import ConfigError
-from k3sfleet.k8s_secrets import Values, read_secret
+from k3sfleet.k8s_secrets import Values
 from k3sfleet.kube import ApiSession
 from k3sfleet.vault import encrypt, load_vault, read_vault_file
 

@@ -88,7 +88,7 @@ class Sample(str):
 
 
 env = templating.environment()
-for name in templating.template_names():
+for name in env.list_templates(extensions=["j2"]):
     source = (templating.TEMPLATES_DIR / name).read_text()
     try:
         if name in samples:
@@ -292,11 +292,10 @@ def test_strict_undefined_is_what_the_templates_get() -> None:
     """The shared environment fails on a missing variable instead of rendering nothing."""
     import jinja2
 
-    from k3sfleet.templating import environment, template_names
+    from k3sfleet.templating import environment
 
-    names = template_names()
-    assert names, "no templates found"
     env = environment()
+    assert env.list_templates(extensions=["j2"]), "no templates found"
     assert env.undefined is jinja2.StrictUndefined
     with pytest.raises(jinja2.UndefinedError):
         env.from_string("{{ missing }}").render()

@@ -180,7 +180,6 @@ def make_engine(core: FakeCore, action: Any = None, **kw: Any) -> RollingEngine:
         needs_action=lambda t, node: kubelet_version(node) != V2,
         action_name="upgrade",
         target_version=V2,
-        poll_interval=1,
         **kw,
     )
 
@@ -515,8 +514,11 @@ NODE_INFO = {
 
 
 @pytest.fixture
-def standin_api(tmp_path: Any) -> Any:
+def standin_api(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     from kubernetes import config
+
+    # real time here: the stand-in answers at once, so poll it often rather than every 2 s
+    monkeypatch.setattr(rolling, "POLL_INTERVAL", 0.05)
 
     from k3sfleet.lab.standins.k3s import pki
     from k3sfleet.lab.standins.k3s.apiserver import ApiServer
@@ -608,7 +610,6 @@ def standin_engine(api: Any, **kw: Any) -> RollingEngine:
         needs_action=lambda t, node: kubelet_version(node) != V2,
         target_version=V2,
         action_name="upgrade",
-        poll_interval=0.05,
         **kw,
     )
 

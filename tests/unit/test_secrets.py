@@ -14,7 +14,7 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.operations import run_ops
-from standin_api import StandinApi
+from standin_api import StandinApi, read_secret
 
 from k3sfleet.deploys.cluster_secrets import secrets
 from k3sfleet.deploys.secrets import SECRETS
@@ -28,7 +28,6 @@ from k3sfleet.k8s_secrets import (
     literal,
     missing_problems,
     plan,
-    read_secret,
     render_all,
     template,
     vault,
