@@ -6,8 +6,8 @@ install); which is which shows in each file and is listed here:
 - an **entry file** is what you run: ``pyinfra inventory.py deploys/NAME.py`` or ``k3sfleet
   deploy NAME`` (``k3sfleet deploy --list`` prints each with its first docstring line). Its
   docstring says ``Entry file. Run: ...``; it declares ``PREFLIGHT`` (the checks made before
-  any host is contacted) and calls building blocks only under ``if under_pyinfra():`` (or
-  ``executed_by_pyinfra(globals())``); it defines no ``@deploy`` or ``@operation``.
+  any host is contacted) and calls building blocks only under ``if under_pyinfra():``; it
+  defines no ``@deploy`` or ``@operation``.
 - a **building block** is what they call: ``@deploy`` functions (with their ``DEFAULTS`` block
   at the top, ``k3sfleet.settings.Default``), operations and the pure functions behind them.
   Importing one never runs an operation, and no building block imports an entry file.

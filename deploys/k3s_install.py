@@ -4,7 +4,7 @@ The binary is downloaded next to its destination (a temp file in /usr/local/bin)
 against ``sha256sum-<arch>.txt`` of the same release, made executable and renamed over
 ``/usr/local/bin/k3s`` in one ``mv``: a running K3s keeps its old inode, a failed download or a
 wrong checksum leaves the old binary untouched. Nothing is downloaded when the wanted version is
-already installed. ``deploys/upgrade.py`` reuses ``k3s_binary``.
+already installed. ``deploys/k3s_upgrade.py`` reuses ``k3s_binary``.
 
 Example::
 

@@ -19,7 +19,7 @@ from pyinfra import host
 
 from k3sfleet.api_ops import api_call
 from k3sfleet.deploys.os_maintenance import maintenance_engine, pending_work
-from k3sfleet.entry import executed_by_pyinfra
+from k3sfleet.entry import under_pyinfra
 from k3sfleet.facts.maintenance import PendingMaintenance
 from k3sfleet.kube import ApiSession, cluster_api
 from k3sfleet.preflight import rolling_check
@@ -50,7 +50,7 @@ def _print_plan(state: Any) -> None:
 # Checked before any host is contacted (k3sfleet.preflight)
 PREFLIGHT = [rolling_check]
 
-if executed_by_pyinfra(globals()):  # not when a deploy of yours imports this file
+if under_pyinfra():
     from pyinfra import inventory, state
 
     first_server = (inventory.get_group("k3s_servers") or list(inventory))[0]

@@ -21,7 +21,7 @@ from pyinfra import host
 
 from k3sfleet.api_ops import api_call
 from k3sfleet.deploys.k3s_upgrade import upgrade_engine
-from k3sfleet.entry import executed_by_pyinfra
+from k3sfleet.entry import under_pyinfra
 from k3sfleet.kube import ApiSession, cluster_api
 from k3sfleet.preflight import k3s_version_check, rolling_check
 from k3sfleet.rolling import NestedRunner
@@ -42,7 +42,7 @@ def _print_plan(inventory: Any) -> None:
 # Checked before any host is contacted (k3sfleet.preflight)
 PREFLIGHT = [k3s_version_check, rolling_check]
 
-if executed_by_pyinfra(globals()):  # not when a deploy of yours imports this file
+if under_pyinfra():
     from pyinfra import inventory, state
 
     first_server = (inventory.get_group("k3s_servers") or list(inventory))[0]

@@ -19,9 +19,6 @@ Example (an entry file)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from pyinfra.context import ctx_host, ctx_state
 
 from k3sfleet.connect import set_host_tcp_nodelay
@@ -38,21 +35,3 @@ def under_pyinfra() -> bool:
         return False
     set_host_tcp_nodelay(ctx_host.get())
     return True
-
-
-def executed_by_pyinfra(namespace: Mapping[str, Any]) -> bool:
-    """Whether pyinfra executes the file whose ``globals()`` is ``namespace`` as a deploy file,
-    rather than someone importing it while pyinfra runs (a deploy of their own importing
-    ``k3s_upgrade`` from ``deploys/upgrade.py``).
-
-    pyinfra executes a deploy file, and ``local.include`` an included one, with ``exec`` over a
-    fresh namespace holding only ``__file__`` (pyinfra_cli/util.py ``exec_file``, called from
-    pyinfra_cli/cli.py and pyinfra/local.py ``include``, 3.10); an imported module always has a
-    ``__spec__`` (the import system sets it: Python reference, "The import system", 5.4.4).
-
-    Example (an entry file)::
-
-        if executed_by_pyinfra(globals()):
-            k3s_upgrade_everywhere()
-    """
-    return namespace.get("__spec__") is None and under_pyinfra()

@@ -46,11 +46,10 @@ VAULT_SKELETON = SKELETON_DIR / "vault.skeleton.yml"
 
 def is_entry_file(path: Path) -> bool:
     """Whether the file at ``path`` is an entry file: it acts at module level under ``if
-    under_pyinfra():`` or ``if executed_by_pyinfra(globals()):`` (``k3sfleet.entry``; read with
-    ``ast``, the file is not run)."""
+    under_pyinfra():`` (``k3sfleet.entry``; read with ``ast``, the file is not run)."""
     return any(
         isinstance(node, ast.If) and isinstance(node.test, ast.Call)
-        and getattr(node.test.func, "id", None) in ("under_pyinfra", "executed_by_pyinfra")
+        and getattr(node.test.func, "id", None) == "under_pyinfra"
         for node in ast.parse(path.read_text(encoding="utf-8")).body
     )
 

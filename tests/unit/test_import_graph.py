@@ -8,9 +8,8 @@ Layers, lowest first (a module may import its own layer and the ones below):
 0. facts    ``facts/`` (``k3sfleet.facts``): read a host, depend on pyinfra only
 1. core     ``k3sfleet/*`` (settings, inventory, vault, kube, rolling, preflight ...)
 2. deploys  ``deploys/*`` building blocks (``k3sfleet.deploys``): @deploy functions
-3. entry    ``deploys/*`` entry files, the ones that run ``if under_pyinfra():`` or
-            ``executed_by_pyinfra(globals())`` (what people run with pyinfra or ``k3sfleet
-            deploy``; each declares its ``PREFLIGHT``)
+3. entry    ``deploys/*`` entry files, the ones that run ``if under_pyinfra():`` (what people
+            run with pyinfra or ``k3sfleet deploy``; each declares its ``PREFLIGHT``)
 4. tools    ``k3sfleet/cli``, ``k3sfleet/__main__.py``, ``k3sfleet/lab``: commands, which may
             call anything below
 """
