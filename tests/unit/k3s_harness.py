@@ -56,6 +56,7 @@ RELEASE_URL = "https://releases.example.invalid/k3s"
 
 BASE_DATA: dict[str, Any] = {
     "ssh_user": "k3sfleet",
+    "_sudo": True,  # as k3sfleet.inventory.sudo_data gives a node logged in as k3sfleet
     "fake_delay": 0,
     "fake_delay_jitter": 0,
     "k3s_version": "v1.34.2+k3s1",
