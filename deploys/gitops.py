@@ -41,7 +41,7 @@ from pyinfra.operations import files
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.inventory import is_ingress
 from k3sfleet.settings import Default, Settings, data_value, default_values
-from k3sfleet.templating import environment
+from k3sfleet.templating import render
 
 DEFAULTS: dict[str, Default] = {
     "argocd_namespace": Default("argocd", "namespace of Argo CD"),
@@ -169,21 +169,18 @@ def argocd_values(cfg: ArgocdConfig) -> str:
 
         yaml.safe_load(argocd_values(cfg))["configs"]["rbac"]["scopes"]   # '[groups]'
     """
-    text = (
-        environment()
-        .get_template("argocd-values.yaml.j2")
-        .render(
-            hostname=cfg.server_hostname,
-            url=f"https://{cfg.server_hostname}",
-            admin_enabled=cfg.admin_enabled,
-            oidc_enabled=cfg.oidc_enabled,
-            oidc_issuer_url=cfg.oidc_issuer_url,
-            oidc_client_id=cfg.oidc_client_id,
-            oidc_logout_url=cfg.oidc_logout_url,
-            policy_csv=cfg.policy_csv.strip("\n"),
-            policy_default=cfg.policy_default,
-            scopes=cfg.scopes,
-        )
+    text = render(
+        "argocd-values.yaml.j2",
+        hostname=cfg.server_hostname,
+        url=f"https://{cfg.server_hostname}",
+        admin_enabled=cfg.admin_enabled,
+        oidc_enabled=cfg.oidc_enabled,
+        oidc_issuer_url=cfg.oidc_issuer_url,
+        oidc_client_id=cfg.oidc_client_id,
+        oidc_logout_url=cfg.oidc_logout_url,
+        policy_csv=cfg.policy_csv.strip("\n"),
+        policy_default=cfg.policy_default,
+        scopes=cfg.scopes,
     )
     yaml.safe_load(text)  # a template mistake fails here, not in the cluster
     return text
@@ -191,15 +188,12 @@ def argocd_values(cfg: ArgocdConfig) -> str:
 
 def helmchart_manifest(cfg: ArgocdConfig) -> str:
     """The ``HelmChart`` manifest (YAML text) that installs Argo CD with ``argocd_values``."""
-    text = (
-        environment()
-        .get_template("argocd-helmchart.yaml.j2")
-        .render(
-            chart_repo=cfg.chart_repo,
-            chart_version=cfg.chart_version,
-            namespace=cfg.namespace,
-            values=argocd_values(cfg).strip("\n"),
-        )
+    text = render(
+        "argocd-helmchart.yaml.j2",
+        chart_repo=cfg.chart_repo,
+        chart_version=cfg.chart_version,
+        namespace=cfg.namespace,
+        values=argocd_values(cfg).strip("\n"),
     )
     yaml.safe_load(text)
     return text
@@ -229,18 +223,15 @@ def root_apps_manifest(cfg: ArgocdConfig) -> str:
             "targetRevision": cfg.revision,
         }
     }
-    text = (
-        environment()
-        .get_template("argocd-root-apps.yaml.j2")
-        .render(
-            namespace=cfg.namespace,
-            repo_url=cfg.repo_url,
-            revision=cfg.revision,
-            apps=[
-                {"name": "infrastructure", "path": cfg.infrastructure_path, "values": infra_values},
-                {"name": "apps", "path": cfg.apps_path, "values": apps_values},
-            ],
-        )
+    text = render(
+        "argocd-root-apps.yaml.j2",
+        namespace=cfg.namespace,
+        repo_url=cfg.repo_url,
+        revision=cfg.revision,
+        apps=[
+            {"name": "infrastructure", "path": cfg.infrastructure_path, "values": infra_values},
+            {"name": "apps", "path": cfg.apps_path, "values": apps_values},
+        ],
     )
     list(yaml.safe_load_all(text))
     return text
