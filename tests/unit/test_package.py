@@ -249,6 +249,15 @@ def test_first_day_from_an_empty_folder_with_only_the_install(
     own = run(k3sfleet, "deploy", "--print-path", "secrets", cwd=project, env=env,
               stderr=False).strip()
     assert own == str((project / "deploys" / "secrets.py").resolve())
+    # the installed entry files, one line each; the project's copy of secrets.py runs against
+    # the installed building block it calls (deploys/cluster_secrets.py)
+    listed = run(k3sfleet, "deploy", "--list", cwd=project, env=env, stderr=False).splitlines()
+    assert [line.split()[0] for line in listed] == [
+        "argocd", "bootstrap", "cluster", "databases", "init_cluster", "maintenance", "reset",
+        "secrets", "upgrade"]
+    assert "Bring up or converge the whole K3s cluster in one run." in "\n".join(listed)
+    out = run(k3sfleet, "check", "secrets", cwd=project, env=env, code=3)
+    assert "CLOUDFLARE_API_TOKEN" in out and "(needed by deploys/secrets.py)" in out
 
     # fill the vault as a user would (their editor), then check passes
     editor = installed["tmp"] / "editor.sh"
