@@ -585,3 +585,23 @@ def test_inventory_loading_does_not_monkey_patch_the_process(tmp_path: Path) -> 
         [sys.executable, "-c", code, str(inv)], capture_output=True, text=True, check=True
     ).stdout.split("\n")
     assert out[:2] == ["['s1'] False", "False"]
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"ssh_user": "root"}, (False, None)),
+    ({"ssh_user": "admin", "_sudo": True}, (True, None)),
+    ({"ssh_user": "admin", "_sudo": True, "_sudo_user": "k3s"}, (True, "k3s")),
+])
+def test_verify_runs_its_checks_with_the_sudo_of_the_host_data(
+    data: dict[str, Any], expected: tuple[bool, str | None]
+) -> None:
+    """``k3sfleet verify``'s testinfra hosts take sudo from the host data too (it was always on,
+    root logins included), and testinfra wraps each check as the host data says."""
+    from k3sfleet.verify import testinfra_host
+
+    node = HostInfo.from_data("s1", {"ssh_hostname": "127.0.0.1", **data})
+    backend = testinfra_host(node).backend
+    assert (backend.sudo, backend.sudo_user) == expected
+    wrapped = backend.get_command("id -u")
+    assert wrapped.startswith("sudo") == expected[0]
+    assert ("-u k3s" in wrapped) == (expected[1] == "k3s")
