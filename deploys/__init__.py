@@ -20,7 +20,7 @@ ENTRY_FILES = (
     "secrets", "upgrade",
 )
 BUILDING_BLOCKS = (
-    "app_databases", "cluster_secrets", "common", "firewall", "gitops", "k3s_agent", "k3s_files",
+    "app_databases", "cluster_secrets", "common", "firewall", "gitops", "k3s_agent",
     "k3s_install", "k3s_node", "k3s_prereq", "k3s_server", "k3s_uninstall", "k3s_upgrade",
-    "os_maintenance", "preread", "tailscale",
+    "ops", "os_maintenance", "readmodel", "tailscale",
 )

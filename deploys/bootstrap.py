@@ -15,18 +15,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyinfra import host
-from pyinfra.facts.deb import DebPackages
 
 from k3sfleet.deploys import common as common_module
 from k3sfleet.deploys import firewall as firewall_module
 from k3sfleet.deploys import tailscale as tailscale_module
-from k3sfleet.deploys.preread import read_at_once
+from k3sfleet.deploys.readmodel import watch
 from k3sfleet.entry import under_pyinfra
-from k3sfleet.facts.files import ManagedFiles
-from k3sfleet.facts.os import SystemInfo
-from k3sfleet.facts.systemd import SystemdUnits
-from k3sfleet.facts.tailscale import TailscaleStatus
-from k3sfleet.facts.ufw import UfwStatus
 from k3sfleet.preflight import tailscale_key_check
 from k3sfleet.settings import default_values
 
@@ -72,31 +66,19 @@ def data_problems(settings: Settings, nodes: Sequence[Node]) -> list[str]:
 def run() -> None:
     """The bootstrap deploys for the host in context.
 
-    Everything the three deploys decide on is read here, in six commands run at the same time
-    (a converged node costs no other command, and one round trip of waiting): pyinfra 3 caches
-    no facts, and each read is a round trip.
+    What the three deploys consult is watched first, so the host's snapshot is read in one
+    command (a converged node costs no other).
     """
-    reads = {
-        "info": lambda: host.get_fact(SystemInfo),
-        "installed": lambda: host.get_fact(DebPackages) or {},
-        "files": lambda: host.get_fact(
-            ManagedFiles, paths=[*common_module.FILES, *tailscale_module.FILES],
-            links=common_module.LINKS,
-        ),
-        "units": lambda: host.get_fact(
-            SystemdUnits, units=[*common_module.UNITS, *tailscale_module.UNITS]
-        ),
-        "ufw": lambda: host.get_fact(UfwStatus),
-    }
-    if host.data.get("tailscale_up_by") != "k3s":  # (else nobody runs `tailscale up` here)
-        reads["tailscale"] = lambda: host.get_fact(TailscaleStatus)
-    state = read_at_once(reads)
-    info, installed, files, units = (state[k] for k in ("info", "installed", "files", "units"))
-    common_module.common(info=info, installed=installed, files=files, units=units)
-    firewall_module.firewall(status=state["ufw"], sshd_ports=info.get("sshd_ports"),
-                             installed=installed)
-    tailscale_module.tailscale(info=info, status=state.get("tailscale"), installed=installed,
-                               files=files, units=units)
+    watch(
+        files=[*common_module.FILES, *tailscale_module.FILES], links=common_module.LINKS,
+        units=[*common_module.UNITS, *tailscale_module.UNITS],
+        extras=[*firewall_module.EXTRAS,
+                *(["tailscale"] if host.data.get("tailscale_up_by") != "k3s" else [])],
+    )
+    common_module.common()
+    firewall_module.firewall()
+    tailscale_module.tailscale()
+
 
 # Checked before any host is contacted (k3sfleet.preflight)
 PREFLIGHT = [tailscale_key_check, data_problems]

@@ -31,7 +31,7 @@ if under_pyinfra():
 
     plan = cluster_plan()
     role = host.data.get("k3s_role")
-    k3s_prereq(state=plan.state_of(host.name))
+    k3s_prereq()
     # Steps: every host passes each phase() together, so a step starts only once the one
     # before it finished on every host.
     if role == "server" and host.name not in plan.joining:

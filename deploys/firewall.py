@@ -26,11 +26,11 @@ from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
-from pyinfra.facts.deb import DebPackages
 
-from k3sfleet.deploys.preread import deb_packages
+from k3sfleet.deploys.ops import packages
+from k3sfleet.deploys.readmodel import record, section, watch
 from k3sfleet.errors import ConfigError
-from k3sfleet.facts.ufw import UfwStatus, UfwStatusData
+from k3sfleet.facts.snapshot import SnapshotData
 from k3sfleet.settings import Default, data_value, default_values
 from k3sfleet.versions import TAILNET_INTERFACE
 
@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Default] = {
     "firewall_default_incoming": Default("deny", "default incoming policy"),
     "firewall_default_outgoing": Default("allow", "default outgoing policy"),
 }
+
+#: What ``firewall`` consults in the host's snapshot (``deploys.readmodel.watch``).
+EXTRAS: tuple[str, ...] = ("system", "packages", "ufw")
 
 ACTIONS = ("allow", "deny", "reject", "limit")
 PROTOS = ("tcp", "udp", "any")
@@ -217,20 +220,19 @@ def _ufw(*words: str) -> StringCommand:
 @operation()
 def ufw_policy(
     rules: Sequence[str],
-    status: UfwStatusData,
     incoming: str = "deny",
     outgoing: str = "allow",
 ) -> Generator[Any, None, None]:
     """ufw holds exactly ``rules``, has the default policies, and is enabled.
 
-    ``status`` is the ``UfwStatus`` fact (read once by the deploy). Order: missing rules are
-    added (SSH first), unwanted ones deleted, defaults set, and only then ufw enabled.
+    Order: missing rules are added (SSH first), unwanted ones deleted, defaults set, and only
+    then ufw enabled.
 
     Example::
 
-        ufw_policy(rules=["allow 22/tcp", "allow in on tailscale0"],
-                   status=host.get_fact(UfwStatus))
+        ufw_policy(rules=["allow 22/tcp", "allow in on tailscale0"])
     """
+    status = section("ufw")
     current = list(status.get("rules") or [])
     add = [r for r in rules if r not in current]
     delete = [r for r in current if r not in rules]
@@ -241,6 +243,12 @@ def ufw_policy(
             host.log(f"  + ufw {r}", logger.info)
         for r in delete:
             host.log(f"  - ufw {r}", logger.info)
+
+    def effect(snap: SnapshotData) -> None:
+        snap["ufw"] = {**snap["ufw"], "active": True, "incoming": incoming,
+                       "outgoing": outgoing, "rules": list(rules)}
+
+    record(effect)
     for r in add:
         yield _ufw(*shlex.split(r))
     for r in delete:
@@ -261,17 +269,9 @@ def ufw_policy(
 
 
 @deploy("k3sfleet firewall", data_defaults=default_values(DEFAULTS))
-def firewall(
-    status: UfwStatusData | None = None,
-    sshd_ports: Sequence[str] | None = None,
-    installed: Mapping[str, Any] | None = None,
-) -> None:
-    """ufw with default deny incoming, SSH, the tailnet, k3s ports on tailscale0 only.
-
-    ``status`` is the ``UfwStatus`` fact and ``sshd_ports`` the ports sshd listens on (from
-    ``SystemInfo`` read as root); without them the fact is read here and SSH stays on
-    ``firewall_ssh_ports`` or 22. ``installed`` is the ``DebPackages`` fact, read here when
-    not given.
+def firewall() -> None:
+    """ufw with default deny incoming, SSH (the ports sshd listens on, read as root), the
+    tailnet, k3s ports on tailscale0 only.
 
     Example::
 
@@ -285,15 +285,12 @@ def firewall(
     if found:
         raise ConfigError([f"{host.name}: {p}" for p in found])
     servers = len(host.state.inventory.get_group("k3s_servers", []))
-    if installed is None:
-        installed = host.get_fact(DebPackages) or {}
-    deb_packages(name="ufw installed", packages=["ufw"], installed=installed)
-    if status is None:
-        status = host.get_fact(UfwStatus)
+    watch(extras=EXTRAS)
+    sshd_ports = section("system")["sshd_ports"]
+    packages(name="ufw installed", packages=["ufw"])
     ufw_policy(
         name="ufw rules and policy",
         rules=wanted_rules(data.dict(), servers=servers, sshd_ports=sshd_ports),
-        status=status,
         incoming=str(data.firewall_default_incoming),
         outgoing=str(data.firewall_default_outgoing),
     )

@@ -27,8 +27,8 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.server import Arch
 
-from k3sfleet.deploys.preread import UNSET
-from k3sfleet.facts.k3s import K3S_BIN, K3sVersion
+from k3sfleet.deploys.readmodel import record, section
+from k3sfleet.facts.k3s import K3S_BIN
 
 # `uname -m` -> (binary name in the release, sha256 file suffix)
 ARCHES = {
@@ -77,7 +77,6 @@ def install_script(
 def k3s_binary(
     version: str,
     release_url: str,
-    installed: object = UNSET,
     arch: str | None = None,
 ) -> Generator[StringCommand, None, None]:
     """Install K3s ``version`` at /usr/local/bin/k3s unless it is installed already.
@@ -85,13 +84,11 @@ def k3s_binary(
     + version: the K3s release (``v1.34.2+k3s1``)
     + release_url: base URL of the releases (the mirror serves ``<version>/k3s`` and
       ``<version>/sha256sum-amd64.txt``)
-    + installed: the installed version if the caller already read it (``K3sState``), to save a
-      round trip; read with the ``K3sVersion`` fact otherwise
     + arch: ``uname -m`` of the node; read with the ``Arch`` fact when not given
     """
-    current = host.get_fact(K3sVersion) if installed is UNSET else installed
-    if current == version:
+    if section("k3s")["version"] == version:  # (the host's snapshot)
         host.noop(f"k3s {version} is installed")
         return
     machine = arch or host.get_fact(Arch) or "x86_64"
+    record(lambda snap: snap["k3s"].update(version=version))  # (nothing else it watches)
     yield StringCommand("sh", "-c", QuoteString(install_script(version, release_url, machine)))

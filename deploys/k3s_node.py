@@ -1,9 +1,10 @@
 """What K3s servers and agents share: the cluster plan, config, unit rendering, service.
 
-* ``cluster_plan()`` reads, all at once, the ``K3sState`` of every server and of every node in
-  this run (and the first server's node-token when a node joins with it), then decides who
-  runs ``cluster-init`` and whom each server joins (``k3sfleet.k3s_plan``). Deploys take a
-  node's state from ``plan.state_of(name)``: one remote command per node per run.
+* ``cluster_plan()`` reads, all at once, the snapshot (``deploys.readmodel``, with K3s's files,
+  units and ``K3sState``) of every server and of every node in this run (and the first server's
+  node-token when a node joins with it), then decides who runs ``cluster-init`` and whom each
+  server joins (``k3sfleet.k3s_plan``). The operations consult the same snapshots: one remote
+  command per node per run.
 * ``k3s_config`` renders /etc/rancher/k3s/config.yaml when it runs: the token and server URL of
   a joining node come from its server's facts at that moment, so a fresh cluster comes up in
   one run. The previous config is kept as ``config.yaml.previous``.
@@ -31,18 +32,12 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_state
 
-from k3sfleet.deploys.k3s_files import managed_file, private_file
 from k3sfleet.deploys.k3s_install import k3s_binary
-from k3sfleet.deploys.preread import UNSET, read_at_once
+from k3sfleet.deploys.ops import file
+from k3sfleet.deploys.readmodel import read_at_once, snapshot, unit_state, watch
 from k3sfleet.deploys.tailscale import up_flags
 from k3sfleet.errors import ConfigError
-from k3sfleet.facts.k3s import (
-    CONFIG,
-    K3S_BIN,
-    NODE_TOKEN,
-    VPN_AUTH_FILE,
-    K3sState,
-)
+from k3sfleet.facts.k3s import CONFIG, DIRECTORIES, K3S_BIN, NODE_TOKEN, VPN_AUTH_FILE
 from k3sfleet.facts.tailscale import TailscaleStatus
 from k3sfleet.inventory import is_ingress
 from k3sfleet.k3s_plan import joining_servers, plan_servers
@@ -65,6 +60,9 @@ DEFAULTS: dict[str, Default] = {
 HEALTH_TIMEOUT: int = DEFAULTS["k3s_health_timeout"].value
 SERVICE = {"server": "k3s", "agent": "k3s-agent"}
 UNIT = {role: f"/etc/systemd/system/{svc}.service" for role, svc in SERVICE.items()}
+#: What the cluster deploys consult in a node's snapshot (``deploys.readmodel.watch``).
+FILES = (CONFIG, VPN_AUTH_FILE, *UNIT.values())
+UNITS = tuple(f"{svc}.service" for svc in SERVICE.values())
 
 ETCD_WAN_WARNING = (
     "k3s does not support embedded etcd across servers that are not on one LAN "
@@ -273,10 +271,11 @@ def node_token(h: Any) -> Secret | None:
 
 
 def node_state(h: Any) -> dict[str, Any]:
-    """Read host ``h``'s ``K3sState`` (without ``tailscale ip`` when the inventory gives the
-    node's tailnet address)."""
+    """Host ``h``'s ``K3sState`` from its snapshot, which watches what the cluster deploys
+    consult (without ``tailscale ip`` when the inventory gives the node's tailnet address)."""
     known = bool(h.data.get("k3sfleet_tailnet_address"))
-    return h.get_fact(K3sState, tailnet=not known)  # type: ignore[no-any-return]
+    watch(files=FILES, links=DIRECTORIES, units=UNITS, extras=["k3s"], tailnet=not known, h=h)
+    return snapshot(h)["k3s"]  # type: ignore[no-any-return]
 
 
 def _role_hosts(role: str) -> list[Any]:
@@ -307,8 +306,8 @@ def _needs_token(hosts: Iterable[Any], servers: list[Any]) -> bool:
 def _read_concurrently(
     hosts: list[Any], token_host: Any | None
 ) -> tuple[dict[str, dict[str, Any]], Secret | None]:
-    """The ``K3sState`` of every host in ``hosts`` and the node-token of ``token_host``, read
-    at the same time: one round trip of waiting, however many nodes."""
+    """The ``K3sState`` (snapshot) of every host in ``hosts`` and the node-token of
+    ``token_host``, read at the same time: one round trip of waiting, however many nodes."""
     reads: dict[str, Callable[[], Any]] = {
         f"state:{h.name}": functools.partial(node_state, h) for h in hosts
     }
@@ -380,7 +379,6 @@ def k3s_config(
     join: str | None = None,
     token: Secret | None = None,
     token_source: str | None = None,
-    current_sha256: str | None = UNSET,
 ) -> Generator[Any, None, None]:
     """/etc/rancher/k3s/config.yaml for this node, completed when the operation runs.
 
@@ -394,7 +392,6 @@ def k3s_config(
       its server's node-token at run time
     + token_source: the server whose node-token to use when ``token`` is ``None`` (default:
       ``join``; a server that already holds the cluster uses its own, which is the same token)
-    + current_sha256: sha256 of the current config.yaml if already read
     """
     plan = cluster_plan()
     values = dict(settings(address or plan.address(host.name)))
@@ -423,9 +420,7 @@ def k3s_config(
     else:
         values = {"cluster-init": True, **values}
     text = render_config(values, entry)
-    yield from private_file._inner(  # type: ignore[attr-defined]
-        CONFIG, Secret(text), current_sha256=current_sha256, keep_previous=True
-    )
+    yield from file._inner(CONFIG, content=Secret(text), keep_previous=True)
 
 
 def _changed(metas: Iterable[OperationMeta]) -> bool:
@@ -501,35 +496,32 @@ def converge_node(
 ) -> None:
     """Converge this host as a ``role`` node: the K3s binary, the vpn-auth file (with
     ``k3s_vpn_auth``), the systemd unit and config.yaml, each changed only when it differs from
-    the node's ``K3sState``; then the service, restarted only when one of them changed.
+    the node's snapshot; then the service, restarted only when one of them changed.
 
     + config_name: the name of the config.yaml operation
     + settings, address, join, token_source: as for ``k3s_config``
     """
     data = host.data
-    state = plan.state_of(host.name)
+    plan.state_of(host.name)  # (this host's snapshot is read with the plan's)
     service = SERVICE[role]
     binary = k3s_binary(
         name=f"Install k3s {data.k3s_version}",
         version=data.k3s_version,
         release_url=data.k3s_release_url,
-        installed=state["version"],
     )
     config_changes = []
     if data.k3s_vpn_auth:
         config_changes.append(
-            private_file(
+            file(
                 name="K3s vpn-auth file",
                 path=VPN_AUTH_FILE,
                 content=vpn_auth_text(data.tailscale_auth_key, vpn_up_args(data, host.name)),
-                current_sha256=state["vpn_auth_sha256"],
             )
         )
-    unit = managed_file(
+    unit = file(
         name=f"{service}.service",
         path=UNIT[role],
-        text=render_unit(role, after_tailscale=True),
-        current_sha256=state["unit_sha256"][service],
+        content=render_unit(role, after_tailscale=True),
     )
     config_changes.append(
         k3s_config(
@@ -540,13 +532,11 @@ def converge_node(
             join=join,
             token=data.get("k3s_token"),
             token_source=token_source,
-            current_sha256=state["config_sha256"],
         )
     )
     k3s_service(
         name=f"{service} service",
         role=role,
-        status=state["services"].get(service, {}),
         config_changes=config_changes,
         other_changes=[binary, unit],
         timeout=int(data.k3s_health_timeout),
@@ -556,7 +546,6 @@ def converge_node(
 @operation()
 def k3s_service(
     role: str,
-    status: Mapping[str, str],
     config_changes: list[OperationMeta],
     other_changes: list[OperationMeta],
     timeout: int = HEALTH_TIMEOUT,
@@ -564,7 +553,6 @@ def k3s_service(
     """K3s enabled and running; restarted (with roll-back of a bad config) only on change.
 
     + role: ``server`` (``k3s``) or ``agent`` (``k3s-agent``)
-    + status: the unit's state (``K3sState`` ``services``) read before this run changed anything
     + config_changes: operations that change config.yaml / vpn-auth: a failed restart after
       one of them restores config.yaml.previous
     + other_changes: binary and unit operations
@@ -573,8 +561,9 @@ def k3s_service(
     service = SERVICE[role]
     config_changed = _changed(config_changes)
     changed = config_changed or _changed(other_changes)
-    running = status.get("ActiveState") == "active"
-    if status.get("UnitFileState") != "enabled":
+    status = unit_state(f"{service}.service")
+    running = status["active_state"] == "active"
+    if status["unit_file_state"] != "enabled":
         yield StringCommand("systemctl", "enable", QuoteString(service))
     if changed or not running:
         script = restart_script(service, role, restore_config=config_changed, timeout=timeout)

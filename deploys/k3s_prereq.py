@@ -8,20 +8,18 @@ Example::
 
     from k3sfleet.deploys.k3s_prereq import k3s_prereq
 
-    k3s_prereq()                          # reads the directories' state itself
-    k3s_prereq(state=plan.state_of(host.name))   # deploys/cluster.py: the K3sState it read
+    k3s_prereq()
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
-from typing import Any
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
+from k3sfleet.deploys.readmodel import file_state, record, set_file, watch
 from k3sfleet.facts.k3s import DIRECTORIES as K3S_DIRECTORIES
-from k3sfleet.facts.k3s import K3sDirectories
 
 #: K3s's directories (the paths K3sState reads) and their modes
 DIRECTORIES = dict.fromkeys(K3S_DIRECTORIES, "755")
@@ -37,21 +35,14 @@ def _converged(current: Mapping[str, str] | None, mode: str) -> bool:
 
 
 @operation()
-def k3s_directories(
-    current: Mapping[str, Mapping[str, str] | None] | None = None,
-) -> Generator[StringCommand, None, None]:
-    """K3s's directories (``DIRECTORIES``) exist, owned by root:root with their mode.
-
-    + current: the ``directories`` of ``K3sState`` if the caller read it, to save a round
-      trip; read with the ``K3sDirectories`` fact otherwise
-    """
-    now = current
-    if now is None:
-        read: dict[str, dict[str, str] | None] = host.get_fact(K3sDirectories)
-        now = read
-    stale = {p: mode for p, mode in DIRECTORIES.items() if not _converged(now.get(p), mode)}
+def k3s_directories() -> Generator[StringCommand, None, None]:
+    """K3s's directories (``DIRECTORIES``) exist, owned by root:root with their mode."""
+    stale = {p: mode for p, mode in DIRECTORIES.items()
+             if not _converged(file_state(p, link=True), mode)}  # type: ignore[arg-type]
     if not stale:
         host.noop("K3s's directories exist with their owner and mode")
+    record(*(set_file(p, {"type": "directory", "sha256": None, "user": "root", "group": "root",
+                          "mode": mode, "link_target": None}) for p, mode in stale.items()))
     for path, mode in stale.items():
         # install -d creates missing parents and sets owner and mode on an existing one
         yield StringCommand(
@@ -61,12 +52,7 @@ def k3s_directories(
 
 
 @deploy("K3s prerequisites")
-def k3s_prereq(state: Mapping[str, Any] | None = None) -> None:
-    """K3s's configuration and data directories, root-owned.
-
-    ``state`` is the node's ``K3sState`` when the caller already read it.
-    """
-    k3s_directories(
-        name="K3s directories",
-        current=state["directories"] if state is not None else None,
-    )
+def k3s_prereq() -> None:
+    """K3s's configuration and data directories, root-owned."""
+    watch(links=DIRECTORIES)
+    k3s_directories(name="K3s directories")

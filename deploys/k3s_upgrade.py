@@ -24,7 +24,6 @@ from pyinfra.api import deploy
 from pyinfra.operations import systemd
 
 from k3sfleet.deploys.k3s_install import k3s_binary
-from k3sfleet.facts.k3s import K3sVersion
 from k3sfleet.rolling import (
     RollingEngine,
     engine_options,
@@ -43,12 +42,10 @@ def k3s_upgrade() -> None:
     """
     version = host.data.k3s_version
     service = "k3s" if host.data.get("k3s_role") == "server" else "k3s-agent"
-    installed = host.get_fact(K3sVersion)
     k3s_binary(
         name=f"Install k3s {version}",
         version=version,
         release_url=host.data.k3s_release_url,
-        installed=installed,
     )
     systemd.service(
         name=f"Restart {service} on {version}",

@@ -22,28 +22,19 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from io import StringIO
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, operation
-from pyinfra.facts.deb import DebPackages
 
-from k3sfleet.deploys.common import config_file
-from k3sfleet.deploys.preread import deb_packages, downloaded_file, needs_read, systemd_unit
+from k3sfleet.deploys.ops import LOGIN_USER, download, file, packages, service
+from k3sfleet.deploys.readmodel import section, watch
 from k3sfleet.errors import ConfigError
-from k3sfleet.facts.files import ManagedFiles, ManagedFilesData
-from k3sfleet.facts.os import SystemInfo, SystemInfoData
-from k3sfleet.facts.systemd import SystemdUnits, SystemdUnitsData
-from k3sfleet.facts.tailscale import (
-    AdvertisedRoutes,
-    TailscaleStatus,
-    TailscaleStatusData,
-    logged_in_as,
-    routes_to_keep,
-)
+from k3sfleet.facts.tailscale import AdvertisedRoutes, logged_in_as, routes_to_keep
 from k3sfleet.preflight import vpn_args_problems
 from k3sfleet.secret import Secret, reveal
 from k3sfleet.settings import Default, data_value, default_values
@@ -55,9 +46,10 @@ UPLOAD_DIR = "/run/k3sfleet-upload"
 AUTH_KEY_FILE = f"{SECRET_DIR}/tailscale-authkey"
 DAEMON_UNIT = "tailscaled.service"
 PACKAGES = ("tailscale", "tailscale-archive-keyring")
-#: What ``tailscale`` reads in one ``ManagedFiles`` and one ``SystemdUnits`` fact.
+#: What ``tailscale`` consults in the host's snapshot (``deploys.readmodel.watch``).
 FILES: tuple[str, ...] = (KEYRING, SOURCES_LIST)
 UNITS: tuple[str, ...] = (DAEMON_UNIT,)
+EXTRAS: tuple[str, ...] = ("system", "packages", "tailscale")  # (the last: unless up by k3s)
 TAG_RE = re.compile(r"^tag:[A-Za-z0-9-]+$")
 
 DEFAULTS: dict[str, Default] = {
@@ -133,30 +125,33 @@ def problems(data: Mapping[str, Any]) -> list[str]:
 @operation()
 def tailscale_up(
     auth_key: Secret,
-    flags: list[str],
-    status: TailscaleStatusData,
+    flags: Callable[[Sequence[str]], list[str]],
 ) -> Generator[Any, None, None]:
-    """Log the node in with ``auth_key`` unless ``status`` shows it up as itself.
+    """Log the node in with ``auth_key`` unless its ``tailscale status`` shows it up as itself.
 
-    The key goes through a root-only file that is removed right after ``tailscale up``.
+    ``flags`` gives the ``tailscale up`` flags for the routes to keep (read only when ``up``
+    runs: what K3s advertised, kept across ``--reset``). The key goes through a root-only file
+    that is removed right after ``tailscale up``.
 
     Example::
 
-        tailscale_up(auth_key=Secret("tskey-auth-..."), flags=["--hostname=vps-1"],
-                     status=host.get_fact(TailscaleStatus))
+        tailscale_up(auth_key=Secret("tskey-auth-..."),
+                     flags=lambda routes: ["--hostname=vps-1"])
     """
+    status = section("tailscale")
     if logged_in_as(status, host.name):
         host.noop(f"Tailscale is up as {host.name} ({', '.join(status.get('ips') or [])})")
         return
+    routes = routes_to_keep(host.get_fact(AdvertisedRoutes))
     # With sudo (``_sudo`` in host data) pyinfra uploads the file as the login user first
     # (pyinfra v3.10.0 pyinfra/connectors/ssh.py ``put_file``: "you can only sftp with the SSH
     # user connected"), so that upload goes into a directory only the login user can read. Under
     # sudo the login user is $SUDO_USER (sudo-project/sudo plugins/sudoers/env.c: "Add the
     # SUDO_USER, SUDO_UID, SUDO_GID environment variables", the invoking user's name), else the
-    # user running the command (as k3s_files.private_file finds it).
+    # user running the command (``deploys.ops.LOGIN_USER``, as the file primitive finds it).
     yield StringCommand(
         "install", "-d", "-m", "0700", "-o", "root", "-g", "root", SECRET_DIR, "&&",
-        "install", "-d", "-m", "0700", "-o", '"${SUDO_USER:-$(id -un)}"', UPLOAD_DIR,
+        "install", "-d", "-m", "0700", "-o", LOGIN_USER, UPLOAD_DIR,
     )
     yield FileUploadCommand(
         StringIO(auth_key.unmask() + "\n"), AUTH_KEY_FILE,
@@ -170,7 +165,7 @@ def tailscale_up(
     )
     yield StringCommand(
         "tailscale", "up", f"--auth-key=file:{AUTH_KEY_FILE}",
-        *[QuoteString(f) for f in flags], ";",
+        *[QuoteString(f) for f in flags(routes)], ";",
         "rc=$?", ";", "rm", "-f", AUTH_KEY_FILE, ";",
         "if", "[", "$rc", "-ne", "0", "]", ";", "then",
         "echo", QuoteString(message), ">&2", ";", "exit", "$rc", ";", "fi",
@@ -178,19 +173,8 @@ def tailscale_up(
 
 
 @deploy("k3sfleet tailscale", data_defaults=default_values(DEFAULTS))
-def tailscale(
-    info: SystemInfoData | None = None,
-    status: TailscaleStatusData | None = None,
-    installed: Mapping[str, Any] | None = None,
-    files: ManagedFilesData | None = None,
-    units: SystemdUnitsData | None = None,
-) -> None:
+def tailscale() -> None:
     """Install Tailscale from its apt repository, enable tailscaled, and bring the node up.
-
-    ``info`` is the ``SystemInfo`` fact (the entry file reads it once); ``status`` the
-    ``TailscaleStatus`` fact; ``installed`` the ``DebPackages`` fact; ``files`` the
-    ``ManagedFiles`` fact of at least ``FILES``; ``units`` the ``SystemdUnits`` fact of at least
-    ``UNITS``; each is read here when not given.
 
     Example::
 
@@ -200,42 +184,25 @@ def tailscale(
     found = problems(data.dict())
     if found:
         raise ConfigError([f"{host.name}: {p}" for p in found])
-    if info is None:
-        info = host.get_fact(SystemInfo)
-    assert info is not None
-    if installed is None:
-        installed = host.get_fact(DebPackages) or {}
-    if files is None or needs_read(files, FILES):
-        files = host.get_fact(ManagedFiles, paths=FILES)
-    if units is None or needs_read(units, UNITS):
-        units = host.get_fact(SystemdUnits, units=UNITS)
-    key_url, source = repo_urls(str(data.tailscale_apt_url), info["id"], info["codename"])
+    up_here = data.tailscale_up_by != "k3s"
+    watch(files=FILES, units=UNITS, extras=EXTRAS if up_here else EXTRAS[:-1])
+    system = section("system")
+    key_url, source = repo_urls(str(data.tailscale_apt_url), system["id"], system["codename"])
 
-    downloaded_file(name="Tailscale apt key", src=key_url, dest=KEYRING, mode="0644",
-                    current=files[KEYRING])
-    config_file(
-        name="Tailscale apt repository", path=SOURCES_LIST, content=f"{source}\n",
-        then=["apt-get update"], current=files[SOURCES_LIST],
-    )
+    download(name="Tailscale apt key", src=key_url, dest=KEYRING, mode="0644")
+    file(name="Tailscale apt repository", path=SOURCES_LIST, content=f"{source}\n",
+         then=["apt-get update"])
     # The keyring package keeps the repository's signing key current (Tailscale's installer
     # installs it with tailscale, tailscale.com v1.102.5 scripts/installer.sh; the tailscale
     # package only Recommends it, which the nodes' apt policy does not install).
-    deb_packages(name="tailscale installed", packages=list(PACKAGES), installed=installed)
-    systemd_unit(name="tailscaled running", unit=DAEMON_UNIT, state=units[DAEMON_UNIT],
-                 running=True, enabled=True)
-    if data.tailscale_up_by == "k3s":
+    packages(name="tailscale installed", packages=list(PACKAGES))
+    service(name="tailscaled running", unit=DAEMON_UNIT, running=True, enabled=True)
+    if not up_here:
         host.noop("TAILSCALE_UP_BY=k3s: k3s's vpn-auth runs `tailscale up`")
         return
-    if status is None:
-        status = host.get_fact(TailscaleStatus)
-    # Only when `up` will run: the routes K3s advertised, kept across --reset (a converged
-    # node costs no extra read).
-    routes = [] if logged_in_as(status, host.name) else routes_to_keep(
-        host.get_fact(AdvertisedRoutes))
     key = data.tailscale_auth_key
     tailscale_up(
         name="tailscale up",
         auth_key=key if isinstance(key, Secret) else Secret(str(reveal(key))),
-        flags=up_flags(data.dict(), host.name, routes),
-        status=status,
+        flags=functools.partial(up_flags, data.dict(), host.name),
     )

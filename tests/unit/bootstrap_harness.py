@@ -2,8 +2,11 @@
 
 Every fact the deploy (or a pyinfra operation it calls) reads is answered from a table keyed by
 the fact class name; a fact missing from the table fails the test, so the tests name every fact
-a deploy depends on. ``reads`` (a Counter) counts the reads of each fact. Nothing connects
-anywhere.
+a deploy depends on. ``HostSnapshot`` (the read model) is put together from its sections'
+entries: ``ManagedFiles`` (``managed_files``), ``SystemdUnits`` (``systemd_units``), and as its
+extras ask ``SystemInfo``, ``DebPackages``, ``UfwStatus``, ``TailscaleStatus``, ``K3sState``
+(the last three must be in the table; the others default to an empty node). ``reads`` (a
+Counter) counts the reads of each fact. Nothing connects anywhere.
 
 Example::
 
@@ -15,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +30,8 @@ from pyinfra.api import Config, FileUploadCommand, Inventory, State, StringComma
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.host import Host
 from pyinfra.context import ctx_host, ctx_state
+
+from k3sfleet.facts.os import SystemInfo
 
 FactTable = Mapping[str, Any]
 
@@ -49,8 +55,39 @@ class MissingFact(AssertionError):
     pass
 
 
+#: HostSnapshot's extras and the table entries that give them
+EXTRA_FACTS = {"ufw": "UfwStatus", "tailscale": "TailscaleStatus", "k3s": "K3sState"}
+
+
+def snapshot_answer(table: FactTable) -> Callable[..., Any]:
+    """A ``HostSnapshot`` answer made of the table's section entries (see the module doc)."""
+
+    def answer(files: Sequence[str] = (), links: Sequence[str] = (), units: Sequence[str] = (),
+               extras: Sequence[str] = (), tailnet: bool = True) -> Any:
+        found = table.get("ManagedFiles", managed_files({}))
+        snap: dict[str, Any] = {
+            "files": found(paths=files, links=links),
+            "units": table.get("SystemdUnits", systemd_units({}))(units=units),
+        }
+        if "system" in extras:
+            snap["system"] = table.get("SystemInfo") or SystemInfo().process([])
+        if "packages" in extras:
+            snap["packages"] = table.get("DebPackages", {})
+        for name in [e for e in extras if e in EXTRA_FACTS]:
+            fact = EXTRA_FACTS[name]
+            if fact not in table:
+                raise MissingFact(f"the test gives no value for {fact} (HostSnapshot {name})")
+            value = table[fact]
+            snap[name] = value(tailnet=tailnet) if callable(value) else value
+        return copy.deepcopy(snap)
+
+    return answer
+
+
 def _answer(table: FactTable, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     name = cls.__name__ if isinstance(cls, type) else str(cls)
+    if name == "HostSnapshot" and name not in table:
+        table = {**table, name: snapshot_answer(table)}
     if name not in table:
         raise MissingFact(f"the test gives no value for fact {name} ({args} {kwargs})")
     value = table[name]

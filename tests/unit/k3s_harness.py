@@ -251,6 +251,8 @@ class SimCluster:
         return ok, CommandOutput(lines)
 
     def _dispatch(self, node: SimNode, text: str) -> tuple[bool, list[str], list[str]]:
+        if "echo @@k3sfleet files" in text:
+            return True, self._snapshot_lines(node, text), []
         if 'echo "version=$(' in text:
             return True, self._state_lines(node, text), []
         if "cat /var/lib/rancher/k3s/server/node-token" in text:
@@ -288,6 +290,38 @@ class SimCluster:
         elif words[:2] == ["rm", "-f"]:
             node.files.pop(words[2], None)
         return True, [], []
+
+    def _snapshot_lines(self, node: SimNode, text: str) -> list[str]:
+        """What HostSnapshot's command prints on this node: no release or packages; the files,
+        directories and units it asks for (``printf 'want %s\\n' ...``), K3sState's lines."""
+        words = shlex.split(text)
+        wanted: list[list[str]] = []
+        for i, word in enumerate(words):
+            if word == "printf" and words[i + 1] == "want %s\\n":
+                wanted.append(words[i + 2:words.index(";", i)])
+        paths, units = (wanted + [[], []])[:2] if "@@k3sfleet units ; printf" in text \
+            else (wanted[:1] or [[]]) + [[]]
+        lines = ["@@k3sfleet system", "@@k3sfleet packages", "@@k3sfleet files"]
+        for path in paths:
+            lines.append(f"want {path}")
+            if path in node.files:
+                # (the modes the deploys give them: the units 644, K3s's secrets 600)
+                mode = "644" if path in UNITS.values() else "600"
+                lines += [f"{sha(node.files[path])}  {path}", f"stat f root root {mode} {path}\t"]
+            elif path in node.dirs:
+                lines.append(f"stat d {node.dirs[path]} {path}\t")
+        lines.append("@@k3sfleet units")
+        lines += [f"want {unit}" for unit in units]
+        for index, unit in enumerate(units):
+            svc = unit.removesuffix(".service")
+            lines += [
+                f"unit{index}.ActiveState={'active' if node.active.get(svc) else 'inactive'}",
+                f"unit{index}.SubState={'running' if node.active.get(svc) else 'dead'}",
+                f"unit{index}.UnitFileState={'enabled' if node.enabled.get(svc) else 'disabled'}",
+            ]
+        if "@@k3sfleet k3s" in text:
+            lines += ["@@k3sfleet k3s", *self._state_lines(node, text)]
+        return lines
 
     def _state_lines(self, node: SimNode, text: str) -> list[str]:
         """What K3sState's command prints on this node (the same lines a real node prints)."""

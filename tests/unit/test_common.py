@@ -54,9 +54,9 @@ def converged_contents(data: dict[str, Any] | None = None) -> dict[str, tuple[st
     sysctls = c.DEFAULTS["common_sysctls"].value
     modules = c.DEFAULTS["common_kernel_modules"].value
     return {
-        c.APT_POLICY_FILE: (c.APT_POLICY_CONTENT, 644),
+        c.APT_POLICY_FILE: (c.apt_policy_content(), 644),
         c.AUTO_UPGRADES_FILE: (c.auto_upgrades_content(True), 644),
-        c.UNATTENDED_FILE: (c.UNATTENDED_CONTENT, 644),
+        c.UNATTENDED_FILE: (c.unattended_content(), 644),
         c.TIMEZONE_FILE: ("UTC\n", 644),
         c.JOURNALD_DROP_IN: (c.journald_content("500M"), 644),
         c.SSHD_DROP_IN: (c.sshd_content({**default_values(c.DEFAULTS), **full}), 644),
@@ -269,7 +269,7 @@ def test_package_lists_are_refreshed_only_when_a_package_is_missing() -> None:
     ops = changed(generate(c.common, facts, reads=reads))
     assert ops["k3sfleet common | apt cache"][0] == "apt-get update"
     assert ops["k3sfleet common | base packages"][0].endswith("install jq")
-    assert reads["DebPackages"] == 1  # the install is decided on the one read
+    assert reads["HostSnapshot"] == 1  # the install is decided on the one read
     # updated recently: no apt-get update, the install all the same
     facts["File"] = lambda path, **kw: {**stale, "mtime": datetime(2026, 1, 1, 11, 55)}
     ops = changed(generate(c.common, facts))
@@ -280,17 +280,4 @@ def test_called_alone_common_reads_what_it_needs_once() -> None:
     facts = converged_facts({})
     reads: Counter[str] = Counter()
     assert changed(generate(c.common, facts, reads=reads)) == {}
-    assert reads == Counter({"SystemInfo": 1, "DebPackages": 1, "ManagedFiles": 1,
-                             "SystemdUnits": 1})
-    # given state lacking some of its files: it reads them itself (not assuming them missing)
-    reads.clear()
-    partial = {c.APT_POLICY_FILE: None}
-    assert changed(generate(c.common, facts, reads=reads, files=partial)) == {}
-    assert reads["ManagedFiles"] == 1
-    # given all of it: no read
-    reads.clear()
-    everything = facts["ManagedFiles"](paths=c.FILES, links=c.LINKS)
-    units = facts["SystemdUnits"](units=c.UNITS)
-    generate(c.common, facts, reads=reads, files=everything, units=units,
-             installed=facts["DebPackages"], info=facts["SystemInfo"])
-    assert reads == Counter()
+    assert reads == Counter({"HostSnapshot": 1})  # release, packages, files, units: one read

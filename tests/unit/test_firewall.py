@@ -22,6 +22,11 @@ def facts(status: dict[str, Any] | None = None, ufw_installed: bool = False) -> 
     }
 
 
+def listening(ports: list[str], table: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``table`` (default: a fresh node) where sshd listens on ``ports`` (``sshd -T``)."""
+    return {**(table or facts()), "SystemInfo": {"sshd_ports": ports}}
+
+
 def converged(data: dict[str, Any], servers: int = 1, extra: list[str] | None = None
               ) -> dict[str, Any]:
     rules = fw.wanted_rules({**default_values(fw.DEFAULTS), **data}, servers=servers)
@@ -109,7 +114,7 @@ def test_ha_inventory_opens_etcd_on_the_tailnet_only() -> None:
 
 
 def test_ssh_rule_is_the_port_sshd_listens_on_first() -> None:
-    cmds = generate(fw.firewall, facts(), sshd_ports=["2222"])[OP]
+    cmds = generate(fw.firewall, listening(["2222"]))[OP]
     assert cmds[0] == "ufw allow 2222/tcp"
     assert "ufw allow 22/tcp" not in cmds
 
@@ -117,13 +122,13 @@ def test_ssh_rule_is_the_port_sshd_listens_on_first() -> None:
 def test_ssh_rule_ignores_the_port_pyinfra_connects_to() -> None:
     # Reached through a port forward (ssh_port 35000) while sshd listens on 22: opening 35000
     # instead of 22 would lock everyone out once ufw is enabled.
-    cmds = generate(fw.firewall, facts(), {"ssh_port": 35000}, sshd_ports=["22"])[OP]
+    cmds = generate(fw.firewall, listening(["22"]), {"ssh_port": 35000})[OP]
     assert cmds[0] == "ufw allow 22/tcp"
     assert not any("35000" in c for c in cmds)
 
 
 def test_explicit_ssh_ports_win() -> None:
-    cmds = generate(fw.firewall, facts(), {"firewall_ssh_ports": [22, 2222]}, sshd_ports=["22"])
+    cmds = generate(fw.firewall, listening(["22"]), {"firewall_ssh_ports": [22, 2222]})
     assert cmds[OP][:2] == ["ufw allow 22/tcp", "ufw allow 2222/tcp"]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import gevent
 import pytest
+from pyinfra.context import ctx_state
 
 import k3sfleet.deploys.k3s_node as k3s_node
 from k3sfleet.deploys.k3s_node import ClusterPlan
@@ -77,7 +78,8 @@ def test_plan_reads_every_node_and_the_token_at_once(monkeypatch: pytest.MonkeyP
             overlap.append(len(running))
             if fact.__name__ == "node_token":
                 return Secret("K10abc::server:pw")
-            return {"datastore": "etcd", "join": "cluster-init", "tailnet_ip": "100.64.0.1"}
+            k3s = {"datastore": "etcd", "join": "cluster-init", "tailnet_ip": "100.64.0.1"}
+            return {"k3s": k3s}
 
     hosts = [Host("s1", "server"), *(Host(f"a{i}", "agent") for i in range(4))]
     monkeypatch.setattr(k3s_node, "node_token", lambda h: h.get_fact(type("node_token", (), {})))
@@ -93,9 +95,10 @@ def test_plan_reads_every_node_and_the_token_at_once(monkeypatch: pytest.MonkeyP
             return next(h for h in hosts if h.name == name)
 
     monkeypatch.setattr(k3s_node, "inventory", Inventory())
-    p = k3s_node._compute_plan()
-    assert sorted(running) == ["a1:K3sState", "a2:K3sState", "a3:K3sState", "s1:K3sState",
-                               "s1:node_token"]  # fmt: skip
+    with ctx_state.use(SimpleNamespace(is_executing=False)):  # (the read models live on it)
+        p = k3s_node._compute_plan()
+    assert sorted(running) == ["a1:HostSnapshot", "a2:HostSnapshot", "a3:HostSnapshot",
+                               "s1:HostSnapshot", "s1:node_token"]  # fmt: skip
     assert min(overlap) == len(running)  # every read had started before the first one ended
     assert set(p.states) == {"s1", "a1", "a2", "a3"} and p.token_of("s1") is not None
     assert len(running) == 5  # token_of answered from the plan

@@ -193,8 +193,7 @@ def test_called_alone_tailscale_reads_what_it_needs_once() -> None:
     reads: Counter[str] = Counter()
     ops = generate(ts.tailscale, facts(running_as("node-1"), installed=True), DATA, reads=reads)
     assert changed(ops) == {}
-    assert reads == Counter({"SystemInfo": 1, "DebPackages": 1, "ManagedFiles": 1,
-                             "SystemdUnits": 1, "TailscaleStatus": 1})
+    assert reads == Counter({"HostSnapshot": 1})  # its status too
 
 
 def test_a_missing_keyring_is_downloaded_and_an_existing_one_is_not() -> None:
