@@ -33,7 +33,6 @@ _UNIT_FILES = {service: f"{UNIT_DIR}/{service}.service" for service in SERVICES}
 # K3s's configuration and data directories (``deploys/k3s_prereq.py`` keeps them root-owned).
 DIRECTORIES = ("/etc/rancher/k3s", DATA_DIR)
 
-_VERSION_SH = f"test -x {K3S_BIN} && {K3S_BIN} --version 2>/dev/null | head -n1 | cut -d' ' -f3"
 _DATASTORE_SH = (
     f"if [ -d {DB_DIR}/etcd ]; then echo etcd; "
     f"elif [ -e {DB_DIR}/state.db ]; then echo sqlite; "
@@ -69,38 +68,6 @@ def parse_version(line: str) -> str | None:
     if len(words) >= 3 and words[0] == "k3s" and words[1] == "version":
         return words[2]
     return words[0] if words else None
-
-
-class K3sVersion(FactBase[str | None]):
-    """The installed K3s version (``v1.34.2+k3s1``), or ``None`` when K3s is not installed.
-
-    .. code:: python
-
-        host.get_fact(K3sVersion)   # "v1.34.2+k3s1"
-    """
-
-    def command(self) -> str:
-        return f"{_VERSION_SH} || true"
-
-    def process(self, output: list[str]) -> str | None:
-        return parse_version(output[0]) if output else None
-
-
-class K3sDirectories(FactBase[dict[str, dict[str, str] | None]]):
-    """Owner, group and octal mode of K3s's directories (``None`` for a missing one).
-
-    .. code:: python
-
-        host.get_fact(K3sDirectories, _sudo=True)
-        # {"/etc/rancher/k3s": {"user": "root", "group": "root", "mode": "755"},
-        #  "/var/lib/rancher/k3s": None}
-    """
-
-    def command(self) -> str:
-        return f"{_DIRECTORIES_SH} || true"
-
-    def process(self, output: list[str]) -> dict[str, dict[str, str] | None]:
-        return _parse_directories(output)
 
 
 class K3sState(FactBase[dict[str, Any]]):
