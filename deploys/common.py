@@ -28,7 +28,7 @@ from pyinfra.operations import server
 
 from k3sfleet.deploys.ops import apt_update, file, hostname, hosts_line, link, packages, service
 from k3sfleet.deploys.readmodel import record, section, watch
-from k3sfleet.errors import ConfigError, K3sfleetError
+from k3sfleet.errors import K3sfleetError, refuse_host_problems
 from k3sfleet.facts.os import HOSTS_LINE_RE, SystemInfoData, unsupported_os
 from k3sfleet.facts.snapshot import SnapshotData
 from k3sfleet.inventory import login_user
@@ -376,9 +376,7 @@ def common() -> None:
         common()
     """
     data = host.data
-    found = problems(data.dict())
-    if found:
-        raise ConfigError([f"{host.name}: {p}" for p in found])
+    refuse_host_problems(host.name, problems(data.dict()))
     watch(files=FILES, links=LINKS, units=UNITS, extras=EXTRAS)
     system = section("system")
     check_supported(system)

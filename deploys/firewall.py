@@ -29,7 +29,7 @@ from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
 from k3sfleet.deploys.ops import packages
 from k3sfleet.deploys.readmodel import record, section, watch
-from k3sfleet.errors import ConfigError
+from k3sfleet.errors import refuse_host_problems
 from k3sfleet.facts.snapshot import SnapshotData
 from k3sfleet.settings import Default, data_value, default_values
 from k3sfleet.versions import TAILNET_INTERFACE
@@ -282,8 +282,7 @@ def firewall() -> None:
     for key in ("firewall_default_incoming", "firewall_default_outgoing"):
         if data.get(key) not in ("allow", "deny", "reject"):
             found.append(f"{key} must be allow, deny or reject")
-    if found:
-        raise ConfigError([f"{host.name}: {p}" for p in found])
+    refuse_host_problems(host.name, found)
     servers = len(host.state.inventory.get_group("k3s_servers", []))
     watch(extras=EXTRAS)
     sshd_ports = section("system")["sshd_ports"]

@@ -33,7 +33,7 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, deploy, o
 
 from k3sfleet.deploys.ops import LOGIN_USER, download, file, packages, service
 from k3sfleet.deploys.readmodel import section, watch
-from k3sfleet.errors import ConfigError
+from k3sfleet.errors import refuse_host_problems
 from k3sfleet.facts.tailscale import AdvertisedRoutes, logged_in_as, routes_to_keep
 from k3sfleet.preflight import vpn_args_problems
 from k3sfleet.secret import Secret, reveal
@@ -181,9 +181,7 @@ def tailscale() -> None:
         tailscale()
     """
     data = host.data
-    found = problems(data.dict())
-    if found:
-        raise ConfigError([f"{host.name}: {p}" for p in found])
+    refuse_host_problems(host.name, problems(data.dict()))
     up_here = data.tailscale_up_by != "k3s"
     watch(files=FILES, units=UNITS, extras=EXTRAS if up_here else EXTRAS[:-1])
     system = section("system")

@@ -34,3 +34,16 @@ class ConfigError(K3sfleetError):
             f"k3sfleet found {count} configuration problem{'s' if count != 1 else ''} "
             f"(no host was contacted):\n{lines}"
         )
+
+
+def refuse_host_problems(host_name: str, problems: Iterable[str]) -> None:
+    """Raise one :class:`ConfigError` naming every problem found in ``host_name``'s data; return
+    quietly when there is none.
+
+    Example::
+
+        refuse_host_problems(host.name, problems(host.data.dict()))
+    """
+    found = [f"{host_name}: {p}" for p in problems]
+    if found:
+        raise ConfigError(found)
