@@ -100,7 +100,49 @@ KWOK = GoBuild(
     files=KWOK_STAGES,
 )
 
-BUILDS: tuple[GoBuild, ...] = (KUBE, KINE, KWOK)
+# CustomResourceDefinitions of the projects whose objects the product writes, from each
+# project's Go module at the version we run (never copied into this repository); the stand-in
+# K3s server applies them at start (k3sfleet/lab/standins/k3s/addons.py).
+# * K3s's own: Addon (and ETCDSnapshotFile) from github.com/k3s-io/api, HelmChart and
+#   HelmChartConfig from github.com/k3s-io/helm-controller. The go.mod of the v1.34.2+k3s1 tag
+#   is not in the stored sources; K3s v1.33.7+k3s3's (the next patch cycle) pins
+#   helm-controller v0.16.17 and k3s-io/api v0.1.4, both tagged 2025-11-14 for the November
+#   2025 patch releases, v1.34.2+k3s1 among them (kine v0.14.6 above is of the same cycle).
+# * Argo CD v3.2.0: the appVersion of the argo-cd chart 9.1.4 we pin (k3sfleet/settings.py
+#   argocd_chart_version; argoproj/argo-helm charts/argo-cd/Chart.yaml at tag argo-cd-9.1.4),
+#   manifests/crds as the chart installs them.
+# * Velero v1.17.1: the appVersion of the velero chart 11.4.0 (helm/infrastructure/values.yaml;
+#   vmware-tanzu/helm-charts charts/velero/Chart.yaml at tag velero-11.4.0), config/crd/v1/bases.
+K3S_API_VERSION = "v0.1.4"
+HELM_CONTROLLER_VERSION = "v0.16.17"
+ARGOCD_VERSION = "v3.2.0"
+VELERO_VERSION = "v1.17.1"
+
+
+def _crds(name: str, module: str, *files: str) -> GoBuild:
+    return GoBuild(name=name, package="", outputs=(), module=module, files=files,
+                   versions={name: module.rpartition("@")[2]})
+
+
+_VELERO_KINDS = ("backuprepositories", "backups", "backupstoragelocations",
+                 "deletebackuprequests", "downloadrequests", "podvolumebackups",
+                 "podvolumerestores", "restores", "schedules", "serverstatusrequests",
+                 "volumesnapshotlocations")
+CRDS: tuple[GoBuild, ...] = (
+    _crds("crds-k3s", f"github.com/k3s-io/api@{K3S_API_VERSION}",
+          "pkg/crds/yaml/generated/k3s.cattle.io_addons.yaml",
+          "pkg/crds/yaml/generated/k3s.cattle.io_etcdsnapshotfiles.yaml"),
+    _crds("crds-helm", f"github.com/k3s-io/helm-controller@{HELM_CONTROLLER_VERSION}",
+          "pkg/crds/yaml/generated/helm.cattle.io_helmcharts.yaml",
+          "pkg/crds/yaml/generated/helm.cattle.io_helmchartconfigs.yaml"),
+    _crds("crds-argocd", f"github.com/argoproj/argo-cd/v3@{ARGOCD_VERSION}",
+          "manifests/crds/application-crd.yaml", "manifests/crds/applicationset-crd.yaml",
+          "manifests/crds/appproject-crd.yaml"),
+    _crds("crds-velero", f"github.com/vmware-tanzu/velero@{VELERO_VERSION}",
+          *(f"config/crd/v1/bases/velero.io_{kind}.yaml" for kind in _VELERO_KINDS)),
+)
+
+BUILDS: tuple[GoBuild, ...] = (KUBE, KINE, KWOK, *CRDS)
 
 
 @dataclass(frozen=True)
@@ -118,6 +160,11 @@ class Binaries:
     @property
     def kwok_stages(self) -> list[Path]:
         return [self.directories[KWOK.name] / name for name in KWOK_STAGES]
+
+    @property
+    def crd_files(self) -> list[Path]:
+        """Every CRD manifest, K3s's own first (the server applies them in this order)."""
+        return [self.directories[b.name] / f for b in CRDS for f in b.files]
 
 
 def cached_binaries(cache: Path) -> Binaries | None:

@@ -61,12 +61,15 @@ class GoBuild:
     repository). ``additions`` (path in ``module`` -> file of ours in ``module_dir``) builds
     against a copy of ``module`` with those files added (``go build -modfile`` replacing it;
     ``-overlay`` refuses files in GOMODCACHE): code of ours that must live in one of its
-    packages.
+    packages. With no ``outputs`` nothing is compiled: the entry holds only ``files`` (data a
+    project publishes in its module, such as CRD manifests, fetched at that exact version).
 
     Example::
 
         GoBuild("kine", "github.com/k3s-io/kine@v0.14.6", outputs=("kine",),
                 env={"CGO_ENABLED": "1"}, ldflags=("-s", "-w"))
+        GoBuild("crds-argocd", "", outputs=(), module="github.com/argoproj/argo-cd/v3@v3.2.0",
+                files=("manifests/crds/application-crd.yaml",))
     """
 
     name: str
@@ -255,19 +258,22 @@ def ensure(build: GoBuild, cache: Path, say: Say = print, every: float = 30.0) -
         if _complete(build, directory):
             return directory  # another process built it while we waited
         started = time.monotonic()
-        what = build.package
+        what = build.package or f"files of {build.module}"
         if build.module_dir is not None:
             pins = ", ".join(f"{k} {v}" for k, v in build.versions.items())
             what = f"{build.module_dir.name} ({pins})" if pins else build.module_dir.name
         say(f"{build.name}: building {what} with {toolchain} (once; cached in {directory})")
         work = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{build.name}-"))
         try:
-            _run_go(build, work, say, every)
-            first = work / build.outputs[0]
-            if build.module_dir is None:
-                (work / installed_name(build.package)).rename(first)
-            for other in build.outputs[1:]:
-                os.link(first, work / other)
+            if build.outputs:
+                _run_go(build, work, say, every)
+                first = work / build.outputs[0]
+                if build.module_dir is None:
+                    (work / installed_name(build.package)).rename(first)
+                for other in build.outputs[1:]:
+                    os.link(first, work / other)
+            else:
+                (work / "build.log").write_text(f"files of {build.module}\n")
             if build.files:
                 assert build.module, f"{build.name}: files= needs module="
                 source = module_source(build.module)
@@ -280,10 +286,11 @@ def ensure(build: GoBuild, cache: Path, say: Say = print, every: float = 30.0) -
             work.rename(directory)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        size = (directory / build.outputs[0]).stat().st_size
+        made = build.outputs[:1] or build.files
+        size = sum((directory / name).stat().st_size for name in made)
         say(
             f"{build.name}: built in {time.monotonic() - started:.0f} s "
-            f"({size / 1e6:.0f} MB, {', '.join(build.outputs)})"
+            f"({size / 1e6:.0f} MB, {', '.join(build.outputs) or f'{len(build.files)} files'})"
         )
     return directory
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from k3sfleet.lab import gobuild
 from k3sfleet.lab.gobuild import GoBuild, cache_key, cached, ensure, go_binary, installed_name
 
 needs_go = pytest.mark.skipif(go_binary() is None, reason="no Go toolchain")
@@ -79,3 +80,25 @@ def test_failed_build_leaves_no_entry(tmp_path: Path) -> None:
         ensure(_hello(module), cache, say=lambda _: None)
     assert cached(_hello(module), cache) is None
     assert [p.name for p in (cache / "go").iterdir() if not p.name.endswith(".lock")] == []
+
+
+
+@needs_go
+def test_files_only_entry_holds_the_module_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No outputs: nothing is compiled, the entry holds the named files of the module."""
+    source = tmp_path / "module"
+    (source / "crds").mkdir(parents=True)
+    (source / "crds" / "a.yaml").write_text("kind: CustomResourceDefinition\n")
+    asked: list[str] = []
+    monkeypatch.setattr(gobuild, "module_source", lambda m: asked.append(m) or source)
+    crds = GoBuild("crds", "", outputs=(), module="example.invalid/m@v1.0.0",
+                   files=("crds/a.yaml",))
+    cache = tmp_path / "cache"
+    assert cached(crds, cache) is None
+    entry = ensure(crds, cache, say=lambda _: None)
+    assert (entry / "crds" / "a.yaml").read_text() == "kind: CustomResourceDefinition\n"
+    assert asked == ["example.invalid/m@v1.0.0"]
+    assert cached(crds, cache) == entry
+    assert sorted(p.name for p in entry.iterdir()) == [".build.log", "crds"]
