@@ -48,6 +48,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 API_WRITES = "var/lib/rancher/k3s/server/logs/api-writes.jsonl"
+AUDIT_LOG = "var/lib/rancher/k3s/server/logs/audit.log"
 #: The operator's tailnet member (real Tailscale): "host 0" of the lab's address plan.
 OPERATOR = "lab-operator"
 #: The tag the lab tailnet's policy lets nodes advertise (tscontrol "tag_owners").
@@ -779,8 +780,14 @@ class Lab:
         return time.monotonic() - start
 
     def api_writes(self, host: str | LabHost) -> list[dict[str, Any]]:
-        """The stand-in Kubernetes API's write log on ``host`` (empty if it has none)."""
-        path = self.host_dir(host) / "root" / API_WRITES
+        """The Kubernetes API's write log on ``host`` (empty if it has none): from
+        kube-apiserver's audit log (standins.k3s.audit), else the stand-in API's own log."""
+        root = self.host_dir(host) / "root"
+        if (root / AUDIT_LOG).exists():
+            from k3sfleet.lab.standins.k3s.audit import writes
+
+            return writes((root / AUDIT_LOG).read_text(errors="replace"))
+        path = root / API_WRITES
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from cryptography import x509
 from kubernetes import client, config
 
 from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
+from k3sfleet.lab.standins.k3s.audit import writes
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.k8s
@@ -176,3 +178,103 @@ def test_an_agent_with_a_wrong_token_is_refused(cluster: _Cluster, api: Any) -> 
     assert proc.wait(60) == 1
     log = next(cluster.root.glob(f"agent-{len(cluster.procs) - 1}.log")).read_text()
     assert "401" in log
+
+
+def _writes(cluster: _Cluster) -> list[dict[str, Any]]:
+    log = cluster.root / "server-data" / "server" / "logs" / "audit.log"
+    return writes(log.read_text()) if log.exists() else []
+
+
+def test_crds_of_the_pinned_projects_are_established(cluster: _Cluster, api: Any) -> None:
+    crds = {c.metadata.name: c for c in client.ApiextensionsV1Api(api)
+            .list_custom_resource_definition().items}
+    for name in ("addons.k3s.cattle.io", "helmcharts.helm.cattle.io",
+                 "helmchartconfigs.helm.cattle.io", "applications.argoproj.io",
+                 "appprojects.argoproj.io", "backups.velero.io", "restores.velero.io",
+                 "schedules.velero.io", "backupstoragelocations.velero.io"):
+        assert any(c.type == "Established" and c.status == "True"
+                   for c in crds[name].status.conditions), name
+    # Velero's own schema: a Restore's phase is one of its enum values (v1.17.1)
+    restore = crds["restores.velero.io"].spec.versions[0].schema.open_apiv3_schema
+    assert "Completed" in restore.properties["status"].properties["phase"].enum
+
+
+def test_manifests_applied_once_per_content_recorded_by_addon(
+    cluster: _Cluster, api: Any
+) -> None:
+    manifests = cluster.root / "server-data" / "server" / "manifests"
+    custom = client.CustomObjectsApi(api)
+    doc = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: demo, namespace: default}
+data: {colour: %s}
+---
+apiVersion: helm.cattle.io/v1
+kind: HelmChart
+metadata: {name: demo, namespace: kube-system}
+spec: {chart: demo, repo: https://charts.invalid/, version: 1.0.0}
+"""
+    (manifests / "demo.app.yaml").write_text(doc % "blue")
+    (manifests / "skipped.yaml").write_text(doc.replace("demo", "skipped") % "red")
+    (manifests / "skipped.yaml.skip").write_text("")
+
+    def addon() -> Any:
+        found = custom.get_namespaced_custom_object("k3s.cattle.io", "v1", "kube-system",
+                                                    "addons", "demo")
+        return found if found.get("spec", {}).get("checksum") else None
+
+    first = wait_for("the Addon of demo.app.yaml", addon, 60)
+    assert first["spec"]["source"] == str(manifests / "demo.app.yaml")
+    assert first["spec"]["checksum"] == hashlib.sha256(
+        (doc % "blue").encode()).hexdigest()
+    core = client.CoreV1Api(api)
+    assert core.read_namespaced_config_map("demo", "default").data == {"colour": "blue"}
+    chart = custom.get_namespaced_custom_object("helm.cattle.io", "v1", "kube-system",
+                                                "helmcharts", "demo")
+    assert chart["spec"]["version"] == "1.0.0"
+    assert not [c for c in core.list_namespaced_config_map("default").items
+                if c.metadata.name == "skipped"]
+
+    supervisor = [w for w in _writes(cluster) if w["user"] == "system:k3s-supervisor"
+                  and w["kind"] in ("ConfigMap", "HelmChart")]
+    assert {(w["kind"], w["name"]) for w in supervisor} == {("ConfigMap", "demo"),
+                                                           ("HelmChart", "demo")}
+    count = len(_writes(cluster))
+    time.sleep(5)  # two more passes of the deploy controller: same checksum, nothing applied
+    assert not [w for w in _writes(cluster)[count:] if w["user"] == "system:k3s-supervisor"]
+
+    (manifests / "demo.app.yaml").write_text(doc % "green")
+    wait_for("the changed manifest applied", lambda: core.read_namespaced_config_map(
+        "demo", "default").data == {"colour": "green"}, 60)
+    wait_for("the Addon's new checksum", lambda: addon()["spec"]["checksum"] == hashlib.sha256(
+        (doc % "green").encode()).hexdigest(), 30)
+
+
+def test_write_log_from_the_audit_log(cluster: _Cluster, api: Any) -> None:
+    core = client.CoreV1Api(api)
+    wait_for("the server's Node Ready", lambda: _ready(api, "lab-server-1"), 120)
+    start = len(_writes(cluster))
+    core.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="audited"), data={"a": "1"}))
+    core.patch_namespaced_config_map("audited", "default", {"data": {"a": "1"}})  # no change
+    core.patch_namespaced_config_map("audited", "default", {"data": {"a": "2"}})
+    core.patch_node("lab-server-1", {"spec": {"unschedulable": True}})
+    core.patch_node("lab-server-1", {"spec": {"unschedulable": True}})  # already cordoned
+    core.patch_node("lab-server-1", {"spec": {"unschedulable": None}})
+    core.delete_namespaced_config_map("audited", "default")
+    ours = wait_for("the writes in the audit log", lambda: [
+        (w["verb"], w["kind"], w["name"], w["changed"])
+        for w in _writes(cluster)[start:] if w["user"] == "system:admin"] or None, 30)
+    assert ours == [
+        ("create", "ConfigMap", "audited", True),
+        ("patch", "ConfigMap", "audited", False),
+        ("patch", "ConfigMap", "audited", True),
+        ("patch", "Node", "lab-server-1", True),
+        ("patch", "Node", "lab-server-1", False),
+        ("patch", "Node", "lab-server-1", True),
+        ("delete", "ConfigMap", "audited", True),
+    ]
+    # a kubelet (the agent's registration, kwok) writes its Node's status as system:node:<name>
+    assert ("system:node:lab-agent-1", "status") in {
+        (w["user"], w["subresource"]) for w in _writes(cluster) if w["kind"] == "Node"}

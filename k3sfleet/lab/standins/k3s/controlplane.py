@@ -41,7 +41,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import pki
+from . import audit, pki
 from .kubeconfig import write_kubeconfig
 
 PROGRAMS = ("kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -57,6 +57,9 @@ CLIENTS = {
     "client-controller": ("system:kube-controller-manager", ""),
     "client-scheduler": ("system:kube-scheduler", ""),
     "client-kube-apiserver": ("system:apiserver", "system:masters"),
+    # K3s's supervisor (its deploy controller, Node labels): pkg/server/handlers
+    # ClientSupervisorCert, CN "system:" + version.Program + "-supervisor", system:masters.
+    "client-supervisor": ("system:k3s-supervisor", "system:masters"),
 }
 # The front on 6443 authenticates clients itself and hands kube-apiserver the identity in
 # X-Remote-User/X-Remote-Group with this certificate (K3s's ClientAuthProxyCert, CN
@@ -132,6 +135,17 @@ class ControlPlane:
                 *self.tls.pair("request-header-ca"), REQUEST_HEADER_CN, client=True))
         (self.server_dir / "db").mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.server_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.audit_policy.parent.mkdir(parents=True, exist_ok=True)
+        self.audit_policy.write_text(audit.POLICY)
+
+    @property
+    def audit_policy(self) -> Path:
+        return self.server_dir / "etc" / "audit-policy.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        """kube-apiserver's audit log, the lab's write log (:mod:`.audit`)."""
+        return self.server_dir / "logs" / "audit.log"
 
     # -- arguments -------------------------------------------------------------------------
     def args(self, program: str) -> list[str]:
@@ -177,6 +191,9 @@ class ControlPlane:
                 f"--kubelet-certificate-authority={tls / 'server-ca.crt'}",
                 f"--kubelet-client-certificate={tls / 'client-kube-apiserver.crt'}",
                 f"--kubelet-client-key={tls / 'client-kube-apiserver.key'}",
+                # the lab's write log; a K3s user passes these as kube-apiserver-arg
+                f"--audit-policy-file={self.audit_policy}",
+                f"--audit-log-path={self.audit_log}",
             ]
         elif program == "kube-controller-manager":
             args = [

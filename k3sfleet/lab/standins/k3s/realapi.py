@@ -25,11 +25,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from . import log, node, pki, podnet, vpn
+from . import addons, log, node, pki, podnet, vpn
+from .config import as_list
 from .controlplane import ControlPlane
 from .front import Front
 from .kubeclient import KubeClient
@@ -39,6 +41,21 @@ MARKER = Path("/etc/k3sfleet-lab/real-api")
 HOST_DIR = Path("/opt/k3sfleet-standin/go")
 PROGRAM_DIRS = {"kube-apiserver": "kube", "kube-controller-manager": "kube",
                 "kube-scheduler": "kube", "kine": "kine", "kwok": "kwok"}
+
+
+def crd_files(binaries: dict[str, Path]) -> list[Path]:
+    """The CRD manifests bound beside the programs (``crds-*/``), K3s's own first."""
+    base = binaries["kine"].parent.parent
+    order = ("crds-k3s", "crds-helm")
+    return sorted(base.glob("crds-*/**/*.yaml"),
+                  key=lambda p: (order.index(p.relative_to(base).parts[0])
+                                 if p.relative_to(base).parts[0] in order else len(order), p))
+
+
+def component_args(config: dict[str, Any]) -> dict[str, list[str]]:
+    """``kube-apiserver-arg`` & co. as K3s passes them on: ``--`` + each ``key=value``."""
+    return {program: [f"--{arg.lstrip('-')}" for arg in as_list(config.get(f"{program}-arg"))]
+            for program in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")}
 
 
 def real_api_binaries() -> dict[str, Path] | None:
@@ -131,7 +148,8 @@ def serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *,
     internal, _ = node.node_addresses(config)
     plane = ControlPlane(binaries, server_dir, bind_address="127.0.0.1", port=port + 1,
                          server_names=tuple(names),
-                         advertise_address=internal[0] if internal else None)
+                         advertise_address=internal[0] if internal else None,
+                         extra_args=component_args(config))
     plane.start()
     roles = {password: role.removeprefix("system:") for password, role in passwords.items()}
     front = Front(tls, (bind, port), ("127.0.0.1", port + 1), passwords=roles)
@@ -144,14 +162,24 @@ def serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *,
     tls.store_pair("client-kubelet", *cert)
     kubelet = server_dir.parent / "agent" / "kubelet.kubeconfig"
     write_kubeconfig(kubelet, f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(), *cert)
-    admin = KubeClient(f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(), "", "",
-                       cert=(tls.directory / "client-admin.crt",
-                             tls.directory / "client-admin.key"))
-    _bind_kwok_role(admin)
+    # K3s's supervisor talks to its kube-apiserver directly (the loopback kubeconfig on 6444)
+    supervisor = KubeClient(plane.url, tls.server_ca.read_bytes(), "", "",
+                            cert=(tls.directory / "client-supervisor.crt",
+                                  tls.directory / "client-supervisor.key"))
+    _bind_kwok_role(supervisor)
+    api = addons.Api(supervisor)
+    log.info(f"Applied CRDs: {', '.join(addons.apply_crds(api, crd_files(binaries)))}")
+    stop = threading.Event()
+    manifests = server_dir / "manifests"
+    manifests.mkdir(parents=True, exist_ok=True)
+    threading.Thread(target=addons.Deployer(api, manifests).run_forever, args=(stop,),
+                     daemon=True, name="deploy").start()
     log.info(f"k3s {version} is up and running")
     try:
-        return _run_kubelet(config, binaries, admin, own, kubelet, server_dir / "logs" / "kwok.log")
+        return _run_kubelet(config, binaries, supervisor, own, kubelet,
+                            server_dir / "logs" / "kwok.log")
     finally:
+        stop.set()
         front.stop()
         plane.stop()
 

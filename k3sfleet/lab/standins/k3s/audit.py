@@ -1,0 +1,108 @@
+"""The lab's API write log, read from kube-apiserver's own audit log.
+
+The stand-in server starts kube-apiserver with ``--audit-policy-file`` (:data:`POLICY`) and
+``--audit-log-path=<server>/logs/audit.log`` (what a K3s user passes as
+``kube-apiserver-arg``); :func:`writes` turns its events into the lab's write log entries
+``{time, verb, apiVersion, kind, namespace, name, subresource, user, changed}``
+(``lab.api_writes(host)``, docs/lab-contract.md):
+
+* one entry per write the API carried out: verbs create/update/patch/delete/deletecollection
+  answered below 400, dry runs left out. Server-side apply is ``patch``; an eviction is
+  ``create`` of ``pods`` with subresource ``eviction`` (its kind is Pod).
+* ``user`` is the authenticated user (``user.username``): ``system:admin`` for the kubeconfig,
+  ``system:node:<name>`` for kubelets (kwok), ``system:k3s-supervisor`` for the manifests
+  applier and the server's own Node labels, ``system:serviceaccount:kube-system:<controller>``
+  for kube-controller-manager's controllers (``--use-service-account-credentials``).
+* ``changed``: a create or delete always changes; an update or patch changed the object when
+  the resourceVersion it answered with differs from the last one this log saw for that object
+  (a write that changes nothing keeps the resourceVersion: the API skips the storage write).
+  Writes are logged at RequestResponse, so every write's answer carries its resourceVersion;
+  an object this log never saw before counts as changed. Secrets are logged at Metadata only
+  (their data never lands in the log): their updates count as changed.
+
+Example::
+
+    entries = writes(Path("/var/lib/rancher/k3s/server/logs/audit.log").read_text())
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Reads, Leases (kubelet heartbeats) and Events are not logged; CRDs and Secrets at Metadata
+# (a CRD's body is up to a megabyte; a Secret's data must not reach the disk twice).
+POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: None
+  verbs: [get, list, watch]
+- level: None
+  resources:
+  - {group: coordination.k8s.io, resources: [leases]}
+  - {group: "", resources: [events]}
+  - {group: events.k8s.io, resources: [events]}
+- level: None
+  nonResourceURLs: ["*"]
+- level: Metadata
+  resources:
+  - {group: "", resources: [secrets]}
+  - {group: apiextensions.k8s.io, resources: [customresourcedefinitions]}
+- level: RequestResponse
+"""
+
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+# Kinds of resources whose events carry no object (Metadata level, or answered with a Status).
+KNOWN_KINDS = {"secrets": "Secret", "customresourcedefinitions": "CustomResourceDefinition",
+               "pods": "Pod", "nodes": "Node", "namespaces": "Namespace"}
+
+
+def _api_version(ref: dict[str, Any]) -> str:
+    group, version = ref.get("apiGroup") or "", ref.get("apiVersion") or "v1"
+    return f"{group}/{version}" if group else version
+
+
+def writes(text: str) -> list[dict[str, Any]]:
+    """The write log entries of the audit log ``text`` (JSON lines), in the API's order."""
+    kinds = dict(KNOWN_KINDS)
+    versions: dict[tuple[str, str, str, str], str] = {}
+    entries: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash or a rotation
+        if event.get("stage") != "ResponseComplete" or event.get("verb") not in WRITE_VERBS:
+            continue
+        if "dryRun=" in str(event.get("requestURI")):
+            continue
+        ref = event.get("objectRef") or {}
+        answer = event.get("responseObject") or {}
+        resource = str(ref.get("resource") or "")
+        if answer.get("kind") and answer.get("kind") != "Status" and not ref.get("subresource"):
+            kinds.setdefault(resource, answer["kind"])
+        if int((event.get("responseStatus") or {}).get("code") or 0) >= 400:
+            continue
+        key = (_api_version(ref), resource, ref.get("namespace") or "", ref.get("name") or "")
+        version = (answer.get("metadata") or {}).get("resourceVersion")
+        verb = event["verb"]
+        if verb in ("update", "patch") and version is not None:
+            changed = versions.get(key) != version
+        else:
+            changed = True
+        if version is not None and answer.get("kind") != "Status":
+            versions[key] = version
+        entries.append({
+            "time": event.get("stageTimestamp") or event.get("requestReceivedTimestamp"),
+            "verb": verb,
+            "apiVersion": _api_version(ref),
+            "kind": kinds.get(resource) or resource,
+            "namespace": ref.get("namespace") or "",
+            "name": ref.get("name") or (answer.get("metadata") or {}).get("name") or "",
+            "subresource": ref.get("subresource") or "",
+            "user": (event.get("user") or {}).get("username") or "",
+            "changed": changed,
+        })
+    return entries
