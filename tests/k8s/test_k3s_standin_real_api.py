@@ -11,7 +11,14 @@ kubeconfig the server writes (``--write-kubeconfig``, K3s's k3s.yaml):
   by kwok; the agent's Node registers as ``system:node:<name>`` with the certificate from
   ``/v1-k3s/client-kubelet.crt`` and becomes Ready with a Lease;
 * kubeletVersion is the running K3s version, and a restarted agent of another version patches it;
-* a wrong agent token is refused (the agent exits 1 naming the 401).
+* a wrong agent token is refused (the agent exits 1 naming the 401);
+* CRDs of the pinned projects are Established; the manifests directory is applied once per
+  content and tracked by an Addon; the write log comes from kube-apiserver's audit log;
+* a second server joins with the token (CAs and service-account key from
+  /v1-k3s/server-bootstrap) and serves the same cluster from its own kube-apiserver on the
+  first server's kine; a wrong token is refused;
+* ``k3s etcd-snapshot save|ls`` copies kine's database; ``server --cluster-reset
+  --cluster-reset-restore-path`` puts a snapshot back: the objects made after it are gone.
 """
 
 from __future__ import annotations
@@ -89,7 +96,7 @@ def cluster(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "server", K3S_VERSION, f"--data-dir={root / 'server-data'}",
         f"--https-listen-port={cluster.port}", "--bind-address=127.0.0.1",
         "--node-name=lab-server-1", "--node-ip=127.0.0.1", f"--token={TOKEN}",
-        f"--write-kubeconfig={root / 'k3s.yaml'}")
+        f"--write-kubeconfig={root / 'k3s.yaml'}", "--cluster-init")
     yield cluster
     for proc in reversed(cluster.procs):
         cluster.stop(proc)
@@ -278,3 +285,81 @@ def test_write_log_from_the_audit_log(cluster: _Cluster, api: Any) -> None:
     # a kubelet (the agent's registration, kwok) writes its Node's status as system:node:<name>
     assert ("system:node:lab-agent-1", "status") in {
         (w["user"], w["subresource"]) for w in _writes(cluster) if w["kind"] == "Node"}
+
+
+def _k3s(cluster: _Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-c", RUN, K3S_VERSION, *args], env=cluster.env, text=True,
+        capture_output=True, timeout=120)
+
+
+def test_a_second_server_joins_on_the_real_api(cluster: _Cluster, api: Any) -> None:
+    port = _free_port()
+    data = cluster.root / "server2-data"
+    joined = cluster.start(
+        "server", K3S_VERSION, f"--data-dir={data}", f"--https-listen-port={port}",
+        "--bind-address=127.0.0.1", "--node-name=lab-server-2", "--node-ip=127.0.0.1",
+        f"--server=https://127.0.0.1:{cluster.port}", f"--token={TOKEN}",
+        f"--write-kubeconfig={cluster.root / 'k3s-2.yaml'}")
+    wait_for("the joined server's k3s.yaml", (cluster.root / "k3s-2.yaml").exists, 120)
+    second = config.new_client_from_config(config_file=str(cluster.root / "k3s-2.yaml"))
+    wait_for("the joined server's API", lambda: client.VersionApi(second).get_code(), 120)
+    node = wait_for("the joined server's Node Ready", lambda: _ready(api, "lab-server-2"), 120)
+    assert node.metadata.labels["node-role.kubernetes.io/control-plane"] == "true"
+    # one cluster: what one server's API writes, the other's reads
+    client.CoreV1Api(api).create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="shared"), data={"from": "server-1"}))
+    assert client.CoreV1Api(second).read_namespaced_config_map(
+        "shared", "default").data == {"from": "server-1"}
+    first_dir = cluster.root / "server-data" / "server"
+    assert (data / "server" / "node-token").read_text() == (
+        first_dir / "node-token").read_text()
+    assert (data / "server" / "tls" / "service.key").read_bytes() == (
+        first_dir / "tls" / "service.key").read_bytes()
+    assert joined.poll() is None
+    # a token the cluster does not know
+    bad = cluster.start(
+        "server", K3S_VERSION, f"--data-dir={cluster.root / 'server3-data'}",
+        f"--https-listen-port={_free_port()}", "--bind-address=127.0.0.1",
+        "--node-name=lab-server-3", f"--server=https://127.0.0.1:{cluster.port}",
+        "--token=K10::server:wrong")
+    assert bad.wait(60) == 1
+    log = (cluster.root / f"server-{len(cluster.procs) - 1}.log").read_text()
+    assert "token is not valid" in log
+    cluster.stop(joined)
+
+
+def test_snapshot_then_cluster_reset_restores_it(cluster: _Cluster, api: Any) -> None:
+    data = cluster.root / "server-data"
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="before-snapshot")))
+    saved = _k3s(cluster, "etcd-snapshot", "save", f"--data-dir={data}", "--name=pre",
+                 "--node-name=lab-server-1")
+    assert saved.returncode == 0, saved.stderr
+    listed = _k3s(cluster, "etcd-snapshot", "ls", f"--data-dir={data}")
+    names = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    assert len(names) == 1 and names[0].startswith("pre-lab-server-1-"), listed.stdout
+    snapshot = data / "server" / "db" / "snapshots" / names[0]
+    core.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="after-snapshot")))
+
+    cluster.stop(cluster.procs[0])  # the first server
+    refused = _k3s(cluster, "server", f"--data-dir={data}", "--cluster-reset",
+                   "--server=https://127.0.0.1:1")
+    assert refused.returncode == 1
+    assert ("cannot perform cluster-reset while server URL is set - remove server from "
+            "configuration before resetting") in refused.stderr
+    reset = _k3s(cluster, "server", f"--data-dir={data}", "--cluster-reset",
+                 f"--cluster-reset-restore-path={snapshot}")
+    assert reset.returncode == 0, reset.stderr
+    assert "Managed etcd cluster membership has been reset" in reset.stderr
+
+    cluster.start(
+        "server", K3S_VERSION, f"--data-dir={data}", f"--https-listen-port={cluster.port}",
+        "--bind-address=127.0.0.1", "--node-name=lab-server-1", "--node-ip=127.0.0.1",
+        f"--token={TOKEN}", f"--write-kubeconfig={cluster.root / 'k3s.yaml'}", "--cluster-init")
+    wait_for("the restored API", lambda: client.VersionApi(api).get_code(), 120)
+    names_now = wait_for("the restored ConfigMaps", lambda: {
+        c.metadata.name for c in core.list_namespaced_config_map("default").items}, 60)
+    assert "before-snapshot" in names_now and "after-snapshot" not in names_now

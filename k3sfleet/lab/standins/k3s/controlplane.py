@@ -85,7 +85,12 @@ class ControlPlane:
         server_names: tuple[str, ...] = (),
         extra_args: Mapping[str, list[str]] | None = None,
         advertise_address: str | None = None,
+        datastore: str | None = None,
+        kine_listen: str | None = None,
     ) -> None:
+        """``datastore``: another server's kine (``http://host:2379``), no kine of our own (a
+        joined server); ``kine_listen``: ``host:port`` where our kine serves other servers too
+        (as embedded etcd's client port), else only its unix socket."""
         missing = [p for p in PROGRAMS if p not in binaries]
         if missing:
             raise ValueError(f"no binary for {', '.join(missing)}")
@@ -98,6 +103,8 @@ class ControlPlane:
         )
         self.extra_args = dict(extra_args or {})
         self.advertise_address = advertise_address
+        self.datastore = datastore
+        self.kine_listen = kine_listen
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.tls = pki.ClusterTLS(server_dir / "tls")
 
@@ -113,6 +120,19 @@ class ControlPlane:
     @property
     def kine_socket(self) -> Path:
         return self.server_dir / "kine.sock"
+
+    @property
+    def etcd_servers(self) -> str:
+        if self.datastore:
+            return self.datastore
+        if self.kine_listen:
+            return "http://{}:{}".format(*self._kine_address())
+        return f"unix://{self.kine_socket}"
+
+    def _kine_address(self) -> tuple[str, int]:
+        assert self.kine_listen
+        host, _, port = self.kine_listen.rpartition(":")
+        return ("127.0.0.1" if host in ("0.0.0.0", "") else host), int(port)
 
     def log(self, program: str) -> Path:
         return self.server_dir / "logs" / f"{program}.log"
@@ -155,13 +175,14 @@ class ControlPlane:
         if program == "kine":
             args = [
                 f"--endpoint=sqlite://{self.server_dir / 'db' / 'state.db'}?{SQLITE_OPTIONS}",
-                f"--listen-address=unix://{self.kine_socket}",
+                (f"--listen-address=http://{self.kine_listen}" if self.kine_listen
+                 else f"--listen-address=unix://{self.kine_socket}"),
                 "--metrics-bind-address=0",
             ]
         elif program == "kube-apiserver":
             issuer = f"https://kubernetes.default.svc.{CLUSTER_DOMAIN}"
             args = [
-                f"--etcd-servers=unix://{self.kine_socket}",
+                f"--etcd-servers={self.etcd_servers}",
                 "--storage-backend=etcd3",
                 f"--cert-dir={tls / 'temporary-certs'}",
                 "--allow-privileged=true",
@@ -266,6 +287,12 @@ class ControlPlane:
         raise ControlPlaneError(f"{program} not ready after {timeout:.0f} s ({self.log(program)})")
 
     def _kine_ready(self) -> bool:
+        if self.kine_listen:
+            try:
+                socket.create_connection(self._kine_address(), timeout=2).close()
+            except OSError:
+                return False
+            return True
         if not self.kine_socket.exists():
             return False
         with socket.socket(socket.AF_UNIX) as sock:
@@ -296,8 +323,9 @@ class ControlPlane:
         """Prepare, then start each component after the one it needs is ready."""
         self.prepare()
         try:
-            self._spawn("kine")
-            self._wait("kine", self._kine_ready, 30)
+            if not self.datastore:
+                self._spawn("kine")
+                self._wait("kine", self._kine_ready, 30)
             self._spawn("kube-apiserver")
             self._wait("kube-apiserver", self.readyz, timeout)
             self._spawn("kube-controller-manager")

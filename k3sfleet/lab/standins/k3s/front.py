@@ -45,7 +45,7 @@ from .pki import ClusterTLS, issue
 
 MAX_HEADER = 64 * 1024
 BOOTSTRAP_FILES = ("server-ca.crt", "server-ca.key", "client-ca.crt", "client-ca.key",
-                   "request-header-ca.crt", "request-header-ca.key")
+                   "request-header-ca.crt", "request-header-ca.key", "service.key")
 
 
 class _Request:
@@ -77,15 +77,35 @@ def _read_head(conn: socket.socket) -> tuple[bytes, bytes] | None:
     return head, rest
 
 
+def _recv(source: ssl.SSLSocket) -> bytes | None:
+    """What ``source`` has to give now (b"" once closed), None if nothing yet."""
+    source.settimeout(0)
+    try:
+        return source.recv(65536)
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        return None
+    finally:
+        source.settimeout(None)
+
+
 def _relay(a: ssl.SSLSocket, b: ssl.SSLSocket) -> None:
     """Copy bytes both ways in one thread until either side closes (an SSL object is not
-    read and written from two threads at once)."""
+    read and written from two threads at once).
+
+    Neither ``select`` nor ``pending()`` sees TLS bytes OpenSSL has read from the socket but
+    not yet decrypted (a request body that came right behind its headers): waiting on them
+    alone left such a body unrelayed until kube-apiserver gave up (504 after 60 s). So every
+    0.2 s without news each side is also asked without blocking.
+    """
     peers = {a: b, b: a}
     try:
         while True:
-            ready = [s for s in peers if s.pending()] or select.select(list(peers), [], [])[0]
+            ready = ([s for s in peers if s.pending()]
+                     or select.select(list(peers), [], [], 0.2)[0] or list(peers))
             for source in ready:
-                chunk = source.recv(65536)
+                chunk = _recv(source)
+                if chunk is None:
+                    continue
                 if not chunk:
                     return
                 peers[source].sendall(chunk)

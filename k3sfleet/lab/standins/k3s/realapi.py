@@ -27,6 +27,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -140,16 +141,40 @@ def _bind_kwok_role(admin: KubeClient) -> None:
             log.fatal(f"granting kwok its reads ({path}): {code} {found}")
 
 
+# Embedded etcd's client port, where a server started with cluster-init serves its kine to
+# the servers that join it (K3s: 2379 on the node IP, pkg/etcd/etcd.go; here plain HTTP, the
+# lab's firewall rules for 2379:2380 between servers still apply).
+DATASTORE_PORT = 2379
+
+
+def datastore_of(server_url: str) -> str:
+    """The shared datastore of the server a joining server names in ``server:``."""
+    host = urllib.parse.urlparse(server_url).hostname or ""
+    return f"http://{host}:{DATASTORE_PORT}"
+
+
 def serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *,
           server_dir: Path, tls: pki.ClusterTLS, names: list[str], port: int,
-          passwords: dict[str, str], own: dict[str, Any]) -> int:
-    """The server on the real control plane; returns when killed."""
+          passwords: dict[str, str], own: dict[str, Any], datastore: str | None = None,
+          shared: bool = False) -> int:
+    """The server on the real control plane; returns when killed.
+
+    A first server keeps the cluster in its kine (SQLite, server/db/state.db), served on
+    :data:`DATASTORE_PORT` to other servers when ``shared`` (cluster-init). A joined server
+    (``datastore``: the first server's) runs its own kube-apiserver against it, and its own
+    kube-controller-manager and kube-scheduler, which elect one leader among the servers by
+    their Leases (their default ``--leader-elect``): K3s's HA topology with an external
+    datastore (``--datastore-endpoint``), the datastore being the first server's.
+    """
     bind = str(config.get("bind-address") or "0.0.0.0")
     internal, _ = node.node_addresses(config)
+    listen = bind if bind not in ("0.0.0.0", "::") else "0.0.0.0"
     plane = ControlPlane(binaries, server_dir, bind_address="127.0.0.1", port=port + 1,
                          server_names=tuple(names),
                          advertise_address=internal[0] if internal else None,
-                         extra_args=component_args(config))
+                         extra_args=component_args(config), datastore=datastore,
+                         kine_listen=(f"{listen}:{DATASTORE_PORT}"
+                                      if shared and not datastore else None))
     plane.start()
     roles = {password: role.removeprefix("system:") for password, role in passwords.items()}
     front = Front(tls, (bind, port), ("127.0.0.1", port + 1), passwords=roles)

@@ -174,7 +174,10 @@ def join(config: dict[str, Any], password: str, tls_dir: Path) -> tuple[pki.Clus
         )
     if code != 200 or not isinstance(bundle, dict):
         log.fatal(f"failed to get bootstrap data from {url}: {code}")
-    tls = pki.ensure_ca(tls_dir, {k: base64.b64decode(v) for k, v in bundle.items()})
+    files = {k: base64.b64decode(v) for k, v in bundle.items()}
+    tls = pki.ensure_ca(tls_dir, files)
+    if "service.key" in files:  # K3s's bootstrap data carries ServiceKey too
+        pki.write_private(tls_dir / "service.key", files["service.key"])
     return tls, url
 
 
@@ -234,13 +237,15 @@ def run(config: dict[str, Any], version: str) -> int:
         kubeconfig, f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(), *admin, mode=mode
     )
 
-    binaries = None if joining else realapi.real_api_binaries()
-    if binaries is not None:  # the real control plane (issue 16): joins not yet
+    binaries = realapi.real_api_binaries()
+    if binaries is not None:  # the real control plane (issue 16)
         own = node.node_object(name, version, config, server=True,
                                etcd=bool(config.get("cluster-init")) or (db / "etcd").exists())
         return realapi.serve(config, version, binaries, server_dir=server_dir, tls=tls,
                              names=serving_names(config, internal, external), port=port,
-                             passwords=passwords, own=own)
+                             passwords=passwords, own=own,
+                             datastore=realapi.datastore_of(upstream_url) if joining else None,
+                             shared=(db / "etcd").is_dir())
     store = Store(
         state_file=None if joining else db / "state.json",
         write_log=server_dir / "logs" / "api-writes.jsonl",

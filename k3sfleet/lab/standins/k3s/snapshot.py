@@ -1,7 +1,12 @@
 """``k3s etcd-snapshot save|ls`` and ``k3s server --cluster-reset --cluster-reset-restore-path``.
 
-Snapshots are copies of the stand-in datastore in server/db/snapshots/, named like k3s's
-(``<name>-<node>-<unix time>``); they exist only when the server runs with embedded etcd.
+Snapshots are copies of the datastore in server/db/snapshots/, named like k3s's
+(``<name>-<node>-<unix time>``); they exist only when the server runs with embedded etcd
+(``db/etcd/``, made by cluster-init). On the real control plane the datastore is kine's SQLite
+database (server/db/state.db): a snapshot is an online, consistent copy made with SQLite's
+backup API while kine runs (as an etcd snapshot is taken from the running member), and a
+restore puts it back in place of the database (its -wal/-shm files removed) while the server
+is stopped; otherwise the stand-in API's state.json is copied.
 
 Example::
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -29,11 +35,29 @@ def _dirs(config: dict[str, Any]) -> tuple[Any, Any]:
     return db, snapshots
 
 
+def _datastore(db: Path) -> Path:
+    """kine's SQLite database on the real control plane, else the stand-in API's state."""
+    from .realapi import real_api_binaries
+
+    return db / ("state.db" if real_api_binaries() is not None else "state.json")
+
+
+def _copy(source: Path, target: Path) -> None:
+    if source.suffix == ".db":
+        with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+    else:
+        shutil.copy2(source, target)
+    target.chmod(0o600)
+
+
 def run(args: list[str], config: dict[str, Any]) -> int:
     command = args[0] if args else "save"
     db, snapshots = _dirs(config)
     if command == "save":
-        state = db / "state.json"
+        state = _datastore(db)
         if not state.exists():
             log.fatal(
                 "etcd datastore has no data (a joining server snapshots on its cluster's "
@@ -41,8 +65,7 @@ def run(args: list[str], config: dict[str, Any]) -> int:
             )
         snapshots.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = f"{config.get('name') or 'on-demand'}-{node.node_name(config)}-{int(time.time())}"
-        shutil.copy2(state, snapshots / name)
-        (snapshots / name).chmod(0o600)
+        _copy(state, snapshots / name)
         log.info(f"Saving etcd snapshot to {snapshots / name}")
         return 0
     if command in ("ls", "list"):
@@ -92,8 +115,11 @@ def cluster_reset(config: dict[str, Any]) -> int:
         )
         log.fatal(f"etcd cluster-reset: snapshot {source} not found on {where}")
     if source:
-        shutil.copy2(str(source), db / "state.json")
-        (db / "state.json").chmod(0o600)
+        state = _datastore(db)
+        for stale in (state.with_name(state.name + "-wal"), state.with_name(state.name + "-shm")):
+            stale.unlink(missing_ok=True)
+        shutil.copy2(str(source), state)
+        state.chmod(0o600)
     (db / "joined.json").unlink(missing_ok=True)
     log.info(
         "Managed etcd cluster membership has been reset, restart without --cluster-reset "
