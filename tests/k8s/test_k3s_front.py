@@ -146,3 +146,23 @@ def test_identity_headers_and_token_passwords_are_not_credentials(front: Front) 
     spoofed = {"X-Remote-User": "system:admin", "X-Remote-Group": "system:masters"}
     assert _get(front, "/api/v1/namespaces", spoofed)[0] == 401
     assert _get(front, "/api/v1/namespaces", _basic("server", SERVER_PASSWORD))[0] == 401
+
+
+def test_a_body_sent_right_behind_its_headers_is_relayed(front: Front, plane: ControlPlane) -> None:
+    """Headers and body in two TLS writes back to back (as HTTP clients send a large body):
+    each request is answered at once, none waits for kube-apiserver's 60 s timeout."""
+    context = ssl.create_default_context(cafile=str(front.tls.server_ca))
+    context.load_cert_chain(*(front.tls.directory / f"client-admin.{e}" for e in ("crt", "key")))
+    for i in range(40):
+        body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": f"split-{i}"},
+                           "data": {"x": "y" * (i * 997 % 40000)}}).encode()
+        head = (f"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\n"
+                f"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", front.port), timeout=15) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+            conn.sendall(head)
+            conn.sendall(body)
+            answer = conn.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 201"), (i, answer[:200])
