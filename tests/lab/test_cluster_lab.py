@@ -75,8 +75,9 @@ def grand_total(output: str) -> dict[str, int]:
 
 
 def registered_nodes(lab: Any) -> set[str]:
-    server = lab.servers[0]
-    writes = lab.api_writes(server)
+    """Nodes created through any server's API (each kube-apiserver audits its own requests:
+    a joined server registers its Node with its own)."""
+    writes = [w for server in lab.servers for w in lab.api_writes(server)]
     return {w["name"] for w in writes if w["kind"] == "Node" and w["verb"] == "create"}
 
 

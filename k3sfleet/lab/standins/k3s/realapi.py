@@ -60,11 +60,18 @@ def component_args(config: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def real_api_binaries() -> dict[str, Path] | None:
-    """Each program's path when this host runs the real API, else None."""
+    """Each program's path when this host runs the real API, else None.
+
+    The default wherever the lab bound the built programs (``/opt/k3sfleet-standin/go``);
+    ``K3SFLEET_LAB_REAL_API=<directory>`` or the marker's text (a directory) names another
+    place, the marker's text ``standin`` keeps the stand-in's own API.
+    """
     chosen = os.environ.get("K3SFLEET_LAB_REAL_API")
     if chosen is None and MARKER.exists():
         chosen = MARKER.read_text().strip() or str(HOST_DIR)
-    if not chosen:
+    if chosen is None and (HOST_DIR / "kube").is_dir():
+        chosen = str(HOST_DIR)
+    if not chosen or chosen == "standin":
         return None
     return {program: Path(chosen) / d / program for program, d in PROGRAM_DIRS.items()}
 
