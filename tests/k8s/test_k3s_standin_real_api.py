@@ -363,3 +363,32 @@ def test_snapshot_then_cluster_reset_restores_it(cluster: _Cluster, api: Any) ->
     names_now = wait_for("the restored ConfigMaps", lambda: {
         c.metadata.name for c in core.list_namespaced_config_map("default").items}, 60)
     assert "before-snapshot" in names_now and "after-snapshot" not in names_now
+
+
+def _processes_under(directory: Path) -> list[str]:
+    """Command lines of running processes that name ``directory`` (the test's own programs)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(directory) in argv and proc.name != str(os.getpid()):
+            found.append(argv[:120])
+    return found
+
+
+def test_a_server_stopped_while_starting_leaves_no_component_running(cluster: _Cluster) -> None:
+    data = cluster.root / "short-lived"
+    proc = cluster.start(
+        "server", K3S_VERSION, f"--data-dir={data}", f"--https-listen-port={_free_port()}",
+        "--bind-address=127.0.0.1", "--node-name=lab-short", "--node-ip=127.0.0.1",
+        f"--token={TOKEN}", f"--write-kubeconfig={cluster.root / 'k3s-short.yaml'}")
+    apiserver_log = data / "server" / "logs" / "kube-apiserver.log"
+    wait_for("kube-apiserver started", apiserver_log.exists, 60)
+    os.kill(proc.pid, signal.SIGTERM)  # still starting: kine and kube-apiserver are up
+    proc.wait(60)
+    deadline = time.monotonic() + 30
+    while _processes_under(data) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert _processes_under(data) == []

@@ -182,38 +182,47 @@ def serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *,
                          extra_args=component_args(config), datastore=datastore,
                          kine_listen=(f"{listen}:{DATASTORE_PORT}"
                                       if shared and not datastore else None))
-    plane.start()
-    roles = {password: role.removeprefix("system:") for password, role in passwords.items()}
-    front = Front(tls, (bind, port), ("127.0.0.1", port + 1), passwords=roles)
-    front.start()
-    log.info(f"Running kube-apiserver {version} on https://127.0.0.1:{port + 1}, "
-             f"supervisor on https://{bind}:{port}")
-    name = own["metadata"]["name"]
-    cert = pki.issue(*tls.pair("client-ca"), f"system:node:{name}",
-                     organization="system:nodes", client=True)
-    tls.store_pair("client-kubelet", *cert)
-    kubelet = server_dir.parent / "agent" / "kubelet.kubeconfig"
-    write_kubeconfig(kubelet, f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(), *cert)
-    # K3s's supervisor talks to its kube-apiserver directly (the loopback kubeconfig on 6444)
-    supervisor = KubeClient(plane.url, tls.server_ca.read_bytes(), "", "",
-                            cert=(tls.directory / "client-supervisor.crt",
-                                  tls.directory / "client-supervisor.key"))
-    _bind_kwok_role(supervisor)
-    api = addons.Api(supervisor)
-    log.info(f"Applied CRDs: {', '.join(addons.apply_crds(api, crd_files(binaries)))}")
+    # until kwok runs, SIGTERM ends start-up through the finally below (the components run in
+    # sessions of their own: a plain SIGTERM death would leave them running)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     stop = threading.Event()
-    manifests = server_dir / "manifests"
-    manifests.mkdir(parents=True, exist_ok=True)
-    threading.Thread(target=addons.Deployer(api, manifests).run_forever, args=(stop,),
-                     daemon=True, name="deploy").start()
-    log.info(f"k3s {version} is up and running")
+    front: Front | None = None
     try:
+        plane.start()
+        roles = {password: role.removeprefix("system:") for password, role in passwords.items()}
+        front = Front(tls, (bind, port), ("127.0.0.1", port + 1), passwords=roles)
+        front.start()
+        log.info(f"Running kube-apiserver {version} on https://127.0.0.1:{port + 1}, "
+                 f"supervisor on https://{bind}:{port}")
+        name = own["metadata"]["name"]
+        cert = pki.issue(*tls.pair("client-ca"), f"system:node:{name}",
+                         organization="system:nodes", client=True)
+        tls.store_pair("client-kubelet", *cert)
+        kubelet = server_dir.parent / "agent" / "kubelet.kubeconfig"
+        write_kubeconfig(kubelet, f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(), *cert)
+        # K3s's supervisor talks to its kube-apiserver directly (the loopback kubeconfig, 6444)
+        supervisor = KubeClient(plane.url, tls.server_ca.read_bytes(), "", "",
+                                cert=(tls.directory / "client-supervisor.crt",
+                                      tls.directory / "client-supervisor.key"))
+        _bind_kwok_role(supervisor)
+        api = addons.Api(supervisor)
+        log.info(f"Applied CRDs: {', '.join(addons.apply_crds(api, crd_files(binaries)))}")
+        manifests = server_dir / "manifests"
+        manifests.mkdir(parents=True, exist_ok=True)
+        threading.Thread(target=addons.Deployer(api, manifests).run_forever, args=(stop,),
+                         daemon=True, name="deploy").start()
+        log.info(f"k3s {version} is up and running")
         return _run_kubelet(config, binaries, supervisor, own, kubelet,
                             server_dir / "logs" / "kwok.log")
     finally:
         stop.set()
-        front.stop()
+        if front is not None:
+            front.stop()
         plane.stop()
+
+
+def _exit_on_signal(*_: object) -> None:
+    raise SystemExit(0)
 
 
 def agent(config: dict[str, Any], version: str, binaries: dict[str, Path], *, url: str,
