@@ -392,3 +392,27 @@ def test_a_server_stopped_while_starting_leaves_no_component_running(cluster: _C
     while _processes_under(data) and time.monotonic() < deadline:
         time.sleep(1)
     assert _processes_under(data) == []
+
+
+def test_the_api_answers_on_6443_only_once_the_crds_are_established(cluster: _Cluster) -> None:
+    """Whoever reaches the API finds the CRDs (no window where Application is a 404)."""
+    port = _free_port()
+    data = cluster.root / "crds-first"
+    proc = cluster.start(
+        "server", K3S_VERSION, f"--data-dir={data}", f"--https-listen-port={port}",
+        "--bind-address=127.0.0.1", "--node-name=lab-crds", "--node-ip=127.0.0.1",
+        f"--token={TOKEN}", f"--write-kubeconfig={cluster.root / 'k3s-crds.yaml'}")
+    wait_for("k3s.yaml", (cluster.root / "k3s-crds.yaml").exists, 60)
+    api = config.new_client_from_config(config_file=str(cluster.root / "k3s-crds.yaml"))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            client.VersionApi(api).get_code()
+        except Exception:  # noqa: BLE001 - 6443 not open yet
+            time.sleep(0.1)
+            continue
+        break
+    found = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", "argocd", "applications")  # the first call: no 404
+    assert found["items"] == []
+    cluster.stop(proc)

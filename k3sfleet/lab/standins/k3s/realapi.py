@@ -189,11 +189,6 @@ def serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *,
     front: Front | None = None
     try:
         plane.start()
-        roles = {password: role.removeprefix("system:") for password, role in passwords.items()}
-        front = Front(tls, (bind, port), ("127.0.0.1", port + 1), passwords=roles)
-        front.start()
-        log.info(f"Running kube-apiserver {version} on https://127.0.0.1:{port + 1}, "
-                 f"supervisor on https://{bind}:{port}")
         name = own["metadata"]["name"]
         cert = pki.issue(*tls.pair("client-ca"), f"system:node:{name}",
                          organization="system:nodes", client=True)
@@ -207,6 +202,13 @@ def serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *,
         _bind_kwok_role(supervisor)
         api = addons.Api(supervisor)
         log.info(f"Applied CRDs: {', '.join(addons.apply_crds(api, crd_files(binaries)))}")
+        # 6443 opens once the CRDs are Established: whoever reaches the API finds the kinds
+        # (the lab's stand-in for charts that would have installed Argo CD's and Velero's)
+        roles = {password: role.removeprefix("system:") for password, role in passwords.items()}
+        front = Front(tls, (bind, port), ("127.0.0.1", port + 1), passwords=roles)
+        front.start()
+        log.info(f"Running kube-apiserver {version} on https://127.0.0.1:{port + 1}, "
+                 f"supervisor on https://{bind}:{port}")
         manifests = server_dir / "manifests"
         manifests.mkdir(parents=True, exist_ok=True)
         threading.Thread(target=addons.Deployer(api, manifests).run_forever, args=(stop,),
