@@ -113,7 +113,11 @@ KWOK = GoBuild(
 #   manifests/crds as the chart installs them.
 # * Velero v1.17.1: the appVersion of the velero chart 11.4.0 (helm/infrastructure/values.yaml;
 #   vmware-tanzu/helm-charts charts/velero/Chart.yaml at tag velero-11.4.0), config/crd/v1/bases.
+# * CloudNativePG v1.30.0: the appVersion of the cloudnative-pg chart 0.29.0
+#   (helm/infrastructure/values.yaml; cloudnative-pg/charts charts/cloudnative-pg/Chart.yaml at
+#   tag cloudnative-pg-v0.29.0), config/crd/bases: the Cluster and Database kinds helm/apps uses.
 K3S_API_VERSION = "v0.1.4"
+CNPG_VERSION = "v1.30.0"
 HELM_CONTROLLER_VERSION = "v0.16.17"
 ARGOCD_VERSION = "v3.2.0"
 VELERO_VERSION = "v1.17.1"
@@ -140,6 +144,9 @@ CRDS: tuple[GoBuild, ...] = (
           "manifests/crds/appproject-crd.yaml"),
     _crds("crds-velero", f"github.com/vmware-tanzu/velero@{VELERO_VERSION}",
           *(f"config/crd/v1/bases/velero.io_{kind}.yaml" for kind in _VELERO_KINDS)),
+    _crds("crds-cnpg", f"github.com/cloudnative-pg/cloudnative-pg@{CNPG_VERSION}",
+          "config/crd/bases/postgresql.cnpg.io_clusters.yaml",
+          "config/crd/bases/postgresql.cnpg.io_databases.yaml"),
 )
 
 BUILDS: tuple[GoBuild, ...] = (KUBE, KINE, KWOK, *CRDS)

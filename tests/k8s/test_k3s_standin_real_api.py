@@ -198,12 +198,37 @@ def test_crds_of_the_pinned_projects_are_established(cluster: _Cluster, api: Any
     for name in ("addons.k3s.cattle.io", "helmcharts.helm.cattle.io",
                  "helmchartconfigs.helm.cattle.io", "applications.argoproj.io",
                  "appprojects.argoproj.io", "backups.velero.io", "restores.velero.io",
-                 "schedules.velero.io", "backupstoragelocations.velero.io"):
+                 "schedules.velero.io", "backupstoragelocations.velero.io",
+                 "clusters.postgresql.cnpg.io", "databases.postgresql.cnpg.io"):
         assert any(c.type == "Established" and c.status == "True"
                    for c in crds[name].status.conditions), name
     # Velero's own schema: a Restore's phase is one of its enum values (v1.17.1)
     restore = crds["restores.velero.io"].spec.versions[0].schema.open_apiv3_schema
     assert "Completed" in restore.properties["status"].properties["phase"].enum
+
+
+def test_the_api_answers_on_6443_only_once_the_crds_are_established(cluster: _Cluster) -> None:
+    """Whoever reaches the API finds the CRDs (no window where Application is a 404)."""
+    port = _free_port()
+    data = cluster.root / "crds-first"
+    proc = cluster.start(
+        "server", K3S_VERSION, f"--data-dir={data}", f"--https-listen-port={port}",
+        "--bind-address=127.0.0.1", "--node-name=lab-crds", "--node-ip=127.0.0.1",
+        f"--token={TOKEN}", f"--write-kubeconfig={cluster.root / 'k3s-crds.yaml'}")
+    wait_for("k3s.yaml", (cluster.root / "k3s-crds.yaml").exists, 60)
+    api = config.new_client_from_config(config_file=str(cluster.root / "k3s-crds.yaml"))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            client.VersionApi(api).get_code()
+        except Exception:  # noqa: BLE001 - 6443 not open yet
+            time.sleep(0.1)
+            continue
+        break
+    found = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", "argocd", "applications")  # the first call: no 404
+    assert found["items"] == []
+    cluster.stop(proc)
 
 
 def test_manifests_applied_once_per_content_recorded_by_addon(
@@ -392,27 +417,3 @@ def test_a_server_stopped_while_starting_leaves_no_component_running(cluster: _C
     while _processes_under(data) and time.monotonic() < deadline:
         time.sleep(1)
     assert _processes_under(data) == []
-
-
-def test_the_api_answers_on_6443_only_once_the_crds_are_established(cluster: _Cluster) -> None:
-    """Whoever reaches the API finds the CRDs (no window where Application is a 404)."""
-    port = _free_port()
-    data = cluster.root / "crds-first"
-    proc = cluster.start(
-        "server", K3S_VERSION, f"--data-dir={data}", f"--https-listen-port={port}",
-        "--bind-address=127.0.0.1", "--node-name=lab-crds", "--node-ip=127.0.0.1",
-        f"--token={TOKEN}", f"--write-kubeconfig={cluster.root / 'k3s-crds.yaml'}")
-    wait_for("k3s.yaml", (cluster.root / "k3s-crds.yaml").exists, 60)
-    api = config.new_client_from_config(config_file=str(cluster.root / "k3s-crds.yaml"))
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            client.VersionApi(api).get_code()
-        except Exception:  # noqa: BLE001 - 6443 not open yet
-            time.sleep(0.1)
-            continue
-        break
-    found = client.CustomObjectsApi(api).list_namespaced_custom_object(
-        "argoproj.io", "v1alpha1", "argocd", "applications")  # the first call: no 404
-    assert found["items"] == []
-    cluster.stop(proc)

@@ -119,7 +119,9 @@ def velero(cluster: Any) -> Iterator[None]:
                 )["items"]
                 for item in items:
                     if (item.get("status") or {}).get("phase") != "Completed":
-                        custom.patch_namespaced_custom_object_status(
+                        # Velero v1.17.1's Restore CRD has no status subresource: its
+                        # controller patches the object itself (config/crd/v1/bases)
+                        custom.patch_namespaced_custom_object(
                             "velero.io",
                             "v1",
                             "velero",
@@ -140,9 +142,8 @@ def seed_backup(api: Any, name: str, service: str, phase: str, started: str) -> 
     status = {"status": {"phase": phase, "startTimestamp": started}}
     custom = client.CustomObjectsApi(api)
     custom.create_namespaced_custom_object("velero.io", "v1", "velero", "backups", body)
-    custom.patch_namespaced_custom_object_status(
-        "velero.io", "v1", "velero", "backups", name, status
-    )
+    # Velero v1.17.1's Backup CRD has no status subresource (config/crd/v1/bases)
+    custom.patch_namespaced_custom_object("velero.io", "v1", "velero", "backups", name, status)
 
 
 def test_backup_create_makes_a_velero_backup(cluster: Any) -> None:

@@ -324,6 +324,9 @@ class ControlPlane:
         self.prepare()
         try:
             if not self.datastore:
+                if self.kine_listen and self._kine_ready():
+                    raise ControlPlaneError(
+                        f"{self.kine_listen} is in use: another datastore would be served")
                 self._spawn("kine")
                 self._wait("kine", self._kine_ready, 30)
             self._spawn("kube-apiserver")
