@@ -184,7 +184,7 @@ def test_an_agent_with_a_wrong_token_is_refused(cluster: _Cluster, api: Any) -> 
         "--node-name=lab-agent-bad", "--node-ip=127.0.0.1")
     assert proc.wait(60) == 1
     log = next(cluster.root.glob(f"agent-{len(cluster.procs) - 1}.log")).read_text()
-    assert "401" in log
+    assert "401" in log and "token is not valid" in log
 
 
 def _writes(cluster: _Cluster) -> list[dict[str, Any]]:

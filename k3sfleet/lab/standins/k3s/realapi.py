@@ -234,6 +234,8 @@ def agent(config: dict[str, Any], version: str, binaries: dict[str, Path], *, ur
     token = KubeClient(url, cacerts, "node", password)
     code, body = token.request("GET", "/v1-k3s/client-kubelet.crt", timeout=30,
                                content_type="text/plain", headers={"k3s-Node-Name": name})
+    if code == 401:  # the stand-in agent's message for a token the server refuses (agent.py)
+        log.fatal(f"failed to get CA certs: {url}/cacerts: token is not valid: 401 Unauthorized")
     if code != 200 or not isinstance(body, str):
         log.fatal(f"failed to get client-kubelet.crt from {url}: {code} {body}")
     start = body.index("-----BEGIN PRIVATE KEY-----")
