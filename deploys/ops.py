@@ -103,31 +103,17 @@ def file(
     """
     current = file_state(path)
     if not present:
-        if current is None:
-            host.noop(f"file {path} does not exist")
-            return
-        record(set_file(path, None))
-        yield StringCommand("rm", "-f", QuoteString(path))
+        yield from _absent(path, current)
         return
     secret = isinstance(content, Secret)
     if secret:
         mode = "0600"
     text = render(template, **(context or {})) if template else reveal(content) or ""
-    digest = sha256_text(text)
-    new: FileState = {"type": "file", "sha256": digest, "user": user, "group": group,
+    new: FileState = {"type": "file", "sha256": sha256_text(text), "user": user, "group": group,
                       "mode": mode.lstrip("0") or "0", "link_target": None}
     is_file = current is not None and current["type"] == "file"
-    if current is not None and is_file and current["sha256"] == digest:
-        fixes = []
-        if not _same_mode(str(current["mode"]), mode):
-            fixes.append(StringCommand("chmod", mode, QuoteString(path)))
-        if (current["user"], current["group"]) != (user, group):
-            fixes.append(StringCommand("chown", f"{user}:{group}", QuoteString(path)))
-        if not fixes:
-            host.noop(f"{path} is up to date")
-            return
-        record(set_file(path, new))
-        yield from fixes
+    if current is not None and is_file and current["sha256"] == new["sha256"]:
+        yield from _fix_in_place(path, current, mode, user, group, new)
         return
     record(set_file(path, new))
     if not secret and host.state.config.DIFF:
@@ -141,11 +127,7 @@ def file(
     else:
         if not is_file and staged_beside:
             yield mkdir
-        yield FileUploadCommand(
-            io.StringIO(text), staged, remote_temp_filename=host.get_temp_filename(staged)
-        )
-        yield StringCommand("chown", f"{user}:{group}", QuoteString(staged), "&&",
-                            "chmod", mode, QuoteString(staged))
+        yield from _stage(text, staged, mode, user, group)
     if validate:
         yield validate(staged) if callable(validate) else _reject(validate, staged, path)
     if not is_file and not staged_beside:
@@ -155,6 +137,40 @@ def file(
     yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(path))
     for command in then:
         yield command if isinstance(command, StringCommand) else StringCommand(command)
+
+
+def _absent(path: str, current: FileState | None) -> Generator[Any, None, None]:
+    """No file at ``path`` (``file(present=False)``)."""
+    if current is None:
+        host.noop(f"file {path} does not exist")
+        return
+    record(set_file(path, None))
+    yield StringCommand("rm", "-f", QuoteString(path))
+
+
+def _fix_in_place(
+    path: str, current: FileState, mode: str, user: str, group: str, new: FileState
+) -> Generator[Any, None, None]:
+    """The content is right: only a wrong mode or owner is fixed, without rewriting."""
+    fixes = []
+    if not _same_mode(str(current["mode"]), mode):
+        fixes.append(StringCommand("chmod", mode, QuoteString(path)))
+    if (current["user"], current["group"]) != (user, group):
+        fixes.append(StringCommand("chown", f"{user}:{group}", QuoteString(path)))
+    if not fixes:
+        host.noop(f"{path} is up to date")
+        return
+    record(set_file(path, new))
+    yield from fixes
+
+
+def _stage(text: str, staged: str, mode: str, user: str, group: str) -> Generator[Any, None, None]:
+    """``text`` uploaded to ``staged`` with its final owner and mode (not a secret)."""
+    yield FileUploadCommand(
+        io.StringIO(text), staged, remote_temp_filename=host.get_temp_filename(staged)
+    )
+    yield StringCommand("chown", f"{user}:{group}", QuoteString(staged), "&&",
+                        "chmod", mode, QuoteString(staged))
 
 
 def _write_secret(text: str, staged: str) -> Generator[Any, None, None]:
