@@ -24,6 +24,8 @@ import hashlib
 import json
 import re
 import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
@@ -75,6 +77,23 @@ BASE_DATA: dict[str, Any] = {
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+
+@contextmanager
+def fake_connection(
+    state: State, shell: Callable[..., Any], put: Callable[..., bool]
+) -> Iterator[None]:
+    """``state`` made current, as pyinfra's CLI does, with its ``@fake`` hosts' commands run by
+    ``shell(connector, command)`` and their uploads taken by ``put(connector, src, remote)``."""
+    with (
+        patch.object(pyinfra, "is_cli", True),
+        patch.object(FakeConnector, "run_shell_command", shell),
+        patch.object(FakeConnector, "put_file", put),
+        ctx_state.use(state),
+        ctx_inventory.use(state.inventory),
+    ):
+        yield
 
 
 @dataclass
@@ -213,13 +232,7 @@ class SimCluster:
             return True
 
         error = None
-        with (
-            patch.object(pyinfra, "is_cli", True),
-            patch.object(FakeConnector, "run_shell_command", run_shell_command),
-            patch.object(FakeConnector, "put_file", put_file),
-            ctx_state.use(state),
-            ctx_inventory.use(inventory),
-        ):
+        with fake_connection(state, run_shell_command, put_file):
             try:
                 state.set_stage(StateStage.Connect)
                 connect_all(state)

@@ -15,16 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any
-from unittest.mock import patch
 
-import pyinfra
+from k3s_harness import fake_connection
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import StateStage
-from pyinfra.connectors.fake import FakeConnector
 from pyinfra.connectors.util import CommandOutput, OutputLine
-from pyinfra.context import ctx_host, ctx_inventory, ctx_state
+from pyinfra.context import ctx_host
 from pyinfra.operations import python, server
 
 from k3sfleet.deploys import ops
@@ -92,13 +90,7 @@ def run(deploy: Callable[[], None], node: FakeNode) -> State:
         node.files[remote] = src.getvalue() if isinstance(src, StringIO) else ""
         return True
 
-    with (
-        patch.object(pyinfra, "is_cli", True),
-        patch.object(FakeConnector, "run_shell_command", shell),
-        patch.object(FakeConnector, "put_file", put),
-        ctx_state.use(state),
-        ctx_inventory.use(inventory),
-    ):
+    with fake_connection(state, shell, put):
         state.set_stage(StateStage.Connect)
         connect_all(state)
         state.set_stage(StateStage.Prepare)
