@@ -104,9 +104,7 @@ class RestoreStep:
     commands: list[str]
 
 
-def reset_commands(
-    snapshot: str, config: str = CONFIG, s3: bool = True, sudo: str = "sudo "
-) -> list[str]:
+def reset_commands(snapshot: str, config: str = CONFIG, s3: bool = True) -> list[str]:
     """The commands that reset etcd from ``snapshot`` on one server, with config.yaml's
     ``server:`` line out of the way for the reset only (K3s refuses the reset while it is set).
 
@@ -116,14 +114,14 @@ def reset_commands(
     """
     q = shlex.quote
     kept = f"{config}.pre-restore"
-    reset = f"{sudo}k3s server --cluster-reset{' --etcd-s3' if s3 else ''}"
+    reset = f"sudo k3s server --cluster-reset{' --etcd-s3' if s3 else ''}"
     if config != CONFIG:
         reset += f" --config={q(config)}"
     return [
-        f"{sudo}cp -p {q(config)} {q(kept)}",
-        f"{sudo}sed -i -e '/^server:/d' {q(config)}",
+        f"sudo cp -p {q(config)} {q(kept)}",
+        f"sudo sed -i -e '/^server:/d' {q(config)}",
         f"{reset} --cluster-reset-restore-path={q(snapshot)}; "
-        f"rc=$?; {sudo}mv -f {q(kept)} {q(config)}; test $rc -eq 0",
+        f"rc=$?; sudo mv -f {q(kept)} {q(config)}; test $rc -eq 0",
     ]
 
 

@@ -28,7 +28,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,71 +39,30 @@ from kubernetes import client, config
 
 from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
 from k3sfleet.lab.standins.k3s.audit import writes
+from tests.k8s.k3s_procs import TOKEN, K3sProcs, free_port
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.k8s
 
-TOKEN = "lab-token-0123456789"
 NEXT_VERSION = "v1.34.3+k3s1"
-RUN = "import sys; from k3sfleet.lab.standins.k3s.main import main; sys.exit(main(sys.argv[2:], sys.argv[1]))"  # noqa: E501
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    with socket.socket() as sock:  # port + 1 must be free too (kube-apiserver)
-        sock.bind(("127.0.0.1", port + 1))
-    return port
-
-
-
-class _Cluster:
-    def __init__(self, root: Path, bins: Path) -> None:
-        self.root = root
-        self.port = _free_port()
-        self.env = {**os.environ, "K3SFLEET_LAB_REAL_API": str(bins)}
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, role: str, version: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.root / f"{role}-{len(self.procs)}.log").open("ab")
-        proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-c", RUN, version, role, *args], env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 @pytest.fixture(scope="module")
-def cluster(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Cluster]:
+def cluster(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[K3sProcs]:
     root = tmp_path_factory.mktemp("k3s")
-    bins = root / "go"  # the layout lab hosts see under /opt/k3sfleet-standin/go
-    bins.mkdir()
-    for name, directory in binaries.directories.items():
-        (bins / name).symlink_to(directory)
-    cluster = _Cluster(root, bins)
+    cluster = K3sProcs(root, binaries)
     server = cluster.start(
         "server", K3S_VERSION, f"--data-dir={root / 'server-data'}",
         f"--https-listen-port={cluster.port}", "--bind-address=127.0.0.1",
         "--node-name=lab-server-1", "--node-ip=127.0.0.1", f"--token={TOKEN}",
         f"--write-kubeconfig={root / 'k3s.yaml'}", "--cluster-init")
     yield cluster
-    for proc in reversed(cluster.procs):
-        cluster.stop(proc)
+    cluster.stop_all()
     assert server.poll() is not None
 
 
 @pytest.fixture(scope="module")
-def api(cluster: _Cluster) -> client.ApiClient:
+def api(cluster: K3sProcs) -> client.ApiClient:
     kubeconfig = cluster.root / "k3s.yaml"
     wait_for("k3s.yaml", kubeconfig.exists, 120)
     api = config.new_client_from_config(config_file=str(kubeconfig))
@@ -118,14 +76,14 @@ def _ready(api: client.ApiClient, name: str) -> Any:
     return node if ok else None
 
 
-def _agent(cluster: _Cluster, version: str, token: str = TOKEN) -> subprocess.Popen[bytes]:
+def _agent(cluster: K3sProcs, version: str, token: str = TOKEN) -> subprocess.Popen[bytes]:
     return cluster.start(
         "agent", version, f"--data-dir={cluster.root / 'agent-data'}",
         f"--server=https://127.0.0.1:{cluster.port}", f"--token={token}",
         "--node-name=lab-agent-1", "--node-ip=127.0.0.1")
 
 
-def test_server_runs_the_real_api_behind_its_front(cluster: _Cluster, api: Any) -> None:
+def test_server_runs_the_real_api_behind_its_front(cluster: K3sProcs, api: Any) -> None:
     assert client.VersionApi(api).get_code().git_version == K3S_VERSION
     server_dir = cluster.root / "server-data" / "server"
     ca = (server_dir / "tls" / "server-ca.crt").read_bytes()
@@ -139,7 +97,7 @@ def test_server_runs_the_real_api_behind_its_front(cluster: _Cluster, api: Any) 
     assert node.status.node_info.kubelet_version == K3S_VERSION
 
 
-def test_agent_registers_with_its_node_certificate(cluster: _Cluster, api: Any) -> None:
+def test_agent_registers_with_its_node_certificate(cluster: K3sProcs, api: Any) -> None:
     agent = _agent(cluster, K3S_VERSION)
     node = wait_for("the agent's Node Ready", lambda: _ready(api, "lab-agent-1"), 120)
     assert "node-role.kubernetes.io/control-plane" not in node.metadata.labels
@@ -158,7 +116,7 @@ def test_agent_registers_with_its_node_certificate(cluster: _Cluster, api: Any) 
     wait_for("the upgraded Node Ready", lambda: _ready(api, "lab-agent-1"), 120)
 
 
-def test_pods_run_on_the_kwok_nodes(cluster: _Cluster, api: Any) -> None:
+def test_pods_run_on_the_kwok_nodes(cluster: K3sProcs, api: Any) -> None:
     client.AppsV1Api(api).create_namespaced_deployment("default", client.V1Deployment(
         metadata=client.V1ObjectMeta(name="web"),
         spec=client.V1DeploymentSpec(
@@ -177,7 +135,7 @@ def test_pods_run_on_the_kwok_nodes(cluster: _Cluster, api: Any) -> None:
     wait_for("2 pods Running", running, 90)
 
 
-def test_an_agent_with_a_wrong_token_is_refused(cluster: _Cluster, api: Any) -> None:
+def test_an_agent_with_a_wrong_token_is_refused(cluster: K3sProcs, api: Any) -> None:
     proc = cluster.start(
         "agent", K3S_VERSION, f"--data-dir={cluster.root / 'bad-agent'}",
         f"--server=https://127.0.0.1:{cluster.port}", "--token=wrong-token",
@@ -187,12 +145,12 @@ def test_an_agent_with_a_wrong_token_is_refused(cluster: _Cluster, api: Any) -> 
     assert "401" in log and "token is not valid" in log
 
 
-def _writes(cluster: _Cluster) -> list[dict[str, Any]]:
+def _writes(cluster: K3sProcs) -> list[dict[str, Any]]:
     log = cluster.root / "server-data" / "server" / "logs" / "audit.log"
     return writes(log.read_text()) if log.exists() else []
 
 
-def test_crds_of_the_pinned_projects_are_established(cluster: _Cluster, api: Any) -> None:
+def test_crds_of_the_pinned_projects_are_established(cluster: K3sProcs, api: Any) -> None:
     crds = {c.metadata.name: c for c in client.ApiextensionsV1Api(api)
             .list_custom_resource_definition().items}
     for name in ("addons.k3s.cattle.io", "helmcharts.helm.cattle.io",
@@ -207,9 +165,9 @@ def test_crds_of_the_pinned_projects_are_established(cluster: _Cluster, api: Any
     assert "Completed" in restore.properties["status"].properties["phase"].enum
 
 
-def test_the_api_answers_on_6443_only_once_the_crds_are_established(cluster: _Cluster) -> None:
+def test_the_api_answers_on_6443_only_once_the_crds_are_established(cluster: K3sProcs) -> None:
     """Whoever reaches the API finds the CRDs (no window where Application is a 404)."""
-    port = _free_port()
+    port = free_port()
     data = cluster.root / "crds-first"
     proc = cluster.start(
         "server", K3S_VERSION, f"--data-dir={data}", f"--https-listen-port={port}",
@@ -232,7 +190,7 @@ def test_the_api_answers_on_6443_only_once_the_crds_are_established(cluster: _Cl
 
 
 def test_manifests_applied_once_per_content_recorded_by_addon(
-    cluster: _Cluster, api: Any
+    cluster: K3sProcs, api: Any
 ) -> None:
     manifests = cluster.root / "server-data" / "server" / "manifests"
     custom = client.CustomObjectsApi(api)
@@ -283,7 +241,7 @@ spec: {chart: demo, repo: https://charts.invalid/, version: 1.0.0}
         (doc % "green").encode()).hexdigest(), 30)
 
 
-def test_write_log_from_the_audit_log(cluster: _Cluster, api: Any) -> None:
+def test_write_log_from_the_audit_log(cluster: K3sProcs, api: Any) -> None:
     core = client.CoreV1Api(api)
     wait_for("the server's Node Ready", lambda: _ready(api, "lab-server-1"), 120)
     start = len(_writes(cluster))
@@ -312,14 +270,8 @@ def test_write_log_from_the_audit_log(cluster: _Cluster, api: Any) -> None:
         (w["user"], w["subresource"]) for w in _writes(cluster) if w["kind"] == "Node"}
 
 
-def _k3s(cluster: _Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
-        [sys.executable, "-c", RUN, K3S_VERSION, *args], env=cluster.env, text=True,
-        capture_output=True, timeout=120)
-
-
-def test_a_second_server_joins_on_the_real_api(cluster: _Cluster, api: Any) -> None:
-    port = _free_port()
+def test_a_second_server_joins_on_the_real_api(cluster: K3sProcs, api: Any) -> None:
+    port = free_port()
     data = cluster.root / "server2-data"
     joined = cluster.start(
         "server", K3S_VERSION, f"--data-dir={data}", f"--https-listen-port={port}",
@@ -345,7 +297,7 @@ def test_a_second_server_joins_on_the_real_api(cluster: _Cluster, api: Any) -> N
     # a token the cluster does not know
     bad = cluster.start(
         "server", K3S_VERSION, f"--data-dir={cluster.root / 'server3-data'}",
-        f"--https-listen-port={_free_port()}", "--bind-address=127.0.0.1",
+        f"--https-listen-port={free_port()}", "--bind-address=127.0.0.1",
         "--node-name=lab-server-3", f"--server=https://127.0.0.1:{cluster.port}",
         "--token=K10::server:wrong")
     assert bad.wait(60) == 1
@@ -354,15 +306,15 @@ def test_a_second_server_joins_on_the_real_api(cluster: _Cluster, api: Any) -> N
     cluster.stop(joined)
 
 
-def test_snapshot_then_cluster_reset_restores_it(cluster: _Cluster, api: Any) -> None:
+def test_snapshot_then_cluster_reset_restores_it(cluster: K3sProcs, api: Any) -> None:
     data = cluster.root / "server-data"
     core = client.CoreV1Api(api)
     core.create_namespaced_config_map("default", client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="before-snapshot")))
-    saved = _k3s(cluster, "etcd-snapshot", "save", f"--data-dir={data}", "--name=pre",
+    saved = cluster.run("etcd-snapshot", "save", f"--data-dir={data}", "--name=pre",
                  "--node-name=lab-server-1")
     assert saved.returncode == 0, saved.stderr
-    listed = _k3s(cluster, "etcd-snapshot", "ls", f"--data-dir={data}")
+    listed = cluster.run("etcd-snapshot", "ls", f"--data-dir={data}")
     names = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
     assert len(names) == 1 and names[0].startswith("pre-lab-server-1-"), listed.stdout
     snapshot = data / "server" / "db" / "snapshots" / names[0]
@@ -370,12 +322,12 @@ def test_snapshot_then_cluster_reset_restores_it(cluster: _Cluster, api: Any) ->
         metadata=client.V1ObjectMeta(name="after-snapshot")))
 
     cluster.stop(cluster.procs[0])  # the first server
-    refused = _k3s(cluster, "server", f"--data-dir={data}", "--cluster-reset",
+    refused = cluster.run("server", f"--data-dir={data}", "--cluster-reset",
                    "--server=https://127.0.0.1:1")
     assert refused.returncode == 1
     assert ("cannot perform cluster-reset while server URL is set - remove server from "
             "configuration before resetting") in refused.stderr
-    reset = _k3s(cluster, "server", f"--data-dir={data}", "--cluster-reset",
+    reset = cluster.run("server", f"--data-dir={data}", "--cluster-reset",
                  f"--cluster-reset-restore-path={snapshot}")
     assert reset.returncode == 0, reset.stderr
     assert "Managed etcd cluster membership has been reset" in reset.stderr
@@ -403,10 +355,10 @@ def _processes_under(directory: Path) -> list[str]:
     return found
 
 
-def test_a_server_stopped_while_starting_leaves_no_component_running(cluster: _Cluster) -> None:
+def test_a_server_stopped_while_starting_leaves_no_component_running(cluster: K3sProcs) -> None:
     data = cluster.root / "short-lived"
     proc = cluster.start(
-        "server", K3S_VERSION, f"--data-dir={data}", f"--https-listen-port={_free_port()}",
+        "server", K3S_VERSION, f"--data-dir={data}", f"--https-listen-port={free_port()}",
         "--bind-address=127.0.0.1", "--node-name=lab-short", "--node-ip=127.0.0.1",
         f"--token={TOKEN}", f"--write-kubeconfig={cluster.root / 'k3s-short.yaml'}")
     apiserver_log = data / "server" / "logs" / "kube-apiserver.log"

@@ -1,0 +1,97 @@
+"""The stand-in ``k3s`` run as processes of a test on 127.0.0.1, on the real control plane.
+
+``K3SFLEET_LAB_REAL_API`` names the built programs, laid out as lab hosts see them under
+``/opt/k3sfleet-standin/go`` (``realapi.real_api_binaries``).
+
+Example::
+
+    procs = K3sProcs(tmp_path, binaries)
+    server = procs.start("server", K3S_VERSION, "--data-dir=...", "--cluster-init")
+    procs.run("etcd-snapshot", "ls", "--data-dir=...")     # a one-shot command
+    procs.stop(server)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
+
+TOKEN = "lab-token-0123456789"
+RUN = "import sys; from k3sfleet.lab.standins.k3s.main import main; sys.exit(main(sys.argv[2:], sys.argv[1]))"  # noqa: E501
+
+
+def free_port() -> int:
+    """A free port on 127.0.0.1 whose successor is free too (kube-apiserver takes port + 1)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+class K3sProcs:
+    """Every ``k3s`` process a test starts under ``root``; :meth:`stop_all` ends them by PID."""
+
+    def __init__(self, root: Path, binaries: Binaries) -> None:
+        self.root = root
+        self.port = free_port()
+        bins = root / "go"
+        bins.mkdir(exist_ok=True)
+        for name, directory in binaries.directories.items():
+            if not (bins / name).exists():
+                (bins / name).symlink_to(directory)
+        self.env = {**os.environ, "K3SFLEET_LAB_REAL_API": str(bins)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, role: str, version: str, *args: str) -> subprocess.Popen[bytes]:
+        """``k3s <role> <args>`` of ``version`` in the background, its output in a log file."""
+        log = (self.root / f"{role}-{len(self.procs)}.log").open("ab")
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-c", RUN, version, role, *args], env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        """What ``proc`` (started by :meth:`start`) has written so far."""
+        index = self.procs.index(proc)
+        return next(self.root.glob(f"*-{index}.log")).read_text()
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A one-shot ``k3s <args>`` (etcd-snapshot, --cluster-reset), waited for."""
+        return subprocess.run(  # noqa: S603
+            [sys.executable, "-c", RUN, K3S_VERSION, *args], env=self.env, text=True,
+            capture_output=True, timeout=120)
+
+    def executable(self, directory: Path, version: str = K3S_VERSION) -> Path:
+        """A ``k3s`` command in ``directory`` for shell commands run as an operator would."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "k3s"
+        path.write_text(f"#!/bin/sh\nexec {sys.executable} -c '{RUN}' {version} \"$@\"\n")
+        path.chmod(0o755)
+        return path
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM, then SIGKILL to its process group after 30 s."""
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
