@@ -41,13 +41,13 @@ from k3sfleet.errors import K3sfleetError
 from k3sfleet.lab import hosts as hostproc
 from k3sfleet.lab import network, rootfs, supervise
 from k3sfleet.lab.network import LabNet
+from k3sfleet.lab.standins.k3s.audit import writes
 from k3sfleet.secret import Secret
 from k3sfleet.tailnet import POD_NETWORK
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-API_WRITES = "var/lib/rancher/k3s/server/logs/api-writes.jsonl"
 AUDIT_LOG = "var/lib/rancher/k3s/server/logs/audit.log"
 #: The operator's tailnet member (real Tailscale): "host 0" of the lab's address plan.
 OPERATOR = "lab-operator"
@@ -284,7 +284,9 @@ class Lab:
 
     @functools.cached_property
     def _binds(self) -> list[tuple[Path, str]]:
-        """The built control plane, bound read-only into every host (none until built)."""
+        """The control plane's programs, bound read-only into every host; built first (with
+        progress on stdout) where the cache lacks them: minutes on a fresh machine, which
+        scripts/setup.sh spends ahead."""
         from k3sfleet.lab import controlplane
 
         return controlplane.host_binds(self.cache)
@@ -780,17 +782,10 @@ class Lab:
         return time.monotonic() - start
 
     def api_writes(self, host: str | LabHost) -> list[dict[str, Any]]:
-        """The Kubernetes API's write log on ``host`` (empty if it has none): from
-        kube-apiserver's audit log (standins.k3s.audit), else the stand-in API's own log."""
-        root = self.host_dir(host) / "root"
-        if (root / AUDIT_LOG).exists():
-            from k3sfleet.lab.standins.k3s.audit import writes
-
-            return writes((root / AUDIT_LOG).read_text(errors="replace"))
-        path = root / API_WRITES
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        """The Kubernetes API's write log on ``host``, from kube-apiserver's audit log
+        (standins.k3s.audit); empty where that server runs no kube-apiserver."""
+        log = self.host_dir(host) / "root" / AUDIT_LOG
+        return writes(log.read_text(errors="replace")) if log.exists() else []
 
     def write_inventory(
         self,

@@ -191,11 +191,9 @@ def ensure_binaries(cache: Path, say: Say = print) -> Binaries:
 HOST_DIR = "/opt/k3sfleet-standin/go"
 
 
-def host_binds(cache: Path) -> list[tuple[Path, str]]:
-    """(cache entry, path in a lab host) for each build, or none while any is not built."""
-    binaries = cached_binaries(cache)
-    if binaries is None:
-        return []
+def host_binds(cache: Path, say: Say = print) -> list[tuple[Path, str]]:
+    """(cache entry, path in a lab host) for each build, built first where missing."""
+    binaries = ensure_binaries(cache, say)
     return [(directory, f"{HOST_DIR}/{name}") for name, directory in binaries.directories.items()]
 
 

@@ -358,7 +358,7 @@ def prepare_host(root: Path, ident: HostIdentity) -> str:
     (ssh_dir / "authorized_keys").chmod(0o600)
     for path in (ssh_dir, ssh_dir / "authorized_keys"):
         os.chown(path, LAB_UID, LAB_UID)
-    (root / "etc/k3sfleet-lab").mkdir(exist_ok=True)  # the lab's markers (fail-start, real-api)
+    (root / "etc/k3sfleet-lab").mkdir(exist_ok=True)  # the lab's markers (fail-start)
     sources = root / "etc/apt/sources.list"
     sources.write_text(f"deb [trusted=yes] {ident.apt_url} ./\n")
     for extra in (root / "etc/apt/sources.list.d").glob("debian.sources"):

@@ -1,7 +1,7 @@
 """The stand-in ``k3s`` run as processes of a test on 127.0.0.1, on the real control plane.
 
-``K3SFLEET_LAB_REAL_API`` names the built programs, laid out as lab hosts see them under
-``/opt/k3sfleet-standin/go`` (``realapi.real_api_binaries``).
+``K3SFLEET_LAB_PROGRAMS`` names the built programs, laid out as lab hosts see them under
+``/opt/k3sfleet-standin/go`` (``standins.k3s.controlplane.programs``).
 
 Example::
 
@@ -51,7 +51,7 @@ class K3sProcs:
         for name, directory in binaries.directories.items():
             if not (bins / name).exists():
                 (bins / name).symlink_to(directory)
-        self.env = {**os.environ, "K3SFLEET_LAB_REAL_API": str(bins)}
+        self.env = {**os.environ, "K3SFLEET_LAB_PROGRAMS": str(bins)}
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, role: str, version: str, *args: str) -> subprocess.Popen[bytes]:

@@ -1,7 +1,7 @@
-"""The stand-in ``k3s server`` and ``k3s agent`` on the real control plane (realapi.py).
+"""The stand-in ``k3s server`` and ``k3s agent`` on the real control plane (server.py, agent.py).
 
-Both run on 127.0.0.1 as processes of this test (``K3SFLEET_LAB_REAL_API`` names the built
-programs, as ``/etc/k3sfleet-lab/real-api`` does in a lab host). Proved through the
+Both run on 127.0.0.1 as processes of this test (``K3SFLEET_LAB_PROGRAMS`` names the built
+programs, bound at ``/opt/k3sfleet-standin/go`` in a lab host). Proved through the
 kubeconfig the server writes (``--write-kubeconfig``, K3s's k3s.yaml):
 
 * the server's 6443 is the front, kube-apiserver is on 6444 (https-listen-port + 1), the

@@ -330,7 +330,7 @@ def test_ha_wiped_first_server_rejoins_never_a_second_cluster(ha: dict[str, Any]
     The deploy must make it join them, never run cluster-init again. What proves it on the
     stand-in: ``--dry`` plans the join, the written config joins lab-server-2, and the server
     took the cluster's token and CA from lab-server-2 (``db/joined.json``) instead of making a
-    datastore of its own (``db/state.json``). The stand-in keeps the cluster's objects only on
+    datastore of its own (kine's ``db/state.db``). The stand-in keeps the cluster's objects only on
     the server that started it, so it cannot serve the cluster after that server was wiped;
     whether the rejoined server becomes healthy is therefore not asserted here.
     """
@@ -347,7 +347,7 @@ def test_ha_wiped_first_server_rejoins_never_a_second_cluster(ha: dict[str, Any]
     assert "cluster-init" not in config
     assert config["server"] == f"https://{s2.tailnet_ip}:6443"
     db = "/var/lib/rancher/k3s/server/db"
-    assert sudo(lab, s1, f"test ! -e {db}/state.json && cat {db}/joined.json") == (
+    assert sudo(lab, s1, f"test ! -e {db}/state.db && cat {db}/joined.json") == (
         f'{{"server": "https://{s2.tailnet_ip}:6443"}}'
     )
     assert sudo(lab, s1, "cat /var/lib/rancher/k3s/server/node-token") == token

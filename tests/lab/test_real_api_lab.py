@@ -1,15 +1,15 @@
 """The stand-in ``k3s server``/``k3s agent`` on the real control plane inside lab hosts.
 
 On a fresh lab (1 server + 1 agent) the built binaries are bound read-only into every host
-(``/opt/k3sfleet-standin/go``) and both hosts are marked ``/etc/k3sfleet-lab/real-api``. The
-server host runs the stand-in ``k3s server`` (the zipapp the lab's k3s mirror serves): kine +
-kube-apiserver + kube-controller-manager + kube-scheduler behind K3s's 6443 on its lab
-address; the agent host runs ``k3s agent --server https://<server>:6443`` over the lab
-network, which takes its node certificate from the server and plays its kubelet with kwok.
-The test reads it all through the k3s.yaml the server wrote. Each host process runs in a
-transient systemd unit, stopped at the end.
+(``/opt/k3sfleet-standin/go``). The server host runs the stand-in ``k3s server`` (the zipapp
+the lab's k3s mirror serves): kine + kube-apiserver + kube-controller-manager +
+kube-scheduler behind K3s's 6443 on its lab address. The agent host runs
+``k3s agent --server https://<server>:6443`` over the lab network: it takes its node
+certificate from the server and plays its kubelet with kwok. The test reads it all through the
+k3s.yaml the server wrote. Each host process runs in a transient systemd unit, stopped at the
+end.
 
-Skipped with the reason when the lab cannot run or the binaries are not built.
+Skipped with the reason when the lab cannot run.
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ def _run(lab: Lab, host: LabHost, command: str) -> str:
 @pytest.fixture(scope="module")
 def real_lab(lab_factory: Callable[..., Lab]) -> Iterator[Lab]:
     lab = lab_factory(servers=1, agents=1)
-    if not lab._binds:
-        lab.down()
-        pytest.skip("real control plane not built: run scripts/setup.sh")
     yield lab
     lab.down()
 
@@ -64,7 +61,6 @@ def api(real_lab: Lab) -> Iterator[client.ApiClient]:
     server, agent = lab.servers[0], lab.agents[0]
     for host in (server, agent):
         _put(lab, host, "/usr/local/bin/k3s", build_k3s_executable(K3S_VERSION), 0o755)
-        _put(lab, host, "/etc/k3sfleet-lab/real-api", b"")
     _run(lab, server, f"sudo systemd-run --unit=lab-k3s --collect /usr/local/bin/k3s server "
                       f"--node-ip={server.public_ip} --token={TOKEN}")
     k3s_yaml = lab.host_dir(server) / "root/etc/rancher/k3s/k3s.yaml"

@@ -1,4 +1,4 @@
-"""``k3s agent``: join a cluster with the token, register the Node, keep it Ready.
+"""``k3s agent``: join a cluster with the token, register the Node, play its kubelet with kwok.
 
 A wrong token ends the process with k3s's messages (the CA hash pinned in a K10 token must match
 the server's /cacerts; the password must be accepted), so the systemd unit fails and the journal
@@ -14,14 +14,19 @@ from __future__ import annotations
 import hashlib
 import time
 import urllib.error
+from pathlib import Path
 from typing import Any
 
-from . import log, node, pki, podnet, realapi, vpn
+from . import kubelet, log, node, pki, vpn
+from .controlplane import programs
 from .kubeclient import KubeClient, fetch_cacerts
+from .kubeconfig import write_kubeconfig
 from .server import _read_token, data_dir
 
 
 def run(config: dict[str, Any], version: str) -> int:
+    """Run the agent until killed."""
+    binaries = programs()
     url = str(config.get("server") or "").rstrip("/")
     if not url:
         log.fatal("--server is required")
@@ -49,34 +54,32 @@ def run(config: dict[str, Any], version: str) -> int:
             "failed to validate token: token CA hash does not match the Cluster CA "
             f"certificate hash: {token.ca_hash} != {ca_hash}"
         )
-    binaries = realapi.real_api_binaries()
-    if binaries is not None:  # the real control plane (issue 16)
-        agent_dir = data_dir(config) / "agent"
-        agent_dir.mkdir(parents=True, exist_ok=True)
-        pki.write_private(agent_dir / "server-ca.crt", cacerts, 0o644)
-        own = node.node_object(node.node_name(config), version, config, server=False)
-        return realapi.agent(config, version, binaries, url=url, cacerts=cacerts,
-                             password=token.password, agent_dir=agent_dir, own=own)
-    client = KubeClient(url, cacerts, "node", token.password)
-    code, _ = client.request("GET", "/api/v1/nodes?limit=1")
-    if code == 401:
-        log.fatal(f"failed to get CA certs: {url}/cacerts: token is not valid: 401 Unauthorized")
     agent_dir = data_dir(config) / "agent"
     agent_dir.mkdir(parents=True, exist_ok=True)
     pki.write_private(agent_dir / "server-ca.crt", cacerts, 0o644)
     own = node.node_object(node.node_name(config), version, config, server=False)
-    for _attempt in range(30):
-        try:
-            node.register(client, own)
-            break
-        except (OSError, RuntimeError) as error:
-            log.info(f"Waiting to register node: {error}")
-            time.sleep(2)
-    else:
-        log.fatal("failed to register node")
-    if vpn_auth:  # flannel's backend is Tailscale with vpn-auth (pkg/executor/embed/embed.go)
-        podnet.advertise_pod_cidr(client, own["metadata"]["name"], podnet.cluster_cidr(config))
+    return _serve(config, version, binaries, url=url, cacerts=cacerts, password=token.password,
+                  agent_dir=agent_dir, own=own)
+
+
+def _serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *, url: str,
+          cacerts: bytes, password: str, agent_dir: Path, own: dict[str, Any]) -> int:
+    """The agent: a node certificate from the server, its Node, kwok; returns when killed."""
+    name = own["metadata"]["name"]
+    token = KubeClient(url, cacerts, "node", password)
+    code, body = token.request("GET", "/v1-k3s/client-kubelet.crt", timeout=30,
+                               content_type="text/plain", headers={"k3s-Node-Name": name})
+    if code == 401:  # K3s's agent names /cacerts when the server refuses its token
+        log.fatal(f"failed to get CA certs: {url}/cacerts: token is not valid: 401 Unauthorized")
+    if code != 200 or not isinstance(body, str):
+        log.fatal(f"failed to get client-kubelet.crt from {url}: {code} {body}")
+    start = body.index("-----BEGIN PRIVATE KEY-----")
+    cert_file, key_file = agent_dir / "client-kubelet.crt", agent_dir / "client-kubelet.key"
+    pki.write_private(cert_file, body[:start].encode(), 0o644)
+    pki.write_private(key_file, body[start:].encode())
+    kubeconfig = agent_dir / "kubelet.kubeconfig"
+    write_kubeconfig(kubeconfig, url, cacerts, cert_file.read_bytes(), key_file.read_bytes())
+    client = KubeClient(url, cacerts, "", "", cert=(cert_file, key_file))
     log.info(f"k3s agent {version} is up and running")
-    log.notify_ready()
-    node.keep_alive(client, own)
-    return 0
+    return kubelet.run_kubelet(config, binaries, client, own, kubeconfig,
+                               agent_dir / "logs" / "kwok.log")

@@ -41,7 +41,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import audit, pki
+from . import audit, log, pki
 from .kubeconfig import write_kubeconfig
 
 PROGRAMS = ("kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -66,6 +66,30 @@ CLIENTS = {
 # deps.RequestHeaderCN, signed by the request-header CA: k3s-io/k3s
 # pkg/daemons/control/deps/deps.go, pkg/daemons/control/server.go apiServer, v1.34.2+k3s1).
 REQUEST_HEADER_CN = "system:auth-proxy"
+
+
+#: Where a lab host sees the built programs: read-only binds of the lab cache's entries
+#: (k3sfleet.lab.controlplane.HOST_DIR, docs/lab-contract.md).
+HOST_DIR = Path("/opt/k3sfleet-standin/go")
+PROGRAM_DIRS = {"kine": "kine", "kube-apiserver": "kube", "kube-controller-manager": "kube",
+                "kube-scheduler": "kube", "kwok": "kwok"}
+
+
+def programs() -> dict[str, Path]:
+    """Each built program's path, under ``K3SFLEET_LAB_PROGRAMS`` (tests on the machine) or
+    :data:`HOST_DIR`; a fatal error naming the missing ones and the fix otherwise.
+
+    Example::
+
+        programs()["kube-apiserver"]       # /opt/k3sfleet-standin/go/kube/kube-apiserver
+    """
+    base = Path(os.environ.get("K3SFLEET_LAB_PROGRAMS") or HOST_DIR)
+    found = {program: base / directory / program for program, directory in PROGRAM_DIRS.items()}
+    missing = [str(path) for path in found.values() if not path.is_file()]
+    if missing:
+        log.fatal(f"the lab's control plane is not built: missing {', '.join(missing)} "
+                  "(scripts/setup.sh builds it)")
+    return found
 
 
 class ControlPlaneError(RuntimeError):

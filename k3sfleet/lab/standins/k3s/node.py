@@ -12,7 +12,6 @@ import datetime
 import platform
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -230,42 +229,3 @@ def register(api: KubeClient, node: dict[str, Any]) -> None:
     log.info(
         f"Node {name} registered (kubeletVersion {node['status']['nodeInfo']['kubeletVersion']})"
     )
-
-
-def heartbeat(api: KubeClient, node: dict[str, Any]) -> bool:
-    """Post a heartbeat; set Ready and kubeletVersion again if they drifted. False if gone."""
-    name = node["metadata"]["name"]
-    api.request("POST", "/v1-k3s/heartbeat", {"node": name})
-    code, found = api.request("GET", f"/api/v1/nodes/{name}")
-    if code == 404:
-        return False
-    if code != 200 or not isinstance(found, dict):
-        return True
-    status = found.get("status") or {}
-    ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
-    version = (status.get("nodeInfo") or {}).get("kubeletVersion")
-    if (
-        not ready
-        or ready[0].get("status") != "True"
-        or version != node["status"]["nodeInfo"]["kubeletVersion"]
-    ):
-        api.request(
-            "PATCH",
-            f"/api/v1/nodes/{name}/status",
-            {"status": {"conditions": [ready_condition()], "nodeInfo": node["status"]["nodeInfo"]}},
-            MERGE,
-        )
-    return True
-
-
-def keep_alive(api: KubeClient, node: dict[str, Any], interval: float = 5.0) -> None:
-    """Heartbeat forever (the kubelet's node status loop); errors are logged and retried."""
-    while True:
-        time.sleep(interval)
-        try:
-            if not heartbeat(api, node):
-                log.error(
-                    f'Unable to update node status: nodes "{node["metadata"]["name"]}" not found'
-                )
-        except OSError as error:
-            log.error(f"Unable to update node status: {error}")

@@ -4,7 +4,7 @@ Real sources this imitates:
 
 * k3s-io/k3s v1.34.2+k3s1 ``pkg/daemons/control/server.go``: kube-controller-manager runs with
   ``allocate-node-cidrs=true`` and ``cluster-cidr`` (default 10.42.0.0/16); its range allocator
-  gives each Node one /24 (``node-cidr-mask-size`` default) in ``spec.podCIDR``/``podCIDRs``.
+  (the real one runs here, :mod:`.controlplane`) gives each Node one /24 in ``spec.podCIDR``.
 * ``pkg/agent/flannel/setup.go``: flannel waits for the Node's podCIDR (``waitForPodCIDR``);
   with vpn-auth its backend is Tailscale, an "extension" backend whose PostStartupCommand is
   ``tailscale set --accept-routes --advertise-routes=$SUBNET[,<routes already advertised>]``
@@ -17,7 +17,6 @@ Real sources this imitates:
 
 Example::
 
-    threading.Thread(target=allocate_pod_cidrs, args=(store, "10.42.0.0/16", stop)).start()
     advertise_pod_cidr(client, "lab-agent-1", "10.42.0.0/16")   # "10.42.1.0/24"
 """
 
@@ -27,56 +26,20 @@ import ipaddress
 import json
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from . import log
 from .kubeclient import KubeClient
-from .store import Store
 
 CLUSTER_CIDR = "10.42.0.0/16"
-NODE_MASK = 24
 SUBNET_FILE = Path("/run/flannel/subnet.env")
-#: kube-controller-manager's node IPAM controller runs with the node-controller account.
-CONTROLLER = "system:serviceaccount:kube-system:node-controller"
 
 
 def cluster_cidr(config: dict[str, Any]) -> str:
     """``cluster-cidr`` from the k3s config (IPv4 only in the lab), else K3s's default."""
     return str(config.get("cluster-cidr") or CLUSTER_CIDR).split(",")[0]
-
-
-def free_cidr(network: str, used: set[str]) -> str | None:
-    """The lowest /24 of ``network`` not in ``used`` (a fresh range allocator's next one)."""
-    for subnet in ipaddress.ip_network(network).subnets(new_prefix=NODE_MASK):
-        if str(subnet) not in used:
-            return str(subnet)
-    return None
-
-
-def allocate_pod_cidrs(store: Store, network: str, stop: threading.Event) -> None:
-    """kube-controller-manager's node IPAM: give every Node without one a pod CIDR."""
-    nodes = store.registry.by_path("", "v1", "nodes")
-    assert nodes is not None
-    while True:
-        listed = store.list(nodes)["items"]
-        used = {str((n.get("spec") or {}).get("podCIDR")) for n in listed}
-        for found in listed:
-            if (found.get("spec") or {}).get("podCIDR"):
-                continue
-            cidr = free_cidr(network, used)
-            if cidr is None:
-                log.error(f"no pod CIDR left in {network} for {found['metadata']['name']}")
-                continue
-            used.add(cidr)
-            store.patch(nodes, "", found["metadata"]["name"],
-                        {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}},
-                        "application/merge-patch+json", CONTROLLER)
-            log.info(f"Set node {found['metadata']['name']} PodCIDR to [{cidr}]")
-        if stop.wait(1.0):
-            return
 
 
 def _advertised_routes() -> list[str]:

@@ -1,10 +1,17 @@
-"""``k3s server``: the control plane of the stand-in.
+"""``k3s server``: K3s's server on the real Kubernetes control plane.
 
-A first server (no ``server:`` in its config) keeps the cluster's objects in its own datastore
-under server/db/ (``cluster-init: true`` also creates server/db/etcd/, like embedded etcd). A
-joining server (``server: https://X:6443`` + token) checks the token against X, takes the cluster
-CAs from X (as real k3s takes its bootstrap data), registers its Node there and proxies its own
-API on 6443 to X.
+kine + kube-apiserver (127.0.0.1, https-listen-port + 1, K3s's 6444) + kube-controller-manager
++ kube-scheduler (:class:`.controlplane.ControlPlane`), K3s's supervisor port before them
+(:class:`.front.Front`), the CRDs and the manifests directory (:mod:`.addons`), and the server's
+own Node, registered with the supervisor certificate (so the ``node-role.kubernetes.io/*``
+labels that NodeRestriction keeps from kubelets are set, as K3s's server sets them) and kept
+Ready by kwok as ``system:node:<name>`` (:mod:`.kubelet`).
+
+A first server keeps the cluster in its kine (``server/db/state.db``; ``cluster-init: true``
+also creates ``server/db/etcd/``, like embedded etcd, and serves kine to joining servers). A
+joining server (``server: https://X:6443`` + token) checks the token against X, takes the
+cluster CAs and service-account key from X (as real k3s takes its bootstrap data) and runs its
+own components against X's kine.
 
 Example (inside a lab host, via the systemd unit the deploys write)::
 
@@ -14,26 +21,24 @@ Example (inside a lab host, via the systemd unit the deploys write)::
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
+import signal
 import socket
-import ssl
 import threading
 import time
 import urllib.error
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from . import log, node, pki, podnet, realapi, vpn
-from .apiserver import ApiServer, Upstream
+from . import addons, kubelet, log, node, pki, vpn
 from .config import as_list
+from .controlplane import ControlPlane, programs
+from .front import Front
 from .kubeclient import KubeClient, fetch_cacerts
 from .kubeconfig import write_kubeconfig
-from .manifests import Deployer
-from .store import Store
-
-NODE_GRACE = 40.0  # seconds without a heartbeat before a Node is marked NotReady (as k8s does)
-CONTROLLER = "system:serviceaccount:kube-system:node-controller"
 
 
 def data_dir(config: dict[str, Any]) -> Path:
@@ -83,65 +88,6 @@ def serving_names(config: dict[str, Any], internal: list[str], external: list[st
     return names
 
 
-class Leases:
-    """Node heartbeats (in memory, like Lease objects the stand-in does not write)."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, float] = {}
-        self.lock = threading.Lock()
-
-    def beat(self, name: str) -> None:
-        with self.lock:
-            self.seen[name] = time.monotonic()
-
-    def stale(self, names: list[str], grace: float) -> list[str]:
-        now = time.monotonic()
-        with self.lock:
-            for name in names:
-                self.seen.setdefault(name, now)
-            return [n for n in names if now - self.seen[n] > grace]
-
-
-def grace_period(config: dict[str, Any]) -> float:
-    """``kube-controller-manager-arg: [node-monitor-grace-period=20s]`` (default 40 s)."""
-    for arg in as_list(config.get("kube-controller-manager-arg")):
-        key, _, value = arg.lstrip("-").partition("=")
-        if key == "node-monitor-grace-period" and value:
-            units = {"ms": 0.001, "s": 1.0, "m": 60.0}
-            for suffix in ("ms", "s", "m"):
-                if value.endswith(suffix) and value[: -len(suffix)].replace(".", "").isdigit():
-                    return float(value[: -len(suffix)]) * units[suffix]
-    return NODE_GRACE
-
-
-def node_lifecycle(
-    store: Store, leases: Leases, stop: threading.Event, grace: float = NODE_GRACE
-) -> None:
-    """Mark Nodes whose kubelet stopped posting status NotReady (Ready=Unknown)."""
-    nodes = store.registry.by_path("", "v1", "nodes")
-    assert nodes is not None
-    while not stop.wait(min(5.0, grace / 2)):
-        listed = store.list(nodes)["items"]
-        for name in leases.stale([n["metadata"]["name"] for n in listed], grace):
-            found = next(n for n in listed if n["metadata"]["name"] == name)
-            ready = [
-                c
-                for c in (found.get("status") or {}).get("conditions") or []
-                if c.get("type") == "Ready"
-            ]
-            if ready and ready[0].get("status") == "True":
-                store.patch(
-                    nodes,
-                    "",
-                    name,
-                    {"status": {"conditions": [node.ready_condition("Unknown")]}},
-                    "application/merge-patch+json",
-                    CONTROLLER,
-                    subresource="status",
-                )
-                log.info(f"Node {name} is NotReady: kubelet stopped posting node status")
-
-
 def join(config: dict[str, Any], password: str, tls_dir: Path) -> tuple[pki.ClusterTLS, str]:
     """Check the token against the server we join and take the cluster CAs from it."""
     url = str(config["server"]).rstrip("/")
@@ -157,8 +103,6 @@ def join(config: dict[str, Any], password: str, tls_dir: Path) -> tuple[pki.Clus
             time.sleep(2 if attempt < 59 else 0)
     else:
         log.fatal(f"failed to get CA certs from {url}: server not reachable")
-    import hashlib
-
     ca_hash = hashlib.sha256(cacerts).hexdigest()
     if token.ca_hash and token.ca_hash != ca_hash:
         log.fatal(
@@ -181,41 +125,61 @@ def join(config: dict[str, Any], password: str, tls_dir: Path) -> tuple[pki.Clus
     return tls, url
 
 
-def run(config: dict[str, Any], version: str) -> int:
-    """Run the server until killed."""
-    base = data_dir(config)
-    server_dir = base / "server"
-    # k3s v1.34.2+k3s1 pkg/cli/server/server.go `run`: the VPN is started first, then
-    # flannel-iface's address becomes node-ip (when unset); the VPN address then overrides the
-    # node IP (pkg/executor/embed/embed.go).
-    vpn_auth = vpn.vpn_settings(config)
-    vpn_ip = vpn.require_tailscale_up(vpn_auth) if vpn_auth else None
-    if config.get("flannel-iface") and not config.get("node-ip"):
-        config = {**config, "node-ip": node.flannel_iface_ip(str(config["flannel-iface"]))}
-    if vpn_ip:
-        config = vpn.with_vpn_node_ip(config, vpn_ip)
-    name = node.node_name(config)
-    internal, external = node.node_addresses(config)
-    password = server_password(config, server_dir)
+def crd_files(binaries: dict[str, Path]) -> list[Path]:
+    """The CRD manifests bound beside the programs (``crds-*/``), K3s's own first."""
+    base = binaries["kine"].parent.parent
+    order = ("crds-k3s", "crds-helm")
+    return sorted(base.glob("crds-*/**/*.yaml"),
+                  key=lambda p: (order.index(p.relative_to(base).parts[0])
+                                 if p.relative_to(base).parts[0] in order else len(order), p))
+
+
+def component_args(config: dict[str, Any]) -> dict[str, list[str]]:
+    """``kube-apiserver-arg`` & co. as K3s passes them on: ``--`` + each ``key=value``."""
+    return {program: [f"--{arg.lstrip('-')}" for arg in as_list(config.get(f"{program}-arg"))]
+            for program in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")}
+
+
+# Embedded etcd's client port, where a server started with cluster-init serves its kine to
+# the servers that join it (K3s: 2379 on the node IP, pkg/etcd/etcd.go; here plain HTTP, the
+# lab's firewall rules for 2379:2380 between servers still apply).
+DATASTORE_PORT = 2379
+
+
+def datastore_of(server_url: str) -> str:
+    """The shared datastore of the server a joining server names in ``server:``."""
+    host = urllib.parse.urlparse(server_url).hostname or ""
+    return f"http://{host}:{DATASTORE_PORT}"
+
+
+def _bootstrap(config: dict[str, Any], server_dir: Path,
+               password: str) -> tuple[pki.ClusterTLS, str | None]:
+    """The cluster CAs, and the URL of the server this one follows (None for a first server).
+
+    A server whose etcd is initialized starts from its own data whatever server: says
+    (k3s-io/k3s pkg/cluster/bootstrap.go shouldBootstrapLoad: "Managed etcd cluster bootstrap
+    already complete and initialized"; pkg/etcd/etcd.go Start: "Starting etcd for existing
+    cluster member"). Here a member that joined keeps following its cluster's first server
+    (db/joined.json); a server made the only member by --cluster-reset no longer does.
+    """
     db = server_dir / "db"
-    # A server whose etcd is initialized starts from its own data whatever server: says
-    # (k3s-io/k3s pkg/cluster/bootstrap.go shouldBootstrapLoad: "Managed etcd cluster bootstrap
-    # already complete and initialized"; pkg/etcd/etcd.go Start: "Starting etcd for existing
-    # cluster member"). Here a member that joined keeps following its cluster's first server
-    # (joined.json); a server made the only member by --cluster-reset no longer does.
     initialized = (db / "etcd").is_dir()
     joining = bool(config.get("server")) and (not initialized or (db / "joined.json").exists())
     db.mkdir(parents=True, exist_ok=True, mode=0o700)
     db.chmod(0o700)
     if joining:
         tls, upstream_url = join(config, password, server_dir / "tls")
-        db.mkdir(parents=True, exist_ok=True, mode=0o700)
         (db / "etcd").mkdir(exist_ok=True, mode=0o700)
         pki.write_private(db / "joined.json", json.dumps({"server": upstream_url}).encode())
-    else:
-        tls = pki.ensure_ca(server_dir / "tls")
-        if config.get("cluster-init"):
-            (db / "etcd").mkdir(parents=True, exist_ok=True, mode=0o700)
+        return tls, upstream_url
+    if config.get("cluster-init"):
+        (db / "etcd").mkdir(parents=True, exist_ok=True, mode=0o700)
+    return pki.ensure_ca(server_dir / "tls"), None
+
+
+def _write_tokens(config: dict[str, Any], server_dir: Path, tls: pki.ClusterTLS,
+                  password: str) -> dict[str, str]:
+    """server/token, server/node-token (and agent-token): password -> the user it proves."""
     token = pki.format_token(tls.ca_hash, password)
     for file in ("token", "node-token"):
         pki.write_private(server_dir / file, (token + "\n").encode())
@@ -228,7 +192,26 @@ def run(config: dict[str, Any], version: str) -> int:
             server_dir / "agent-token",
             (pki.format_token(tls.ca_hash, agent_password, "node") + "\n").encode(),
         )
-    cert, key = pki.ensure_serving(tls, serving_names(config, internal, external))
+    return passwords
+
+
+def run(config: dict[str, Any], version: str) -> int:
+    """Run the server until killed."""
+    binaries = programs()
+    server_dir = data_dir(config) / "server"
+    # k3s v1.34.2+k3s1 pkg/cli/server/server.go `run`: the VPN is started first, then
+    # flannel-iface's address becomes node-ip (when unset); the VPN address then overrides the
+    # node IP (pkg/executor/embed/embed.go).
+    vpn_auth = vpn.vpn_settings(config)
+    vpn_ip = vpn.require_tailscale_up(vpn_auth) if vpn_auth else None
+    if config.get("flannel-iface") and not config.get("node-ip"):
+        config = {**config, "node-ip": node.flannel_iface_ip(str(config["flannel-iface"]))}
+    if vpn_ip:
+        config = vpn.with_vpn_node_ip(config, vpn_ip)
+    internal, external = node.node_addresses(config)
+    password = server_password(config, server_dir)
+    tls, upstream_url = _bootstrap(config, server_dir, password)
+    passwords = _write_tokens(config, server_dir, tls, password)
     admin = pki.ensure_client(tls, "client-admin", "system:admin", "system:masters")
     port = int(config.get("https-listen-port") or 6443)
     kubeconfig = Path(str(config.get("write-kubeconfig") or "/etc/rancher/k3s/k3s.yaml"))
@@ -236,103 +219,78 @@ def run(config: dict[str, Any], version: str) -> int:
     write_kubeconfig(
         kubeconfig, f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(), *admin, mode=mode
     )
+    own = node.node_object(node.node_name(config), version, config, server=True,
+                           etcd=(server_dir / "db" / "etcd").exists())
+    return serve(config, version, binaries, server_dir=server_dir, tls=tls,
+                 names=serving_names(config, internal, external), port=port,
+                 passwords=passwords, own=own,
+                 datastore=datastore_of(upstream_url) if upstream_url else None,
+                 shared=(server_dir / "db" / "etcd").is_dir())
 
-    binaries = realapi.real_api_binaries()
-    if binaries is not None:  # the real control plane (issue 16)
-        own = node.node_object(name, version, config, server=True,
-                               etcd=bool(config.get("cluster-init")) or (db / "etcd").exists())
-        return realapi.serve(config, version, binaries, server_dir=server_dir, tls=tls,
-                             names=serving_names(config, internal, external), port=port,
-                             passwords=passwords, own=own,
-                             datastore=realapi.datastore_of(upstream_url) if joining else None,
-                             shared=(db / "etcd").is_dir())
-    store = Store(
-        state_file=None if joining else db / "state.json",
-        write_log=server_dir / "logs" / "api-writes.jsonl",
-    )
-    upstream = Upstream(upstream_url, tls.server_ca, "server", password) if joining else None
-    api = ApiServer(
-        store,
-        (str(config.get("bind-address") or "0.0.0.0"), port),
-        tls=(cert, key, tls.client_ca),
-        passwords=passwords,
-        version=version,
-        cacerts=tls.server_ca.read_bytes(),
-        upstream=upstream,
-    )
-    leases = Leases()
 
-    def bootstrap(request: Any, user: str, body: Any) -> tuple[int, Any]:
-        if user != "system:k3s:server":
-            return 401, {
-                "kind": "Status",
-                "status": "Failure",
-                "code": 401,
-                "reason": "Unauthorized",
-                "message": "Unauthorized",
-            }
-        files = ("server-ca.crt", "server-ca.key", "client-ca.crt", "client-ca.key")
-        return 200, {f: base64.b64encode((tls.directory / f).read_bytes()).decode() for f in files}
+def serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *,
+          server_dir: Path, tls: pki.ClusterTLS, names: list[str], port: int,
+          passwords: dict[str, str], own: dict[str, Any], datastore: str | None = None,
+          shared: bool = False) -> int:
+    """The server on the real control plane; returns when killed.
 
-    def beat(request: Any, user: str, body: Any) -> tuple[int, Any]:
-        if isinstance(body, dict) and body.get("node"):
-            leases.beat(str(body["node"]))
-        return 200, {"status": "ok"}
-
-    api.route("GET", "/v1-k3s/server-bootstrap", bootstrap)
-    if not joining:  # a joined server forwards heartbeats to the datastore's server
-        api.route("POST", "/v1-k3s/heartbeat", beat)
-    api.start()
+    A first server keeps the cluster in its kine (SQLite, server/db/state.db), served on
+    :data:`DATASTORE_PORT` to other servers when ``shared`` (cluster-init). A joined server
+    (``datastore``: the first server's) runs its own kube-apiserver against it, and its own
+    kube-controller-manager and kube-scheduler, which elect one leader among the servers by
+    their Leases (their default ``--leader-elect``): K3s's HA topology with an external
+    datastore (``--datastore-endpoint``), the datastore being the first server's.
+    """
     bind = str(config.get("bind-address") or "0.0.0.0")
-    log.info(f"Running kube-apiserver (stand-in) on https://{bind}:{port}")
-
-    own = node.node_object(
-        name,
-        version,
-        config,
-        server=True,
-        etcd=bool(config.get("cluster-init")) or joining or (db / "etcd").exists(),
-    )
-    client = KubeClient(
-        upstream_url if joining else f"https://127.0.0.1:{port}",
-        tls.server_ca.read_bytes(),
-        "server",
-        password,
-    )
-    for _attempt in range(30):
-        try:
-            node.register(client, own)
-            break
-        except (OSError, RuntimeError, ssl.SSLError) as error:
-            log.info(f"Waiting to register node {name}: {error}")
-            time.sleep(2)
-    else:
-        log.fatal(f"failed to register node {name}")
+    internal, _ = node.node_addresses(config)
+    listen = bind if bind not in ("0.0.0.0", "::") else "0.0.0.0"
+    plane = ControlPlane(binaries, server_dir, bind_address="127.0.0.1", port=port + 1,
+                         server_names=tuple(names),
+                         advertise_address=internal[0] if internal else None,
+                         extra_args=component_args(config), datastore=datastore,
+                         kine_listen=(f"{listen}:{DATASTORE_PORT}"
+                                      if shared and not datastore else None))
+    # until kwok runs, SIGTERM ends start-up through the finally below (the components run in
+    # sessions of their own: a plain SIGTERM death would leave them running)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     stop = threading.Event()
-    if not joining:
+    front: Front | None = None
+    try:
+        plane.start()
+        name = own["metadata"]["name"]
+        cert = pki.issue(*tls.pair("client-ca"), f"system:node:{name}",
+                         organization="system:nodes", client=True)
+        tls.store_pair("client-kubelet", *cert)
+        kubelet_config = server_dir.parent / "agent" / "kubelet.kubeconfig"
+        write_kubeconfig(kubelet_config, f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(),
+                         *cert)
+        # K3s's supervisor talks to its kube-apiserver directly (the loopback kubeconfig, 6444)
+        supervisor = KubeClient(plane.url, tls.server_ca.read_bytes(), "", "",
+                                cert=(tls.directory / "client-supervisor.crt",
+                                      tls.directory / "client-supervisor.key"))
+        kubelet.bind_kwok_role(supervisor)
+        api = addons.Api(supervisor)
+        log.info(f"Applied CRDs: {', '.join(addons.apply_crds(api, crd_files(binaries)))}")
+        # 6443 opens once the CRDs are Established: whoever reaches the API finds the kinds
+        # (the lab's stand-in for charts that would have installed Argo CD's and Velero's)
+        roles = {password: role.removeprefix("system:") for password, role in passwords.items()}
+        front = Front(tls, (bind, port), ("127.0.0.1", port + 1), passwords=roles)
+        front.start()
+        log.info(f"Running kube-apiserver {version} on https://127.0.0.1:{port + 1}, "
+                 f"supervisor on https://{bind}:{port}")
         manifests = server_dir / "manifests"
         manifests.mkdir(parents=True, exist_ok=True)
-        threading.Thread(
-            target=Deployer(store, manifests).run_forever,
-            kwargs={"stop": stop},
-            daemon=True,
-            name="deploy",
-        ).start()
-        threading.Thread(
-            target=node_lifecycle,
-            args=(store, leases, stop, grace_period(config)),
-            daemon=True,
-            name="node-lifecycle",
-        ).start()
-        threading.Thread(
-            target=podnet.allocate_pod_cidrs,
-            args=(store, podnet.cluster_cidr(config), stop),
-            daemon=True,
-            name="node-ipam",
-        ).start()
-    if vpn_auth:  # flannel's backend is Tailscale with vpn-auth (pkg/executor/embed/embed.go)
-        podnet.advertise_pod_cidr(client, name, podnet.cluster_cidr(config))
-    log.info(f"k3s {version} is up and running")
-    log.notify_ready()
-    node.keep_alive(client, own)
-    return 0
+        threading.Thread(target=addons.Deployer(api, manifests).run_forever, args=(stop,),
+                         daemon=True, name="deploy").start()
+        log.info(f"k3s {version} is up and running")
+        return kubelet.run_kubelet(config, binaries, supervisor, own, kubelet_config,
+                            server_dir / "logs" / "kwok.log")
+    finally:
+        stop.set()
+        if front is not None:
+            front.stop()
+        plane.stop()
+
+
+def _exit_on_signal(*_: object) -> None:
+    raise SystemExit(0)

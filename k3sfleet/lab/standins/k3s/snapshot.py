@@ -2,11 +2,10 @@
 
 Snapshots are copies of the datastore in server/db/snapshots/, named like k3s's
 (``<name>-<node>-<unix time>``); they exist only when the server runs with embedded etcd
-(``db/etcd/``, made by cluster-init). On the real control plane the datastore is kine's SQLite
-database (server/db/state.db): a snapshot is an online, consistent copy made with SQLite's
-backup API while kine runs (as an etcd snapshot is taken from the running member), and a
-restore puts it back in place of the database (its -wal/-shm files removed) while the server
-is stopped; otherwise the stand-in API's state.json is copied.
+(``db/etcd/``, made by cluster-init). The datastore is kine's SQLite database
+(server/db/state.db): a snapshot is an online, consistent copy made with SQLite's backup API
+while kine runs (as an etcd snapshot is taken from the running member), and a restore puts it
+back in place of the database (its -wal/-shm files removed) while the server is stopped.
 
 Example::
 
@@ -36,20 +35,16 @@ def _dirs(config: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _datastore(db: Path) -> Path:
-    """kine's SQLite database on the real control plane, else the stand-in API's state."""
-    from .realapi import real_api_binaries
-
-    return db / ("state.db" if real_api_binaries() is not None else "state.json")
+    """kine's SQLite database."""
+    return db / "state.db"
 
 
 def _copy(source: Path, target: Path) -> None:
-    if source.suffix == ".db":
-        with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-            src.backup(dst)
-        src.close()
-        dst.close()
-    else:
-        shutil.copy2(source, target)
+    """An online, consistent copy of a SQLite database (SQLite's backup API), mode 0600."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
     target.chmod(0o600)
 
 
