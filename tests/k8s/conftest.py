@@ -63,7 +63,8 @@ def api(plane: ControlPlane) -> Iterator[client.ApiClient]:
 @pytest.fixture
 def admin_writes(plane: ControlPlane) -> Callable[[str], list[dict[str, Any]]]:
     """``admin_writes(prefix)``: the writes ``system:admin`` made in the namespaces named
-    ``<prefix>-*`` and to those Namespaces, in the API's order (audit.writes entries).
+    ``<prefix>-*`` and to cluster-wide objects so named (those Namespaces, Nodes), in the API's
+    order (audit.writes entries).
 
     Read straight after the client's call returned, no waiting: kube-apiserver has written the
     event before the client can have the whole answer. The log backend's mode defaults to
@@ -86,7 +87,7 @@ def admin_writes(plane: ControlPlane) -> Callable[[str], list[dict[str, Any]]]:
             w for w in audit.writes(plane.audit_log.read_text(errors="replace"))
             if w["user"] == ADMIN and (
                 w["namespace"].startswith(ours)
-                or (w["kind"] == "Namespace" and w["name"].startswith(ours))
+                or (not w["namespace"] and w["name"].startswith(ours))
             )
         ]
 

@@ -103,6 +103,18 @@ def kwok(plane: ControlPlane, binaries: Binaries, api: client.ApiClient) -> Iter
     ]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     yield proc.pid
+    # The plane is the session's: leave no workload and no Node (the rolling engine's health
+    # gate looks at every Node). The web pods go while kwok still finalises them.
+    core = client.CoreV1Api(api)
+    for delete in (client.AppsV1Api(api).delete_namespaced_deployment,
+                   client.PolicyV1Api(api).delete_namespaced_pod_disruption_budget):
+        try:
+            delete("web", NAMESPACE)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+    wait_for("the web pods gone", lambda: not core.list_namespaced_pod(
+        NAMESPACE, label_selector="app=web").items, 120)
     proc.terminate()
     try:
         proc.wait(20)
@@ -111,6 +123,7 @@ def kwok(plane: ControlPlane, binaries: Binaries, api: client.ApiClient) -> Iter
         proc.wait()
     log.close()
     assert gone(proc.pid)
+    core.delete_node(NODE)
 
 
 def _if(value: T, test: Callable[[T], bool]) -> T | None:

@@ -1,8 +1,8 @@
-"""The rolling engine against a small in-memory CoreV1Api (nodes, pods, evictions, PDBs)."""
+"""The rolling engine against a small in-memory CoreV1Api (nodes, pods, evictions, PDBs); against
+the real Kubernetes API: tests/k8s/test_rolling_api.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -155,15 +155,14 @@ class FakeTime:
 
 
 @pytest.fixture(autouse=True)
-def in_memory_cluster(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+def in_memory_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     """``FakeCore`` reaches the engine the way a cluster does, through the kubernetes client's
-    ``CoreV1Api(api_client)``; off the HTTP tests the engine's clock is a ``FakeTime``."""
+    ``CoreV1Api(api_client)``; the engine's clock is a ``FakeTime``."""
     real = client.CoreV1Api
     monkeypatch.setattr(
         client, "CoreV1Api", lambda api=None: api if isinstance(api, FakeCore) else real(api)
     )
-    if "standin_api" not in request.fixturenames:
-        monkeypatch.setattr(rolling, "time", FakeTime())
+    monkeypatch.setattr(rolling, "time", FakeTime())
 
 
 def make_engine(core: FakeCore, action: Any = None, **kw: Any) -> RollingEngine:
@@ -496,171 +495,6 @@ def test_pending_maintenance_fact() -> None:
     assert "grep -i security" not in str(fact.command())
     assert fact.process(["upgrades=3", "reboot=yes"]) == {"upgrades": 3, "reboot_required": True}
     assert fact.process(["upgrades=0", "reboot=no"]) == {"upgrades": 0, "reboot_required": False}
-
-
-# -- the engine over real HTTP: the stand-in Kubernetes API on 127.0.0.1 --------------------------
-
-NODE_INFO = {
-    "architecture": "amd64",
-    "bootID": "b",
-    "containerRuntimeVersion": "containerd://2.0",
-    "kernelVersion": "6.1",
-    "kubeProxyVersion": "",
-    "machineID": "m",
-    "operatingSystem": "linux",
-    "osImage": "Debian GNU/Linux 12",
-    "systemUUID": "u",
-}
-
-
-@pytest.fixture
-def standin_api(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from kubernetes import config
-
-    # real time here: the stand-in answers at once, so poll it often rather than every 2 s
-    monkeypatch.setattr(rolling, "POLL_INTERVAL", 0.05)
-
-    from k3sfleet.lab.standins.k3s import pki
-    from k3sfleet.lab.standins.k3s.apiserver import ApiServer
-    from k3sfleet.lab.standins.k3s.kubeconfig import write_kubeconfig
-    from k3sfleet.lab.standins.k3s.store import Store
-
-    tls = pki.ensure_ca(tmp_path / "tls")
-    cert, key = pki.ensure_serving(tls, ["127.0.0.1"])
-    admin_cert, admin_key = pki.ensure_client(tls, "client-admin", "system:admin", "system:masters")
-    log = tmp_path / "api-writes.jsonl"
-    store = Store(state_file=tmp_path / "state.json", write_log=log)
-    server = ApiServer(
-        store,
-        ("127.0.0.1", 0),
-        tls=(cert, key, tls.client_ca),
-        passwords={"pw": "system:k3s:server"},
-        cacerts=tls.server_ca.read_bytes(),
-    )
-    server.start()
-    kubeconfig = tmp_path / "k3s.yaml"
-    url = f"https://127.0.0.1:{server.port}"
-    write_kubeconfig(kubeconfig, url, tls.server_ca.read_bytes(), admin_cert, admin_key)
-    api = config.new_client_from_config(str(kubeconfig))
-    core = client.CoreV1Api(api)
-    for name, role in (("server-1", "server"), ("agent-1", "agent"), ("agent-2", "agent")):
-        labels = {"node-role.kubernetes.io/etcd": "true"} if role == "server" else {}
-        core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-        set_node_status(core, name, V1)
-    try:
-        yield api, log
-    finally:
-        api.close()
-        server.stop()
-
-
-def set_node_status(core: Any, name: str, version: str, ready: bool = True) -> None:
-    core.patch_node_status(
-        name,
-        {
-            "status": {
-                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-                "nodeInfo": {**NODE_INFO, "kubeletVersion": version},
-            }
-        },
-    )
-
-
-def add_pod(core: Any, name: str, node_name: str, labels: dict[str, str], owner: str = "") -> None:
-    refs = (
-        [client.V1OwnerReference(api_version="apps/v1", kind=owner, name="o", uid="u1")]
-        if owner
-        else None
-    )
-    core.create_namespaced_pod(
-        "default",
-        client.V1Pod(
-            metadata=client.V1ObjectMeta(name=name, labels=labels, owner_references=refs),
-            spec=client.V1PodSpec(
-                node_name=node_name, containers=[client.V1Container(name="c", image="i")]
-            ),
-        ),
-    )
-
-
-def our_node_writes(log: Any) -> list[tuple[str, str, str]]:
-    entries = [json.loads(line) for line in log.read_text().splitlines()]
-    return [
-        (e["kind"], e["name"], e["subresource"])
-        for e in entries
-        if e["user"] == "system:admin"
-        and (
-            (e["verb"] == "patch" and e["kind"] == "Node" and e["subresource"] == "")
-            or (e["verb"] == "create" and e["subresource"] == "eviction")
-        )
-    ]
-
-
-def standin_engine(api: Any, **kw: Any) -> RollingEngine:
-    core = client.CoreV1Api(api)
-
-    def upgrade(names: Any) -> None:
-        for name in names:
-            set_node_status(core, name, V2)
-
-    return RollingEngine(
-        api,
-        TARGETS,
-        action=upgrade,
-        needs_action=lambda t, node: kubelet_version(node) != V2,
-        target_version=V2,
-        action_name="upgrade",
-        **kw,
-    )
-
-
-def test_engine_over_http_cordons_evicts_and_uncordons_in_order(standin_api: Any) -> None:
-    api, log = standin_api
-    core = client.CoreV1Api(api)
-    add_pod(core, "web-1", "agent-1", {"app": "web"}, owner="ReplicaSet")
-    add_pod(core, "ds-1", "agent-1", {"app": "ds"}, owner="DaemonSet")
-    standin_engine(api).run()
-    writes = [w for w in our_node_writes(log) if w[0] == "Node" or w[1] == "web-1"]
-    assert writes == [
-        ("Node", "server-1", ""),
-        ("Node", "server-1", ""),
-        ("Node", "agent-1", ""),
-        ("Pod", "web-1", "eviction"),
-        ("Node", "agent-1", ""),
-        ("Node", "agent-2", ""),
-        ("Node", "agent-2", ""),
-    ]
-    names = {p.metadata.name for p in core.list_pod_for_all_namespaces().items}
-    assert names == {"ds-1"}  # the DaemonSet pod stays, the other one was evicted
-    for node in core.list_node().items:
-        assert not node.spec.unschedulable
-        assert CORDON_ANNOTATION not in (node.metadata.annotations or {})
-        assert kubelet_version(node) == V2
-
-
-def test_engine_over_http_honours_a_pdb_and_stops(standin_api: Any) -> None:
-    api, log = standin_api
-    core = client.CoreV1Api(api)
-    add_pod(core, "pg-0", "agent-1", {"app": "pg"}, owner="StatefulSet")
-    client.PolicyV1Api(api).create_namespaced_pod_disruption_budget(
-        "default",
-        client.V1PodDisruptionBudget(
-            metadata=client.V1ObjectMeta(name="pg"),
-            spec=client.V1PodDisruptionBudgetSpec(
-                min_available=1, selector=client.V1LabelSelector(match_labels={"app": "pg"})
-            ),
-        ),
-    )
-    with pytest.raises(RollingFailed) as e:
-        standin_engine(api, drain_timeout=0.5).run()
-    assert e.value.node == "agent-1" and e.value.step == "drain"
-    assert "default/pg-0 (disruption budget)" in str(e.value)
-    agent2 = core.read_node("agent-2")
-    assert not (agent2.spec and agent2.spec.unschedulable)
-    assert kubelet_version(agent2) == V1
-    assert core.read_node("agent-1").spec.unschedulable  # left cordoned, and reported
-    assert ("Pod", "pg-0", "eviction") in our_node_writes(log)
-    assert core.read_namespaced_pod("pg-0", "default")  # not deleted without permission
 
 
 def test_gate_lets_a_node_broken_by_a_failed_run_be_repaired() -> None:
