@@ -1,5 +1,5 @@
 """The real control plane for the k8s tests: its binaries (built and cached by
-scripts/setup.sh), ONE control plane for the whole session, an admin client, and the admin's
+scripts/setup.sh), ONE control plane for all of them, an admin client, and the admin's
 writes as kube-apiserver's audit log records them.
 
 Each test that writes keeps to namespaces of its own, so tests share the plane without
@@ -37,10 +37,11 @@ def binaries() -> Binaries:
     return built
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """kine + kube-apiserver + kube-controller-manager + kube-scheduler on 127.0.0.1, started
-    once for the session; at its end every process is ended by its PID, and proved gone."""
+    once for tests/k8s (a package: ended after its last test, not left running through the
+    rest of the session); then every process is ended by its PID, and proved gone."""
     plane = ControlPlane(
         {program: binaries.path(program) for program in PROGRAMS},
         tmp_path_factory.mktemp("server"), port=free_port(),
@@ -52,7 +53,7 @@ def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert all(gone(pid) for pid in pids.values()), f"left running: {pids}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(plane: ControlPlane) -> Iterator[client.ApiClient]:
     """An API client with the admin kubeconfig (``system:admin``, ``system:masters``)."""
     api = config.new_client_from_config(config_file=str(plane.admin_kubeconfig))

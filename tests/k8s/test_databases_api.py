@@ -1,5 +1,5 @@
 """deploys/databases.py through pyinfra against the real Kubernetes API (kube-apiserver v1.34.2
-on kine, the session's control plane): the app's ``<app>-db`` Secret and the basic-auth Secret
+on kine, the k8s tests' one control plane): the app's ``<app>-db`` Secret and the basic-auth Secret
 CloudNativePG's managed role reads are created, and a second run writes nothing (counted from
 kube-apiserver's audit log). The app and its PostgreSQL Cluster live in namespaces of this
 test's own (``dbapi-*``)."""

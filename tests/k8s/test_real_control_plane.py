@@ -11,7 +11,7 @@ controller replaces it; an exec into a simulated pod travels API server -> the N
 endpoint (kwok, TLS from the cluster's server CA) and runs a local command (kwok's
 ClusterExec), the path the databases deploy's ``psql`` will take. kwok is ended by its PID
 here; the control plane is the k8s suite's one (tests/k8s/conftest.py ``plane``), whose
-processes are ended by their PIDs, and proved gone, at the end of the session.
+processes are ended by their PIDs, and proved gone, after the last k8s test.
 
 Skipped (with the reason) when the binaries are not built: ``scripts/setup.sh`` builds them
 (``python -m k3sfleet.lab.gobuild``).
@@ -103,8 +103,8 @@ def kwok(plane: ControlPlane, binaries: Binaries, api: client.ApiClient) -> Iter
     ]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     yield proc.pid
-    # The plane is the session's: leave no workload and no Node (the rolling engine's health
-    # gate looks at every Node). The web pods go while kwok still finalises them.
+    # The plane is shared by every k8s test: leave no workload and no Node (the rolling
+    # engine's health gate looks at every Node). The web pods go while kwok finalises them.
     core = client.CoreV1Api(api)
     for delete in (client.AppsV1Api(api).delete_namespaced_deployment,
                    client.PolicyV1Api(api).delete_namespaced_pod_disruption_budget):

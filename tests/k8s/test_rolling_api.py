@@ -1,5 +1,5 @@
 """The rolling engine (k3sfleet.rolling) against the real Kubernetes API (kube-apiserver v1.34.2
-on kine with kube-controller-manager, the session's control plane): it cordons, evicts and
+on kine with kube-controller-manager, the k8s tests' one control plane): it cordons, evicts and
 uncordons one node after another through the eviction API, leaves DaemonSet pods, and stops
 at a PodDisruptionBudget the disruption controller says allows no disruption (the API's 429).
 

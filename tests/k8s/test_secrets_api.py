@@ -1,5 +1,5 @@
 """k3sfleet.k8s_secrets and deploys/secrets.py against the real Kubernetes API
-(kube-apiserver v1.34.2 on kine, the session's control plane): plan reads only, apply creates
+(kube-apiserver v1.34.2 on kine, the k8s tests' one control plane): plan reads only, apply creates
 the namespaces and Secrets and a second run writes nothing, one changed variable updates only
 its Secret, foreign labels are kept, extra keys removed, a type change recreates, a write that
 loses a race (the API's 409 Conflict on a stale resourceVersion) is read and applied again;
