@@ -15,29 +15,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
+from tests.k8s.local import free_port
 
 TOKEN = "lab-token-0123456789"
 RUN = "import sys; from k3sfleet.lab.standins.k3s.main import main; sys.exit(main(sys.argv[2:], sys.argv[1]))"  # noqa: E501
-
-
-def free_port() -> int:
-    """A free port on 127.0.0.1 whose successor is free too (kube-apiserver takes port + 1)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
 
 
 class K3sProcs:

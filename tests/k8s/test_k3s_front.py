@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config, watch
 
-from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
-from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS, ControlPlane
+from k3sfleet.lab.controlplane import K3S_VERSION
+from k3sfleet.lab.standins.k3s.controlplane import ControlPlane
 from k3sfleet.lab.standins.k3s.front import Front
 from k3sfleet.lab.standins.k3s.kubeconfig import write_kubeconfig
 
@@ -38,21 +38,6 @@ pytestmark = pytest.mark.k8s
 
 SERVER_PASSWORD = "server-secret-1"
 AGENT_PASSWORD = "agent-secret-2"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane({p: binaries.path(p) for p in PROGRAMS},
-                         tmp_path_factory.mktemp("server"), port=_free_port())
-    plane.start()
-    yield plane
-    plane.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ PodDisruptionBudget's status; the real eviction API refuses (429) an eviction th
 violate it, and once the budget allows one, evicts, kwok finalises the pod and the ReplicaSet
 controller replaces it; an exec into a simulated pod travels API server -> the Node's kubelet
 endpoint (kwok, TLS from the cluster's server CA) and runs a local command (kwok's
-ClusterExec), the path the databases deploy's ``psql`` will take. Every process is ended by its
-PID at the end.
+ClusterExec), the path the databases deploy's ``psql`` will take. kwok is ended by its PID
+here; the control plane is the k8s suite's one (tests/k8s/conftest.py ``plane``), whose
+processes are ended by their PIDs, and proved gone, after the last k8s test.
 
 Skipped (with the reason) when the binaries are not built: ``scripts/setup.sh`` builds them
 (``python -m k3sfleet.lab.gobuild``).
@@ -19,20 +20,20 @@ Skipped (with the reason) when the binaries are not built: ``scripts/setup.sh`` 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
 from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
 from k3sfleet.lab.standins.k3s import pki
 from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS, ControlPlane
+from tests.k8s.local import free_port, gone
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.k8s
@@ -42,41 +43,6 @@ NAMESPACE = "default"
 LABELS = {"app": "web"}
 T = TypeVar("T")
 
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie is gone for our purpose only once reaped; Popen.wait() reaped ours.
-    return False
-
-
-
-
-@pytest.fixture(scope="module")
-def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    server = tmp_path_factory.mktemp("server")
-    plane = ControlPlane(
-        {program: binaries.path(program) for program in PROGRAMS}, server, port=_free_port()
-    )
-    plane.start()
-    pids = plane.pids()
-    yield plane
-    plane.stop()
-    assert all(_gone(pid) for pid in pids.values()), f"left running: {pids}"
-
-
-@pytest.fixture(scope="module")
-def api(plane: ControlPlane) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(plane.admin_kubeconfig))
 
 
 # Every pod's exec runs as a local command where kwok runs (kwok's ClusterExec, v1alpha1).
@@ -117,7 +83,7 @@ def kwok(plane: ControlPlane, binaries: Binaries, api: client.ApiClient) -> Iter
         "serving-kwok", *pki.issue(*plane.tls.pair("server-ca"), NODE, server_names=["127.0.0.1"])
     )
     (kwok_dir / "cluster-exec.yaml").write_text(CLUSTER_EXEC.format(workdir=kwok_dir))
-    port = _free_port()
+    port = free_port()
     log = plane.log("kwok").open("ab")
     argv = [
         str(binaries.path("kwok")),
@@ -137,6 +103,18 @@ def kwok(plane: ControlPlane, binaries: Binaries, api: client.ApiClient) -> Iter
     ]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     yield proc.pid
+    # The plane is shared by every k8s test: leave no workload and no Node (the rolling
+    # engine's health gate looks at every Node). The web pods go while kwok finalises them.
+    core = client.CoreV1Api(api)
+    for delete in (client.AppsV1Api(api).delete_namespaced_deployment,
+                   client.PolicyV1Api(api).delete_namespaced_pod_disruption_budget):
+        try:
+            delete("web", NAMESPACE)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+    wait_for("the web pods gone", lambda: not core.list_namespaced_pod(
+        NAMESPACE, label_selector="app=web").items, 120)
     proc.terminate()
     try:
         proc.wait(20)
@@ -144,7 +122,8 @@ def kwok(plane: ControlPlane, binaries: Binaries, api: client.ApiClient) -> Iter
         proc.kill()
         proc.wait()
     log.close()
-    assert _gone(proc.pid)
+    assert gone(proc.pid)
+    core.delete_node(NODE)
 
 
 def _if(value: T, test: Callable[[T], bool]) -> T | None:
@@ -306,7 +285,7 @@ def test_processes_are_separate_and_alive(plane: ControlPlane, kwok: int) -> Non
     pids = {**plane.pids(), "kwok": kwok}
     assert len(set(pids.values())) == len(PROGRAMS) + 1
     for program, pid in pids.items():
-        assert not _gone(pid), program
+        assert not gone(pid), program
         if program in PROGRAMS:
             # one multi-call binary, started under each component's name
             assert Path(os.readlink(f"/proc/{pid}/exe")).name == program

@@ -30,7 +30,7 @@ from k3sfleet.rolling import (
     RollingTarget,
     kubelet_version,
 )
-from tests.k8s.k3s_procs import free_port
+from tests.k8s.local import free_port, gone
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.k8s
@@ -45,18 +45,24 @@ TARGETS = [
 
 
 @pytest.fixture(scope="module")
-def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def rolling_plane(binaries: Binaries,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane of this module's own: its kwok plays every Node there is
+    (``--manage-all-nodes``), which on the shared plane would take other tests' Nodes."""
     plane = ControlPlane({program: binaries.path(program) for program in PROGRAMS},
                          tmp_path_factory.mktemp("server"), port=free_port())
     plane.start()
+    pids = plane.pids()
     yield plane
     plane.stop()
+    assert all(gone(pid) for pid in pids.values()), f"left running: {pids}"
 
 
 @pytest.fixture(scope="module")
-def api(plane: ControlPlane, binaries: Binaries) -> Iterator[client.ApiClient]:
+def rolling_api(rolling_plane: ControlPlane, binaries: Binaries) -> Iterator[client.ApiClient]:
     """The admin client, with three Nodes (server-1 carrying K3s's etcd role label) at V1
     whose kubelets one kwok process plays."""
+    plane = rolling_plane
     api = config.new_client_from_config(config_file=str(plane.admin_kubeconfig))
     core = client.CoreV1Api(api)
     for target in TARGETS:
@@ -85,6 +91,7 @@ def api(plane: ControlPlane, binaries: Binaries) -> Iterator[client.ApiClient]:
         kwok.wait(20)
         log.close()
         api.close()
+        assert gone(kwok.pid)
 
 
 @pytest.fixture(autouse=True)
@@ -157,8 +164,9 @@ def engine(api: Any, **kw: Any) -> RollingEngine:
 
 
 def test_cordons_evicts_and_uncordons_one_node_at_a_time(
-    plane: ControlPlane, api: client.ApiClient
+    rolling_plane: ControlPlane, rolling_api: client.ApiClient
 ) -> None:
+    plane, api = rolling_plane, rolling_api
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     fresh_nodes(core)
     ns = namespace(core, "rolling-order")
@@ -198,9 +206,8 @@ def test_cordons_evicts_and_uncordons_one_node_at_a_time(
         assert kubelet_version(node) == V2
 
 
-def test_a_disruption_budget_stops_the_run_at_that_node(
-    plane: ControlPlane, api: client.ApiClient
-) -> None:
+def test_a_disruption_budget_stops_the_run_at_that_node(rolling_api: client.ApiClient) -> None:
+    api = rolling_api
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     fresh_nodes(core)
     ns = namespace(core, "rolling-budget")

@@ -1,20 +1,16 @@
 """k3sfleet.databases without a server: appDatabases and namespaces, passwords in the vault
 (`k3sfleet db generate-passwords`), the role's basic-auth Secret CloudNativePG reads and the
-<app>-db Secret, and deploys/databases.py through pyinfra against the stand-in API."""
+<app>-db Secret. deploys/databases.py through pyinfra against the real Kubernetes API:
+tests/k8s/test_databases_api.py."""
 
 from __future__ import annotations
 
-from base64 import b64decode
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
-from pyinfra.api import Config, Inventory, State
-from pyinfra.api.connect import connect_all
-from pyinfra.api.deploy import add_deploy
-from pyinfra.api.operations import run_ops
-from standin_api import StandinApi, read_secret
+from databases_harness import APP_TEMPLATE, make_project
 
 from k3sfleet.cli import main
 from k3sfleet.databases import (
@@ -33,47 +29,9 @@ from k3sfleet.databases import (
     with_new_passwords,
 )
 from k3sfleet.errors import ConfigError
-from k3sfleet.k8s_secrets import Values
-from k3sfleet.kube import ApiSession
 from k3sfleet.vault import encrypt, load_vault, read_vault_file
 
 ROOT = Path(__file__).resolve().parents[2]
-
-APP_TEMPLATE = """{{- if .Values.myapp.enabled }}
-apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata:
-  name: myapp
-  namespace: {{ .Release.Namespace }}
-  labels:
-    {{- include "apps.labels" . | nindent 4 }}
-spec:
-  project: {{ .Values.global.project }}
-  source:
-    repoURL: {{ .Values.global.repoURL }}
-  destination:
-    server: https://kubernetes.default.svc
-    namespace: web
-  {{- include "apps.syncPolicy" . | nindent 2 }}
-{{- end }}
-"""
-
-
-def make_project(tmp_path: Path, apps: list[dict[str, str]], templates: dict[str, str]) -> Path:
-    chart = tmp_path / "helm" / "apps"
-    (chart / "templates").mkdir(parents=True)
-    (chart / "values.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "appDatabases": apps,
-                "postgresql": {"clusterName": "postgresql", "namespace": "db", "port": 5433},
-            }
-        )
-    )
-    for name, text in templates.items():
-        (chart / "templates" / f"{name}.yaml").write_text(text)
-    return tmp_path
-
 
 # -- declaration ----------------------------------------------------------------------------
 
@@ -257,56 +215,6 @@ def test_preflight_names_apps_without_passwords(project: Path) -> None:
     assert preflight_problems(S(), project) == [
         f"no password for app other in vault {VAULT_KEY} (run `k3sfleet db generate-passwords`)"
     ]
-
-
-# -- the deploy, through pyinfra, against the stand-in API ---------------------------------------
-
-
-def test_deploy_creates_db_secrets_and_second_run_changes_nothing(
-    project: Path, tmp_path: Path
-) -> None:
-    api = StandinApi(tmp_path)
-    try:
-        values = Values(
-            {"gitops_apps_path": "helm/apps"}, {}, {VAULT_KEY: {"myapp": "pw:@/x"}}, project
-        )
-
-        def run() -> State:
-            names = ["@fake/s1"]
-            inv = Inventory(
-                (names, {"fake_delay": 0, "fake_delay_jitter": 0}), k3s_servers=(names, {})
-            )
-            state = State(inv, Config())
-            connect_all(state)
-
-            from k3sfleet.deploys.app_databases import databases
-
-            session = ApiSession(api.client())  # an API client of our own, used as it is
-            add_deploy(state, databases, values=values, session=session)
-            run_ops(state)
-            return state
-
-        run()
-        with api.client() as c:
-            secret = read_secret(c, "web", "myapp-db")
-            role = read_secret(c, "db", "postgresql-role-myapp")
-        assert secret is not None and role is not None
-        assert set(secret["data"]) == {
-            "host", "port", "database", "username", "password", "connection-string"
-        }  # fmt: skip
-        assert b64decode(secret["data"]["host"]) == b"postgresql-rw.db.svc.cluster.local"
-        # what CloudNativePG's managed role reads: basic-auth, username = the role, reload label
-        assert role["type"] == "kubernetes.io/basic-auth"
-        assert {k: b64decode(v) for k, v in role["data"].items()} == {
-            "username": b"my_user",
-            "password": b"pw:@/x",
-        }
-        assert role["metadata"]["labels"]["cnpg.io/reload"] == "true"
-        writes = len(api.writes())
-        run()
-        assert len(api.writes()) == writes
-    finally:
-        api.server.stop()
 
 
 def test_db_secrets_show_no_password() -> None:

@@ -1,4 +1,5 @@
-"""The rolling engine against a small in-memory CoreV1Api (nodes, pods, evictions, PDBs)."""
+"""The rolling engine against a small in-memory CoreV1Api (nodes, pods, evictions, PDBs); against
+the real Kubernetes API: tests/k8s/test_rolling_api.py."""
 
 from __future__ import annotations
 
@@ -494,9 +495,6 @@ def test_pending_maintenance_fact() -> None:
     assert "grep -i security" not in str(fact.command())
     assert fact.process(["upgrades=3", "reboot=yes"]) == {"upgrades": 3, "reboot_required": True}
     assert fact.process(["upgrades=0", "reboot=no"]) == {"upgrades": 0, "reboot_required": False}
-
-
-# -- the engine over the real API: tests/k8s/test_rolling_api.py ----------------------------------
 
 
 def test_gate_lets_a_node_broken_by_a_failed_run_be_repaired() -> None:
