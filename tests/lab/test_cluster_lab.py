@@ -154,7 +154,7 @@ def test_secrets_in_no_output_unit_or_argv_and_files_are_0600(cluster: dict[str,
         for secret in (password, key):
             assert secret not in unit and secret not in argv
         for path in SECRET_FILES[host.role]:
-            mode, owner = sudo(lab, host, f"stat -c '%a %U' {path}").split()
+            mode, owner = sudo(lab, host, f"stat -L -c '%a %U' {path}").split()
             assert (mode, owner) == ("600", "root"), f"{host.name}:{path} is {mode} {owner}"
 
 

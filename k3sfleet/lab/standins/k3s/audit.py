@@ -1,5 +1,9 @@
 """The lab's API write log, read from kube-apiserver's own audit log.
 
+Lab-only: no K3s behaviour is imitated here. The events are kube-apiserver's own
+(``audit.k8s.io/v1`` ``Event``, k8s.io/apiserver pkg/apis/audit, Kubernetes v1.34.2), read as
+they are written.
+
 The stand-in server starts kube-apiserver with ``--audit-policy-file`` (:data:`POLICY`) and
 ``--audit-log-path=<server>/logs/audit.log`` (what a K3s user passes as
 ``kube-apiserver-arg``); :func:`writes` turns its events into the lab's write log entries

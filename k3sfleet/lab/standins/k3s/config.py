@@ -1,8 +1,14 @@
 """k3s configuration: /etc/rancher/k3s/config.yaml, config.yaml.d/*.yaml and command-line flags.
 
-Like real k3s: keys are flag names without dashes; files in config.yaml.d are applied in name
-order after config.yaml; a key ending in ``+`` appends to a list; flags override files; list
-flags (``--node-label``, ``--node-taint``, ``--tls-san``) may repeat.
+Like real k3s (k3s-io/k3s v1.34.2+k3s1 ``pkg/configfilearg``): keys are flag names without
+dashes; ``parser.go`` ``dotDFiles`` takes the ``*.yaml``/``*.yml`` files (any case, no
+directories) of ``config.yaml.d`` in name order after config.yaml, and ``readConfigFile``
+turns them into flags placed BEFORE the command line's, so a key ending in ``+`` appends to a
+list, later files and then flags override a scalar, and list flags (``--node-label``,
+``--node-taint``, ``--tls-san``) accumulate. ``defaultparser.go``: the file is ``--config``/
+``-c``, else ``$K3S_CONFIG_FILE`` (``findConfigFileFlag`` reads the variable first), else
+/etc/rancher/k3s/config.yaml. ``K3S_*`` variables are urfave/cli ``EnvVar`` defaults of the
+flags (pkg/cli/cmds/server.go, agent.go), so any value from a file or the command line wins.
 
 Example::
 
@@ -19,6 +25,7 @@ from typing import Any
 import yaml
 
 DEFAULT_CONFIG = Path("/etc/rancher/k3s/config.yaml")
+# StringSlice flags of pkg/cli/cmds/server.go and agent.go.
 LIST_KEYS = frozenset(
     {
         "node-label",
@@ -35,6 +42,7 @@ LIST_KEYS = frozenset(
         "kube-proxy-arg",
     }
 )
+# BoolFlags of pkg/cli/cmds/server.go and agent.go (a bare ``--flag`` means true).
 BOOL_KEYS = frozenset(
     {
         "cluster-init",
@@ -65,6 +73,7 @@ BOOL_KEYS = frozenset(
     }
 )
 
+# Aliases in pkg/cli/cmds (``write-kubeconfig,o``, ``token,t``, ``server,s``, ``config,c``).
 SHORT_FLAGS = {"o": "write-kubeconfig", "t": "token", "s": "server", "c": "config", "v": "v"}
 
 
@@ -85,8 +94,9 @@ def read_files(path: Path) -> dict[str, Any]:
     config: dict[str, Any] = {}
     files = [path] if path.exists() else []
     drop_in = path.parent / (path.name + ".d")
-    if drop_in.is_dir():
-        files += sorted(p for p in drop_in.iterdir() if p.suffix in (".yaml", ".yml"))
+    if drop_in.is_dir():  # dotDFiles: util.HasSuffixI(name, ".yaml", ".yml"), no directories
+        files += sorted(p for p in drop_in.iterdir()
+                        if p.is_file() and p.name.lower().endswith((".yaml", ".yml")))
     for file in files:
         data = yaml.safe_load(file.read_text()) or {}
         if not isinstance(data, dict):
@@ -136,7 +146,8 @@ def as_list(value: Any) -> list[str]:
     return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
-# The environment variables k3s reads (the install script's k3s.service.env uses them).
+# The environment variables k3s reads (``EnvVar`` of the flags in pkg/cli/cmds/server.go and
+# agent.go; the install script's k3s.service.env uses them).
 ENV_KEYS = {
     "K3S_TOKEN": "token",
     "K3S_TOKEN_FILE": "token-file",
@@ -155,14 +166,17 @@ ENV_KEYS = {
 def load_config(
     argv: list[str], path: Path = DEFAULT_CONFIG, environ: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Files, then K3S_* environment variables, then flags (``--config`` picks another file)."""
+    """K3S_* environment variables, overridden by the files, overridden by the flags.
+
+    The file is ``$K3S_CONFIG_FILE``, else ``--config``, else ``path``."""
     env = os.environ if environ is None else environ
-    flags: dict[str, Any] = {ENV_KEYS[k]: v for k, v in env.items() if k in ENV_KEYS and v}
-    if "cluster-init" in flags:
-        flags["cluster-init"] = str(flags["cluster-init"]).lower() in ("1", "true", "yes")
-    flags.update(parse_flags(argv))
-    config_path = Path(flags.pop("config", path))
-    config = read_files(config_path)
+    config: dict[str, Any] = {ENV_KEYS[k]: v for k, v in env.items() if k in ENV_KEYS and v}
+    if "cluster-init" in config:
+        config["cluster-init"] = str(config["cluster-init"]).lower() in ("1", "true", "yes")
+    flags = parse_flags(argv)
+    config_path = Path(config.pop("config", None) or flags.pop("config", None) or path)
+    flags.pop("config", None)
+    config.update(read_files(config_path))
     for key, value in flags.items():
         if key in LIST_KEYS and key in config:
             config[key] = as_list(config[key]) + value

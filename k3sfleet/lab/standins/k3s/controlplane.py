@@ -1,7 +1,7 @@
 """The real Kubernetes control plane, run the way K3s's server runs it.
 
 K3s embeds kine and starts kube-apiserver, kube-controller-manager and kube-scheduler with
-arguments of its own (k3s-io/k3s pkg/daemons/control/server.go: ``apiServer``,
+arguments of its own (k3s-io/k3s v1.34.2+k3s1 pkg/daemons/control/server.go: ``apiServer``,
 ``controllerManager``, ``scheduler``; file names from pkg/daemons/control/deps/deps.go). Here the
 same programs, built from their upstream sources (k3sfleet.lab.controlplane), run as separate
 processes, each with K3s's arguments where they matter to the lab:

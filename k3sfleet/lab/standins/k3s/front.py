@@ -3,7 +3,8 @@
 K3s listens on 6443 with one router (k3s-io/k3s pkg/server/handlers/router.go, v1.34.2+k3s1):
 ``/cacerts`` and ``/ping`` answer anyone; ``/v1-k3s/server-bootstrap`` needs the ``k3s:server``
 role (the cluster token's user), checked by ``auth.HasRole`` (pkg/server/auth/auth.go: a known
-user without the role gets 403 "forbidden"); every path it does not handle falls through
+user without the role gets 403 "forbidden"; the stand-in's 401 body "not authorized" is its
+own wording); every path it does not handle falls through
 (``NotFoundHandler``) to ``APIServer``, the kube-apiserver's own handler, which authenticates
 the request itself (client certificates of the client CA, service-account tokens).
 

@@ -1,7 +1,9 @@
 """A tiny HTTPS JSON client for the stand-in's own calls to a (stand-in) API server.
 
 Verifies the server's chain against the cluster CA; like k3s's agents it does not check the host
-name (k3s's listener adds every name it is reached by to its certificate).
+name (k3s's listener adds every name it is reached by to its certificate). Requests carry the
+token's password as HTTP basic auth (k3s-io/k3s v1.34.2+k3s1 pkg/clientaccess/token.go ``get``:
+``SetBasicAuth(username, password)``).
 
 Example::
 
@@ -21,7 +23,9 @@ from typing import Any
 
 
 def fetch_cacerts(server: str, timeout: float = 10) -> bytes:
-    """GET <server>/cacerts without verifying (the token's CA hash is the check), as k3s does."""
+    """GET <server>/cacerts without verifying (the token's CA hash is the check), as k3s does
+    (token.go ``getCACerts``: with the insecure client once the host's CA bundle fails; the
+    stand-in skips that first, verifying attempt)."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE

@@ -1,5 +1,9 @@
 """The admin kubeconfig k3s writes to /etc/rancher/k3s/k3s.yaml (mode 0600).
 
+k3s-io/k3s v1.34.2+k3s1 pkg/clientaccess/kubeconfig.go ``WriteClientKubeConfig``: one cluster,
+user and context, each named ``default``, the CA and the client certificate and key embedded
+as data; pkg/server/server.go ``writeKubeConfig`` picks the path, server URL and mode.
+
 Example::
 
     write_kubeconfig(Path("/etc/rancher/k3s/k3s.yaml"), "https://127.0.0.1:6443", ca_pem,

@@ -1,5 +1,22 @@
 """The Node object a k3s server or agent registers for its host, and keeping it current.
 
+Upstream (k3s-io/k3s v1.34.2+k3s1; nearby revisions in the search index):
+
+* ``pkg/agent/run.go`` ``configureNode``: node-label labels; annotations ``k3s.io/internal-ip``
+  (node IPs joined by ``,``), ``k3s.io/hostname`` (``getHostname``: ``os.Hostname()``, or the
+  node name when that fails or contains "localhost") and ``k3s.io/external-ip``.
+* ``pkg/cloudprovider/instances.go`` (K3s's embedded cloud provider): ``InstanceMetadata``
+  gives providerID ``k3s://<node name>`` and instance type ``k3s`` (the
+  ``node.kubernetes.io/instance-type`` label); the Node's addresses are InternalIP (each
+  internal-ip), ExternalIP (each external-ip) and Hostname (the ``k3s.io/hostname`` value).
+* ``pkg/server/server.go`` ``setNodeLabelsAndAnnotations``: a server's Node gets
+  ``node-role.kubernetes.io/control-plane=true`` and ``node-role.kubernetes.io/master=true``;
+  ``pkg/etcd/etcd.go`` adds ``node-role.kubernetes.io/etcd=true`` on etcd members.
+* The Ready condition's reasons are Kubernetes's (kubelet ``KubeletReady`` "kubelet is posting
+  ready status"; node lifecycle controller ``NodeStatusUnknown`` "Kubelet stopped posting node
+  status."). Capacity, nodeInfo's containerRuntimeVersion and the arch labels are the lab's
+  own values (kwok reports the node afterwards).
+
 Example::
 
     node = node_object("lab-agent-1", "v1.34.2+k3s1", {"node-ip": "100.64.1.12"}, server=False)
@@ -24,6 +41,15 @@ MERGE = "application/merge-patch+json"
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hostname(name: str) -> str:
+    """``k3s.io/hostname``: the host name, else the node name (pkg/agent/run.go getHostname)."""
+    try:
+        host = socket.gethostname()
+    except OSError:
+        host = ""
+    return name if not host or "localhost" in host else host
 
 
 def interface_ipv4(interface: str) -> str | None:
@@ -92,7 +118,11 @@ def node_name(config: dict[str, Any]) -> str:
 
 
 def node_addresses(config: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(internal, external) IPs: node-ip (else eth0's address) and node-external-ip."""
+    """(internal, external) IPs: node-ip (else eth0's address) and node-external-ip.
+
+    Without node-ip real k3s takes the address of the default route's interface
+    (pkg/util ``GetHostnameAndIPs``, apimachinery ``ChooseHostInterface``); the lab's hosts
+    route by eth0, so the stand-in reads eth0."""
     internal = as_list(config.get("node-ip")) or [ip for ip in [interface_ipv4("eth0")] if ip]
     return internal or ["127.0.0.1"], as_list(config.get("node-external-ip"))
 
@@ -108,7 +138,9 @@ def _os_image() -> str:
 
 
 def _taint(text: str) -> dict[str, str]:
-    """``key=value:Effect`` or ``key:Effect`` -> a taint."""
+    """``key=value:Effect`` or ``key:Effect`` -> a taint (kubelet ``--register-with-taints``
+    syntax, which K3s passes node-taint to; the NoSchedule default for a missing effect is the
+    stand-in's, the kubelet refuses such a taint)."""
     key_value, _, effect = text.partition(":")
     key, _, value = key_value.partition("=")
     taint = {"key": key, "effect": effect or "NoSchedule"}
@@ -156,7 +188,8 @@ def node_object(
         labels[key] = value
     addresses = [{"type": "InternalIP", "address": ip} for ip in internal]
     addresses += [{"type": "ExternalIP", "address": ip} for ip in external]
-    addresses.append({"type": "Hostname", "address": name})
+    host = hostname(name)
+    addresses.append({"type": "Hostname", "address": host})
     try:
         machine_id = Path("/etc/machine-id").read_text().strip()
     except OSError:
@@ -169,7 +202,7 @@ def node_object(
             "labels": labels,
             "annotations": {
                 "k3s.io/internal-ip": ",".join(internal),
-                "k3s.io/hostname": socket.gethostname(),
+                "k3s.io/hostname": host,
                 **({"k3s.io/external-ip": ",".join(external)} if external else {}),
             },
         },
@@ -202,7 +235,8 @@ def node_object(
 def register(api: KubeClient, node: dict[str, Any]) -> None:
     """Create the Node, or update an existing one's labels, annotations and status.
 
-    Like the kubelet, an existing Node keeps what others set on it (a cordon, extra labels).
+    Like the kubelet (and K3s's ``configureNode`` patch), an existing Node keeps what others set
+    on it (a cordon, extra labels).
     """
     name = node["metadata"]["name"]
     code, found = api.request("GET", f"/api/v1/nodes/{name}")

@@ -3,7 +3,12 @@
 ``server/tls/server-ca.{crt,key}`` signs the API's serving certificate, ``client-ca.{crt,key}``
 signs client certificates (the admin kubeconfig's). Tokens have k3s's secure format
 ``K10<sha256 of the server CA bundle>::server:<password>``; a short user-given token is the
-password itself, as in real k3s.
+password itself, as in real k3s (k3s-io/k3s v1.34.2+k3s1 ``pkg/clientaccess/token.go``:
+``parseToken`` reads a token without the ``K10`` prefix as ``K10:::<token>``, i.e. no CA hash
+and the whole token as the password; ``FormatTokenBytes`` writes ``K10`` + ``hashCA`` + ``::``
++ ``<user>:<password>``; ``hashCA`` of a bundle with one certificate is the sha256 of the PEM
+file's bytes). The stand-in does not refuse a CA hash of the wrong length ("invalid token CA
+hash length") nor bootstrap-token (``<id>.<secret>``) credentials.
 
 Example::
 
@@ -17,6 +22,7 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +44,8 @@ class Token:
 
 
 def parse_token(token: str) -> Token:
-    """``K10<hash>::<user>:<password>`` or a bare password (user ``node``)."""
+    """``K10<hash>::<user>:<password>`` or a bare password (token.go ``parseToken``; the user
+    is empty there, callers override it with ``WithUser``: ``node`` here)."""
     token = token.strip()
     if token.startswith("K10") and "::" in token:
         ca_hash, credentials = token[3:].split("::", 1)
@@ -48,7 +55,7 @@ def parse_token(token: str) -> Token:
 
 
 def format_token(ca_hash: str, password: str, username: str = "server") -> str:
-    """The secure token form real k3s writes to server/node-token."""
+    """The secure token form real k3s writes to server/token (token.go ``FormatTokenBytes``)."""
     return f"K10{ca_hash}::{username}:{password}"
 
 
@@ -81,6 +88,9 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
 
 
 def _ca(common_name: str) -> tuple[bytes, bytes]:
+    """A self-signed CA (K3s's are ECDSA P-256, ``CN=k3s-<name>-ca@<unix time>``: the form of
+    the CAs real k3s servers present; the code that names them was not read at the pinned
+    tag)."""
     key = _key()
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -193,7 +203,7 @@ def ensure_ca(directory: Path, bundle: dict[str, bytes] | None = None) -> Cluste
         if bundle is not None and f"{name}.crt" in bundle:
             tls.store_pair(name, bundle[f"{name}.crt"], bundle[f"{name}.key"])
         elif not (directory / f"{name}.crt").exists():
-            tls.store_pair(name, *_ca(f"k3s-{name}@standin"))
+            tls.store_pair(name, *_ca(f"k3s-{name}@{int(time.time())}"))
     return tls
 
 

@@ -13,7 +13,10 @@ Real sources this imitates:
 * flannel-io/flannel v0.27.4 ``pkg/backend/extension/extension.go`` runs that command with
   ``sh -c`` and ``SUBNET=<the node's lease>``; ``pkg/subnet/subnet.go`` ``WriteSubnetFile``
   writes ``/run/flannel/subnet.env`` (FLANNEL_NETWORK, FLANNEL_SUBNET = first address of the
-  lease, FLANNEL_MTU, FLANNEL_IPMASQ).
+  lease, FLANNEL_MTU, FLANNEL_IPMASQ). The MTU 1280 (tailscale0's) and IPMASQ true are the
+  stand-in's values, not read from flannel.
+* The "flannel exited: ..." fatal lines follow K3s's flannel goroutine
+  (pkg/agent/flannel/flannel.go), whose exact wording was not checked at the pinned tag.
 
 Example::
 

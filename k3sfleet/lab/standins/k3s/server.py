@@ -58,7 +58,11 @@ def _read_token(config: dict[str, Any], key: str, file_key: str) -> str | None:
 def server_password(config: dict[str, Any], server_dir: Path) -> str:
     """The cluster token's password: configured, else the one kept in server/token, else new.
 
-    Like real k3s, a datastore made with one token refuses another.
+    Like real k3s, a datastore made with one token refuses another: k3s-io/k3s v1.34.2+k3s1
+    pkg/cluster/storage.go ``getBootstrapKeyFromStorage`` ("bootstrap data already found and
+    encrypted with different token"; real k3s wraps it in the start-up error chain, e.g.
+    "preparing server: ...", which the stand-in does not). The stand-in compares with
+    server/token where k3s finds no bootstrap key made from the new token in the datastore.
     """
     configured = _read_token(config, "token", "token-file")
     stored_file = server_dir / "token"
@@ -72,6 +76,10 @@ def server_password(config: dict[str, Any], server_dir: Path) -> str:
 
 
 def serving_names(config: dict[str, Any], internal: list[str], external: list[str]) -> list[str]:
+    """The serving certificate's names: K3s's fixed SANs (localhost, 127.0.0.1, the
+    ``kubernetes.default...`` names, the first service IP 10.43.0.1 of the default
+    service-cidr), the host name, node IPs and ``tls-san`` (k3s-io/k3s pkg/daemons/control/
+    deps/deps.go; K3s's supervisor adds more as it is reached, the stand-in does not)."""
     names = [
         "127.0.0.1",
         "localhost",
@@ -89,7 +97,16 @@ def serving_names(config: dict[str, Any], internal: list[str], external: list[st
 
 
 def join(config: dict[str, Any], password: str, tls_dir: Path) -> tuple[pki.ClusterTLS, str]:
-    """Check the token against the server we join and take the cluster CAs from it."""
+    """Check the token against the server we join and take the cluster CAs from it.
+
+    k3s-io/k3s v1.34.2+k3s1 pkg/cluster/bootstrap.go (the joining server validates the token
+    with pkg/clientaccess ``ParseAndValidateToken``, then GETs ``/v1-k3s/server-bootstrap``
+    as user ``server``). The messages below carry the upstream core ("failed to validate
+    token", "token CA hash does not match the Cluster CA certificate hash: X != Y", "failed
+    to get CA certs") without the whole wrapping chain real k3s prints ("preparing server:
+    failed to bootstrap cluster data: ..."); "--token is required when joining" and the
+    401 wording "token is not valid" were not found at the pinned tag.
+    """
     url = str(config["server"]).rstrip("/")
     token = pki.parse_token(_read_token(config, "token", "token-file") or "")
     if not token.password:
@@ -177,22 +194,51 @@ def _bootstrap(config: dict[str, Any], server_dir: Path,
     return pki.ensure_ca(server_dir / "tls"), None
 
 
+def _link(link: Path, target: str) -> None:
+    """``link`` -> ``target`` (relative to the link's directory), replacing what was there
+    (K3s links the absolute path; a relative link resolves to the same file)."""
+    if link.is_symlink() and str(link.readlink()) == target:
+        return
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+
+
 def _write_tokens(config: dict[str, Any], server_dir: Path, tls: pki.ClusterTLS,
                   password: str) -> dict[str, str]:
-    """server/token, server/node-token (and agent-token): password -> the user it proves."""
+    """server/token, server/node-token and server/agent-token: password -> the user it proves.
+
+    As k3s-io/k3s v1.34.2+k3s1 pkg/server/server.go ``printTokens``: ``token`` is the file
+    (handlers ``WriteToken``, K10 form, 0600); ``node-token`` is a symlink to it ("backwards
+    compatibility"); ``agent-token`` is a file of its own when ``agent-token`` is configured,
+    else a symlink to ``token``.
+    """
     token = pki.format_token(tls.ca_hash, password)
-    for file in ("token", "node-token"):
-        pki.write_private(server_dir / file, (token + "\n").encode())
+    pki.write_private(server_dir / "token", (token + "\n").encode())
+    _link(server_dir / "node-token", "token")
     passwords = {password: "system:k3s:server"}
     agent_token = _read_token(config, "agent-token", "agent-token-file")
     if agent_token:
         agent_password = pki.parse_token(agent_token).password
         passwords[agent_password] = "system:k3s:agent"
+        agent_file = server_dir / "agent-token"
+        if agent_file.is_symlink():
+            agent_file.unlink()
         pki.write_private(
-            server_dir / "agent-token",
+            agent_file,
             (pki.format_token(tls.ca_hash, agent_password, "node") + "\n").encode(),
         )
+    else:
+        _link(server_dir / "agent-token", "token")
     return passwords
+
+
+def kubeconfig_server(config: dict[str, Any], port: int) -> str:
+    """The ``server:`` of k3s.yaml: ``https://<bind-address or loopback>:<https-listen-port>``
+    (pkg/server/server.go ``writeKubeConfig``: ``BindAddressOrLoopback(false, true)``)."""
+    bind = str(config.get("bind-address") or "")
+    host = bind if bind and bind not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 def run(config: dict[str, Any], version: str) -> int:
@@ -214,10 +260,13 @@ def run(config: dict[str, Any], version: str) -> int:
     passwords = _write_tokens(config, server_dir, tls, password)
     admin = pki.ensure_client(tls, "client-admin", "system:admin", "system:masters")
     port = int(config.get("https-listen-port") or 6443)
+    # pkg/server/server.go writeKubeConfig: /etc/rancher/k3s/k3s.yaml (datadir.GlobalConfig) or
+    # write-kubeconfig, mode write-kubeconfig-mode else 0600, admin client cert system:admin
     kubeconfig = Path(str(config.get("write-kubeconfig") or "/etc/rancher/k3s/k3s.yaml"))
     mode = int(str(config.get("write-kubeconfig-mode") or "600"), 8)
     write_kubeconfig(
-        kubeconfig, f"https://127.0.0.1:{port}", tls.server_ca.read_bytes(), *admin, mode=mode
+        kubeconfig, kubeconfig_server(config, port), tls.server_ca.read_bytes(), *admin,
+        mode=mode,
     )
     own = node.node_object(node.node_name(config), version, config, server=True,
                            etcd=(server_dir / "db" / "etcd").exists())
@@ -276,13 +325,14 @@ def serve(config: dict[str, Any], version: str, binaries: dict[str, Path], *,
         roles = {password: role.removeprefix("system:") for password, role in passwords.items()}
         front = Front(tls, (bind, port), ("127.0.0.1", port + 1), passwords=roles)
         front.start()
+        # (the stand-in's own summary; K3s logs "Running kube-apiserver <its arguments>")
         log.info(f"Running kube-apiserver {version} on https://127.0.0.1:{port + 1}, "
                  f"supervisor on https://{bind}:{port}")
         manifests = server_dir / "manifests"
         manifests.mkdir(parents=True, exist_ok=True)
         threading.Thread(target=addons.Deployer(api, manifests).run_forever, args=(stop,),
                          daemon=True, name="deploy").start()
-        log.info(f"k3s {version} is up and running")
+        log.info("k3s is up and running")  # pkg/cli/server/server.go run
         return kubelet.run_kubelet(config, binaries, supervisor, own, kubelet_config,
                             server_dir / "logs" / "kwok.log")
     finally:

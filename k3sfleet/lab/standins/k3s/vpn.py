@@ -54,22 +54,26 @@ def vpn_settings(config: dict[str, Any]) -> dict[str, Any] | None:
     else:
         return None
     settings = parse_vpn_auth(text)
+    # pkg/vpn/vpn.go isVPNConfigOK
     if settings.get("name") != "tailscale":
-        log.fatal(f"Requested VPN provider {settings.get('name', '')!r} is not supported")
+        log.fatal(f"Requested VPN: {settings.get('name', '')} is not supported. "
+                  "We currently only support tailscale")
     if not settings.get("joinKey"):
-        log.fatal("vpn-auth: joinKey is required for tailscale")
+        log.fatal("VPN Error. Tailscale requires a JoinKey")
     return settings
 
 
 def tailscale_status() -> dict[str, Any]:
+    """``tailscale status --json`` (pkg/vpn/vpn.go getTailscaleInfo; its failure messages)."""
     try:
         out = subprocess.run(
             ["tailscale", "status", "--json"], capture_output=True, text=True, timeout=15
         )
     except FileNotFoundError:
-        log.fatal("vpn-auth is set but tailscale is not installed: tailscale binary not found")
+        log.fatal('failed to run tailscale status --json: exec: "tailscale": executable file '
+                  "not found in $PATH")
     except subprocess.TimeoutExpired:
-        log.fatal("vpn-auth: tailscale status timed out")
+        log.fatal("failed to run tailscale status --json: timed out")
     try:
         status: dict[str, Any] = json.loads(out.stdout or "{}")
     except json.JSONDecodeError:
@@ -78,7 +82,9 @@ def tailscale_status() -> dict[str, Any]:
 
 
 def _ipv4(status: dict[str, Any]) -> str | None:
-    ips = [ip for ip in (status.get("Self") or {}).get("TailscaleIPs") or [] if ":" not in ip]
+    """The first IPv4 of the status's top-level ``TailscaleIPs`` (vpn.go ``TailscaleOutput``,
+    ``util.GetFirst4String``)."""
+    ips = [ip for ip in status.get("TailscaleIPs") or [] if ":" not in ip]
     return str(ips[0]) if ips else None
 
 
@@ -91,7 +97,7 @@ def require_tailscale_up(settings: dict[str, Any]) -> str:
     """
     status = tailscale_status()
     if status.get("BackendState") != "Running":
-        log.info("Tailscale is not up: running tailscale up with the vpn-auth join key")
+        log.info("Starting VPN: tailscale")  # vpn.go StartVPN
         args = ["tailscale", "up", "--authkey", settings["joinKey"], "--timeout=30s", "--reset"]
         if settings.get("controlServerURL"):
             args += ["--login-server", settings["controlServerURL"]]
@@ -99,18 +105,19 @@ def require_tailscale_up(settings: dict[str, Any]) -> str:
         try:
             done = subprocess.run(args, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as error:
-            log.fatal(f"vpn-auth: tailscale up failed: {error}")
+            log.fatal(f"tailscale up failed: : {error}")
         output = (done.stdout + done.stderr).replace(settings["joinKey"], "<joinKey>").strip()
-        if done.returncode != 0:
-            log.fatal(f"vpn-auth: tailscale up failed: {output}")
+        if done.returncode != 0:  # vpn.go: errors.Wrap(err, "tailscale up failed: "+output)
+            log.fatal(f"tailscale up failed: {output}: exit status {done.returncode}")
         status = tailscale_status()
+    # the stand-in's own checks (real k3s goes on and fails later without an address)
     state = status.get("BackendState", "Unknown")
     if state != "Running":
         log.fatal(f"vpn-auth: tailscale is not up on this host (BackendState={state})")
     address = _ipv4(status)
     if not address:
         log.fatal("vpn-auth: tailscale is up but has no IPv4 address")
-    log.info(f"Tailscale is up, using VPN IP {address} as the node IP")
+    log.info(f"Tailscale is up, using VPN IP {address} as the node IP")  # (stand-in's line)
     return address
 
 
@@ -119,7 +126,7 @@ def with_vpn_node_ip(config: dict[str, Any], vpn_ip: str) -> dict[str, Any]:
     says so) but keeps ``node-external-ip`` (only a warning), k3s v1.34.2+k3s1
     ``pkg/executor/embed/embed.go`` ``Bootstrap``."""
     log.info(f"Node-ip changed to [{vpn_ip}] due to VPN")
-    if config.get("node-ip") and config.get("node-ip") not in (vpn_ip, [vpn_ip]):
+    if config.get("node-ip"):  # any configured node-ip, as embed.go's len(NodeIP) != 0
         log.warning("VPN provider overrides configured node-ip parameter")
     if config.get("node-external-ip"):
         log.warning("VPN provider overrides node-external-ip parameter")
