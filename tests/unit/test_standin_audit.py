@@ -11,7 +11,7 @@ from k3sfleet.lab.standins.k3s.audit import writes
 def _event(verb: str, resource: str, name: str, *, rv: str | None = None, code: int = 200,
            kind: str | None = None, user: str = "system:admin", namespace: str = "",
            subresource: str = "", group: str = "", uri: str = "/x",
-           stage: str = "ResponseComplete") -> str:
+           stage: str = "ResponseComplete", received: str = "") -> str:
     ref: dict[str, Any] = {"resource": resource, "name": name, "apiVersion": "v1"}
     if namespace:
         ref["namespace"] = namespace
@@ -22,6 +22,8 @@ def _event(verb: str, resource: str, name: str, *, rv: str | None = None, code: 
     event: dict[str, Any] = {"stage": stage, "verb": verb, "objectRef": ref, "requestURI": uri,
                              "user": {"username": user}, "responseStatus": {"code": code},
                              "stageTimestamp": "2026-12-05T05:00:00Z"}
+    if received:
+        event["requestReceivedTimestamp"] = received
     if rv is not None or kind:
         event["responseObject"] = {"kind": kind, "metadata": {"resourceVersion": rv}}
     return json.dumps(event)
@@ -50,6 +52,27 @@ def test_changed_follows_the_resource_version_of_the_object() -> None:
         ("patch", "b", "", "system:admin", True),
     ]
     assert {w["kind"] for w in writes(log)} == {"Node"}
+
+
+def test_the_write_that_made_a_version_even_when_logged_after_a_no_op() -> None:
+    """kube-apiserver logs an event when its request finishes: a kubelet's status write
+    (received first, stored first) can be logged after an admin's no-op cordon that already
+    answered with the version it made."""
+    at = "2026-12-05T05:00:0{}.000000Z".format
+    log = "\n".join([
+        _event("patch", "nodes", "a", rv="2", kind="Node", received=at(1)),   # cordon
+        _event("patch", "nodes", "a", rv="3", kind="Node", received=at(3)),   # no-op, saw rv 3
+        _event("patch", "nodes", "a", rv="3", kind="Node", subresource="status",
+               user="system:node:a", received=at(2)),                         # made rv 3
+        _event("patch", "nodes", "a", rv="4", kind="Node", received=at(4)),   # uncordon
+    ])
+    got = [(w["user"], w["subresource"], w["changed"]) for w in writes(log)]
+    assert got == [
+        ("system:admin", "", True),
+        ("system:admin", "", False),
+        ("system:node:a", "status", True),
+        ("system:admin", "", True),
+    ]
 
 
 def test_evictions_secrets_failures_and_dry_runs() -> None:

@@ -18,8 +18,14 @@ The stand-in server starts kube-apiserver with ``--audit-policy-file`` (:data:`P
   applier and the server's own Node labels, ``system:serviceaccount:kube-system:<controller>``
   for kube-controller-manager's controllers (``--use-service-account-credentials``).
 * ``changed``: a create or delete always changes; an update or patch changed the object when
-  the resourceVersion it answered with differs from the last one this log saw for that object
-  (a write that changes nothing keeps the resourceVersion: the API skips the storage write).
+  it made the resourceVersion it answered with (a write that changes nothing answers with the
+  object's current resourceVersion: the API skips the storage write). Several writes can
+  answer with one resourceVersion: the one that made it is taken to be the first received
+  (``requestReceivedTimestamp``, a MicroTime, fixed-width RFC 3339 in UTC: k8s.io/apiserver
+  v0.34.2 pkg/apis/audit/v1/types.go ``Event``), since a no-op read the object only after that
+  write was stored (a no-op received earlier yet reading later is possible, not seen). Not
+  the last one logged before it: events are logged as requests finish, so a kubelet's status
+  write can be logged after an admin's no-op that already saw it (seen once in a k8s test).
   Writes are logged at RequestResponse, so every write's answer carries its resourceVersion;
   an object this log never saw before counts as changed. Secrets are logged at Metadata only
   (their data never lands in the log): their updates count as changed.
@@ -68,11 +74,9 @@ def _api_version(ref: dict[str, Any]) -> str:
     return f"{group}/{version}" if group else version
 
 
-def writes(text: str) -> list[dict[str, Any]]:
-    """The write log entries of the audit log ``text`` (JSON lines), in the API's order."""
-    kinds = dict(KNOWN_KINDS)
-    versions: dict[tuple[str, str, str, str], str] = {}
-    entries: list[dict[str, Any]] = []
+def _events(text: str) -> list[dict[str, Any]]:
+    """The completed write events of ``text`` (JSON lines), dry runs left out."""
+    events = []
     for line in text.splitlines():
         try:
             event = json.loads(line)
@@ -82,6 +86,16 @@ def writes(text: str) -> list[dict[str, Any]]:
             continue
         if "dryRun=" in str(event.get("requestURI")):
             continue
+        events.append(event)
+    return events
+
+
+def writes(text: str) -> list[dict[str, Any]]:
+    """The write log entries of the audit log ``text`` (JSON lines), in the API's order."""
+    kinds = dict(KNOWN_KINDS)
+    rows: list[tuple[dict[str, Any], tuple[str, str, str, str], str | None]] = []
+    maker: dict[tuple[tuple[str, str, str, str], str], tuple[str, int]] = {}
+    for event in _events(text):
         ref = event.get("objectRef") or {}
         answer = event.get("responseObject") or {}
         resource = str(ref.get("resource") or "")
@@ -90,20 +104,26 @@ def writes(text: str) -> list[dict[str, Any]]:
         if int((event.get("responseStatus") or {}).get("code") or 0) >= 400:
             continue
         key = (_api_version(ref), resource, ref.get("namespace") or "", ref.get("name") or "")
-        version = (answer.get("metadata") or {}).get("resourceVersion")
+        version = None
+        if answer.get("kind") != "Status":
+            version = (answer.get("metadata") or {}).get("resourceVersion")
+        if version is not None and event["verb"] in ("create", "update", "patch"):
+            order = (str(event.get("requestReceivedTimestamp") or ""), len(rows))
+            maker[(key, version)] = min(maker.get((key, version), order), order)
+        rows.append((event, key, version))
+    entries: list[dict[str, Any]] = []
+    for index, (event, key, version) in enumerate(rows):
+        ref, answer = event.get("objectRef") or {}, event.get("responseObject") or {}
         verb = event["verb"]
+        changed = True
         if verb in ("update", "patch") and version is not None:
-            changed = versions.get(key) != version
-        else:
-            changed = True
-        if version is not None and answer.get("kind") != "Status":
-            versions[key] = version
+            changed = maker[(key, version)][1] == index
         entries.append({
             "time": event.get("stageTimestamp") or event.get("requestReceivedTimestamp"),
             "verb": verb,
-            "apiVersion": _api_version(ref),
-            "kind": kinds.get(resource) or resource,
-            "namespace": ref.get("namespace") or "",
+            "apiVersion": key[0],
+            "kind": kinds.get(key[1]) or key[1],
+            "namespace": key[2],
             "name": ref.get("name") or (answer.get("metadata") or {}).get("name") or "",
             "subresource": ref.get("subresource") or "",
             "user": (event.get("user") or {}).get("username") or "",
