@@ -74,7 +74,8 @@ def test_agents_join_when_k3s_brings_tailscale_up(
     assert prefs["ControlURL"] == lab.control_url
     assert "controlServerURL" not in sudo(lab, agent, f"cat {CONFIG}")[1]
     rc, journal = sudo(lab, agent, "journalctl -u k3s-agent --no-pager -o cat")
-    ups = [line for line in journal.splitlines() if "running tailscale up" in line]
+    # k3s's own line before its `tailscale up` (pkg/vpn/vpn.go StartVPN)
+    ups = [line for line in journal.splitlines() if "Starting VPN: tailscale" in line]
     assert rc == 0 and len(ups) == 1, "k3s ran `tailscale up` once on the agent"
 
     before = started_at(lab)
