@@ -17,9 +17,9 @@ from kubernetes import client, config
 
 from k3sfleet.lab.controlplane import Binaries, cached_binaries
 from k3sfleet.lab.standins.k3s import audit
-from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS, ControlPlane
+from k3sfleet.lab.standins.k3s.controlplane import ControlPlane
 from k3sfleet.settings import Settings
-from tests.k8s.local import free_port, gone
+from tests.k8s.local import control_plane
 
 ADMIN = "system:admin"  # the admin kubeconfig's certificate (controlplane.CLIENTS)
 
@@ -42,15 +42,8 @@ def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """kine + kube-apiserver + kube-controller-manager + kube-scheduler on 127.0.0.1, started
     once for tests/k8s (a package: ended after its last test, not left running through the
     rest of the session); then every process is ended by its PID, and proved gone."""
-    plane = ControlPlane(
-        {program: binaries.path(program) for program in PROGRAMS},
-        tmp_path_factory.mktemp("server"), port=free_port(),
-    )
-    plane.start()
-    pids = plane.pids()
-    yield plane
-    plane.stop()
-    assert all(gone(pid) for pid in pids.values()), f"left running: {pids}"
+    with control_plane(binaries, tmp_path_factory.mktemp("server")) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="package")

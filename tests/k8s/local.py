@@ -1,8 +1,9 @@
-"""Loopback ports and process ends for the k8s tests.
+"""Loopback ports, process ends and control planes for the k8s tests.
 
 Example::
 
-    plane = ControlPlane(programs, server_dir, port=free_port())
+    with control_plane(binaries, tmp_path / "server") as plane:
+        ...                                  # every process ended by its PID, proved gone
     assert gone(pid)
 """
 
@@ -10,6 +11,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from k3sfleet.lab.controlplane import Binaries
+from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS, ControlPlane
 
 
 def free_port() -> int:
@@ -35,3 +42,18 @@ def gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+@contextmanager
+def control_plane(binaries: Binaries, server_dir: Path) -> Iterator[ControlPlane]:
+    """kine + kube-apiserver + kube-controller-manager + kube-scheduler on 127.0.0.1, their
+    files in ``server_dir``; on leaving, every process is ended by its PID and proved gone."""
+    plane = ControlPlane({program: binaries.path(program) for program in PROGRAMS}, server_dir,
+                         port=free_port())
+    plane.start()
+    pids = plane.pids()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+    assert all(gone(pid) for pid in pids.values()), f"left running: {pids}"

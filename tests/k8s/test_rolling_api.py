@@ -22,7 +22,7 @@ from kubernetes import client, config
 from k3sfleet import rolling
 from k3sfleet.lab.controlplane import Binaries
 from k3sfleet.lab.standins.k3s.audit import writes
-from k3sfleet.lab.standins.k3s.controlplane import PROGRAMS, ControlPlane
+from k3sfleet.lab.standins.k3s.controlplane import ControlPlane
 from k3sfleet.rolling import (
     CORDON_ANNOTATION,
     RollingEngine,
@@ -30,7 +30,7 @@ from k3sfleet.rolling import (
     RollingTarget,
     kubelet_version,
 )
-from tests.k8s.local import free_port, gone
+from tests.k8s.local import control_plane, gone
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.k8s
@@ -49,13 +49,8 @@ def rolling_plane(binaries: Binaries,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A control plane of this module's own: its kwok plays every Node there is
     (``--manage-all-nodes``), which on the shared plane would take other tests' Nodes."""
-    plane = ControlPlane({program: binaries.path(program) for program in PROGRAMS},
-                         tmp_path_factory.mktemp("server"), port=free_port())
-    plane.start()
-    pids = plane.pids()
-    yield plane
-    plane.stop()
-    assert all(gone(pid) for pid in pids.values()), f"left running: {pids}"
+    with control_plane(binaries, tmp_path_factory.mktemp("server")) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="module")
