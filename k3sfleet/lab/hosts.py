@@ -160,9 +160,7 @@ def stop_lxcfs(pid: int | None, mountpoint: Path) -> None:
         if not wait_gone(pid, marker, 5):
             os.kill(pid, signal.SIGKILL)
             wait_gone(pid, marker, 5)
-    if is_mounted(mountpoint):
-        subprocess.run(["fusermount", "-u", str(mountpoint)], capture_output=True)  # noqa: S603
-        umount(mountpoint)
+    umount(mountpoint)  # as root, umount takes a FUSE mount too (no fusermount needed)
 
 
 def mount_overlay(lower: Path, hdir: Path) -> Path:
