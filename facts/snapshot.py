@@ -182,8 +182,7 @@ class HostSnapshot(FactBase[SnapshotData]):
         if "ufw" in wanted:
             parts += _section("ufw", *_if_installed("ufw", UfwStatus().command()))
         if "tailscale" in wanted:
-            parts += _section("tailscale", *_if_installed("tailscale", "tailscale status --json"
-                                                          " 2>/dev/null"))
+            parts += _section("tailscale", *_if_installed("tailscale", TailscaleStatus().command()))
         if "k3s" in wanted:
             parts += _section("k3s", "(", K3sState().command(tailnet=tailnet), ")")
         return StringCommand(*parts, "true")

@@ -17,6 +17,21 @@ from typing import Any, TypedDict
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
 
+# tailscaled tells systemd it is ready before its backend runs: tailscale.com v1.102.5
+# ipn/ipnserver/server.go ``Run`` sends READY=1 first, while cmd/tailscaled/tailscaled.go builds
+# and ``Start``s the LocalBackend in a goroutine, so just after a boot or a restart a logged-in
+# node answers NoState or Starting (ipn/backend.go) before it is Running again. The fact waits
+# those states out, while tailscaled is active, for at most SETTLE_SECONDS, so a deploy right
+# after a reboot does not take a logged-in node for a logged-out one and run `tailscale up`.
+SETTLE_SECONDS = 30
+STATUS_COMMAND = (
+    "n=0; while :; do s=$(tailscale status --json 2>/dev/null); "
+    "case \"$s\" in ''|*'\"BackendState\": \"NoState\"'*|*'\"BackendState\": \"Starting\"'*) "
+    f"[ $n -lt {SETTLE_SECONDS} ] && systemctl is-active --quiet tailscaled || break ;; "
+    "*) break ;; esac; n=$((n + 1)); sleep 1; done; "
+    "if [ -n \"$s\" ]; then printf '%s\\n' \"$s\"; fi"
+)
+
 
 class TailscaleStatusData(TypedDict):
     backend_state: str
@@ -30,6 +45,8 @@ class TailscaleStatus(FactBase[TailscaleStatusData]):
     """``tailscale status --json`` reduced to what deploys decide on.
 
     ``backend_state`` is ``NoState`` when tailscale is not installed or tailscaled does not answer.
+    Just after tailscaled starts, the command waits (at most ``SETTLE_SECONDS``) for its backend
+    to leave NoState and Starting.
 
     Example output::
 
@@ -42,7 +59,7 @@ class TailscaleStatus(FactBase[TailscaleStatusData]):
 
     def command(self) -> str:
         # Logged out, tailscale still prints JSON; with no daemon it prints nothing on stdout.
-        return "tailscale status --json 2>/dev/null || true"
+        return STATUS_COMMAND
 
     @staticmethod
     def default() -> TailscaleStatusData:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from k3sfleet.facts.tailscale import TailscaleStatus
 from k3sfleet.lab import Lab, LabHost
 from k3sfleet.lab.standins import LAB_K3S_VERSIONS
 
@@ -163,9 +164,13 @@ def test_tailscale_from_the_signed_repo_and_the_tailnet(standin_lab: Lab) -> Non
     run(lab, agent, f"sudo tailscale up --reset --hostname {agent.name} --timeout=60s")
     assert can_reach(lab, agent, server.tailnet_ip)
     # a logged-in node is back on the tailnet after a reboot (tailscaled is enabled)
+    # right after the boot tailscaled answers NoState/Starting for a moment (it tells systemd it
+    # is ready before its backend runs, ipn/ipnserver/server.go Run); the deploys' fact waits
+    # that out, so asked at once it already says Running and no `tailscale up` would follow
     lab.reboot(agent)
     lab.wait_running(agent)
-    assert json.loads(run(lab, agent, "tailscale status --json"))["BackendState"] == "Running"
+    status = TailscaleStatus().process(run(lab, agent, TailscaleStatus().command()).splitlines())
+    assert status["backend_state"] == "Running" and status["hostname"] == agent.name
     assert can_reach(lab, agent, server.tailnet_ip)
 
 

@@ -116,6 +116,51 @@ def test_tailscale_status_logged_out_and_absent() -> None:
     assert "--json" in TailscaleStatus().command()
 
 
+def _status_after_start(tmp_path: Path, states: list[str], daemon_active: bool) -> tuple[str, int]:
+    """Run the fact's command with a `tailscale` that answers ``states`` in turn (its last state
+    for ever after; "" prints nothing, as before tailscaled listens) and a `systemctl` that says
+    whether tailscaled is active; return the state the command reported and how many times it
+    asked."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (tmp_path / "states").write_text("\n".join(states) + "\n")
+    (bindir / "tailscale").write_text(
+        "#!/bin/sh\n"
+        f"cd {tmp_path}\n"
+        "echo x >> calls\n"
+        "n=$(wc -l < calls); s=$(sed -n \"${n}p\" states); [ -n \"$s\" ] || s=$(tail -n1 states)\n"
+        "[ \"$s\" = none ] && exit 1\n"
+        "printf '{\\n  \"Version\": \"1.102.5\",\\n  \"BackendState\": \"%s\"\\n}' \"$s\"\n"
+    )
+    (bindir / "systemctl").write_text(f"#!/bin/sh\nexit {0 if daemon_active else 3}\n")
+    for tool in bindir.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    out = subprocess.run(["sh", "-c", TailscaleStatus().command()], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    calls = len((tmp_path / "calls").read_text().splitlines())
+    state = TailscaleStatus().process(out.splitlines())["backend_state"] if out else "(nothing)"
+    return state, calls
+
+
+def test_tailscale_status_waits_out_a_starting_daemon(tmp_path: Path) -> None:
+    # tailscaled reports READY to systemd before its backend runs (tailscale.com v1.102.5
+    # ipn/ipnserver/server.go Run), so a logged-in node says NoState, then Starting, after a boot
+    state, calls = _status_after_start(tmp_path, ["none", "NoState", "Starting", "Running"], True)
+    assert (state, calls) == ("Running", 4)
+
+
+@pytest.mark.parametrize("states", [["NeedsLogin"], ["Stopped"], ["Running"]])
+def test_tailscale_status_settled_states_answer_at_once(tmp_path: Path, states: list[str]) -> None:
+    assert _status_after_start(tmp_path, states, True) == (states[0], 1)
+
+
+def test_tailscale_status_without_a_running_daemon_does_not_wait(tmp_path: Path) -> None:
+    assert _status_after_start(tmp_path, ["none"], False) == ("(nothing)", 1)
+    assert TailscaleStatus().process([json.dumps({"BackendState": "NoState"})])[
+        "backend_state"] == "NoState"
+
+
 def test_system_info_command_runs_on_this_machine(tmp_path: Path) -> None:
     fstab = tmp_path / "fstab"
     fstab.write_text("UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n"
