@@ -40,11 +40,10 @@ from pyinfra.operations import files
 
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.inventory import is_ingress
-from k3sfleet.settings import Default, Settings, data_value, default_values
+from k3sfleet.settings import ARGOCD_NAMESPACE, Default, Settings, data_value, default_values
 from k3sfleet.templating import render
 
 DEFAULTS: dict[str, Default] = {
-    "argocd_namespace": Default("argocd", "namespace of Argo CD"),
     "argocd_manifests_dir": Default(
         "/var/lib/rancher/k3s/server/manifests", "K3s's auto-deploy directory on the server"),
     "argocd_hostname": Default(None, "host name of the Argo CD UI; `null`: `argocd.<DOMAIN>`"),
@@ -69,7 +68,6 @@ class ArgocdConfig:
 
     chart_repo: str
     chart_version: str
-    namespace: str = DEFAULTS["argocd_namespace"].value
     domain: str | None = None
     hostname: str | None = None
     admin_enabled: bool = DEFAULTS["argocd_admin_enabled"].value
@@ -98,7 +96,6 @@ class ArgocdConfig:
         return cls(
             chart_repo=get("argocd_chart_repo"),
             chart_version=get("argocd_chart_version"),
-            namespace=get("argocd_namespace"),
             domain=get("domain"),
             hostname=get("argocd_hostname"),
             admin_enabled=bool(get("argocd_admin_enabled")),
@@ -192,7 +189,7 @@ def helmchart_manifest(cfg: ArgocdConfig) -> str:
         "argocd-helmchart.yaml.j2",
         chart_repo=cfg.chart_repo,
         chart_version=cfg.chart_version,
-        namespace=cfg.namespace,
+        namespace=ARGOCD_NAMESPACE,
         values=argocd_values(cfg).strip("\n"),
     )
     yaml.safe_load(text)
@@ -225,7 +222,7 @@ def root_apps_manifest(cfg: ArgocdConfig) -> str:
     }
     text = render(
         "argocd-root-apps.yaml.j2",
-        namespace=cfg.namespace,
+        namespace=ARGOCD_NAMESPACE,
         repo_url=cfg.repo_url,
         revision=cfg.revision,
         apps=[

@@ -35,6 +35,7 @@ from k3sfleet.k8s_secrets import (
     preflight_problems,
     template,
 )
+from k3sfleet.settings import ARGOCD_NAMESPACE
 
 if TYPE_CHECKING:
     from k3sfleet.inventory import Node
@@ -108,7 +109,7 @@ SECRETS: list[SecretSpec] = [
         description="pgAdmin login (helm/apps pgadmin4.existingSecret)",
     ),
     SecretSpec(
-        "argocd",
+        ARGOCD_NAMESPACE,
         "argocd-oidc",
         {"clientSecret": env("ARGOCD_OIDC_CLIENT_SECRET")},
         labels={"app.kubernetes.io/part-of": "argocd"},
@@ -116,7 +117,7 @@ SECRETS: list[SecretSpec] = [
         description="Argo CD reads it as $argocd-oidc:clientSecret",
     ),
     SecretSpec(
-        "argocd",
+        ARGOCD_NAMESPACE,
         "gitops-repo",
         {
             "type": literal("git"),

@@ -57,8 +57,8 @@ from k3sfleet.backup import (
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.project import chart_dir
 from k3sfleet.rolling import cordon_patch, is_ready
+from k3sfleet.settings import ARGOCD_NAMESPACE
 
-ARGOCD_NAMESPACE = "argocd"
 ROOT_APP = "apps"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DR_CORDON = "k3sfleet-dr"

@@ -46,6 +46,10 @@ from k3sfleet.vault import (
 )
 
 ENV_FILES = (".envrc", ".envrc.local", ".env")
+# Argo CD's namespace, fixed: the HelmChart installs it there, the secrets deploy writes its
+# OIDC and repository secrets there, the infrastructure chart routes argocd-server there, and
+# `k3sfleet dr` and the verify suite find the Applications there.
+ARGOCD_NAMESPACE = "argocd"
 
 
 def setting(default: Any, doc: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:

@@ -14,6 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from k3sfleet.inventory import is_ingress
 from k3sfleet.kube import HostInfo
+from k3sfleet.settings import ARGOCD_NAMESPACE
 
 SERVICELB_LABEL = "svccontroller.k3s.cattle.io/enablelb"
 DNS_TARGET = "external-dns.alpha.kubernetes.io/target"
@@ -57,7 +58,8 @@ def test_argocd_applications_present(api: Any) -> None:
             pytest.skip("Argo CD is not deployed here (deploys/argocd.py has not run)")
         raise
     assert chart["spec"].get("version"), "the argocd HelmChart pins no chart version"
-    apps = custom.list_namespaced_custom_object("argoproj.io", "v1alpha1", "argocd", "applications")
+    apps = custom.list_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications")
     names = {a["metadata"]["name"] for a in apps.get("items", [])}
     missing = {"infrastructure", "apps"} - names
     assert not missing, f"root App-of-Apps Applications missing in argocd: {sorted(missing)}"

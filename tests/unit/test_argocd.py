@@ -151,7 +151,6 @@ def test_client_secret_never_rendered_from_host_data() -> None:
 
 def test_from_data_applies_defaults() -> None:
     cfg = ArgocdConfig.from_data({"argocd_chart_repo": "r", "argocd_chart_version": "1"})
-    assert cfg.namespace == "argocd"
     assert cfg.scopes == "[groups]"
     assert cfg.revision == "main"
     assert cfg.apps_path == "helm/apps"

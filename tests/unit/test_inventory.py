@@ -298,6 +298,15 @@ def test_unknown_host_data_keys_say_what_was_meant() -> None:
     ]
 
 
+def test_argocd_namespace_is_not_a_knob() -> None:
+    # Argo CD's namespace is fixed (settings.ARGOCD_NAMESPACE): the secrets deploy, the
+    # infrastructure chart's route, `k3sfleet dr` and the verify suite all address it there, so
+    # a node asking for another one is refused before any host is contacted
+    nodes = [Node("vps-aws-1", role="server", data={"argocd_namespace": "gitops"})]
+    assert validate(nodes, settings(), check_vault=False) == [
+        "node vps-aws-1: unknown host data key 'argocd_namespace'"]
+
+
 def test_data_keys_are_in_step_with_the_deploys() -> None:
     """Every key a deploy declares in its DEFAULTS block (found without importing it) or reads
     from host data is known, and no key listed by hand is stale."""
