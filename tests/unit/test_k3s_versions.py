@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import pytest
 
+from k3sfleet.deploys.k3s_node import DEFAULTS as K3S_NODE_DEFAULTS
 from k3sfleet.inventory import Node
 from k3sfleet.preflight import entry_problems
 from k3sfleet.settings import Settings
-from k3sfleet.versions import KNOWN_BAD, etcd_on_tailnet, parse, refusal
+from k3sfleet.versions import KNOWN_BAD, TAILNET_INTERFACE, etcd_on_tailnet, parse, refusal
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,10 @@ def test_etcd_already_on_the_tailnet_is_not_refused(version: str) -> None:
 
 
 def test_which_servers_have_etcd_on_the_tailnet() -> None:
-    assert etcd_on_tailnet({})  # the deploy default: flannel-iface tailscale0
+    # a missing key is the deploy's default (DEFAULTS blocks are literals, read without
+    # importing the deploy, so the two are kept in step here)
+    assert K3S_NODE_DEFAULTS["k3s_flannel_iface"].value == TAILNET_INTERFACE
+    assert etcd_on_tailnet({})
     assert etcd_on_tailnet({"k3s_flannel_iface": "tailscale0", "k3s_extra_config": {}})
     assert not etcd_on_tailnet({"k3s_flannel_iface": "eth1"})
     assert not etcd_on_tailnet({"k3s_flannel_iface": ""})
