@@ -191,9 +191,10 @@ def ensure_binaries(cache: Path, say: Say = print) -> Binaries:
 HOST_DIR = "/opt/k3sfleet-standin/go"
 
 
-def host_binds(cache: Path, say: Say = print) -> list[tuple[Path, str]]:
-    """(cache entry, path in a lab host) for each build, built first where missing."""
-    binaries = ensure_binaries(cache, say)
+def host_binds(cache: Path) -> list[tuple[Path, str]]:
+    """(cache entry, path in a lab host) for each build, built first (progress on stdout)
+    where missing."""
+    binaries = ensure_binaries(cache)
     return [(directory, f"{HOST_DIR}/{name}") for name, directory in binaries.directories.items()]
 
 
