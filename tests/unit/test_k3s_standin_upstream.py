@@ -171,3 +171,74 @@ def test_cluster_cas_are_named_like_k3s(tmp_path: Path) -> None:
     tls = pki.ensure_ca(tmp_path)
     subject = x509.load_pem_x509_certificate(tls.server_ca.read_bytes()).subject
     assert re.fullmatch(r"CN=k3s-server-ca@\d{10}", subject.rfc4514_string())
+
+
+@pytest.fixture
+def cacerts_server(tmp_path: Path) -> Any:
+    """An HTTPS server on loopback serving a fresh cluster CA at /cacerts, as the front does;
+    yields (url, the CA's PEM bytes)."""
+    import http.server
+    import ssl
+    import threading
+
+    tls = pki.ensure_ca(tmp_path / "tls")
+    crt, key = pki.ensure_serving(tls, ["127.0.0.1"])
+    body = tls.server_ca.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200 if self.path == "/cacerts" else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(crt, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{httpd.server_address[1]}", body
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def test_cacerts_are_checked_against_the_tokens_ca_hash(cacerts_server: Any) -> None:
+    """token.go ``validateCAHash`` over ``hashCA`` (sha256 of the PEM served at /cacerts); the
+    joining server's prefix is bootstrap.go's "failed to validate token", the agent's run.go's
+    "Failed to validate connection to cluster at <url>"."""
+    import hashlib
+
+    from k3sfleet.lab.standins.k3s.kubeclient import trusted_cacerts
+
+    url, pem = cacerts_server
+    good = hashlib.sha256(pem).hexdigest()
+    kwargs: dict[str, Any] = {"waiting": "waiting", "pause": 0, "tries": 1,
+                              "unreachable": "unreachable", "refused": "failed to validate token"}
+    assert trusted_cacerts(url, good, **kwargs) == pem
+    assert trusted_cacerts(url, None, **kwargs) == pem  # a token without a CA hash trusts it
+    assert _fatal(lambda: trusted_cacerts(url, "0" * 64, **kwargs)) == (
+        "failed to validate token: token CA hash does not match the Cluster CA certificate "
+        f"hash: {'0' * 64} != {good}")
+
+
+def test_cacerts_from_a_server_that_never_answers(capsys: Any) -> None:
+    import socket
+
+    from k3sfleet.lab.standins.k3s.kubeclient import trusted_cacerts
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"https://127.0.0.1:{s.getsockname()[1]}"
+        message = _fatal(lambda: trusted_cacerts(
+            url, None, waiting=f"Waiting to retrieve cluster bootstrap data from {url}", pause=0,
+            tries=3, unreachable=f"failed to get CA certs from {url}: server not reachable",
+            refused="x"))
+    assert message == f"failed to get CA certs from {url}: server not reachable"
+    waits = [line for line in capsys.readouterr().err.splitlines() if "Waiting to retrieve" in line]
+    assert len(waits) == 2  # tries=3: two waits, then the third refusal ends it

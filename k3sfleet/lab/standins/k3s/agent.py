@@ -20,15 +20,12 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import time
-import urllib.error
 from pathlib import Path
 from typing import Any
 
 from . import kubelet, log, node, pki, vpn
 from .controlplane import programs
-from .kubeclient import KubeClient, fetch_cacerts
+from .kubeclient import KubeClient, trusted_cacerts
 from .kubeconfig import write_kubeconfig
 from .server import _read_token, data_dir
 
@@ -51,23 +48,14 @@ def run(config: dict[str, Any], version: str, commit: str = "") -> int:
     vpn_auth = vpn.vpn_settings(config)
     if vpn_auth:
         config = vpn.with_vpn_node_ip(config, vpn.require_tailscale_up(vpn_auth))
-    while True:
-        try:
-            cacerts = fetch_cacerts(url)
-            break
-        except (urllib.error.URLError, OSError) as error:
-            # not found verbatim in k3s v1.34.2+k3s1 (pkg/agent/run.go retries with "Failed to
-            # validate connection to cluster at ..."); kept: only the waiting matters here
-            log.info(f"Waiting to retrieve agent configuration; server is not ready: {error}")
-            time.sleep(5)
-    ca_hash = hashlib.sha256(cacerts).hexdigest()  # token.go hashCA: one PEM cert, its bytes
-    if token.ca_hash and token.ca_hash != ca_hash:
-        # the error line of pkg/agent/run.go createProxyAndValidateToken around token.go's
-        # validateCAHash message (fatal here, see the module docstring)
-        log.fatal(
-            f"Failed to validate connection to cluster at {url}: token CA hash does not match "
-            f"the Cluster CA certificate hash: {token.ca_hash} != {ca_hash}"
-        )
+    # The waiting line was not found verbatim in k3s v1.34.2+k3s1 (pkg/agent/run.go retries
+    # with "Failed to validate connection to cluster at ..."); kept: only the waiting matters.
+    # A CA mismatch is the error line of run.go createProxyAndValidateToken around token.go's
+    # validateCAHash message (fatal here, see the module docstring).
+    cacerts = trusted_cacerts(
+        url, token.ca_hash, waiting="Waiting to retrieve agent configuration; server is not ready",
+        pause=5, tries=None, unreachable="",
+        refused=f"Failed to validate connection to cluster at {url}")
     agent_dir = data_dir(config) / "agent"
     agent_dir.mkdir(parents=True, exist_ok=True)
     pki.write_private(agent_dir / "server-ca.crt", cacerts, 0o644)

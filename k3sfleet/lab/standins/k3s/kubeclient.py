@@ -14,12 +14,16 @@ Example::
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from . import log
 
 
 def fetch_cacerts(server: str, timeout: float = 10) -> bytes:
@@ -33,6 +37,33 @@ def fetch_cacerts(server: str, timeout: float = 10) -> bytes:
         server.rstrip("/") + "/cacerts", context=context, timeout=timeout
     ) as reply:
         return bytes(reply.read())
+
+
+def trusted_cacerts(url: str, ca_hash: str | None, *, waiting: str, pause: float,
+                    tries: int | None, unreachable: str, refused: str) -> bytes:
+    """``url``'s ``/cacerts`` once it answers, checked against the CA hash a K10 token pins.
+
+    Logs ``waiting: <error>`` and retries every ``pause`` s, ``tries`` times (``None``: for
+    ever, as agents wait), then ends with ``unreachable``. A CA whose hash differs ends with
+    ``refused: `` and token.go's message (k3s-io/k3s v1.34.2+k3s1 pkg/clientaccess/token.go
+    ``validateCAHash`` over ``hashCA``: the sha256 of the PEM bytes served).
+    """
+    attempt = 0
+    while True:
+        try:
+            cacerts = fetch_cacerts(url)
+            break
+        except (urllib.error.URLError, OSError) as error:
+            attempt += 1
+            if tries is not None and attempt >= tries:
+                log.fatal(unreachable)
+            log.info(f"{waiting}: {error}")
+            time.sleep(pause)
+    served = hashlib.sha256(cacerts).hexdigest()
+    if ca_hash and ca_hash != served:
+        log.fatal(f"{refused}: token CA hash does not match the Cluster CA certificate hash: "
+                  f"{ca_hash} != {served}")
+    return cacerts
 
 
 class KubeClient:

@@ -21,13 +21,11 @@ Example (inside a lab host, via the systemd unit the deploys write)::
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import signal
 import socket
 import threading
-import time
 import urllib.error
 import urllib.parse
 from pathlib import Path
@@ -37,7 +35,7 @@ from . import addons, kubelet, log, node, pki, vpn
 from .config import as_list
 from .controlplane import ControlPlane, programs
 from .front import Front
-from .kubeclient import KubeClient, fetch_cacerts
+from .kubeclient import KubeClient, trusted_cacerts
 from .kubeconfig import write_kubeconfig
 
 
@@ -111,21 +109,10 @@ def join(config: dict[str, Any], password: str, tls_dir: Path) -> tuple[pki.Clus
     token = pki.parse_token(_read_token(config, "token", "token-file") or "")
     if not token.password:
         log.fatal("--token is required when joining a cluster (--server is set)")
-    for attempt in range(60):
-        try:
-            cacerts = fetch_cacerts(url)
-            break
-        except (urllib.error.URLError, OSError) as error:
-            log.info(f"Waiting to retrieve cluster bootstrap data from {url}: {error}")
-            time.sleep(2 if attempt < 59 else 0)
-    else:
-        log.fatal(f"failed to get CA certs from {url}: server not reachable")
-    ca_hash = hashlib.sha256(cacerts).hexdigest()
-    if token.ca_hash and token.ca_hash != ca_hash:
-        log.fatal(
-            "failed to validate token: token CA hash does not match the Cluster CA "
-            f"certificate hash: {token.ca_hash} != {ca_hash}"
-        )
+    cacerts = trusted_cacerts(
+        url, token.ca_hash, waiting=f"Waiting to retrieve cluster bootstrap data from {url}",
+        pause=2, tries=60, unreachable=f"failed to get CA certs from {url}: server not reachable",
+        refused="failed to validate token")
     client = KubeClient(url, cacerts, "server", token.password)
     code, bundle = client.request("GET", "/v1-k3s/server-bootstrap")
     if code == 401:
