@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from k3sfleet.facts.tailscale import TailscaleStatus
 from k3sfleet.kube import HostInfo, cluster_api, hosts_from_inventory
 from k3sfleet.verify import testinfra_host
 
@@ -82,8 +83,10 @@ def host(request: pytest.FixtureRequest) -> Any:
 
 
 def tailscale_status(host: Any) -> dict[str, Any]:
-    out = host.run("tailscale status --json")
-    if out.rc != 0:
+    """``tailscale status --json`` read as the deploys read it (``TailscaleStatus``'s command:
+    a tailscaled that is still starting is waited for); ``{}`` when it does not answer."""
+    out = host.run(TailscaleStatus().command())
+    if out.rc != 0 or not out.stdout.strip():
         return {}
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
