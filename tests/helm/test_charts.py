@@ -656,3 +656,32 @@ def test_doc_render_reflects_values() -> None:
         "| sessions |"
     )
     assert row in text
+
+
+def test_the_secrets_deploy_writes_where_the_charts_read() -> None:
+    """Every Secret deploys/secrets.py writes is one a chart (or Argo CD) reads, in the namespace
+    that chart installs into; and the namespaces k3sfleet's own code addresses (Velero for
+    backups and DR, Argo CD for DR and the verify suite) are the charts'."""
+    from k3sfleet.backup import NAMESPACE as VELERO_NAMESPACE
+    from k3sfleet.deploys.secrets import SECRETS
+    from k3sfleet.settings import ARGOCD_NAMESPACE
+
+    infra = yaml.safe_load((INFRA / "values.yaml").read_text())
+    apps = yaml.safe_load((APPS / "values.yaml").read_text())
+    read = {
+        (infra["certManager"]["namespace"], infra["certManager"]["cloudflareSecret"]["name"]),
+        (infra["externalDns"]["namespace"], infra["externalDns"]["cloudflareSecret"]["name"]),
+        (infra["velero"]["namespace"], infra["velero"]["credentialsSecret"]["name"]),
+        (infra["tailscaleOperator"]["namespace"], infra["tailscaleOperator"]["oauthSecret"]),
+        (infra["rancher"]["namespace"], infra["rancher"]["bootstrapSecret"]),
+        (apps["postgresql"]["namespace"], apps["postgresql"]["superuserSecret"]),
+        (apps["pgadmin4"]["namespace"], apps["pgadmin4"]["existingSecret"]),
+        # templates/argocd-values.yaml.j2: "$argocd-oidc:clientSecret"; the repository Secret
+        # is found by its argocd.argoproj.io/secret-type label in Argo CD's namespace
+        (ARGOCD_NAMESPACE, "argocd-oidc"),
+        (ARGOCD_NAMESPACE, "gitops-repo"),
+    }
+    assert {(s.namespace, s.name) for s in SECRETS} == read
+    assert infra["velero"]["namespace"] == apps["velero"]["namespace"] == VELERO_NAMESPACE
+    routes = {r["name"]: r for r in infra["routes"]}
+    assert routes["argocd"]["namespace"] == ARGOCD_NAMESPACE
