@@ -136,6 +136,21 @@ def _tree_digest(directory: Path) -> str:
     return digest.hexdigest()
 
 
+def _sources_digest(build: GoBuild) -> str | None:
+    """What of ``build.module_dir`` decides its bytes: the whole tree when the package is the
+    module's own (``.``); only go.mod and go.sum (and the ``additions``) when it is a package
+    of another module resolved through them, so editing our main.go rekeys only that build."""
+    if build.module_dir is None:
+        return None
+    if build.package == ".":
+        return _tree_digest(build.module_dir)
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", *sorted(build.additions.values())):
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256((build.module_dir / name).read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def cache_key(build: GoBuild, toolchain: str) -> str:
     """The first 16 hex digits of the sha256 of everything that decides ``build``'s bytes."""
     recipe = {
@@ -147,7 +162,7 @@ def cache_key(build: GoBuild, toolchain: str) -> str:
         "tags": list(build.tags),
         "env": dict(sorted(build.env.items())),
         "versions": dict(sorted(build.versions.items())),
-        "sources": _tree_digest(build.module_dir) if build.module_dir else None,
+        "sources": _sources_digest(build),
         "module": build.module,
         "files": list(build.files),
         "additions": dict(sorted(build.additions.items())),
@@ -261,7 +276,8 @@ def ensure(build: GoBuild, cache: Path, say: Say = print, every: float = 30.0) -
         what = build.package or f"files of {build.module}"
         if build.module_dir is not None:
             pins = ", ".join(f"{k} {v}" for k, v in build.versions.items())
-            what = f"{build.module_dir.name} ({pins})" if pins else build.module_dir.name
+            name = build.module_dir.name if build.package == "." else build.package
+            what = f"{name} ({pins})" if pins else name
         say(f"{build.name}: building {what} with {toolchain} (once; cached in {directory})")
         work = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{build.name}-"))
         try:

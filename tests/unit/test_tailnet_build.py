@@ -40,6 +40,18 @@ def test_the_builds_pin_and_stamp_the_version_and_follow_our_go_sources(tmp_path
     (source / "testcontrol_labgate.go.in").write_text("// changed\n")
     changed = dataclasses.replace(tailnet.TSCONTROL, module_dir=source)
     assert gobuild.cache_key(changed, "go1.26.8") != key
+    # tailscaled and tailscale are tailscale.com's packages, resolved through our go.mod/go.sum:
+    # editing tscontrol's own files leaves their keys (and their minutes of build) alone
+    (source / "main.go").write_text("package main\n\nfunc main() {}\n")
+    for build in (tailnet.TAILSCALED, tailnet.TAILSCALE):
+        moved = dataclasses.replace(build, module_dir=source)
+        assert gobuild.cache_key(moved, "go1.26.8") == gobuild.cache_key(build, "go1.26.8")
+    assert gobuild.cache_key(dataclasses.replace(tailnet.TSCONTROL, module_dir=source),
+                             "go1.26.8") != key
+    (source / "go.sum").write_text((source / "go.sum").read_text() + "\n")
+    for build in (tailnet.TAILSCALED, tailnet.TAILSCALE):
+        moved = dataclasses.replace(build, module_dir=source)
+        assert gobuild.cache_key(moved, "go1.26.8") != gobuild.cache_key(build, "go1.26.8")
 
 
 def fake_binaries(directory: Path) -> tailnet.TailscaleBinaries:
