@@ -16,6 +16,7 @@ from labcli import pyinfra
 
 from k3sfleet.kube import cluster_api
 from k3sfleet.lab import LAB_AUTO_APPROVED_ROUTES
+from k3sfleet.settings import ARGOCD_NAMESPACE
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,14 +86,23 @@ def deployed(lab_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> tupl
         assert run.returncode == 0, (
             f"deploys/{entry}.py failed:\n{run.stdout[-4000:]}{run.stderr[-2000:]}"
         )
-    # K3s applies the manifests directory asynchronously (its deploy controller polls it), so a
-    # cluster is "deployed" once the argocd HelmChart exists, as on a real server
+    # K3s applies the manifests directory asynchronously (its deploy controller polls it, one
+    # file after another), so a cluster is "deployed" once both files deploys/argocd.py wrote
+    # are applied: the argocd HelmChart and the root Applications, as on a real server
     with cluster_api(inventory) as api:
+        custom = client.CustomObjectsApi(api)
         wait_for(
             "the argocd HelmChart applied from the manifests directory",
-            lambda: client.CustomObjectsApi(api).get_namespaced_custom_object(
+            lambda: custom.get_namespaced_custom_object(
                 "helm.cattle.io", "v1", "kube-system", "helmcharts", "argocd"
             ),
+            60,
+        )
+        wait_for(
+            "the root Applications applied from the manifests directory",
+            lambda: {"infrastructure", "apps"} <= {
+                a["metadata"]["name"] for a in custom.list_namespaced_custom_object(
+                    "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications")["items"]},
             60,
         )
     return lab, inventory
