@@ -164,12 +164,37 @@ def tailscale_up(
         "is unreachable (the message from tailscale is above)"
     )
     yield StringCommand(
-        "tailscale", "up", f"--auth-key=file:{AUTH_KEY_FILE}",
-        *[QuoteString(f) for f in flags(routes)], ";",
+        "out=$(", "tailscale", "up", f"--auth-key=file:{AUTH_KEY_FILE}",
+        *[QuoteString(f) for f in flags(routes)], "2>&1", ")", ";",
         "rc=$?", ";", "rm", "-f", AUTH_KEY_FILE, ";",
+        "printf", QuoteString("%s\\n"), '"$out"', ">&2", ";",
+        *_settle_after_backend_error(),
         "if", "[", "$rc", "-ne", "0", "]", ";", "then",
         "echo", QuoteString(message), ">&2", ";", "exit", "$rc", ";", "fi",
     )
+
+
+# `tailscale up` subscribes to tailscaled's bus before it hands the backend the new login
+# (tailscale.com v1.102.5 cmd/tailscale/cli/up.go: WatchIPNBus, then Start) and ends at the first
+# error it reads there, while the backend forwards its current control client's errors until
+# Start replaces that client (ipn/ipnlocal/local.go setControlClientStatusLocked ignores only an
+# old client's). A login still retrying a refused key (control/controlclient/auto.go
+# authRoutine: n^2 x 10 ms backoff, at most 30 s) can so end the next `up` with "backend error:
+# invalid authkey" while the new key logs in. After such an error the node gets
+# UP_SETTLE_SECONDS to reach Running before the run counts as failed.
+UP_SETTLE_SECONDS = 15
+
+
+def _settle_after_backend_error() -> list[Any]:
+    return [
+        "case", '"$out"', "in", "*'backend error:'*)",
+        "n=0", ";", "while", "[", "$rc", "-ne", "0", "]", "&&",
+        "[", "$n", "-lt", str(UP_SETTLE_SECONDS), "]", ";", "do",
+        "sleep", "1", ";", "n=$((n", "+", "1))", ";",
+        "tailscale", "status", "--json", "2>/dev/null", "|",
+        "grep", "-q", QuoteString('"BackendState": "Running"'), "&&", "rc=0", ";",
+        "done", ";;", "esac", ";",
+    ]
 
 
 @deploy("k3sfleet tailscale", data_defaults=default_values(DEFAULTS))

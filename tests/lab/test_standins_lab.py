@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from k3sfleet.deploys.tailscale import UP_SETTLE_SECONDS
 from k3sfleet.facts.tailscale import TailscaleStatus
 from k3sfleet.lab import Lab, LabHost
 from k3sfleet.lab.standins import LAB_K3S_VERSIONS
@@ -105,12 +106,23 @@ def install_k3s(lab: Lab, host: LabHost, version: str) -> None:
 
 
 def tailscale_up(lab: Lab, host: LabHost, key: str) -> tuple[int, str]:
+    """`tailscale up` with ``key``; (0, output) once the node runs.
+
+    An `up` right after a refused key can end with the old login's "backend error: invalid
+    authkey" while the new key logs in (cmd/tailscale/cli/up.go reads the bus from before it
+    starts the new login; deploys/tailscale.py UP_SETTLE_SECONDS says why): as the deploy does,
+    the node then gets those seconds to reach Running."""
     put(lab, host, "/etc/k3sfleet-lab-test/ts-authkey", key + "\n")
     rc, out, err = lab.ssh(
         host,
         "sudo tailscale up --reset --auth-key=file:/etc/k3sfleet-lab-test/"
         f"ts-authkey --hostname {host.name} --timeout=60s",
     )
+    deadline = time.monotonic() + UP_SETTLE_SECONDS
+    while rc != 0 and "backend error:" in out + err and time.monotonic() < deadline:
+        time.sleep(1)
+        state = json.loads(run(lab, host, "tailscale status --json"))["BackendState"]
+        rc = 0 if state == "Running" else rc
     return rc, out + err
 
 

@@ -87,9 +87,9 @@ def test_fresh_node_gets_repo_package_daemon_and_up() -> None:
     assert up[1] == f"upload {ts.AUTH_KEY_FILE} {sha(KEY + chr(10))}"
     assert up[2] == f"chmod 0600 {ts.AUTH_KEY_FILE}"
     assert up[3].startswith(
-        f"tailscale up --auth-key=file:{ts.AUTH_KEY_FILE} --reset --hostname=node-1 ; rc=$? ; "
-        f"rm -f {ts.AUTH_KEY_FILE} ;"
-    )
+        f"out=$( tailscale up --auth-key=file:{ts.AUTH_KEY_FILE} --reset --hostname=node-1 "
+        f"2>&1 ) ; rc=$? ; rm -f {ts.AUTH_KEY_FILE} ;"
+    ), up[3]
     assert "failed on node-1" in up[3]
 
 
@@ -150,7 +150,7 @@ def test_logged_out_or_misnamed_node_goes_up_again(status: dict[str, Any]) -> No
 def test_tags_and_accept_routes_reach_up() -> None:
     data = {**DATA, "tailscale_tags": "tag:k3s, tag:prod", "tailscale_accept_routes": True}
     up = generate(ts.tailscale, facts(), data)[UP][3]
-    assert "--advertise-tags=tag:k3s,tag:prod --accept-routes ;" in up
+    assert "--advertise-tags=tag:k3s,tag:prod --accept-routes 2>&1 )" in up
 
 
 def test_up_by_k3s_installs_but_never_runs_up_and_needs_no_key() -> None:
@@ -231,7 +231,8 @@ def test_up_again_keeps_the_routes_k3s_advertised(
     # accept-routes that K3s's flannel set (pkg/agent/flannel/setup.go) are given again.
     data = {**DATA, "k3s_vpn_auth": True}
     up = changed(generate(ts.tailscale, facts(status, installed=True, routes=routes), data))[UP]
-    assert f" --reset --hostname=node-1 --accept-routes --advertise-routes={advertise} ;" in up[3]
+    assert (f" --reset --hostname=node-1 --accept-routes --advertise-routes={advertise} 2>&1 )"
+            in up[3])
 
 
 def test_up_without_routes_or_vpn_auth_adds_no_route_flags() -> None:
@@ -242,7 +243,7 @@ def test_up_without_routes_or_vpn_auth_adds_no_route_flags() -> None:
 def test_user_routes_join_the_kept_ones() -> None:
     data = {**DATA, "tailscale_extra_args": ["--advertise-routes=192.168.9.0/24", "--ssh"]}
     up = generate(ts.tailscale, facts(routes={"advertised": [], "pod_subnet": POD}), data)[UP][3]
-    assert f"--advertise-routes={POD},192.168.9.0/24 --ssh ;" in up
+    assert f"--advertise-routes={POD},192.168.9.0/24 --ssh 2>&1 )" in up
     assert up.count("--advertise-routes") == 1
 
 
@@ -278,3 +279,54 @@ def test_extra_args_with_whitespace_are_refused_with_vpn_auth() -> None:
     base = {**DATA, "tailscale_apt_url": "https://pkgs.tailscale.com/stable"}
     assert any("whitespace" in p for p in ts.problems({**base, **bad}))
     assert not [p for p in ts.problems({**base, **bad, "k3s_vpn_auth": False})]
+
+
+def _run_up(tmp_path: Path, up_output: str, up_rc: int, running_after: int | None,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, int]:
+    """Run the generated `tailscale up` command with a scripted `tailscale`: `up` prints
+    ``up_output`` and exits ``up_rc``; `status --json` says Running from its
+    ``running_after``-th call on (None: never). Return (exit status, stderr, status calls)."""
+    monkeypatch.setattr(ts, "UP_SETTLE_SECONDS", 3)
+    command = generate(ts.tailscale, facts(), DATA)[UP][3]
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (tmp_path / "up.out").write_text(up_output)
+    never = 10**6 if running_after is None else running_after
+    (bindir / "tailscale").write_text(
+        "#!/bin/sh\n"
+        f"cd {tmp_path}\n"
+        f'if [ "$1" = up ]; then cat up.out; exit {up_rc}; fi\n'
+        "echo x >> status.calls; n=$(wc -l < status.calls)\n"
+        f'if [ "$n" -ge {never} ]; then s=Running; else s=NeedsLogin; fi\n'
+        "printf '{\\n  \"BackendState\": \"%s\"\\n}\\n' \"$s\"\n"
+    )
+    (bindir / "tailscale").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
+    calls = tmp_path / "status.calls"
+    asked = len(calls.read_text().splitlines()) if calls.exists() else 0
+    return done.returncode, done.stderr, asked
+
+
+def test_up_ended_by_an_earlier_logins_error_succeeds_once_the_node_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # cmd/tailscale/cli/up.go reads the bus from before Start: an error of the login it replaces
+    # ends it ("backend error: ...") while the new key still logs in
+    rc, err, calls = _run_up(tmp_path, "backend error: invalid authkey\n", 1, 2, monkeypatch)
+    assert (rc, calls) == (0, 2)
+    assert "backend error: invalid authkey" in err and "k3sfleet:" not in err
+
+
+def test_a_refused_key_still_fails_after_the_grace(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    rc, err, calls = _run_up(tmp_path, "backend error: invalid authkey\n", 1, None, monkeypatch)
+    assert (rc, calls) == (1, 3)
+    assert "backend error: invalid authkey" in err
+    assert "k3sfleet: `tailscale up` failed on node-1" in err
+
+
+def test_other_up_errors_fail_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rc, err, calls = _run_up(tmp_path, "can't change --login-server without --force-reauth\n", 1,
+                             1, monkeypatch)
+    assert (rc, calls) == (1, 0)  # Running or not, no grace: up refused before any login
+    assert "k3sfleet: `tailscale up` failed on node-1" in err
