@@ -168,7 +168,7 @@ def tailscale_up(
         *[QuoteString(f) for f in flags(routes)], "2>&1", ")", ";",
         "rc=$?", ";", "rm", "-f", AUTH_KEY_FILE, ";",
         "printf", QuoteString("%s\\n"), '"$out"', ">&2", ";",
-        *_settle_after_backend_error(),
+        *settle_after_backend_error(),
         "if", "[", "$rc", "-ne", "0", "]", ";", "then",
         "echo", QuoteString(message), ">&2", ";", "exit", "$rc", ";", "fi",
     )
@@ -185,7 +185,15 @@ def tailscale_up(
 UP_SETTLE_SECONDS = 15
 
 
-def _settle_after_backend_error() -> list[Any]:
+def settle_after_backend_error() -> list[Any]:
+    """Shell words that, after ``out=$(tailscale up ... 2>&1); rc=$?``, set ``rc=0`` when ``up``
+    ended with "backend error:" and the node then reaches Running within UP_SETTLE_SECONDS.
+
+    Example::
+
+        StringCommand("out=$(", "tailscale", "up", "2>&1", ")", ";", "rc=$?", ";",
+                      *settle_after_backend_error(), "exit", "$rc")
+    """
     return [
         "case", '"$out"', "in", "*'backend error:'*)",
         "n=0", ";", "while", "[", "$rc", "-ne", "0", "]", "&&",

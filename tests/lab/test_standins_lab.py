@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pyinfra.api import StringCommand
 
-from k3sfleet.deploys.tailscale import UP_SETTLE_SECONDS
+from k3sfleet.deploys.tailscale import settle_after_backend_error
 from k3sfleet.facts.tailscale import TailscaleStatus
 from k3sfleet.lab import Lab, LabHost
 from k3sfleet.lab.standins import LAB_K3S_VERSIONS
@@ -111,18 +112,15 @@ def tailscale_up(lab: Lab, host: LabHost, key: str) -> tuple[int, str]:
     An `up` right after a refused key can end with the old login's "backend error: invalid
     authkey" while the new key logs in (cmd/tailscale/cli/up.go reads the bus from before it
     starts the new login; deploys/tailscale.py UP_SETTLE_SECONDS says why): as the deploy does,
-    the node then gets those seconds to reach Running."""
+    the node then gets those seconds to reach Running, by the deploy's own shell words."""
     put(lab, host, "/etc/k3sfleet-lab-test/ts-authkey", key + "\n")
-    rc, out, err = lab.ssh(
-        host,
-        "sudo tailscale up --reset --auth-key=file:/etc/k3sfleet-lab-test/"
-        f"ts-authkey --hostname {host.name} --timeout=60s",
+    up = StringCommand(
+        "out=$(", "sudo", "tailscale", "up", "--reset",
+        "--auth-key=file:/etc/k3sfleet-lab-test/ts-authkey", "--hostname", host.name,
+        "--timeout=60s", "2>&1", ")", ";", "rc=$?", ";", "printf", "'%s\\n'", '"$out"', ";",
+        *settle_after_backend_error(), "exit", "$rc",
     )
-    deadline = time.monotonic() + UP_SETTLE_SECONDS
-    while rc != 0 and "backend error:" in out + err and time.monotonic() < deadline:
-        time.sleep(1)
-        state = json.loads(run(lab, host, "tailscale status --json"))["BackendState"]
-        rc = 0 if state == "Running" else rc
+    rc, out, err = lab.ssh(host, up.get_raw_value())
     return rc, out + err
 
 
