@@ -325,16 +325,13 @@ class Lab:
         ready = self.directory / "tscontrol.ready"
         ready.unlink(missing_ok=True)
         marker = str(self.control_config)
+        log = self.directory / "logs/tscontrol.log"
         self.control_pid = hostproc.detached(
             [str(tscontrol), "-config", marker, "-ready", str(ready),
              "-admin", str(self.control_admin)],
-            self.directory / "logs/tscontrol.log",
+            log,
         )
-        deadline = time.monotonic() + hostproc.START_TIMEOUT
-        while not ready.exists():
-            if time.monotonic() > deadline or not hostproc.alive(self.control_pid, marker):
-                raise LabError(f"tscontrol did not start; see {self.directory}/logs")
-            time.sleep(0.05)
+        hostproc.wait_started(self.control_pid, marker, ready.exists, log, "tscontrol")
         self.control_url = json.loads(ready.read_text())["control_url"]
 
     @property
@@ -424,11 +421,12 @@ class Lab:
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                # the same guards as the hosts' drop-in (_tailscale_host_files)
                "TS_PANIC_IF_HIT_MAIN_CONTROL": "1", "TS_NO_LOGS_NO_SUPPORT": "true"}
+        log = self.directory / "logs/operator-tailscaled.log"
         self.operator_pid = hostproc.detached(
             ["ip", "netns", "exec", self.operator_netns, str(binaries.tailscaled),
              f"--statedir={state}", f"--socket={socket_path}", "--tun=tailscale0",
              "--port=41641"],
-            self.directory / "logs/operator-tailscaled.log", env=env,
+            log, env=env,
         )
         self.save()
         key = state / "auth-key"
@@ -440,13 +438,9 @@ class Lab:
                   f"--login-server={self.control_url}", f"--auth-key=file:{key}",
                   f"--hostname={OPERATOR}", "--accept-dns=false", "--netfilter-mode=off",
                   "--timeout=60s"]
-            deadline = time.monotonic() + 30
-            while not socket_path.exists():  # tailscaled listens on its socket
-                if time.monotonic() > deadline or not hostproc.alive(self.operator_pid,
-                                                                      str(state)):
-                    raise LabError(f"the operator's tailscaled did not start; see "
-                                   f"{self.directory}/logs/operator-tailscaled.log")
-                time.sleep(0.1)
+            # tailscaled is up once it listens on its socket
+            hostproc.wait_started(self.operator_pid, str(state), socket_path.exists, log,
+                                  "the operator's tailscaled")
             done = subprocess.run(up, capture_output=True, text=True, env=env,  # noqa: S603
                                   check=False, timeout=90)
         finally:
@@ -516,16 +510,14 @@ class Lab:
             }
         portfile = self.directory / "www.port"
         portfile.unlink(missing_ok=True)
+        log = self.directory / "logs/artifacts.log"
         self.server_pid = hostproc.detached(
             [sys.executable, "-m", "k3sfleet.lab.serve", str(www), self.net.gateway,
              str(portfile)],
-            self.directory / "logs/artifacts.log",
+            log,
         )
-        deadline = time.monotonic() + hostproc.START_TIMEOUT
-        while not portfile.exists():
-            if time.monotonic() > deadline or not hostproc.alive(self.server_pid, str(www)):
-                raise LabError(f"artifact server did not start; see {self.directory}/logs")
-            time.sleep(0.05)
+        hostproc.wait_started(self.server_pid, str(www), portfile.exists, log,
+                              "the artifact server")
         self.artifact_port = int(portfile.read_text())
 
     def _write_known_hosts(self) -> None:

@@ -21,12 +21,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from k3sfleet.errors import K3sfleetError
 
-class HostError(RuntimeError):
-    """A host did not start or stop as it should."""
+
+class HostError(K3sfleetError):
+    """A host or a lab helper process did not start or stop as it should."""
 
 
 def _cmdline(pid: int) -> str:
@@ -36,18 +38,55 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+# PF_KTHREAD in the flags field of /proc/<pid>/stat (Linux include/linux/sched.h).
+_PF_KTHREAD = 0x00200000
+
+
+def _stat(pid: int) -> tuple[str, int]:
+    """The state letter and flags of ``pid`` (``/proc/<pid>/stat``); ``("", 0)`` if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[6])
+    except (OSError, IndexError, ValueError):
+        return "", 0
+
+
+def _state(pid: int) -> str:
+    """The process state letter of ``pid`` (``/proc/<pid>/stat``), ``""`` if it is gone."""
+    return _stat(pid)[0]
+
+
+# How long a live process may show an empty command line while it is in execve(2).
+EXEC_GRACE_SECONDS = 0.5
+
+
 def alive(pid: int | None, marker: str) -> bool:
-    """Whether ``pid`` runs and its command line contains ``marker`` (guards PID reuse)."""
+    """Whether ``pid`` runs and its command line contains ``marker`` (guards PID reuse).
+
+    A process in the middle of execve(2) has an empty ``/proc/<pid>/cmdline``: the new image's
+    memory is installed before its arguments are (Linux fs/proc/base.c ``get_mm_cmdline``
+    returns nothing while ``mm->arg_end`` is 0; fs/binfmt_elf.c sets it in
+    ``create_elf_tables``, after ``begin_new_exec``). ``ip netns exec tailscaled ...`` is such
+    a process right after it starts, so an empty command line on a process that is not a
+    zombie is read again for up to EXEC_GRACE_SECONDS before the answer is "not alive".
+
+    Example::
+
+        alive(lab.control_pid, str(lab.directory / "control"))
+    """
     if not pid:
         return False
-    cmd = _cmdline(pid)
-    if not cmd:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and marker in cmd
+    deadline = time.monotonic() + EXEC_GRACE_SECONDS
+    while True:
+        state, flags = _stat(pid)
+        if state in ("", "Z", "X") or flags & _PF_KTHREAD:
+            return False
+        cmd = _cmdline(pid)
+        if cmd:
+            return marker in cmd
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
 
 
 def wait_gone(pid: int, marker: str, timeout: float) -> bool:
@@ -136,20 +175,47 @@ def raise_inotify_limits() -> list[str]:
 START_TIMEOUT = 30.0
 
 
+def _log_tail(log: Path, lines: int = 5) -> str:
+    try:
+        tail = log.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n  ".join(tail)
+
+
+def wait_started(pid: int, marker: str, ready: Callable[[], bool], log: Path, what: str,
+                 timeout: float = START_TIMEOUT) -> None:
+    """Wait until ``ready()`` says the detached process ``pid`` (started by :func:`detached`
+    with ``marker`` in its command line) is up. Raises HostError naming ``what``, whether it
+    exited or is still starting after ``timeout`` s, and the last lines of its ``log``.
+
+    Example::
+
+        pid = detached([tscontrol, "-ready", str(ready)], log)
+        wait_started(pid, str(ready), ready.exists, log, "tscontrol")
+    """
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if not alive(pid, marker):
+            why = f"{what} exited"
+        elif time.monotonic() > deadline:
+            why = f"{what} was not up after {timeout:g} s"
+        else:
+            time.sleep(0.05)
+            continue
+        tail = _log_tail(log)
+        raise HostError(f"{why}; see {log}" + (f":\n  {tail}" if tail else " (empty)"))
+
+
 def start_lxcfs(mountpoint: Path, log: Path) -> int:
     """Start the lab's own lxcfs on ``mountpoint``; return its PID once it is mounted."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     pid = detached(
         ["lxcfs", "-f", "-p", str(mountpoint.parent / "lxcfs.pid"), str(mountpoint)], log
     )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if (mountpoint / "proc/uptime").exists():
-            return pid
-        if not alive(pid, str(mountpoint)):
-            break
-        time.sleep(0.05)
-    raise HostError(f"lxcfs did not mount {mountpoint}; see {log}")
+    wait_started(pid, str(mountpoint), (mountpoint / "proc/uptime").exists, log,
+                 f"lxcfs on {mountpoint}")
+    return pid
 
 
 def stop_lxcfs(pid: int | None, mountpoint: Path) -> None:
