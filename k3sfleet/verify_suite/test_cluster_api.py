@@ -62,7 +62,11 @@ def test_argocd_applications_present(api: Any) -> None:
         "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications")
     names = {a["metadata"]["name"] for a in apps.get("items", [])}
     missing = {"infrastructure", "apps"} - names
-    assert not missing, f"root App-of-Apps Applications missing in argocd: {sorted(missing)}"
+    assert not missing, (
+        f"root App-of-Apps Applications missing in {ARGOCD_NAMESPACE}: {sorted(missing)}; "
+        "K3s applies its manifests directory every 15 s (k3s pkg/deploy/controller.go): if "
+        "deploys/argocd.py just ran, run verify again in a minute"
+    )
 
 
 def ingress_public(nodes: list[HostInfo]) -> dict[str, str | None]:
