@@ -51,11 +51,6 @@ def _stat(pid: int) -> tuple[str, int]:
         return "", 0
 
 
-def _state(pid: int) -> str:
-    """The process state letter of ``pid`` (``/proc/<pid>/stat``), ``""`` if it is gone."""
-    return _stat(pid)[0]
-
-
 # How long a live process may show an empty command line while it is in execve(2).
 EXEC_GRACE_SECONDS = 0.5
 

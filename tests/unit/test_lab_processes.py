@@ -45,15 +45,15 @@ def test_a_process_in_execve_is_alive(tmp_path: Path) -> None:
 
 
 def test_gone_zombie_and_foreign_processes_are_not_alive(tmp_path: Path) -> None:
-    sleeper = subprocess.Popen(["sleep", "30", MARKER])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", MARKER])
     try:
         assert hosts.alive(sleeper.pid, MARKER)
         assert not hosts.alive(sleeper.pid, "another-marker")  # a reused PID is not ours
         sleeper.kill()
         deadline = time.monotonic() + 5
-        while hosts._state(sleeper.pid) != "Z" and time.monotonic() < deadline:
+        while hosts._stat(sleeper.pid)[0] != "Z" and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert hosts._state(sleeper.pid) == "Z"
+        assert hosts._stat(sleeper.pid)[0] == "Z"
         assert not hosts.alive(sleeper.pid, MARKER)  # a zombie (not yet reaped) is dead
     finally:
         sleeper.kill()
