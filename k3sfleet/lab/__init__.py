@@ -723,6 +723,20 @@ class Lab:
         finally:
             chan.close()
 
+    def pings(self, host: str | LabHost, address: str, count: int = 3) -> bool:
+        """Whether ``host`` gets ``count`` echo replies from ``address`` within ``3 * count`` s
+        (a ping every 0.5 s: the first may be lost while WireGuard shakes hands or a peer's
+        netmap update is still on its way).
+
+        Example::
+
+            assert lab.pings("lab-agent-1", lab.servers[0].tailnet_ip)
+            assert not lab.pings("lab-agent-1", "100.64.1.99", count=1)
+        """
+        rc, _, _ = self.ssh(host, f"ping -c {count} -i 0.5 -W 2 -w {count * 3} {address}",
+                            timeout=count * 3 + 30)
+        return rc == 0
+
     def wait_running(self, host: str | LabHost, timeout: float = 60) -> str:
         """Wait for ``systemctl is-system-running`` to settle; return its final state."""
         rc, out, _ = self.ssh(host, f"timeout {int(timeout)} systemctl is-system-running --wait",

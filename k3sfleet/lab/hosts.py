@@ -67,7 +67,7 @@ def alive(pid: int | None, marker: str) -> bool:
 
     Example::
 
-        alive(lab.control_pid, str(lab.directory / "control"))
+        alive(lab.control_pid, str(lab.control_config))  # is tscontrol still running?
     """
     if not pid:
         return False

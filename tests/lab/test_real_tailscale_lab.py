@@ -27,13 +27,6 @@ def sudo(lab: Lab, host: LabHost, command: str, timeout: float = 120) -> tuple[i
     return lab.ssh(host, f"sudo sh -c {quoted}", timeout=timeout)
 
 
-def pings(lab: Lab, host: LabHost, address: str, count: int = 3) -> bool:
-    """Whether ``host`` gets an echo reply from ``address`` (several tries: WireGuard
-    handshakes and path discovery take a moment)."""
-    rc, _, _ = lab.ssh(host, f"ping -c {count} -i 0.5 -W 2 -w {count * 3} {address}")
-    return rc == 0
-
-
 @pytest.fixture(scope="module")
 def real(lab_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A lab with the real Tailscale, bootstrapped once."""
@@ -102,13 +95,13 @@ def test_tailscale0_is_a_tun_device_and_hosts_ping_over_it(real: dict[str, Any])
                 continue
             rc, route, _ = lab.ssh(host, f"ip route get {peer.tailnet_ip}")
             assert "dev tailscale0" in route, route
-            assert pings(lab, host, peer.tailnet_ip), f"{host.name} -> {peer.name}"
+            assert lab.pings(host, peer.tailnet_ip), f"{host.name} -> {peer.name}"
 
 
 def test_tailnet_address_is_reachable_only_through_the_tunnel(real: dict[str, Any]) -> None:
     lab: Lab = real["lab"]
     server, agent = lab.servers[0], lab.agents[0]
-    assert pings(lab, agent, server.tailnet_ip)
+    assert lab.pings(agent, server.tailnet_ip)
     # The lab machine shares the bridge with every host but is not on the tailnet: no link of
     # the machine has a tailnet address, and its route for the tailnet subnet is unreachable.
     addrs = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
@@ -125,7 +118,7 @@ def test_tailnet_address_is_reachable_only_through_the_tunnel(real: dict[str, An
         assert rc != 0, "tailscaled's TUN device goes with it"
         # the agent's packets for the server's tailnet address still enter the tunnel, and no
         # other path (the public bridge) answers for that address
-        assert not pings(lab, agent, server.tailnet_ip, count=2)
+        assert not lab.pings(agent, server.tailnet_ip, count=2)
         rc, route, _ = lab.ssh(agent, f"ip route get {server.tailnet_ip}")
         assert "dev tailscale0" in route, route
     finally:
@@ -135,7 +128,7 @@ def test_tailnet_address_is_reachable_only_through_the_tunnel(real: dict[str, An
     rc, out, _ = sudo(lab, server, "for i in $(seq 60); do tailscale ip -4 && exit 0; sleep 0.5;"
                                    " done; exit 1")
     assert rc == 0 and out.strip() == server.tailnet_ip
-    assert pings(lab, agent, server.tailnet_ip, count=5)
+    assert lab.pings(agent, server.tailnet_ip, count=5)
 
 
 def test_a_bad_auth_key_is_refused_by_the_control_server(real: dict[str, Any]) -> None:
@@ -155,7 +148,7 @@ def test_a_bad_auth_key_is_refused_by_the_control_server(real: dict[str, Any]) -
     assert run.returncode == 0, output(run)
     rc, out, _ = sudo(lab, host, "tailscale ip -4")
     assert out.strip() == host.tailnet_ip
-    assert pings(lab, lab.servers[0], host.tailnet_ip)
+    assert lab.pings(lab.servers[0], host.tailnet_ip)
 
 
 def test_the_operator_machine_is_a_tailnet_member_in_its_own_namespace(
