@@ -218,8 +218,8 @@ def test_cacerts_are_checked_against_the_tokens_ca_hash(cacerts_server: Any) -> 
 
     url, pem = cacerts_server
     good = hashlib.sha256(pem).hexdigest()
-    kwargs: dict[str, Any] = {"waiting": "waiting", "pause": 0, "tries": 1,
-                              "unreachable": "unreachable", "refused": "failed to validate token"}
+    kwargs: dict[str, Any] = {"waiting": "waiting", "pause": 0, "give_up": (1, "unreachable"),
+                              "refused": "failed to validate token"}
     assert trusted_cacerts(url, good, **kwargs) == pem
     assert trusted_cacerts(url, None, **kwargs) == pem  # a token without a CA hash trusts it
     assert _fatal(lambda: trusted_cacerts(url, "0" * 64, **kwargs)) == (
@@ -237,8 +237,8 @@ def test_cacerts_from_a_server_that_never_answers(capsys: Any) -> None:
         url = f"https://127.0.0.1:{s.getsockname()[1]}"
         message = _fatal(lambda: trusted_cacerts(
             url, None, waiting=f"Waiting to retrieve cluster bootstrap data from {url}", pause=0,
-            tries=3, unreachable=f"failed to get CA certs from {url}: server not reachable",
+            give_up=(3, f"failed to get CA certs from {url}: server not reachable"),
             refused="x"))
     assert message == f"failed to get CA certs from {url}: server not reachable"
     waits = [line for line in capsys.readouterr().err.splitlines() if "Waiting to retrieve" in line]
-    assert len(waits) == 2  # tries=3: two waits, then the third refusal ends it
+    assert len(waits) == 2  # give_up after 3: two waits, then the third refusal ends it

@@ -54,7 +54,7 @@ def run(config: dict[str, Any], version: str, commit: str = "") -> int:
     # validateCAHash message (fatal here, see the module docstring).
     cacerts = trusted_cacerts(
         url, token.ca_hash, waiting="Waiting to retrieve agent configuration; server is not ready",
-        pause=5, tries=None, unreachable="",
+        pause=5, give_up=None,
         refused=f"Failed to validate connection to cluster at {url}")
     agent_dir = data_dir(config) / "agent"
     agent_dir.mkdir(parents=True, exist_ok=True)

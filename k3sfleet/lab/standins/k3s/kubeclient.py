@@ -40,13 +40,14 @@ def fetch_cacerts(server: str, timeout: float = 10) -> bytes:
 
 
 def trusted_cacerts(url: str, ca_hash: str | None, *, waiting: str, pause: float,
-                    tries: int | None, unreachable: str, refused: str) -> bytes:
+                    give_up: tuple[int, str] | None, refused: str) -> bytes:
     """``url``'s ``/cacerts`` once it answers, checked against the CA hash a K10 token pins.
 
-    Logs ``waiting: <error>`` and retries every ``pause`` s, ``tries`` times (``None``: for
-    ever, as agents wait), then ends with ``unreachable``. A CA whose hash differs ends with
-    ``refused: `` and token.go's message (k3s-io/k3s v1.34.2+k3s1 pkg/clientaccess/token.go
-    ``validateCAHash`` over ``hashCA``: the sha256 of the PEM bytes served).
+    Logs ``waiting: <error>`` and retries every ``pause`` s; ``give_up=(tries, message)`` ends
+    with ``message`` after ``tries`` failures (``None``: waits for ever, as agents do). A CA
+    whose hash differs ends with ``refused: `` and token.go's message (k3s-io/k3s
+    v1.34.2+k3s1 pkg/clientaccess/token.go ``validateCAHash`` over ``hashCA``: the sha256 of
+    the PEM bytes served).
     """
     attempt = 0
     while True:
@@ -55,8 +56,8 @@ def trusted_cacerts(url: str, ca_hash: str | None, *, waiting: str, pause: float
             break
         except (urllib.error.URLError, OSError) as error:
             attempt += 1
-            if tries is not None and attempt >= tries:
-                log.fatal(unreachable)
+            if give_up is not None and attempt >= give_up[0]:
+                log.fatal(give_up[1])
             log.info(f"{waiting}: {error}")
             time.sleep(pause)
     served = hashlib.sha256(cacerts).hexdigest()

@@ -111,7 +111,7 @@ def join(config: dict[str, Any], password: str, tls_dir: Path) -> tuple[pki.Clus
         log.fatal("--token is required when joining a cluster (--server is set)")
     cacerts = trusted_cacerts(
         url, token.ca_hash, waiting=f"Waiting to retrieve cluster bootstrap data from {url}",
-        pause=2, tries=60, unreachable=f"failed to get CA certs from {url}: server not reachable",
+        pause=2, give_up=(60, f"failed to get CA certs from {url}: server not reachable"),
         refused="failed to validate token")
     client = KubeClient(url, cacerts, "server", token.password)
     code, bundle = client.request("GET", "/v1-k3s/server-bootstrap")
