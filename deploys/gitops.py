@@ -40,7 +40,15 @@ from pyinfra.operations import files
 
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.inventory import is_ingress
-from k3sfleet.settings import ARGOCD_NAMESPACE, Default, Settings, data_value, default_values
+from k3sfleet.settings import (
+    APPS_APPLICATION,
+    ARGOCD_NAMESPACE,
+    INFRASTRUCTURE_APPLICATION,
+    Default,
+    Settings,
+    data_value,
+    default_values,
+)
 from k3sfleet.templating import render
 
 DEFAULTS: dict[str, Default] = {
@@ -226,8 +234,9 @@ def root_apps_manifest(cfg: ArgocdConfig) -> str:
         repo_url=cfg.repo_url,
         revision=cfg.revision,
         apps=[
-            {"name": "infrastructure", "path": cfg.infrastructure_path, "values": infra_values},
-            {"name": "apps", "path": cfg.apps_path, "values": apps_values},
+            {"name": INFRASTRUCTURE_APPLICATION, "path": cfg.infrastructure_path,
+             "values": infra_values},
+            {"name": APPS_APPLICATION, "path": cfg.apps_path, "values": apps_values},
         ],
     )
     list(yaml.safe_load_all(text))

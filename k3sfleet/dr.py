@@ -57,9 +57,8 @@ from k3sfleet.backup import (
 from k3sfleet.errors import K3sfleetError
 from k3sfleet.project import chart_dir
 from k3sfleet.rolling import cordon_patch, is_ready
-from k3sfleet.settings import ARGOCD_NAMESPACE
+from k3sfleet.settings import APPS_APPLICATION, ARGOCD_NAMESPACE
 
-ROOT_APP = "apps"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DR_CORDON = "k3sfleet-dr"
 RESTORE_TIMEOUT = 1800.0  # seconds each Velero Restore may take (`dr ... --timeout`)
@@ -309,7 +308,7 @@ class _AppMove:
         name, where = self.service.name, self.service.namespace
         where += f" ({self.labels})" if self.labels else ""
         return [
-            Step(f"pause Argo CD automated sync of {ROOT_APP} and {name}", self.pause),
+            Step(f"pause Argo CD automated sync of {APPS_APPLICATION} and {name}", self.pause),
             Step(
                 f"delete {name}'s StatefulSets, Deployments, CloudNativePG Clusters and PVCs "
                 f"in {where}",
@@ -326,8 +325,8 @@ class _AppMove:
             ),
             Step(f"wait until Restore {self.restore} is Completed", self.wait),
             Step(
-                f"set nodeOverrides.{name}={self.target} on Application {ROOT_APP} and resume "
-                "automated sync",
+                f"set nodeOverrides.{name}={self.target} on Application {APPS_APPLICATION} "
+                "and resume automated sync",
                 self.pin_and_resume,
             ),
         ]
@@ -336,7 +335,7 @@ class _AppMove:
         """Turn off the automated sync of ``apps`` and the service's Application (kept in
         ``saved`` to give back)."""
         custom: Any = client.CustomObjectsApi(api)
-        for app in (ROOT_APP, self.service.name):
+        for app in (APPS_APPLICATION, self.service.name):
             try:
                 obj = custom.get_namespaced_custom_object(*ARGO_APPS, app)
             except ApiException as e:
@@ -417,11 +416,11 @@ class _AppMove:
         custom: Any = client.CustomObjectsApi(api)
         name = self.service.name
         try:
-            root = custom.get_namespaced_custom_object(*ARGO_APPS, ROOT_APP)
+            root = custom.get_namespaced_custom_object(*ARGO_APPS, APPS_APPLICATION)
         except ApiException as e:
             if e.status == 404:
                 raise K3sfleetError(
-                    f"no Argo CD Application {ROOT_APP}: set nodeOverrides.{name}="
+                    f"no Argo CD Application {APPS_APPLICATION}: set nodeOverrides.{name}="
                     f"{self.target} in helm/apps/values.yaml yourself"
                 ) from None
             raise
@@ -431,9 +430,9 @@ class _AppMove:
         params = [p for p in helm.get("parameters") or [] if p.get("name") != key]
         helm["parameters"] = [*params, {"name": key, "value": self.target}]
         patch: dict[str, Any] = {"spec": {"source": source}}
-        if self.saved.get(ROOT_APP) is not None:
-            patch["spec"]["syncPolicy"] = {"automated": self.saved[ROOT_APP]}
-        custom.patch_namespaced_custom_object(*ARGO_APPS, ROOT_APP, patch)
+        if self.saved.get(APPS_APPLICATION) is not None:
+            patch["spec"]["syncPolicy"] = {"automated": self.saved[APPS_APPLICATION]}
+        custom.patch_namespaced_custom_object(*ARGO_APPS, APPS_APPLICATION, patch)
         if self.saved.get(name) is not None:
             resume = {"spec": {"syncPolicy": {"automated": self.saved[name]}}}
             custom.patch_namespaced_custom_object(*ARGO_APPS, name, resume)

@@ -50,6 +50,11 @@ ENV_FILES = (".envrc", ".envrc.local", ".env")
 # OIDC and repository secrets there, the infrastructure chart routes argocd-server there, and
 # `k3sfleet dr` and the verify suite find the Applications there.
 ARGOCD_NAMESPACE = "argocd"
+# The root App-of-Apps Applications deploys/argocd.py writes there, one per chart of the GitOps
+# repository (helm/infrastructure, helm/apps); `k3sfleet dr` moves services through the
+# second's values, and the verify suite checks both exist.
+INFRASTRUCTURE_APPLICATION = "infrastructure"
+APPS_APPLICATION = "apps"
 
 
 def setting(default: Any, doc: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:

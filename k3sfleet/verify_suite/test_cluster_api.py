@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from k3sfleet.inventory import is_ingress
 from k3sfleet.kube import HostInfo
-from k3sfleet.settings import ARGOCD_NAMESPACE
+from k3sfleet.settings import APPS_APPLICATION, ARGOCD_NAMESPACE, INFRASTRUCTURE_APPLICATION
 
 SERVICELB_LABEL = "svccontroller.k3s.cattle.io/enablelb"
 DNS_TARGET = "external-dns.alpha.kubernetes.io/target"
@@ -61,7 +61,7 @@ def test_argocd_applications_present(api: Any) -> None:
     apps = custom.list_namespaced_custom_object(
         "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications")
     names = {a["metadata"]["name"] for a in apps.get("items", [])}
-    missing = {"infrastructure", "apps"} - names
+    missing = {INFRASTRUCTURE_APPLICATION, APPS_APPLICATION} - names
     assert not missing, (
         f"root App-of-Apps Applications missing in {ARGOCD_NAMESPACE}: {sorted(missing)}; "
         "K3s applies its manifests directory every 15 s (k3s pkg/deploy/controller.go): if "

@@ -16,7 +16,7 @@ from labcli import pyinfra
 
 from k3sfleet.kube import cluster_api
 from k3sfleet.lab import LAB_AUTO_APPROVED_ROUTES
-from k3sfleet.settings import ARGOCD_NAMESPACE
+from k3sfleet.settings import APPS_APPLICATION, ARGOCD_NAMESPACE, INFRASTRUCTURE_APPLICATION
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def deployed(lab_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> tupl
         )
         wait_for(
             "the root Applications applied from the manifests directory",
-            lambda: {"infrastructure", "apps"} <= {
+            lambda: {INFRASTRUCTURE_APPLICATION, APPS_APPLICATION} <= {
                 a["metadata"]["name"] for a in custom.list_namespaced_custom_object(
                     "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications")["items"]},
             60,
