@@ -9,7 +9,8 @@ the bytes: the package and versions, ldflags, tags, environment, the Go toolchai
 ``<cache>/go/<name>-<key>/`` (built into a temporary directory and renamed, under a lock, so
 parallel labs build once and never see half a binary). Only a fresh machine, or a changed
 recipe, pays the build; ``scripts/setup.sh`` runs ``python -m k3sfleet.lab.gobuild`` to pay it
-up front, with progress output.
+up front, with progress output. A new build removes the entries of the same program that it
+supersedes once they have not been used for :data:`PRUNE_AGE` (see :func:`prune`).
 
 Example::
 
@@ -38,6 +39,11 @@ from k3sfleet.lab.rootfs import _locked  # the cache's flock (artifacts imports 
 
 # Bump when how builds are run changes in a way that changes the binaries.
 RECIPE = "1"
+
+# A superseded entry (same program, another key) goes once unused this long. A week, because
+# file systems mounted relatime (the default) update a file's access time at most once a day, and
+# a second checkout on an older recipe (a git worktree) must not rebuild what it used yesterday.
+PRUNE_AGE = 7 * 24 * 3600
 
 GO_SOURCES = Path(__file__).parent / "go"
 
@@ -176,6 +182,42 @@ def entry_dir(build: GoBuild, cache: Path, toolchain: str | None = None) -> Path
     return cache.expanduser() / "go" / f"{build.name}-{key}"
 
 
+def _last_used(entry: Path) -> float:
+    """The latest modification or access time of ``entry`` and the files in it."""
+    times = [entry.stat().st_mtime]
+    for path in entry.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            status = path.stat()
+            times += [status.st_mtime, status.st_atime]
+    return max(times)
+
+
+def prune(build: GoBuild, cache: Path, keep: Path, age: float = PRUNE_AGE) -> list[Path]:
+    """Remove ``build``'s other cache entries (``<name>-<key>``, made for another version or
+    recipe) unused for ``age`` seconds, with their lock files; return what went.
+
+    Entries of other programs are never touched; neither is one being built (its lock is held).
+
+    Example::
+
+        prune(kube, Path("~/.cache/k3sfleet"), keep=entry_dir(kube, cache))  # [...-0123...]
+    """
+    gone = []
+    now = time.time()
+    for entry in sorted((cache.expanduser() / "go").glob(f"{build.name}-*")):
+        key = entry.name[len(build.name) + 1 :]
+        if entry == keep or not entry.is_dir() or len(key) != 16:
+            continue
+        if any(c not in "0123456789abcdef" for c in key) or now - _last_used(entry) < age:
+            continue
+        lock = entry.with_suffix(".lock")
+        with _locked(lock):
+            shutil.rmtree(entry, ignore_errors=True)
+        lock.unlink(missing_ok=True)
+        gone.append(entry)
+    return gone
+
+
 def cached(build: GoBuild, cache: Path) -> Path | None:
     """The cache entry of ``build`` when it is complete, else None (nothing is built)."""
     try:
@@ -308,6 +350,9 @@ def ensure(build: GoBuild, cache: Path, say: Say = print, every: float = 30.0) -
             f"{build.name}: built in {time.monotonic() - started:.0f} s "
             f"({size / 1e6:.0f} MB, {', '.join(build.outputs) or f'{len(build.files)} files'})"
         )
+    for old in prune(build, cache, keep=directory):
+        days = PRUNE_AGE // 86400
+        say(f"{build.name}: removed {old.name}, superseded and unused for {days} days")
     return directory
 
 

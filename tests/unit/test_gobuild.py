@@ -5,7 +5,9 @@ Builds a tiny program of our own (no network: standard library only) with ``go b
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,44 @@ def test_builds_once_stamps_and_links_outputs(tmp_path: Path) -> None:
     other = ensure(_hello(module, "v2"), cache, say=said.append)
     assert other != entry
     assert subprocess.run([other / "hello"], capture_output=True, text=True).stdout == "v2\n"  # noqa: S603
+
+
+@needs_go
+def test_a_new_build_removes_superseded_entries_unused_for_a_week(tmp_path: Path) -> None:
+    """Only the same program's other keys go, and only when unused for PRUNE_AGE."""
+    module = _module(tmp_path / "m")
+    cache = tmp_path / "cache"
+    top = cache / "go"
+    week_ago = time.time() - gobuild.PRUNE_AGE - 60
+
+    def entry(name: str, used: float | None = None) -> Path:
+        (top / name).mkdir(parents=True)
+        (top / name / "hello").write_text("old build\n")
+        (top / f"{name}.lock").touch()
+        if used is not None:
+            os.utime(top / name / "hello", (used, used))
+            os.utime(top / name, (used, used))
+        return top / name
+
+    stale = entry("hello-0123456789abcdef", used=week_ago)
+    recent = entry("hello-fedcba9876543210")  # used just now
+    read_lately = entry("hello-00000000000000aa", used=week_ago)
+    os.utime(read_lately / "hello", (time.time() - 3600, week_ago))  # read an hour ago
+    others = [entry("hello-too-0123456789abcdef", used=week_ago),  # another program's
+              entry("hellox-0123456789abcdef", used=week_ago),
+              entry("hello-not-a-key", used=week_ago)]
+
+    said: list[str] = []
+    new = ensure(_hello(module), cache, say=said.append)
+    assert not stale.exists() and not stale.with_suffix(".lock").exists()
+    assert any(f"removed {stale.name}" in line for line in said), said
+    assert recent.is_dir() and read_lately.is_dir() and all(o.is_dir() for o in others)
+    assert (new / "hello").is_file()
+    # the entry in use is never removed, however old; a cached build prunes nothing
+    for path in (new, *new.iterdir()):
+        os.utime(path, (week_ago, week_ago))
+    assert gobuild.prune(_hello(module), cache, keep=new) == []
+    assert ensure(_hello(module), cache, say=said.append) == new and recent.is_dir()
 
 
 @needs_go
