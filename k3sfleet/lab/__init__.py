@@ -881,10 +881,7 @@ class Lab:
     def leftovers(self) -> dict[str, list[str]]:
         """What of this lab still exists on the machine (all empty after ``down``)."""
         marker = f"{self.directory}/"  # not lab1 for lab10
-        procs = []
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit() and hostproc.alive(int(proc.name), marker):
-                procs.append(f"{proc.name}: {hostproc._cmdline(int(proc.name))[:120]}")
+        procs = [f"{pid}: {cmd[:120]}" for pid, cmd in hostproc.processes(marker).items()]
         cgroups = [str(p) for h in self.hosts for p in supervise.cgroup_dirs(h.netns)
                    if p.exists()]
         return {

@@ -33,7 +33,8 @@ class HostError(K3sfleetError):
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
 
@@ -82,6 +83,23 @@ def alive(pid: int | None, marker: str) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.001)
+
+
+def processes(marker: str) -> dict[int, str]:
+    """Every running process whose command line contains ``marker``, by PID, with that command
+    line; one caught in execve(2) is waited for as :func:`alive` does.
+
+    Example::
+
+        processes(f"{lab.directory}/")  # {4242: "/var/lib/k3sfleet-lab/lab1/bin/tscontrol ..."}
+    """
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            pid = int(entry.name)
+            if alive(pid, marker):
+                found[pid] = _cmdline(pid)
+    return found
 
 
 def wait_gone(pid: int, marker: str, timeout: float) -> bool:

@@ -37,6 +37,7 @@ import pytest
 from cryptography import x509
 from kubernetes import client, config
 
+from k3sfleet.lab import hosts
 from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
 from k3sfleet.lab.standins.k3s.audit import writes
 from tests.k8s.k3s_procs import TOKEN, K3sProcs, free_port
@@ -344,15 +345,7 @@ def test_snapshot_then_cluster_reset_restores_it(cluster: K3sProcs, api: Any) ->
 
 def _processes_under(directory: Path) -> list[str]:
     """Command lines of running processes that name ``directory`` (the test's own programs)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(directory) in argv and proc.name != str(os.getpid()):
-            found.append(argv[:120])
-    return found
+    return [argv[:120] for argv in hosts.processes(str(directory)).values()]
 
 
 def test_a_server_stopped_while_starting_leaves_no_component_running(cluster: K3sProcs) -> None:

@@ -103,3 +103,31 @@ def test_kernel_threads_are_answered_without_waiting(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(hosts.time, "sleep", no_sleep)
     assert not any(hosts.alive(pid, "") for pid in kthreads[:20])
+
+
+def test_processes_finds_every_live_process_naming_the_marker(tmp_path: Path) -> None:
+    """hosts.processes (lab.leftovers and the tests' "nothing left running" checks): each
+    process naming the marker, one in execve among them, and a command line that is not UTF-8
+    does not stop the scan."""
+    marker = f"{MARKER}-{os.getpid()}"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
+    odd = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", b"\xff\xfe"])
+    chain = _exec_chain(tmp_path, 200)
+    try:
+        found = hosts.processes(marker)
+        assert list(found) == [sleeper.pid] and marker in found[sleeper.pid]
+        assert odd.pid in hosts.processes("time.sleep(30)")
+        seen = 0
+        while chain.poll() is None:
+            present = chain.pid in hosts.processes(MARKER)
+            if chain.poll() is None:
+                assert present, "a process in execve(2) was missed"
+                seen += 1
+        assert seen > 0
+        sleeper.kill()
+        sleeper.wait()
+        assert hosts.processes(marker) == {}
+    finally:
+        for proc in (sleeper, odd, chain):
+            proc.kill()
+            proc.wait()

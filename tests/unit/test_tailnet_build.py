@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from k3sfleet.lab import artifacts, gobuild, tailnet
+from k3sfleet.lab import artifacts, gobuild, hosts, tailnet
 from k3sfleet.lab.artifacts import build_k3s_executable
 from k3sfleet.lab.standins import LAB_K3S_VERSIONS
 
@@ -97,18 +97,6 @@ def test_the_real_package_has_tailscales_layout(tmp_path: Path) -> None:
 
 
 # -- the artifact services: k3s mirror, signed apt repository, HTTP server --------------------
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in command:
-            found.append(command)
-    return found
-
-
 def test_artifacts_mirror_and_signed_apt_repository(tmp_path: Path) -> None:
     from k3sfleet.lab.artifacts import build_artifacts, serve
 
@@ -162,7 +150,7 @@ def test_artifacts_mirror_and_signed_apt_repository(tmp_path: Path) -> None:
         "./lib/systemd/system/tailscaled.service",
     ):
         assert path in listing
-    assert not _processes_mentioning(str(cache / "apt-gpg"))  # no gpg-agent left behind
+    assert not hosts.processes(str(cache / "apt-gpg"))  # no gpg-agent left behind
     # a second build reuses the cached key
     again = build_artifacts(tmp_path / "www2", cache, bins)
     assert again.key_fingerprint == artifacts.key_fingerprint
