@@ -9,8 +9,9 @@
   a joining node come from its server's facts at that moment, so a fresh cluster comes up in
   one run. The previous config is kept as ``config.yaml.previous``.
 * ``k3s_service`` restarts K3s only when its binary, unit, config or vpn-auth file changed this
-  run (or it is not running), waits until it is healthy, and when it is not, puts the previous
-  config back, restarts, and fails with a clear message.
+  run (or it is not running), waits until it is healthy (one failed start is left to the
+  unit's own restart), and when it is not, puts the previous config back, restarts, and fails
+  with a clear message.
 
 Example::
 
@@ -436,7 +437,17 @@ def restart_script(
     config: str = CONFIG,
 ) -> str:
     """Restart ``service``, wait until healthy; if not, restore config.yaml.previous (when
-    ``restore_config``), restart again and exit 1 with a message saying what happened."""
+    ``restore_config``), restart again and exit 1 with a message saying what happened.
+
+    Not healthy means: ``timeout`` seconds passed, systemd gave the unit up (SubState
+    ``failed``), or two runs of it failed. One failed start is K3s's own unit's business: it
+    restarts K3s (Restart=always, RestartSec=5s) and a transient start failure heals there. One
+    such failure is real: with ``tailscale_up_by: k3s`` right after a refused auth key, K3s's
+    own ``tailscale up`` can end on the old login's late "backend error: invalid authkey" while
+    the new key logs in (``tailscale.UP_SETTLE_SECONDS``). Runs are told apart by the unit's
+    InvocationID, which every start renews; a failed run waits in SubState ``auto-restart``
+    until systemd starts the next (systemd src/core/service.c ``service_enter_restart``).
+    """
     q = shlex.quote
     if role == "server":
         healthy = (
@@ -449,9 +460,12 @@ def restart_script(
         "set -u",
         f"svc={q(service)}; cfg={q(config)}; node=$(hostname)",
         f"healthy() {{ {healthy}; }}",
-        'broken() { case "$(systemctl show -p SubState --value "$svc")" in '
-        "failed|auto-restart) return 0;; esac; return 1; }",
-        'wait_healthy() { i=0; while [ "$i" -lt ' + str(int(timeout)) + " ]; do "
+        'broken() { case "$(systemctl show -p SubState --value "$svc")" in failed) return 0;; '
+        'auto-restart) run=$(systemctl show -p InvocationID --value "$svc"); '
+        'case "$failed_runs" in *"$run"*) ;; *) failed_runs="$failed_runs $run"; '
+        "fails=$((fails+1));; esac; [ \"$fails\" -ge 2 ] && return 0;; esac; return 1; }",
+        'wait_healthy() { i=0; fails=0; failed_runs=; while [ "$i" -lt ' + str(int(timeout))
+        + " ]; do "
         "healthy && { sleep " + str(int(settle)) + "; healthy && return 0; }; "
         "broken && return 1; sleep 1; i=$((i+1)); done; return 1; }",
         "systemctl daemon-reload",

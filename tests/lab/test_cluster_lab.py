@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from k3sfleet.lab.standins.k3s.main import FAULT_MARKER
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.lab
 
@@ -178,6 +180,28 @@ def test_bad_passthrough_setting_is_rolled_back_and_fails_clearly(
     fixed = pyinfra(cluster["inventory"], "deploys/cluster.py", "-y")
     assert fixed.returncode == 0, fixed.stdout[-3000:]
     assert sudo(lab, server, f"sha256sum {CONFIG}").split()[0] == good
+
+
+def test_a_start_that_fails_once_is_restarted_by_the_unit_not_rolled_back(
+    cluster: dict[str, Any],
+) -> None:
+    """K3s's unit restarts a K3s that failed to start (Restart=always, RestartSec=5s); the
+    deploy waits for that run instead of taking one failed start for a bad config."""
+    lab, work = cluster["lab"], cluster["work"]
+    server = lab.servers[0]
+    sudo(lab, server, f"echo once > {FAULT_MARKER}")
+    changed = lab.write_inventory(work / "debug.py", {"k3s_extra_config": {"debug": True}})
+    run = pyinfra(changed, "deploys/cluster.py", "-y")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "restored" not in run.stdout
+    assert yaml.safe_load(sudo(lab, server, f"cat {CONFIG}"))["debug"] is True
+    assert sudo(lab, server, f"test -e {FAULT_MARKER} || echo gone").strip() == "gone"
+    # real systemd restarted the unit once after the injected failure
+    assert sudo(lab, server, "systemctl show -p NRestarts --value k3s").strip() == "1"
+    assert "lab fault injected" in sudo(lab, server, "journalctl -u k3s -o cat --no-pager")
+    back = pyinfra(cluster["inventory"], "deploys/cluster.py", "-y")
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert "debug" not in yaml.safe_load(sudo(lab, server, f"cat {CONFIG}"))
 
 
 def test_third_agent_joins_without_restarting_the_others(cluster: dict[str, Any]) -> None:

@@ -78,18 +78,33 @@ def test_install_unknown_arch() -> None:
 
 
 FAKE_SYSTEMCTL = """#!/bin/sh
-# systemctl stand-in: the service is active unless the config holds "bad-setting".
+# systemctl stand-in for a unit with Restart=always: a start on a config holding "bad-setting"
+# fails every time, one holding "fail-once" fails the first time only. A failed run waits in
+# SubState auto-restart under its own InvocationID; the poll after the one that saw it, systemd
+# (here: is-active) starts a new run. $FAKE_STATE holds "<SubState> <InvocationID> [seen]".
 state="$FAKE_STATE"
+start() {
+  n=$(( $(cat "$state.n" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$state.n"
+  if grep -q bad-setting "$FAKE_CONFIG"; then echo "auto-restart run$n" > "$state"
+  elif grep -q fail-once "$FAKE_CONFIG" && [ ! -e "$state.failed-once" ]; then
+    touch "$state.failed-once"; echo "auto-restart run$n" > "$state"
+  else echo "running run$n" > "$state"; fi
+}
 case "$1" in
   daemon-reload|reset-failed) exit 0 ;;
-  restart)
-    echo restart >> "$state.log"
-    if grep -q bad-setting "$FAKE_CONFIG"; then echo failed > "$state"
-    else echo active > "$state"; fi
-    exit 0 ;;
-  is-active) [ "$(cat "$state" 2>/dev/null)" = active ] ;;
+  restart) echo restart >> "$state.log"; start; exit 0 ;;
+  is-active)
+    set -- $(cat "$state" 2>/dev/null)
+    if [ "${1:-}" = auto-restart ]; then
+      if [ -n "${3:-}" ]; then echo auto >> "$state.log"; start
+      else echo "$1 $2 seen" > "$state"; fi
+    fi
+    [ "$(cut -d' ' -f1 "$state" 2>/dev/null)" = running ] ;;
   show)
-    if [ "$(cat "$state" 2>/dev/null)" = active ]; then echo running; else echo failed; fi ;;
+    case "$3" in
+      SubState) cut -d' ' -f1 "$state" ;;
+      InvocationID) cut -d' ' -f2 "$state" ;;
+    esac ;;
   *) exit 0 ;;
 esac
 """
@@ -122,7 +137,19 @@ def test_restart_healthy(fake_node: dict[str, Path]) -> None:
     fake_node["config"].write_text("node-name: a\n")
     result = restart(fake_node, restore=True)
     assert result.returncode == 0, result.stderr
-    assert fake_node["state"].read_text().strip() == "active"
+    assert fake_node["state"].read_text().split()[0] == "running"
+
+
+def test_one_failed_start_is_left_to_the_units_own_restart(fake_node: dict[str, Path]) -> None:
+    """A transient start failure (K3s's unit restarts it) is not a bad config: no roll-back."""
+    cfg = fake_node["config"]
+    cfg.write_text("node-name: a\nfail-once: true\n")
+    Path(f"{cfg}.previous").write_text("node-name: a\n")
+    result = restart(fake_node, restore=True)
+    assert result.returncode == 0, result.stderr
+    assert cfg.read_text().endswith("fail-once: true\n") and not Path(f"{cfg}.failed").exists()
+    assert fake_node["state"].read_text().split()[:2] == ["running", "run2"]
+    assert Path(f"{fake_node['state']}.log").read_text().split() == ["restart", "auto"]
 
 
 def test_bad_config_is_rolled_back_and_the_run_fails_clearly(fake_node: dict[str, Path]) -> None:
@@ -135,8 +162,9 @@ def test_bad_config_is_rolled_back_and_the_run_fails_clearly(fake_node: dict[str
     assert "healthy again" in result.stderr
     assert cfg.read_text() == "node-name: a\n"
     assert Path(f"{cfg}.failed").read_text().endswith("bad-setting: true\n")
-    assert fake_node["state"].read_text().strip() == "active"
-    assert Path(f"{fake_node['state']}.log").read_text().count("restart") == 2
+    assert fake_node["state"].read_text().split()[0] == "running"
+    log = Path(f"{fake_node['state']}.log").read_text().split()
+    assert log.count("restart") == 2 and log.count("auto") == 1  # two failed runs, then rolled back
 
 
 def test_bad_config_without_previous_fails_without_touching_it(fake_node: dict[str, Path]) -> None:

@@ -44,11 +44,16 @@ def version_text(version: str) -> str:
 
 
 def _check_fault(version: str) -> None:
-    """Lab fault injection: the marker makes every version (or the one it names) fail to start.
+    """Lab fault injection: the marker makes every version (or the one it names) fail to start;
+    holding ``once``, only the next start fails, and the marker goes.
 
-    Lab-only (no upstream source): it stands for a release that cannot start."""
+    Lab-only (no upstream source): it stands for a release that cannot start, or a transient
+    start failure (``once``)."""
     if FAULT_MARKER.exists():
         wanted = FAULT_MARKER.read_text().strip()
+        if wanted == "once":
+            FAULT_MARKER.unlink(missing_ok=True)
+            log.fatal(f"lab fault injected by {FAULT_MARKER} (once): not starting k3s {version}")
         if not wanted or wanted == version:
             log.fatal(f"lab fault injected by {FAULT_MARKER}: refusing to start k3s {version}")
 
