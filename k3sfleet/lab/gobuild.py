@@ -35,15 +35,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from k3sfleet.lab.rootfs import _locked  # the cache's flock (artifacts imports this module)
+# the cache's flock and age rule (artifacts imports this module)
+from k3sfleet.lab.rootfs import PRUNE_AGE, _locked, last_used
 
 # Bump when how builds are run changes in a way that changes the binaries.
 RECIPE = "1"
-
-# A superseded entry (same program, another key) goes once unused this long. A week, because
-# file systems mounted relatime (the default) update a file's access time at most once a day, and
-# a second checkout on an older recipe (a git worktree) must not rebuild what it used yesterday.
-PRUNE_AGE = 7 * 24 * 3600
 
 GO_SOURCES = Path(__file__).parent / "go"
 
@@ -182,16 +178,6 @@ def entry_dir(build: GoBuild, cache: Path, toolchain: str | None = None) -> Path
     return cache.expanduser() / "go" / f"{build.name}-{key}"
 
 
-def _last_used(entry: Path) -> float:
-    """The latest modification or access time of ``entry`` and the files in it."""
-    times = [entry.stat().st_mtime]
-    for path in entry.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            status = path.stat()
-            times += [status.st_mtime, status.st_atime]
-    return max(times)
-
-
 def prune(build: GoBuild, cache: Path, keep: Path, age: float = PRUNE_AGE) -> list[Path]:
     """Remove ``build``'s other cache entries (``<name>-<key>``, made for another version or
     recipe) unused for ``age`` seconds, with their lock files; return what went.
@@ -208,7 +194,7 @@ def prune(build: GoBuild, cache: Path, keep: Path, age: float = PRUNE_AGE) -> li
         key = entry.name[len(build.name) + 1 :]
         if entry == keep or not entry.is_dir() or len(key) != 16:
             continue
-        if any(c not in "0123456789abcdef" for c in key) or now - _last_used(entry) < age:
+        if any(c not in "0123456789abcdef" for c in key) or now - last_used(entry) < age:
             continue
         lock = entry.with_suffix(".lock")
         with _locked(lock):

@@ -308,15 +308,32 @@ def ensure_root(cache: Path, log: Path | None = None) -> RootImage:
     return image
 
 
-def prune(top: Path, keep: set[Path], age: float = 3600) -> list[Path]:
+# A cached build superseded by another key (a root tarball here, a Go program in gobuild) goes
+# once unused this long. A week, because file systems mounted relatime (the default) update a
+# file's access time at most once a day, and a second checkout on an older recipe (a git
+# worktree) must not rebuild what it used yesterday.
+PRUNE_AGE = 7 * 24 * 3600
+
+
+def last_used(path: Path) -> float:
+    """The latest modification or access time of ``path`` and, for a directory, of the files in
+    it (symbolic links not followed)."""
+    status = path.stat()
+    times = [status.st_mtime, status.st_atime]
+    for inner in path.rglob("*") if path.is_dir() else ():
+        if inner.is_file() and not inner.is_symlink():
+            status = inner.stat()
+            times += [status.st_mtime, status.st_atime]
+    return max(times)
+
+
+def prune(top: Path, keep: set[Path], age: float = PRUNE_AGE) -> list[Path]:
     """Remove cached root tarballs other than ``keep`` unused for ``age`` seconds (a lab
     extracting one right now has it open or finished long before); return what went."""
     gone = []
     now = time.time()
     for tarball in top.glob("*.tar.zst"):
-        if tarball in keep or now - tarball.stat().st_atime < age:
-            continue
-        if now - tarball.stat().st_mtime < age:
+        if tarball in keep or now - last_used(tarball) < age:
             continue
         tarball.unlink(missing_ok=True)
         tarball.with_suffix("").with_suffix(".lock").unlink(missing_ok=True)

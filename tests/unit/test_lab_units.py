@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import time
 from pathlib import Path
 
 import pytest
@@ -211,7 +212,12 @@ def test_prune_keeps_current_and_recent_root_images(tmp_path: Path) -> None:
         os.utime(path, (old_time, old_time))
     (tmp_path / "root-a-0.lock").write_text("")
     (tmp_path / "debs-a").mkdir()
+    # read two days ago (relatime may keep an access time that old while in use): kept
+    read_lately = tmp_path / "root-c-3.tar.zst"
+    read_lately.write_bytes(b"x")
+    os.utime(read_lately, (time.time() - 2 * 86400, old_time))
     gone = rootfs.prune(tmp_path, keep={current, base})
     assert gone == [stale]
     assert current.exists() and base.exists() and recent.exists() and not stale.exists()
+    assert read_lately.exists()
     assert not (tmp_path / "root-a-0.lock").exists() and (tmp_path / "debs-a").exists()
