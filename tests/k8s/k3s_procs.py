@@ -13,12 +13,14 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from k3sfleet.lab import hosts
 from k3sfleet.lab.controlplane import K3S_VERSION, Binaries
 from tests.k8s.local import free_port
 
@@ -68,16 +70,48 @@ class K3sProcs:
         path.chmod(0o755)
         return path
 
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGTERM, then SIGKILL to its process group after 30 s."""
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+        """SIGTERM, then SIGKILL to its process group after ``timeout`` s.
+
+        A stand-in server stops its control plane on SIGTERM; its components run in sessions of
+        their own (so a plain death would leave them running). When it had to be killed, what
+        it started under :attr:`root` is stopped here by PID, and its log says so: once in CI
+        a server killed this way left kine serving 127.0.0.1:2379, and the next module's
+        server refused to start ("another datastore would be served")."""
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(30)
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                self._stop_leftovers(proc, timeout)
+
+    def _stop_leftovers(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        """Stop, by PID, processes under :attr:`root` that no running k3s of ours started."""
+        ours = {p.pid for p in self.procs if p.poll() is None}
+        left = {pid: command for pid, command in hosts.processes(str(self.root)).items()
+                if pid not in ours and _parent(pid) not in ours}
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid, command in left.items():
+            if not hosts.wait_gone(pid, command, 30):  # (a kube-apiserver may take a while)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                hosts.wait_gone(pid, command, 10)
+        with (self.root / f"killed-{proc.pid}.log").open("a") as note:
+            note.write(f"k3s pid {proc.pid} outlived SIGTERM by {timeout:.0f} s and was killed; "
+                       f"stopped what it left running: {sorted(left.values())}\n")
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             self.stop(proc)
+
+
+def _parent(pid: int) -> int:
+    """The parent PID of ``pid`` (``/proc/<pid>/stat``), 0 if it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
